@@ -1,0 +1,98 @@
+//! `aggregator`: runs one incremental SQL pipeline per `.sql` file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aggregator::pipeline::{PipelineOptions, Shutdown};
+use aggregator::source::schema::SourceSchema;
+use clap::Parser;
+
+/// Keeps the answer to each `.sql` file live over an event stream, in a store.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// A pipeline file, or a directory whose `*.sql` files are pipelines.
+    #[arg(long, env = "AGGREGATOR_SQL", default_value = "sql")]
+    sql: PathBuf,
+    /// Where events come from: `file:<dir>` (the batch-file log).
+    #[arg(long, env = "AGGREGATOR_SOURCE", default_value = "file:data/events")]
+    source: String,
+    /// Where results go: `sqlite:<path>`.
+    #[arg(long, env = "AGGREGATOR_SINK", default_value = "sqlite:data/results.sqlite")]
+    sink: String,
+    /// A file with one `CREATE TABLE` declaring the events' columns (default: the
+    /// built-in user-interactions schema, `schemas/interactions.sql`).
+    #[arg(long, env = "AGGREGATOR_SOURCE_SCHEMA")]
+    source_schema: Option<PathBuf>,
+    /// Directory of the pipelines' checkpoints (state + source offsets).
+    #[arg(long, env = "AGGREGATOR_CHECKPOINT_DIR", default_value = "data/checkpoints")]
+    checkpoint_dir: PathBuf,
+    /// Process everything available at start, flush, checkpoint and exit.
+    #[arg(long, env = "AGGREGATOR_AVAILABLE_NOW")]
+    available_now: bool,
+    /// Most records per micro-batch.
+    #[arg(long, env = "AGGREGATOR_MAX_BATCH_RECORDS", default_value_t = 100_000)]
+    max_batch_records: usize,
+    /// Records longer than this are bad records.
+    #[arg(long, env = "AGGREGATOR_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
+    max_record_bytes: usize,
+    /// Seconds between checkpoints (and always at exit).
+    #[arg(long, env = "AGGREGATOR_CHECKPOINT_INTERVAL_SECONDS", default_value_t = 10.0)]
+    checkpoint_interval_seconds: f64,
+    /// How often an idle pipeline looks for new events, in milliseconds.
+    #[arg(long, env = "AGGREGATOR_POLL_INTERVAL_MS", default_value_t = 500)]
+    poll_interval_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let options = PipelineOptions {
+        source_uri: args.source,
+        sink_uri: args.sink,
+        checkpoint_dir: args.checkpoint_dir,
+        available_now: args.available_now,
+        max_batch_records: args.max_batch_records.max(1),
+        max_record_bytes: args.max_record_bytes,
+        checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval_seconds.max(0.0)),
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let schema = runtime.block_on(async {
+        match &args.source_schema {
+            Some(path) => SourceSchema::from_file(path).await,
+            None => SourceSchema::default_interactions().await,
+        }
+    })?;
+    let shutdown = Shutdown::default();
+    {
+        let shutdown = shutdown.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            tracing::info!("stopping: finishing the current batches and checkpointing");
+            shutdown.trigger();
+        });
+    }
+    let summary = aggregator::supervisor::run(&args.sql, &schema, &options, shutdown)?;
+    for status in &summary.finished {
+        tracing::info!(
+            pipeline = %status.name, state = %status.state, consumed = status.events_in,
+            ok = status.events_ok, bad = status.events_bad, late = status.events_late, "done"
+        );
+    }
+    if !summary.failed.is_empty() {
+        for (_, error) in &summary.failed {
+            eprintln!("error: {error}");
+        }
+        anyhow::bail!("{} of {} pipelines failed", summary.failed.len(), summary.failed.len() + summary.finished.len());
+    }
+    Ok(())
+}

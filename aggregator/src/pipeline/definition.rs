@@ -1,0 +1,227 @@
+//! A pipeline as written: one `.sql` file is the whole pipeline.
+//!
+//! ```sql
+//! -- output_mode: update            (update | complete | append; default update)
+//! -- allowed_delay: 10 minutes      (watermark delay; default 20 minutes)
+//! -- target: item_counts            (result table; default the file's stem)
+//! -- key: item_id                   (columns that make `_id`; default: see below)
+//! SELECT item_id, COUNT(*) AS interaction_count FROM SOURCE GROUP BY item_id
+//! -- for_each_batch
+//! SELECT 'all' AS _id, AVG(interaction_count) AS avg_interactions_per_item FROM AGGREGATED
+//! -- end_for
+//! ```
+//!
+//! Settings are comment lines `-- <setting>: <value>` with one of the four names
+//! above; other comments are comments. The text between `-- for_each_batch` and
+//! `-- end_for` is the second stage, which reads the first stage's current result as
+//! the table `AGGREGATED`. The pipeline's identity is the SHA-256 of the whole file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OutputMode {
+    /// Upsert the groups that changed, delete groups that left the result.
+    Update,
+    /// Write the whole result after every micro-batch.
+    Complete,
+    /// Write each window once, when the watermark passes its end.
+    Append,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub output_mode: OutputMode,
+    pub allowed_delay: Duration,
+    pub target: String,
+    pub key: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineDefinition {
+    /// The file's stem: the pipeline's name.
+    pub name: String,
+    pub path: PathBuf,
+    /// SHA-256 of the file's text, hex.
+    pub sql_hash: String,
+    /// The first stage: an aggregation over `SOURCE`.
+    pub stage1: String,
+    /// The second stage over `AGGREGATED`, if any.
+    pub stage2: Option<String>,
+    pub settings: Settings,
+}
+
+pub const DEFAULT_ALLOWED_DELAY: Duration = Duration::from_secs(20 * 60);
+
+impl PipelineDefinition {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::user(format!("{}: {e}", path.display())))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let fail = |line: usize, msg: String| Error::user(format!("{}:{line}: {msg}", path.display()));
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| fail(0, "the file has no name".into()))?;
+        let mut settings = Settings {
+            output_mode: OutputMode::Update,
+            allowed_delay: DEFAULT_ALLOWED_DELAY,
+            target: name.clone(),
+            key: None,
+        };
+        let (mut stage1, mut stage2) = (String::new(), None::<String>);
+        #[derive(PartialEq)]
+        enum Part {
+            First,
+            Second,
+            After,
+        }
+        let mut part = Part::First;
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let comment = line.trim().strip_prefix("--").map(str::trim);
+            match comment.map(str::to_ascii_lowercase).as_deref() {
+                Some("for_each_batch") => {
+                    if part != Part::First {
+                        return Err(fail(n, "a second `-- for_each_batch`".into()));
+                    }
+                    part = Part::Second;
+                    stage2 = Some(String::new());
+                    continue;
+                }
+                Some("end_for") => {
+                    if part != Part::Second {
+                        return Err(fail(n, "`-- end_for` without `-- for_each_batch`".into()));
+                    }
+                    part = Part::After;
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some((key, value)) = comment.and_then(|c| c.split_once(':')) {
+                let value = value.trim();
+                match key.trim() {
+                    "output_mode" => {
+                        settings.output_mode = match value.to_ascii_lowercase().as_str() {
+                            "update" => OutputMode::Update,
+                            "complete" => OutputMode::Complete,
+                            "append" => OutputMode::Append,
+                            other => return Err(fail(n, format!("output_mode {other:?}: expected update, complete or append"))),
+                        };
+                        continue;
+                    }
+                    "allowed_delay" | "watermark_delay" => {
+                        settings.allowed_delay = parse_duration(value).map_err(|e| fail(n, e))?;
+                        continue;
+                    }
+                    "target" => {
+                        settings.target = value.to_string();
+                        continue;
+                    }
+                    "key" => {
+                        settings.key = Some(value.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect());
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let target = match part {
+                Part::First => &mut stage1,
+                Part::Second => stage2.as_mut().expect("set at for_each_batch"),
+                Part::After => {
+                    if comment.is_none() && !line.trim().is_empty() {
+                        return Err(fail(n, "SQL after `-- end_for`".into()));
+                    }
+                    continue;
+                }
+            };
+            target.push_str(line);
+            target.push('\n');
+        }
+        if part == Part::Second {
+            return Err(fail(text.lines().count(), "`-- for_each_batch` without `-- end_for`".into()));
+        }
+        let clean = |sql: String| sql.trim().trim_end_matches(';').trim().to_string();
+        let stage1 = clean(stage1);
+        if stage1.lines().all(|l| l.trim().is_empty() || l.trim().starts_with("--")) {
+            return Err(fail(1, "no SQL statement".into()));
+        }
+        Ok(PipelineDefinition {
+            name,
+            path: path.to_path_buf(),
+            sql_hash: hex::encode(Sha256::digest(text.as_bytes())),
+            stage1,
+            stage2: stage2.map(clean),
+            settings,
+        })
+    }
+}
+
+/// Parses `20 minutes`, `90s`, `1 hour`, `500 ms`, `0`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim().trim_matches('\'').trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like '20 minutes'"))?;
+    let seconds = match unit.trim().to_ascii_lowercase().as_str() {
+        "" if number == 0.0 => 0.0,
+        "ms" | "millisecond" | "milliseconds" => number / 1000.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => number,
+        "m" | "min" | "mins" | "minute" | "minutes" => number * 60.0,
+        "h" | "hour" | "hours" => number * 3600.0,
+        "d" | "day" | "days" => number * 86400.0,
+        _ => return Err(format!("{text:?} is not a duration like '20 minutes'")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_stages_and_reads_settings() {
+        let text = "-- output_mode: complete\n-- allowed_delay: 5 minutes\n-- key: item_id\n-- a plain comment: not a setting\n\
+                    SELECT item_id, COUNT(*) AS c FROM SOURCE GROUP BY item_id;\n\
+                    -- for_each_batch\nSELECT 'all' AS _id, AVG(c) AS a FROM AGGREGATED\n-- end_for\n";
+        let d = PipelineDefinition::parse(Path::new("sql/items.sql"), text).unwrap();
+        assert_eq!(d.name, "items");
+        assert_eq!(d.settings.output_mode, OutputMode::Complete);
+        assert_eq!(d.settings.allowed_delay, Duration::from_secs(300));
+        assert_eq!(d.settings.key, Some(vec!["item_id".to_string()]));
+        assert_eq!(d.settings.target, "items");
+        assert!(d.stage1.ends_with("GROUP BY item_id"), "{}", d.stage1);
+        assert_eq!(d.stage2.as_deref(), Some("SELECT 'all' AS _id, AVG(c) AS a FROM AGGREGATED"));
+        assert_eq!(d.sql_hash.len(), 64);
+    }
+
+    #[test]
+    fn the_hash_changes_with_the_text() {
+        let a = PipelineDefinition::parse(Path::new("a.sql"), "SELECT 1").unwrap();
+        let b = PipelineDefinition::parse(Path::new("a.sql"), "SELECT 2").unwrap();
+        assert_ne!(a.sql_hash, b.sql_hash);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let err = PipelineDefinition::parse(Path::new("sql/x.sql"), "SELECT 1\n-- output_mode: sometimes\n").unwrap_err();
+        assert!(err.to_string().starts_with("sql/x.sql:2: output_mode"), "{err}");
+        let err = PipelineDefinition::parse(Path::new("sql/y.sql"), "SELECT 1\n-- for_each_batch\nSELECT 2\n").unwrap_err();
+        assert!(err.to_string().contains("sql/y.sql:3"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_in_the_usual_units() {
+        assert_eq!(parse_duration("20 minutes").unwrap(), Duration::from_secs(1200));
+        assert_eq!(parse_duration("'90s'").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1 hour").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! From state changes to result changes: which rows to upsert and delete.
+//!
+//! | output mode | keyed (one row per group) | whole-result diff |
+//! | --- | --- | --- |
+//! | update | groups the batch touched; touched groups that a HAVING now drops are deleted | rows that changed since the last write; rows that left are deleted |
+//! | complete | every group, every batch | every row, every batch; rows that left are deleted |
+//! | append | groups of windows the watermark closed in this batch, once | rows of closed windows |
+//!
+//! In update mode closed windows leave the state but their rows stay in the sink. In
+//! complete mode nothing leaves the state (the whole result must be rewritten), as in
+//! Spark. A second stage always sees stage 1's current result, closed windows included
+//! (their final rows are kept for it).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+use sha2::{Digest, Sha256};
+use store::{ResultColumn, ResultDelta, ResultRow, Value};
+
+use crate::error::Result;
+use crate::pipeline::definition::OutputMode;
+use crate::pipeline::plan::{Emission, StreamingPlan};
+use crate::pipeline::state::GroupStore;
+use crate::sink::values;
+
+/// The result table's columns: the output's columns except `_id`.
+pub fn result_columns(plan: &StreamingPlan) -> Vec<ResultColumn> {
+    plan.output_schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "_id")
+        .map(|f| ResultColumn { name: f.name().clone(), column_type: values::column_type(f.data_type()) })
+        .collect()
+}
+
+/// What an emitter remembers between batches (and checkpoints).
+#[derive(Debug, Default)]
+pub struct Emitter {
+    /// Whole-result diff: `_id` → fingerprint of the row last written.
+    pub written: HashMap<String, u64>,
+    /// Final rows (group columns + values) of windows that left the state, for
+    /// whole-result pipelines that still need them.
+    pub finalized: Option<RecordBatch>,
+}
+
+impl Emitter {
+    /// Evicts closed windows and computes the batch's result changes. `touched` holds
+    /// the final values of the groups this batch merged into.
+    pub async fn emit(
+        &mut self,
+        plan: &StreamingPlan,
+        groups: &mut GroupStore,
+        touched: RecordBatch,
+        watermark: Option<i64>,
+    ) -> Result<ResultDelta> {
+        let mode = plan.output_mode;
+        // Complete mode keeps every group; the others drop windows the watermark closed.
+        let closed = match (mode, watermark) {
+            (OutputMode::Complete, _) | (_, None) => None,
+            (_, Some(w)) => {
+                let keep_rows = mode == OutputMode::Append || matches!(plan.emission, Emission::FullDiff { .. });
+                groups.evict(w, keep_rows)?
+            }
+        };
+        match &plan.emission {
+            Emission::Keyed { key_columns, group_columns } => match mode {
+                OutputMode::Update => {
+                    let out = plan.top(touched.clone()).await?;
+                    let mut delta = ResultDelta { upserts: rows(&out, &key_ids(&out, key_columns)), deletes: vec![] };
+                    if let Some(group_columns) = group_columns.as_ref().filter(|_| out.num_rows() < touched.num_rows()) {
+                        delta.deletes = missing(&key_ids(&touched, group_columns), &delta.upserts);
+                    }
+                    Ok(delta)
+                }
+                OutputMode::Append => match closed {
+                    Some(finals) => {
+                        let out = plan.top(finals).await?;
+                        Ok(ResultDelta { upserts: rows(&out, &key_ids(&out, key_columns)), deletes: vec![] })
+                    }
+                    None => Ok(ResultDelta::default()),
+                },
+                OutputMode::Complete => {
+                    let all = groups.evaluate_all()?;
+                    let out = plan.top(all.clone()).await?;
+                    let upserts = rows(&out, &key_ids(&out, key_columns));
+                    let deletes = match group_columns {
+                        Some(g) if out.num_rows() < all.num_rows() => missing(&key_ids(&all, g), &upserts),
+                        _ => vec![],
+                    };
+                    Ok(ResultDelta { upserts, deletes })
+                }
+            },
+            Emission::FullDiff { key_columns } => {
+                if let Some(closed) = closed {
+                    self.finalized = Some(match self.finalized.take() {
+                        Some(old) => concat_batches(&old.schema(), [&old, &closed])?,
+                        None => closed,
+                    });
+                }
+                let current = match mode {
+                    OutputMode::Append => self.finalized.clone().unwrap_or_else(|| RecordBatch::new_empty(plan.final_schema.clone())),
+                    _ => {
+                        let open = groups.evaluate_all()?;
+                        match &self.finalized {
+                            Some(done) => concat_batches(&open.schema(), [done, &open])?,
+                            None => open,
+                        }
+                    }
+                };
+                let stage1 = plan.top(current).await?;
+                let out = plan.stage2(stage1).await?;
+                let ids = match key_columns {
+                    Some(k) => key_ids(&out, k),
+                    None => content_ids(&out),
+                };
+                Ok(self.diff(rows(&out, &ids), mode == OutputMode::Complete))
+            }
+        }
+    }
+
+    /// Rows that are new or changed since the last write (all of them with
+    /// `everything`), and deletes for rows that are gone.
+    fn diff(&mut self, rows: Vec<ResultRow>, everything: bool) -> ResultDelta {
+        let mut next = HashMap::with_capacity(rows.len());
+        let mut upserts = Vec::new();
+        for row in rows {
+            let print = fingerprint(&row.values);
+            if everything || self.written.get(&row.id) != Some(&print) {
+                next.insert(row.id.clone(), print);
+                upserts.push(row);
+            } else {
+                next.insert(row.id, print);
+            }
+        }
+        let mut deletes: Vec<String> = self.written.keys().filter(|id| !next.contains_key(*id)).cloned().collect();
+        deletes.sort();
+        self.written = next;
+        ResultDelta { upserts, deletes }
+    }
+}
+
+fn key_ids(batch: &RecordBatch, key_columns: &[usize]) -> Vec<String> {
+    let keys: Vec<ArrayRef> = key_columns.iter().map(|&k| batch.column(k).clone()).collect();
+    (0..batch.num_rows()).map(|row| values::row_id(&keys, row)).collect()
+}
+
+/// `_id`s from a row's content, for results without a key: the SHA-256 of the row's
+/// JSON, with `#2`, `#3`… for repeated rows.
+fn content_ids(batch: &RecordBatch) -> Vec<String> {
+    let columns: Vec<usize> = (0..batch.num_columns()).filter(|&c| batch.schema().field(c).name() != "_id").collect();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    (0..batch.num_rows())
+        .map(|row| {
+            let json: Vec<serde_json::Value> = columns.iter().map(|&c| values::json(batch.column(c), row)).collect();
+            let digest = hex::encode(&Sha256::digest(serde_json::Value::Array(json).to_string().as_bytes())[..16]);
+            let n = seen.entry(digest.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 { digest } else { format!("{digest}#{n}") }
+        })
+        .collect()
+}
+
+/// Result rows (values without `_id`) with the given ids.
+fn rows(batch: &RecordBatch, ids: &[String]) -> Vec<ResultRow> {
+    let columns: Vec<&ArrayRef> = batch
+        .columns()
+        .iter()
+        .zip(batch.schema().fields())
+        .filter(|(_, f)| f.name() != "_id")
+        .map(|(c, _)| c)
+        .collect();
+    ids.iter()
+        .enumerate()
+        .map(|(row, id)| ResultRow { id: id.clone(), values: columns.iter().map(|c| values::cell(c, row)).collect() })
+        .collect()
+}
+
+/// Ids in `all` that no upsert has.
+fn missing(all: &[String], upserts: &[ResultRow]) -> Vec<String> {
+    let present: HashSet<&str> = upserts.iter().map(|r| r.id.as_str()).collect();
+    all.iter().filter(|id| !present.contains(id.as_str())).cloned().collect()
+}
+
+fn fingerprint(values: &[Value]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for value in values {
+        match value {
+            Value::Null => 0u8.hash(&mut hasher),
+            Value::Integer(v) => (1u8, v).hash(&mut hasher),
+            Value::Real(v) => (2u8, v.to_bits()).hash(&mut hasher),
+            Value::Text(v) => (3u8, v).hash(&mut hasher),
+        }
+    }
+    hasher.finish()
+}

@@ -1,0 +1,77 @@
+//! A pipeline: one `.sql` file, run as source → incremental aggregation → sink.
+//!
+//! * [`definition`] — the file: stages, settings, SHA-256 identity;
+//! * [`plan`] — DataFusion plans the SQL; we cut the plan at the aggregation;
+//! * [`windows`] — `window` / `tumble` / `hop` for `GROUP BY`;
+//! * [`watermark`] — event time and lateness;
+//! * [`state`] — per-group mergeable aggregate state, eviction of closed windows;
+//! * [`emit`] — which result rows a micro-batch changes, per output mode;
+//! * [`checkpoint`] — state + offsets in one atomically replaced file;
+//! * [`runner`] — the micro-batch loop that ties them together.
+
+pub mod checkpoint;
+pub mod definition;
+pub mod emit;
+pub mod live_table;
+pub mod plan;
+pub mod runner;
+pub mod state;
+pub mod watermark;
+pub mod windows;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How a pipeline runs (the same for every pipeline of an aggregator).
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub source_uri: String,
+    pub sink_uri: String,
+    pub checkpoint_dir: PathBuf,
+    /// Process what is available at start, then flush, checkpoint and stop.
+    pub available_now: bool,
+    pub max_batch_records: usize,
+    pub max_record_bytes: usize,
+    pub checkpoint_interval: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            source_uri: "file:data/events".into(),
+            sink_uri: "sqlite:data/results.sqlite".into(),
+            checkpoint_dir: "data/checkpoints".into(),
+            available_now: false,
+            max_batch_records: 100_000,
+            max_record_bytes: crate::source::decode::DEFAULT_MAX_RECORD_BYTES,
+            checkpoint_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Asks running pipelines to finish their batch, checkpoint and stop.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Sleeps up to `duration`, waking early on shutdown.
+    pub async fn sleep(&self, duration: Duration) {
+        let step = Duration::from_millis(50);
+        let mut left = duration;
+        while !self.is_triggered() && !left.is_zero() {
+            let nap = left.min(step);
+            tokio::time::sleep(nap).await;
+            left = left.saturating_sub(nap);
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Planning a pipeline: DataFusion plans the SQL once, and we cut its physical plan
+//! at the aggregation.
+//!
+//! ```text
+//!   stage 2 (optional)     … FROM AGGREGATED            runs over stage 1's current result
+//!   top                    HAVING, SELECT expressions   runs over final values of groups
+//!   ── cut ──              the AggregateExec            replaced by our GroupStore
+//!   partial                AggregateExec(Partial)       runs over each micro-batch
+//!   input                  WHERE, window expressions    over SOURCE
+//! ```
+//!
+//! Per micro-batch, DataFusion's own `Partial` aggregation reduces the batch to one row
+//! of mergeable state per group it touches; [`super::state::GroupStore`] merges those
+//! into the state it keeps; the final values of the groups that changed go through
+//! `top` (and stage 2) to the sink.
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::execution::TaskContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::pipeline::definition::{OutputMode, PipelineDefinition};
+use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
+use crate::pipeline::windows::{self, ExpandHoppingWindows, WATERMARK_COLUMN, WindowCall};
+use crate::source::schema::{EVENT_TIME_TYPE, SourceSchema};
+
+/// The table name of the stream in a pipeline's first stage.
+pub const SOURCE_TABLE: &str = "source";
+/// The table name of the first stage's result in the second stage.
+pub const AGGREGATED_TABLE: &str = "aggregated";
+
+/// A DataFusion session with our functions and rules: used for pipelines and for
+/// batch queries alike, so both read the same SQL the same way.
+pub fn session_context() -> SessionContext {
+    // One partition: a pipeline runs on one core; parallelism is across pipelines.
+    let config = SessionConfig::new().with_target_partitions(1);
+    let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+    // This rule rewrites `COUNT(DISTINCT x) … GROUP BY k` into two aggregations; we
+    // need the single aggregation whose state (the distinct set) is mergeable.
+    let rules = state
+        .optimizers()
+        .iter()
+        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        .cloned()
+        .collect();
+    let mut state = SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build();
+    state.add_analyzer_rule(Arc::new(ExpandHoppingWindows));
+    let ctx = SessionContext::new_with_state(state);
+    for function in windows::functions() {
+        ctx.register_udf(function);
+    }
+    ctx
+}
+
+/// The schema of `SOURCE` inside a pipeline: the declared columns plus the hidden
+/// watermark column that hopping windows read.
+pub fn streaming_source_schema(source: &SourceSchema) -> SchemaRef {
+    let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(WATERMARK_COLUMN, EVENT_TIME_TYPE, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// How a pipeline turns state changes into result changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Emission {
+    /// Rows correspond to groups: write the groups a batch touched.
+    /// `key_columns` index the output; `group_columns` are the group columns they
+    /// copy (known when the key is made of group columns; needed to delete groups
+    /// that a `HAVING` now filters out).
+    Keyed { key_columns: Vec<usize>, group_columns: Option<Vec<usize>> },
+    /// Compute the whole result and write what differs from the last one. Used for a
+    /// second stage, for queries whose rows are not one per group (ORDER BY … LIMIT,
+    /// window functions), and when no key can be found; `key_columns: None` makes
+    /// `_id` from the row's content.
+    FullDiff { key_columns: Option<Vec<usize>> },
+}
+
+/// A window of the aggregation: which group column holds it and how late is judged.
+#[derive(Debug, Clone)]
+pub struct PlannedWindow {
+    pub call: WindowCall,
+    /// Index of the window's time column in `SOURCE`.
+    pub time_column: usize,
+}
+
+pub struct StreamingPlan {
+    pub source_schema: SchemaRef,
+    source_slot: LiveSlot,
+    partial: Arc<dyn ExecutionPlan>,
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Number of state columns of each aggregate.
+    pub state_widths: Vec<usize>,
+    pub num_group_columns: usize,
+    /// Group columns + state columns: the partial aggregation's output.
+    pub partial_schema: SchemaRef,
+    /// Group columns + final values: what the aggregation hands to `top`.
+    pub final_schema: SchemaRef,
+    top_slot: LiveSlot,
+    top: Arc<dyn ExecutionPlan>,
+    stage2: Option<(LiveSlot, Arc<dyn ExecutionPlan>)>,
+    pub window: Option<PlannedWindow>,
+    pub output_schema: SchemaRef,
+    pub emission: Emission,
+    pub output_mode: OutputMode,
+    task_ctx: Arc<TaskContext>,
+}
+
+impl std::fmt::Debug for StreamingPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingPlan")
+            .field("emission", &self.emission)
+            .field("window", &self.window)
+            .field("output_schema", &self.output_schema)
+            .finish()
+    }
+}
+
+/// Plan nodes that may stand between `SOURCE` and the aggregation: they work row by
+/// row, so running them per micro-batch gives the same rows as running them once.
+const ROW_WISE_INPUT: [&str; 6] =
+    ["LiveExec", "ProjectionExec", "FilterExec", "CoalesceBatchesExec", "UnnestExec", "RepartitionExec"];
+/// Plan nodes above the aggregation that map each group to at most one row.
+const ROW_WISE_TOP: [&str; 4] = ["LiveExec", "ProjectionExec", "FilterExec", "CoalesceBatchesExec"];
+
+impl StreamingPlan {
+    pub async fn new(def: &PipelineDefinition, source: &SourceSchema) -> Result<Self> {
+        let file = def.path.display().to_string();
+        let user = |e: &dyn std::fmt::Display| Error::user(format!("{file}: {e}"));
+        let ctx = session_context();
+        let source_schema = streaming_source_schema(source);
+        let source_slot = LiveSlot::default();
+        ctx.register_table(SOURCE_TABLE, Arc::new(LiveTable::new(source_schema.clone(), source_slot.clone())))
+            .map_err(|e| user(&e))?;
+
+        let frame = ctx.sql(&def.stage1).await.map_err(|e| user(&e))?;
+        let logical = frame.logical_plan().clone();
+        let window = find_window(&logical, source).map_err(|e| user(&e))?;
+        let physical = frame.create_physical_plan().await.map_err(|e| user(&e))?;
+
+        let mut aggregates: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        physical
+            .apply(|node| {
+                if node.is::<AggregateExec>() {
+                    aggregates.push(node.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .map_err(|e| user(&e))?;
+        let (top_aggregate, raw) = match aggregates.as_slice() {
+            [] => return Err(user(&"the first stage must aggregate: add a GROUP BY or an aggregate function")),
+            [single] => (single.clone(), single.clone()),
+            [final_, partial] if is_partial(partial) => (final_.clone(), partial.clone()),
+            _ => {
+                return Err(user(
+                    &"the first stage may aggregate only once; write an aggregate of an aggregate as a second stage between `-- for_each_batch` and `-- end_for`",
+                ));
+            }
+        };
+        let raw_exec = raw.downcast_ref::<AggregateExec>().expect("checked above");
+        check_nodes(raw_exec.input(), &ROW_WISE_INPUT).map_err(|name| {
+            user(&format!("`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"))
+        })?;
+        let partial: Arc<dyn ExecutionPlan> = Arc::new(
+            AggregateExec::try_new(
+                AggregateMode::Partial,
+                raw_exec.group_expr().clone(),
+                raw_exec.aggr_expr().to_vec(),
+                raw_exec.filter_expr().to_vec(),
+                raw_exec.input().clone(),
+                raw_exec.input_schema(),
+            )
+            .map_err(|e| user(&e))?,
+        );
+        let aggregate_exprs = raw_exec.aggr_expr().to_vec();
+        let state_widths = aggregate_exprs
+            .iter()
+            .map(|a| a.state_fields().map(|f| f.len()))
+            .collect::<datafusion::common::Result<Vec<_>>>()
+            .map_err(|e| user(&e))?;
+        let partial_schema = partial.schema();
+        let num_group_columns = partial_schema.fields().len() - state_widths.iter().sum::<usize>();
+        let groups_are_plain = raw_exec.group_expr().is_single();
+
+        let final_schema = top_aggregate.schema();
+        let top_slot = LiveSlot::default();
+        let replacement: Arc<dyn ExecutionPlan> =
+            Arc::new(LiveExec::new(final_schema.clone(), top_slot.clone(), None).map_err(|e| user(&e))?);
+        let top = physical
+            .transform_down(|node| {
+                Ok(if Arc::ptr_eq(&node, &top_aggregate) {
+                    Transformed::new(replacement.clone(), true, TreeNodeRecursion::Jump)
+                } else {
+                    Transformed::no(node)
+                })
+            })
+            .map_err(|e| user(&e))?
+            .data;
+        let top_row_wise = check_nodes(&top, &ROW_WISE_TOP).is_ok();
+
+        let stage2 = match &def.stage2 {
+            None => None,
+            Some(sql) => {
+                let slot = LiveSlot::default();
+                ctx.register_table(AGGREGATED_TABLE, Arc::new(LiveTable::new(top.schema(), slot.clone())))
+                    .map_err(|e| user(&e))?;
+                let frame = ctx.sql(sql).await.map_err(|e| user(&format!("second stage: {e}")))?;
+                let plan = frame.create_physical_plan().await.map_err(|e| user(&format!("second stage: {e}")))?;
+                Some((slot, plan))
+            }
+        };
+        let output_schema = stage2.as_ref().map_or_else(|| top.schema(), |(_, plan)| plan.schema());
+
+        let output_mode = def.settings.output_mode;
+        if output_mode == OutputMode::Append && window.is_none() {
+            return Err(user(
+                &"output_mode append writes each window once it is final, so the GROUP BY needs a window (window, tumble or hop)",
+            ));
+        }
+        let named_key = match (&def.settings.key, output_schema.index_of("_id")) {
+            (Some(names), _) => Some(
+                names
+                    .iter()
+                    .map(|n| output_schema.index_of(n).map_err(|_| user(&format!("key column {n:?} is not in the result"))))
+                    .collect::<Result<Vec<usize>>>()?,
+            ),
+            (None, Ok(id)) => Some(vec![id]),
+            (None, Err(_)) => None,
+        };
+        let emission = if stage2.is_some() || !top_row_wise || !groups_are_plain {
+            Emission::FullDiff { key_columns: named_key }
+        } else {
+            let traced: Vec<Option<usize>> =
+                (0..output_schema.fields().len()).map(|c| trace_to_group(&top, c)).collect();
+            let from_groups = || -> Option<Vec<usize>> {
+                (0..num_group_columns).map(|g| traced.iter().position(|t| *t == Some(g))).collect()
+            };
+            match named_key.or_else(from_groups) {
+                None => Emission::FullDiff { key_columns: None },
+                Some(key_columns) => {
+                    let group_columns: Option<Vec<usize>> = key_columns.iter().map(|&k| traced[k]).collect();
+                    if group_columns.is_none() && contains_node(&top, "FilterExec") {
+                        Emission::FullDiff { key_columns: Some(key_columns) }
+                    } else {
+                        Emission::Keyed { key_columns, group_columns }
+                    }
+                }
+            }
+        };
+        let window = window.map(|call| PlannedWindow {
+            time_column: source_schema.index_of(&call.time_column).expect("checked by find_window"),
+            call,
+        });
+        Ok(StreamingPlan {
+            source_schema,
+            source_slot,
+            partial,
+            aggregates: aggregate_exprs,
+            state_widths,
+            num_group_columns,
+            partial_schema,
+            final_schema,
+            top_slot,
+            top,
+            stage2,
+            window,
+            output_schema,
+            emission,
+            output_mode,
+            task_ctx: ctx.task_ctx(),
+        })
+    }
+
+    /// Runs the partial aggregation over one micro-batch of `SOURCE` rows.
+    pub async fn partial_aggregate(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        self.source_slot.set(vec![batch]);
+        let out = self.execute(&self.partial).await;
+        self.source_slot.set(vec![]);
+        out
+    }
+
+    /// Runs the rest of stage 1 over final values of groups (`final_schema`).
+    pub async fn top(&self, finals: RecordBatch) -> Result<RecordBatch> {
+        self.top_slot.set(vec![finals]);
+        let out = self.execute(&self.top).await;
+        self.top_slot.set(vec![]);
+        out
+    }
+
+    /// Runs stage 2 over stage 1's current result, if the pipeline has one.
+    pub async fn stage2(&self, aggregated: RecordBatch) -> Result<RecordBatch> {
+        let Some((slot, plan)) = &self.stage2 else { return Ok(aggregated) };
+        slot.set(vec![aggregated]);
+        let out = self.execute(plan).await;
+        slot.set(vec![]);
+        out
+    }
+
+    pub fn has_stage2(&self) -> bool {
+        self.stage2.is_some()
+    }
+
+    async fn execute(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<RecordBatch> {
+        // Operators may keep run-time state (dynamic filters); start each run clean.
+        let plan = reset_plan_states(plan.clone())?;
+        let schema = plan.schema();
+        let batches = collect(plan, self.task_ctx.clone()).await?;
+        Ok(concat_batches(&schema, &batches)?)
+    }
+}
+
+fn is_partial(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial)
+}
+
+/// The first node (by name) of `plan` not in `allowed`, as the error.
+fn check_nodes(plan: &Arc<dyn ExecutionPlan>, allowed: &[&str]) -> std::result::Result<(), String> {
+    let mut bad = None;
+    let _ = plan.apply(|node| {
+        if !allowed.contains(&node.name()) {
+            bad = Some(node.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    bad.map_or(Ok(()), Err)
+}
+
+fn contains_node(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        found = node.name() == name;
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
+}
+
+/// Follows output column `column` of a row-wise `top` down to the aggregation's
+/// output: `Some(i)` if it is a copy of column `i` there.
+fn trace_to_group(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<usize> {
+    if plan.is::<LiveExec>() {
+        return Some(column);
+    }
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let expr = &projection.expr().get(column)?.expr;
+        let col = expr.downcast_ref::<Column>()?;
+        return trace_to_group(projection.input(), col.index());
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let column = match filter.projection() {
+            Some(p) => *p.get(column)?,
+            None => column,
+        };
+        return trace_to_group(filter.input(), column);
+    }
+    match plan.children().as_slice() {
+        [child] if plan.name() == "CoalesceBatchesExec" => trace_to_group(child, column),
+        _ => None,
+    }
+}
+
+/// The window in the (single) aggregation's GROUP BY, checked against the source.
+fn find_window(plan: &LogicalPlan, source: &SourceSchema) -> std::result::Result<Option<WindowCall>, String> {
+    let mut found: Vec<WindowCall> = Vec::new();
+    let mut error = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(agg) = node {
+            for (i, expr) in agg.group_expr.iter().enumerate() {
+                match windows::window_call(i, expr) {
+                    Ok(Some(call)) => found.push(call),
+                    Ok(None) => {}
+                    Err(e) => error = Some(e.to_string()),
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if let Some(e) = error {
+        return Err(e);
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [call] => match source.event_time_name() {
+            Some(name) if name == call.time_column => Ok(Some(call.clone())),
+            Some(name) => Err(format!(
+                "windows must be over the event-time column `{name}` (declared in {}), not `{}`",
+                source.origin, call.time_column
+            )),
+            None => Err(format!("windows need an event-time column, and {} declares no TIMESTAMP column", source.origin)),
+        },
+        _ => Err("only one window per GROUP BY".to_string()),
+    }
+}

@@ -1,0 +1,330 @@
+//! The micro-batch loop of one pipeline.
+//!
+//! ```text
+//! read records → decode (bad records out) → judge lateness (late records out)
+//!   → partial aggregation (DataFusion) → merge into group state → evict closed windows
+//!   → result changes → sink (with status and rejected records, one transaction)
+//!   → every checkpoint interval: checkpoint (state + offset)
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{AsArray, BooleanArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::record_batch::RecordBatch;
+use store::{PipelineStatus, RejectedRecord, ResultDelta};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::checkpoint::{self, Checkpoint, CheckpointHeader, Counters};
+use crate::pipeline::definition::PipelineDefinition;
+use crate::pipeline::emit::{Emitter, result_columns};
+use crate::pipeline::plan::StreamingPlan;
+use crate::pipeline::state::GroupStore;
+use crate::pipeline::watermark::{Watermark, is_late};
+use crate::pipeline::{PipelineOptions, Shutdown};
+use crate::sink::values::iso_micros;
+use crate::sink::{self, Sink};
+use crate::source::decode::JsonDecoder;
+use crate::source::schema::SourceSchema;
+use crate::source::{self, RawBatch, Source, SourceOffset};
+
+/// How much of a rejected record is kept.
+const MAX_RAW_KEPT: usize = 4096;
+
+pub struct Pipeline {
+    def: PipelineDefinition,
+    options: PipelineOptions,
+    plan: StreamingPlan,
+    decoder: JsonDecoder,
+    groups: GroupStore,
+    emitter: Emitter,
+    watermark: Watermark,
+    counters: Counters,
+    offset: SourceOffset,
+    sink: Box<dyn Sink>,
+    status: PipelineStatus,
+    /// Index of the source's event-time column.
+    event_time: Option<usize>,
+}
+
+fn now_iso() -> String {
+    iso_micros(chrono::Utc::now().timestamp_micros())
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Pipeline {
+    /// Plans the pipeline, restores its checkpoint if the SQL is unchanged, and
+    /// prepares its sink. A SQL error is recorded in the status table too.
+    pub async fn start(def: PipelineDefinition, source_schema: &SourceSchema, options: &PipelineOptions) -> Result<Self> {
+        let mut status = PipelineStatus {
+            name: def.name.clone(),
+            sql_file: def.path.display().to_string(),
+            sql_hash: def.sql_hash.clone(),
+            state: "starting".into(),
+            host: host(),
+            started_at: now_iso(),
+            ..Default::default()
+        };
+        let mut sink = sink::open(&options.sink_uri, &def.name, &def.settings.target)?;
+        let plan = match StreamingPlan::new(&def, source_schema).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                status.state = "failed".into();
+                status.last_error = Some(e.to_string());
+                let _ = sink.write_status(&status);
+                return Err(e);
+            }
+        };
+        let checkpoint_path = checkpoint::path_for(&options.checkpoint_dir, &def.name);
+        let resumed = Checkpoint::load(&checkpoint_path)?.filter(|c| c.header.sql_hash == def.sql_hash);
+        let mut groups = GroupStore::new(&plan)?;
+        let delay = def.settings.allowed_delay.as_micros() as i64;
+        let mut pipeline = Pipeline {
+            decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
+            groups: GroupStore::new(&plan)?,
+            emitter: Emitter::default(),
+            watermark: Watermark::new(delay, None),
+            counters: Counters::default(),
+            offset: SourceOffset::Start,
+            sink,
+            status,
+            event_time: source_schema.event_time,
+            options: options.clone(),
+            plan,
+            def,
+        };
+        pipeline.sink.prepare(&result_columns(&pipeline.plan), resumed.is_none())?;
+        match resumed {
+            Some(checkpoint) => {
+                if let Some(state) = &checkpoint.state {
+                    groups.restore(state, checkpoint.header.evicted_until)?;
+                }
+                pipeline.groups = groups;
+                pipeline.emitter = Emitter { written: checkpoint.header.written, finalized: checkpoint.finalized };
+                pipeline.watermark = Watermark::new(delay, checkpoint.header.max_event_time);
+                pipeline.counters = checkpoint.header.counters;
+                pipeline.offset = checkpoint.header.offset;
+                tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.groups.len(), "resuming from checkpoint");
+            }
+            None => tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "starting from the beginning of the source"),
+        }
+        pipeline.update_status("running");
+        pipeline.sink.write_status(&pipeline.status)?;
+        Ok(pipeline)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Number of groups in the state (open windows only, for windowed pipelines).
+    pub fn state_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.groups.size_bytes()
+    }
+
+    fn update_status(&mut self, state: &str) {
+        let s = &mut self.status;
+        s.state = state.to_string();
+        s.events_in = self.counters.consumed;
+        s.events_ok = self.counters.ok;
+        s.events_bad = self.counters.bad;
+        s.events_late = self.counters.late;
+        s.watermark = self.watermark.current().map(iso_micros);
+    }
+
+    /// Runs until shutdown (or, with `available_now`, until the source is drained).
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
+        let mut source = self.open_source(&shutdown).await?;
+        let mut last_checkpoint = Instant::now();
+        let mut dirty = false;
+        while !shutdown.is_triggered() {
+            let batch = match source.next_batch(self.options.max_batch_records) {
+                Ok(batch) => batch,
+                Err(e) if e.is_retryable() && !self.options.available_now => {
+                    self.report_outage(&e, &shutdown).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match batch {
+                Some(raw) => {
+                    self.status.lag = source.lag();
+                    self.process(&raw, &shutdown).await?;
+                    dirty = true;
+                }
+                None if self.options.available_now && source.reached_start_snapshot() => break,
+                None => {
+                    if dirty && self.status.state != "caught_up" {
+                        self.update_status("caught_up");
+                        self.write_status();
+                    }
+                    shutdown.sleep(self.options.poll_interval).await;
+                }
+            }
+            if dirty && last_checkpoint.elapsed() >= self.options.checkpoint_interval {
+                self.checkpoint()?;
+                last_checkpoint = Instant::now();
+                dirty = false;
+            }
+            if self.options.available_now && source.reached_start_snapshot() {
+                break;
+            }
+        }
+        self.checkpoint()?;
+        self.update_status(if self.options.available_now { "caught_up" } else { "stopped" });
+        self.write_status();
+        tracing::info!(pipeline = %self.def.name, counters = ?self.counters, "pipeline stopped");
+        Ok(self.status.clone())
+    }
+
+    async fn open_source(&mut self, shutdown: &Shutdown) -> Result<Box<dyn Source>> {
+        loop {
+            match source::open(&self.options.source_uri, &self.offset) {
+                Ok(source) => return Ok(source),
+                Err(e) if e.is_retryable() && !self.options.available_now && !shutdown.is_triggered() => {
+                    self.report_outage(&e, shutdown).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Logs and records an outage, then waits (backing off up to 30 s).
+    async fn report_outage(&mut self, error: &Error, shutdown: &Shutdown) {
+        tracing::warn!(pipeline = %self.def.name, error = %error, "retrying");
+        self.status.last_error = Some(error.to_string());
+        self.write_status();
+        shutdown.sleep(Duration::from_secs(2)).await;
+    }
+
+    fn write_status(&mut self) {
+        if let Err(e) = self.sink.write_status(&self.status) {
+            tracing::warn!(pipeline = %self.def.name, error = %e, "could not write status");
+        }
+    }
+
+    /// Processes one micro-batch end to end.
+    pub async fn process(&mut self, raw: &RawBatch, shutdown: &Shutdown) -> Result<()> {
+        let records = raw.records();
+        let decoded = self.decoder.decode(&records)?;
+        let rejected = |i: usize, reason: String| RejectedRecord {
+            source_offset: raw.location(i),
+            raw: String::from_utf8_lossy(&raw.record(i)[..raw.record(i).len().min(MAX_RAW_KEPT)]).into_owned(),
+            reason,
+        };
+        let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
+
+        let (good, late) = self.split_late(decoded.batch, &decoded.rows, |i, reason| rejected(i, reason))?;
+        let partial = self.plan.partial_aggregate(good.clone()).await?;
+        let touched = self.groups.merge(&partial)?;
+        let delta = self.emitter.emit(&self.plan, &mut self.groups, touched, self.watermark.current()).await?;
+
+        self.counters.consumed += records.len() as u64;
+        self.counters.bad += bad.len() as u64;
+        self.counters.late += late.len() as u64;
+        self.counters.ok += good.num_rows() as u64;
+        self.offset = raw.end.clone();
+        self.status.last_batch_at = Some(now_iso());
+        self.status.last_error = None;
+        self.update_status("running");
+        self.write_with_retry(&delta, &bad, &late, shutdown).await
+    }
+
+    /// Adds the per-event watermark column and splits off late events.
+    fn split_late(
+        &mut self,
+        batch: RecordBatch,
+        rows: &[usize],
+        rejected: impl Fn(usize, String) -> RejectedRecord,
+    ) -> Result<(RecordBatch, Vec<RejectedRecord>)> {
+        let n = batch.num_rows();
+        let (watermarks, times) = match self.event_times(&batch) {
+            Some(times) => (self.watermark.observe(&times), Some(times)),
+            None => (vec![None; n], None),
+        };
+        let mut late = Vec::new();
+        let mut keep = vec![true; n];
+        if let (Some(window), Some(times)) = (&self.plan.window, &times) {
+            for i in 0..n {
+                let t = times.value(i);
+                if is_late(&window.call.spec, t, watermarks[i]) {
+                    keep[i] = false;
+                    let reason = format!(
+                        "late: event time {} is behind the watermark {} (its last window ended {})",
+                        iso_micros(t),
+                        iso_micros(watermarks[i].unwrap_or_default()),
+                        iso_micros(window.call.spec.last_end(t))
+                    );
+                    late.push(rejected(rows[i], reason));
+                }
+            }
+        }
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(TimestampMicrosecondArray::from(watermarks)));
+        let with_watermark = RecordBatch::try_new(self.plan.source_schema.clone(), columns)?;
+        let good = if late.is_empty() {
+            with_watermark
+        } else {
+            filter_record_batch(&with_watermark, &BooleanArray::from(keep))?
+        };
+        Ok((good, late))
+    }
+
+    fn event_times(&self, batch: &RecordBatch) -> Option<TimestampMicrosecondArray> {
+        batch.column(self.event_time?).as_primitive_opt::<TimestampMicrosecondType>().cloned()
+    }
+
+    async fn write_with_retry(
+        &mut self,
+        delta: &ResultDelta,
+        bad: &[RejectedRecord],
+        late: &[RejectedRecord],
+        shutdown: &Shutdown,
+    ) -> Result<()> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.sink.write(delta, &self.status, bad, late) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind == ErrorKind::External && !shutdown.is_triggered() => {
+                    tracing::warn!(pipeline = %self.def.name, error = %e, retry_in = ?backoff, "sink write failed; retrying");
+                    shutdown.sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Saves state and offset together.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let checkpoint = Checkpoint {
+            header: CheckpointHeader {
+                sql_hash: self.def.sql_hash.clone(),
+                offset: self.offset.clone(),
+                max_event_time: self.watermark.max_event_time,
+                evicted_until: self.groups.evicted_until(),
+                counters: self.counters,
+                written: self.emitter.written.clone(),
+            },
+            state: Some(self.groups.checkpoint_batch()?),
+            finalized: self.emitter.finalized.clone(),
+        };
+        checkpoint.save(&checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name))
+    }
+}

@@ -1,0 +1,283 @@
+//! JSON records → Arrow rows of the declared source schema, with a reason for every
+//! record that cannot be decoded.
+//!
+//! The fast path hands a whole micro-batch to arrow-json's vectorised decoder. If that
+//! fails, the batch is split in halves until each failure is pinned to one record,
+//! so one bad record costs O(log n) re-decodes, not a slow path for everything.
+//!
+//! Top-level TIMESTAMP columns are decoded as text first and parsed here, because the
+//! events carry ISO-8601 (with or without offset; no offset means UTC) *or* epoch
+//! milliseconds, which arrow-json cannot tell apart from microseconds. Because of
+//! that, arrow-json runs with `coerce_primitive`: a number or boolean given for a
+//! string column is taken as its text, as Spark's JSON reader does.
+
+use std::sync::Arc;
+
+use arrow_json::ReaderBuilder;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+use crate::source::schema::{EVENT_TIME_TYPE, SourceSchema};
+
+/// Records longer than this are rejected without being parsed (default of `--max-record-bytes`).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+
+pub struct JsonDecoder {
+    declared: SchemaRef,
+    /// The declared schema with top-level timestamps as text and every top-level field
+    /// nullable, so that we, not arrow-json, word the "missing field" errors.
+    decode_schema: SchemaRef,
+    /// The declared schema with every top-level field nullable.
+    nullable: SchemaRef,
+    timestamp_columns: Vec<usize>,
+    event_time: Option<usize>,
+    max_record_bytes: usize,
+}
+
+/// The outcome of decoding a micro-batch of records.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The good records, in input order, in the declared schema.
+    pub batch: RecordBatch,
+    /// For each row of `batch`, the index of its record in the input.
+    pub rows: Vec<usize>,
+    /// Records that could not be decoded: (index in the input, reason).
+    pub bad: Vec<(usize, String)>,
+}
+
+impl JsonDecoder {
+    pub fn new(source: &SourceSchema, max_record_bytes: usize) -> Self {
+        let declared = source.schema.clone();
+        let mut timestamp_columns = Vec::new();
+        let fields: Vec<Field> = declared
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if f.data_type() == &EVENT_TIME_TYPE {
+                    timestamp_columns.push(i);
+                    Field::new(f.name(), DataType::Utf8, true)
+                } else {
+                    f.as_ref().clone().with_nullable(true)
+                }
+            })
+            .collect();
+        let nullable = Arc::new(Schema::new(
+            declared.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+        ));
+        JsonDecoder {
+            declared,
+            nullable,
+            decode_schema: Arc::new(Schema::new(fields)),
+            timestamp_columns,
+            event_time: source.event_time,
+            max_record_bytes,
+        }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.declared
+    }
+
+    /// Decodes `records` (one JSON object each, without the newline).
+    pub fn decode(&self, records: &[&[u8]]) -> Result<Decoded> {
+        let mut bad = Vec::new();
+        let mut candidates = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            if record.len() > self.max_record_bytes {
+                bad.push((i, format!("record of {} bytes exceeds the limit of {} bytes", record.len(), self.max_record_bytes)));
+            } else if let Err(e) = std::str::from_utf8(record) {
+                bad.push((i, format!("not valid UTF-8 (at byte {})", e.valid_up_to())));
+            } else {
+                candidates.push(i);
+            }
+        }
+        let mut parts = Vec::new();
+        self.decode_range(records, &candidates, &mut parts, &mut bad);
+        let mut rows: Vec<usize> = Vec::with_capacity(candidates.len());
+        let batches: Vec<RecordBatch> = parts
+            .into_iter()
+            .map(|(batch, idx)| {
+                rows.extend(idx);
+                batch
+            })
+            .collect();
+        let raw = concat_batches(&self.decode_schema, &batches)?;
+        let (batch, rows) = self.finish(raw, rows, &mut bad)?;
+        bad.sort_by_key(|(i, _)| *i);
+        Ok(Decoded { batch, rows, bad })
+    }
+
+    /// Decodes `idx` in one go if it can, else halves it; single failures become bad records.
+    fn decode_range(
+        &self,
+        records: &[&[u8]],
+        idx: &[usize],
+        out: &mut Vec<(RecordBatch, Vec<usize>)>,
+        bad: &mut Vec<(usize, String)>,
+    ) {
+        if idx.is_empty() {
+            return;
+        }
+        match self.decode_all(records, idx) {
+            Ok(batch) => out.push((batch, idx.to_vec())),
+            Err(reason) if idx.len() == 1 => bad.push((idx[0], reason)),
+            Err(_) => {
+                let (left, right) = idx.split_at(idx.len() / 2);
+                self.decode_range(records, left, out, bad);
+                self.decode_range(records, right, out, bad);
+            }
+        }
+    }
+
+    fn decode_all(&self, records: &[&[u8]], idx: &[usize]) -> Result<RecordBatch, String> {
+        let mut decoder = ReaderBuilder::new(self.decode_schema.clone())
+            .with_batch_size(idx.len())
+            .with_coerce_primitive(true)
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        for &i in idx {
+            let record = records[i];
+            let read = decoder.decode(record).map_err(|e| e.to_string())?;
+            // A separator, so that `1` and `2` on two lines are not read as `12`.
+            decoder.decode(b"\n").map_err(|e| e.to_string())?;
+            if read != record.len() || decoder.has_partial_record() {
+                return Err(if decoder.has_partial_record() {
+                    "truncated JSON: the record ends inside an object".to_string()
+                } else {
+                    "expected one JSON object per record".to_string()
+                });
+            }
+        }
+        let batch = decoder.flush().map_err(|e| e.to_string())?;
+        let batch = batch.unwrap_or_else(|| RecordBatch::new_empty(self.decode_schema.clone()));
+        if batch.num_rows() != idx.len() {
+            return Err("expected one JSON object per record".to_string());
+        }
+        Ok(batch)
+    }
+
+    /// Parses the timestamps, checks required fields, drops the rows that fail.
+    fn finish(
+        &self,
+        raw: RecordBatch,
+        rows: Vec<usize>,
+        bad: &mut Vec<(usize, String)>,
+    ) -> Result<(RecordBatch, Vec<usize>)> {
+        let n = raw.num_rows();
+        let mut keep = vec![true; n];
+        let mut columns: Vec<ArrayRef> = raw.columns().to_vec();
+        for &c in &self.timestamp_columns {
+            let text = columns[c].as_any().downcast_ref::<StringArray>().expect("timestamps are decoded as text");
+            let name = self.declared.field(c).name();
+            let mut values = Vec::with_capacity(n);
+            for (r, keep) in keep.iter_mut().enumerate() {
+                values.push(match text.is_null(r) {
+                    true => None,
+                    false => match parse_timestamp_micros(text.value(r)) {
+                        Ok(v) => Some(v),
+                        Err(reason) => {
+                            if *keep {
+                                bad.push((rows[r], format!("field `{name}`: {reason}")));
+                                *keep = false;
+                            }
+                            None
+                        }
+                    },
+                });
+            }
+            columns[c] = Arc::new(TimestampMicrosecondArray::from(values));
+        }
+        for (c, field) in self.declared.fields().iter().enumerate() {
+            let required = !field.is_nullable() || Some(c) == self.event_time;
+            if !required || columns[c].null_count() == 0 {
+                continue;
+            }
+            for (r, keep) in keep.iter_mut().enumerate() {
+                if *keep && columns[c].is_null(r) {
+                    bad.push((rows[r], format!("missing required field `{}`", field.name())));
+                    *keep = false;
+                }
+            }
+        }
+        if keep.iter().all(|k| *k) {
+            return Ok((RecordBatch::try_new(self.declared.clone(), columns)?, rows));
+        }
+        // Nulls may remain in rows about to be dropped, so filter under an all-nullable
+        // schema first; what is left satisfies the declared one.
+        let all_nullable = RecordBatch::try_new(self.nullable.clone(), columns)?;
+        let kept = filter_record_batch(&all_nullable, &BooleanArray::from(keep.clone()))?;
+        let batch = RecordBatch::try_new(self.declared.clone(), kept.columns().to_vec())?;
+        let rows = rows.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect();
+        Ok((batch, rows))
+    }
+}
+
+/// Parses an event time: epoch milliseconds (all digits), or ISO-8601 with or without
+/// an offset (without one it is UTC). Returns microseconds since the epoch.
+pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = t.parse().map_err(|_| format!("epoch milliseconds {t:?} out of range"))?;
+        return ms.checked_mul(1000).ok_or_else(|| format!("epoch milliseconds {t:?} out of range"));
+    }
+    string_to_timestamp_nanos(t)
+        .map(|nanos| nanos.div_euclid(1000))
+        .map_err(|_| format!("{t:?} is neither ISO-8601 nor epoch milliseconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+
+    async fn decoder() -> JsonDecoder {
+        JsonDecoder::new(&SourceSchema::default_interactions().await.unwrap(), 200)
+    }
+
+    fn micros(iso: &str) -> i64 {
+        parse_timestamp_micros(iso).unwrap()
+    }
+
+    #[test]
+    fn timestamps_parse_as_iso_with_or_without_offset_and_as_epoch_ms() {
+        let utc = micros("2026-11-22T14:03:07.123456");
+        assert_eq!(micros("2026-11-22T14:03:07.123456Z"), utc);
+        assert_eq!(micros("2026-11-22T15:03:07.123456+01:00"), utc);
+        assert_eq!(micros("1795356187123"), (utc / 1000) * 1000);
+        assert!(parse_timestamp_micros("yesterday").unwrap_err().contains("yesterday"));
+    }
+
+    #[tokio::test]
+    async fn good_records_decode_in_order_and_each_bad_one_gets_a_reason() {
+        let lines: Vec<&[u8]> = vec![
+            br#"{"user_id": 1, "item_id": 2, "interaction_type": "view", "timestamp": "2026-11-22T14:00:00"}"#,
+            br#"{"user_id": 1, "item_id": 2, "interaction_type": "vi"#,
+            br#"{"user_id": "abc", "item_id": 2, "interaction_type": "view", "timestamp": 1795356187123}"#,
+            br#"{"item_id": 2, "interaction_type": "view", "timestamp": "2026-11-22T14:00:00"}"#,
+            br#"{"user_id": 3, "item_id": 2, "interaction_type": "view", "timestamp": "noon"}"#,
+            b"{\"user_id\": 4, \"item_id\": 2, \"interaction_type\": \"\xff\", \"timestamp\": 1}",
+            &[b'x'; 300],
+            br#"{"user_id": 5, "item_id": 6, "interaction_type": "click", "timestamp": 1795356187123, "extra": [1]}"#,
+            br#"[1, 2]"#,
+        ];
+        let d = decoder().await.decode(&lines).unwrap();
+        assert_eq!(d.rows, [0, 7]);
+        let users = d.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(users.values(), &[1, 5]);
+        let ts = d.batch.column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        assert_eq!(ts.value(1), 1_795_356_187_123_000);
+        let bad: Vec<usize> = d.bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, [1, 2, 3, 4, 5, 6, 8]);
+        let reason = |i: usize| d.bad.iter().find(|(j, _)| *j == i).unwrap().1.clone();
+        assert!(reason(3).contains("missing required field `user_id`"), "{}", reason(3));
+        assert!(reason(4).contains("noon"), "{}", reason(4));
+        assert!(reason(5).contains("UTF-8"), "{}", reason(5));
+        assert!(reason(6).contains("exceeds the limit"), "{}", reason(6));
+    }
+}

@@ -1,0 +1,97 @@
+//! `generator`: writes synthetic user-interaction events as JSON-lines batch files.
+//!
+//! Layout: `events.rs` makes events (deterministic for a seed); `batch_files.rs`
+//! streams them to disk, one file at a time, and makes each file appear atomically.
+//! Memory does not depend on the batch size: lines go straight to a buffered writer.
+
+mod batch_files;
+mod events;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::events::{EventGenerator, EventOptions, TimestampFormat};
+
+/// Writes `count` user-interaction events as JSON-lines batch files into `out`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Number of events to write.
+    #[arg(long, env = "GENERATOR_COUNT", default_value_t = 100_000)]
+    count: u64,
+    /// Events per batch file.
+    #[arg(long, env = "GENERATOR_BATCH_SIZE", default_value_t = 10_000)]
+    batch_size: u64,
+    /// Directory of the batch-file log (created if missing).
+    #[arg(long, env = "GENERATOR_OUT", default_value = "data/events")]
+    out: PathBuf,
+    /// Distinct users (user_id is 1..=users).
+    #[arg(long, env = "GENERATOR_USERS", default_value_t = 1_000)]
+    users: u64,
+    /// Distinct items (item_id is 1..=items).
+    #[arg(long, env = "GENERATOR_ITEMS", default_value_t = 100)]
+    items: u64,
+    /// Seed of the random choices. With a seed (and without --start-time) the output
+    /// is the same on every run: the simulated clock then starts at 2026-01-01T00:00:00.
+    #[arg(long, env = "GENERATOR_SEED")]
+    seed: Option<u64>,
+    /// Seconds to pause after each batch file (a steady stream for live demos).
+    #[arg(long, env = "GENERATOR_INTERVAL_SECONDS", default_value_t = 0.0)]
+    interval_seconds: f64,
+    /// Event time of the first event (ISO-8601, UTC). Default: now, or a fixed time with --seed.
+    #[arg(long, env = "GENERATOR_START_TIME")]
+    start_time: Option<String>,
+    /// Simulated events per second of event time: the clock advances 1/rate per event.
+    #[arg(long, env = "GENERATOR_EVENTS_PER_SECOND", default_value_t = 100.0)]
+    events_per_second: f64,
+    /// Share (0..1) of events whose time is up to --out-of-order-seconds behind the clock.
+    #[arg(long, env = "GENERATOR_OUT_OF_ORDER_SHARE", default_value_t = 0.0)]
+    out_of_order_share: f64,
+    /// How far out-of-order events may lag the clock.
+    #[arg(long, env = "GENERATOR_OUT_OF_ORDER_SECONDS", default_value_t = 120.0)]
+    out_of_order_seconds: f64,
+    /// Share (0..1) of events that are late: 1 to 2 hours behind the clock, past any
+    /// usual allowed delay, so a windowed pipeline drops them.
+    #[arg(long, env = "GENERATOR_LATE_SHARE", default_value_t = 0.0)]
+    late_share: f64,
+    /// How timestamps are written: iso (no offset), iso-offset, epoch-ms, or mixed (all three).
+    #[arg(long, env = "GENERATOR_TIMESTAMP_FORMAT", value_enum, default_value_t = TimestampFormat::Iso)]
+    timestamp_format: TimestampFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    anyhow::ensure!(args.users > 0 && args.items > 0, "--users and --items must be at least 1");
+    let start_time = match (&args.start_time, args.seed) {
+        (Some(text), _) => events::parse_start_time(text)
+            .with_context(|| format!("--start-time {text:?} is not an ISO-8601 time"))?,
+        (None, Some(_)) => events::parse_start_time("2026-01-01T00:00:00")?,
+        (None, None) => chrono::Utc::now().timestamp_micros(),
+    };
+    let seed = args.seed.unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64);
+    let mut generator = EventGenerator::new(EventOptions {
+        seed,
+        users: args.users,
+        items: args.items,
+        start_time_micros: start_time,
+        events_per_second: args.events_per_second,
+        out_of_order_share: args.out_of_order_share,
+        out_of_order_seconds: args.out_of_order_seconds,
+        late_share: args.late_share,
+        timestamp_format: args.timestamp_format,
+    });
+    let written = batch_files::write_batches(
+        &args.out,
+        &mut generator,
+        args.count,
+        args.batch_size,
+        std::time::Duration::from_secs_f64(args.interval_seconds.max(0.0)),
+    )
+    .with_context(|| format!("writing batch files into {}", args.out.display()))?;
+    tracing::info!(files = written.len(), events = args.count, out = %args.out.display(), "done");
+    Ok(())
+}
