@@ -10,6 +10,8 @@ use std::sync::Arc;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::pipeline::definition::PipelineDefinition;
@@ -18,17 +20,20 @@ use crate::pipeline::plan::{AGGREGATED_TABLE, SOURCE_TABLE, session_context};
 /// Runs `def`'s stages over `events` (the source rows, optionally with the hidden
 /// `__watermark` column that hopping windows use to leave out closed windows).
 pub async fn run(def: &PipelineDefinition, events: RecordBatch) -> Result<RecordBatch> {
-    let file = def.path.display().to_string();
-    let user = |e: &dyn std::fmt::Display| Error::user(format!("{file}: {e}"));
     let ctx = session_context();
-    let schema = events.schema();
-    ctx.register_table(SOURCE_TABLE, Arc::new(MemTable::try_new(schema, vec![vec![events]])?))?;
-    let frame = ctx.sql(&def.stage1).await.map_err(|e| user(&e))?;
-    let result_schema = Arc::new(frame.schema().as_arrow().clone());
-    let stage1 = concat_batches(&result_schema, &frame.collect().await?)?;
+    ctx.register_table(SOURCE_TABLE, Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?))?;
+    let stage1 = query(&ctx, def, &def.stage1).await?;
     let Some(stage2) = &def.stage2 else { return Ok(stage1) };
     ctx.register_table(AGGREGATED_TABLE, Arc::new(MemTable::try_new(stage1.schema(), vec![vec![stage1]])?))?;
-    let frame = ctx.sql(stage2).await.map_err(|e| user(&e))?;
-    let result_schema = Arc::new(frame.schema().as_arrow().clone());
-    Ok(concat_batches(&result_schema, &frame.collect().await?)?)
+    query(&ctx, def, stage2).await
+}
+
+async fn query(ctx: &SessionContext, def: &PipelineDefinition, sql: &str) -> Result<RecordBatch> {
+    let user = |e: &dyn std::fmt::Display| Error::user(format!("{}: {e}", def.path.display()));
+    let frame = ctx.sql(sql).await.map_err(|e| user(&e))?;
+    // The physical plan's schema, not the frame's: analysis (hopping windows) can
+    // change a column's type.
+    let plan = frame.create_physical_plan().await.map_err(|e| user(&e))?;
+    let schema = plan.schema();
+    Ok(concat_batches(&schema, &collect(plan, ctx.task_ctx()).await?)?)
 }

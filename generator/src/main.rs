@@ -1,18 +1,13 @@
 //! `generator`: writes synthetic user-interaction events as JSON-lines batch files.
-//!
-//! Layout: `events.rs` makes events (deterministic for a seed); `batch_files.rs`
-//! streams them to disk, one file at a time, and makes each file appear atomically.
 //! Memory does not depend on the batch size: lines go straight to a buffered writer.
-
-mod batch_files;
-mod events;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
 
-use crate::events::{EventGenerator, EventOptions, TimestampFormat};
+use generator::batch_files;
+use generator::events::{self, EventGenerator, EventOptions, TimestampFormat};
 
 /// Writes `count` user-interaction events as JSON-lines batch files into `out`.
 #[derive(Debug, Parser)]

@@ -63,6 +63,9 @@ pub fn session_context() -> SessionContext {
     for function in windows::functions() {
         ctx.register_udf(function);
     }
+    // Spark's name for DataFusion's HyperLogLog distinct count.
+    let approx = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();
+    ctx.register_udaf(approx.as_ref().clone().with_aliases(["approx_count_distinct"]));
     ctx
 }
 
@@ -131,10 +134,17 @@ impl std::fmt::Debug for StreamingPlan {
 
 /// Plan nodes that may stand between `SOURCE` and the aggregation: they work row by
 /// row, so running them per micro-batch gives the same rows as running them once.
-const ROW_WISE_INPUT: [&str; 6] =
-    ["LiveExec", "ProjectionExec", "FilterExec", "CoalesceBatchesExec", "UnnestExec", "RepartitionExec"];
+const ROW_WISE_INPUT: [&str; 7] = [
+    "LiveExec",
+    "ProjectionExec",
+    "FilterExec",
+    "CoalesceBatchesExec",
+    "CooperativeExec",
+    "UnnestExec",
+    "RepartitionExec",
+];
 /// Plan nodes above the aggregation that map each group to at most one row.
-const ROW_WISE_TOP: [&str; 4] = ["LiveExec", "ProjectionExec", "FilterExec", "CoalesceBatchesExec"];
+const ROW_WISE_TOP: [&str; 5] = ["LiveExec", "ProjectionExec", "FilterExec", "CoalesceBatchesExec", "CooperativeExec"];
 
 impl StreamingPlan {
     pub async fn new(def: &PipelineDefinition, source: &SourceSchema) -> Result<Self> {
@@ -367,7 +377,7 @@ fn trace_to_group(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<usize>
         return trace_to_group(filter.input(), column);
     }
     match plan.children().as_slice() {
-        [child] if plan.name() == "CoalesceBatchesExec" => trace_to_group(child, column),
+        [child] if ["CoalesceBatchesExec", "CooperativeExec"].contains(&plan.name()) => trace_to_group(child, column),
         _ => None,
     }
 }

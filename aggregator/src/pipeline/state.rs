@@ -1,34 +1,38 @@
 //! The aggregation state a pipeline keeps between micro-batches.
 //!
-//! One entry per group: its key (arrow's row format, so any key types work) and one
-//! DataFusion [`Accumulator`] per aggregate. A micro-batch arrives as the partial
-//! aggregation's output — one row of *state* per group it touches — and is merged
-//! with `merge_batch`, the same way DataFusion combines partial aggregates across
-//! partitions. So the work per batch is the batch plus the groups it touches, and
-//! every built-in aggregate (COUNT DISTINCT, approx_count_distinct, AVG …) just works.
+//! One entry per group: its key (arrow's row format, so any key types work) and the
+//! partial *state* of each aggregate, exactly as DataFusion's partial aggregation
+//! emits it. A micro-batch arrives as the partial aggregation's output — one row of
+//! state per group it touches. For those groups only, the held state and the new
+//! state are merged with the aggregate's own `GroupsAccumulator::merge_batch`, the
+//! same way DataFusion combines partial aggregates across partitions, and the
+//! result is both stored back and evaluated to the groups' final values. So the work
+//! per batch is the batch plus the groups it touches, and every built-in aggregate
+//! (COUNT DISTINCT, approx_count_distinct, AVG …) just works.
+//!
+//! (Merging must use the same accumulator kind as the partial aggregation: in
+//! DataFusion 55 `approx_distinct`'s groups accumulator writes a sparse state that
+//! its row accumulator cannot read.)
 //!
 //! Groups of a window are indexed by the window's end, so that when the watermark
 //! passes it they leave the state (and, in append mode, go to the sink) in one step.
 //! The checkpoint form of the state is a batch in the partial schema (keys + state
-//! columns): restoring is merging it into an empty store.
+//! columns).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::filter;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_empty_array};
+use datafusion::arrow::compute::{cast, filter};
 use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::Accumulator;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::error::Result;
 use crate::pipeline::plan::StreamingPlan;
-
-struct Group {
-    accumulators: Vec<Box<dyn Accumulator>>,
-}
 
 pub struct GroupStore {
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
@@ -38,7 +42,8 @@ pub struct GroupStore {
     checkpoint_schema: SchemaRef,
     final_schema: SchemaRef,
     converter: RowConverter,
-    groups: HashMap<Box<[u8]>, Group>,
+    /// Group key → state values of all aggregates, in partial-schema order.
+    groups: HashMap<Box<[u8]>, Vec<ScalarValue>>,
     /// Index of the window among the group columns, if the GROUP BY has one.
     window_column: Option<usize>,
     /// Group keys by window end, for eviction.
@@ -85,13 +90,54 @@ impl GroupStore {
         self.groups.is_empty()
     }
 
-    /// Approximate bytes held by keys and accumulators.
+    /// Approximate bytes held by keys and states.
     pub fn size_bytes(&self) -> usize {
-        self.groups.iter().map(|(k, g)| k.len() + g.accumulators.iter().map(|a| a.size()).sum::<usize>()).sum()
+        self.groups.iter().map(|(k, state)| k.len() + state.iter().map(ScalarValue::size).sum::<usize>()).sum()
     }
 
     pub fn evicted_until(&self) -> Option<i64> {
         self.evicted_until
+    }
+
+    fn accumulator(&self, a: usize) -> Result<Box<dyn GroupsAccumulator>> {
+        let aggregate = &self.aggregates[a];
+        Ok(if aggregate.groups_accumulator_supported() {
+            aggregate.create_groups_accumulator()?
+        } else {
+            let aggregate = aggregate.clone();
+            Box::new(GroupsAccumulatorAdapter::new(move || aggregate.create_accumulator()))
+        })
+    }
+
+    /// The state columns of aggregate `a` within all state columns.
+    fn state_range(&self, a: usize) -> std::ops::Range<usize> {
+        let start: usize = self.state_widths[..a].iter().sum();
+        start..start + self.state_widths[a]
+    }
+
+    /// Held states of `keys` as arrays, one per state column.
+    fn gather<'a>(&self, keys: impl Iterator<Item = &'a [u8]> + Clone) -> Result<Vec<ArrayRef>> {
+        let width: usize = self.state_widths.iter().sum();
+        (0..width)
+            .map(|c| {
+                let field = &self.checkpoint_schema.fields()[self.num_group_columns + c];
+                let values: Vec<ScalarValue> = keys.clone().map(|k| self.groups[k][c].clone()).collect();
+                Ok(if values.is_empty() {
+                    new_empty_array(field.data_type())
+                } else {
+                    ScalarValue::iter_to_array(values)?
+                })
+            })
+            .collect()
+    }
+
+    /// Final values of aggregate `a` from state columns `states` (one row per group).
+    fn evaluate_states(&self, a: usize, states: &[ArrayRef]) -> Result<ArrayRef> {
+        let rows = states.first().map_or(0, |s| s.len());
+        let mut accumulator = self.accumulator(a)?;
+        let index: Vec<usize> = (0..rows).collect();
+        accumulator.merge_batch(states, &index, rows)?;
+        Ok(accumulator.evaluate(EmitTo::All)?)
     }
 
     /// Merges a batch of partial state (group columns + state columns) and returns the
@@ -103,74 +149,65 @@ impl GroupStore {
     fn merge_rows(&mut self, partial: &RecordBatch, evaluate: bool) -> Result<Option<RecordBatch>> {
         let n = partial.num_rows();
         let group_columns = &partial.columns()[..self.num_group_columns];
-        let rows = self.converter.convert_columns(group_columns)?;
-        let mut state_columns: Vec<&[ArrayRef]> = Vec::with_capacity(self.aggregates.len());
-        let mut at = self.num_group_columns;
-        for width in &self.state_widths {
-            state_columns.push(&partial.columns()[at..at + width]);
-            at += width;
-        }
-        let mut finals: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(if evaluate { n } else { 0 }); self.aggregates.len()];
-        let mut keep = Vec::with_capacity(n);
-        for i in 0..n {
-            let end = self.window_column.and_then(|w| window_end(&group_columns[w], i));
-            if let (Some(end), Some(until)) = (end, self.evicted_until) {
-                // A window that has closed: never reopen it (the pipeline drops late
-                // events before this; this guards the invariant).
-                if end <= until {
-                    keep.push(false);
-                    continue;
-                }
+        // No GROUP BY: one group, with the empty key.
+        let rows = (self.num_group_columns > 0).then(|| self.converter.convert_columns(group_columns)).transpose()?;
+        let key_of = |i: usize| -> &[u8] { rows.as_ref().map_or(&[][..], |r| r.row(i).data()) };
+        let ends: Vec<Option<i64>> =
+            (0..n).map(|i| self.window_column.and_then(|w| window_end(&group_columns[w], i))).collect();
+        // A window that has closed never reopens (late events are dropped before
+        // this; this guards the invariant).
+        let keep: Vec<bool> = ends
+            .iter()
+            .map(|end| !matches!((end, self.evicted_until), (Some(end), Some(until)) if *end <= until))
+            .collect();
+        let kept: Vec<usize> = (0..n).filter(|&i| keep[i]).collect();
+        let k = kept.len();
+        let take = |column: &ArrayRef| -> Result<ArrayRef> {
+            Ok(if k == n { column.clone() } else { filter(column, &BooleanArray::from(keep.clone()))? })
+        };
+        // Rows (0..k) of groups held already, and their held state.
+        let held: Vec<usize> = (0..k).filter(|&j| self.groups.contains_key(key_of(kept[j]))).collect();
+        let held_states = self.gather(held.iter().map(|&j| key_of(kept[j])))?;
+        let all: Vec<usize> = (0..k).collect();
+        let mut merged: Vec<ArrayRef> = Vec::new();
+        let mut finals: Vec<ArrayRef> = Vec::new();
+        for a in 0..self.aggregates.len() {
+            let range = self.state_range(a);
+            let mut accumulator = self.accumulator(a)?;
+            if !held.is_empty() {
+                accumulator.merge_batch(&held_states[range.clone()], &held, k)?;
             }
-            keep.push(true);
-            let key = rows.row(i);
-            let group = match self.groups.get_mut(key.as_ref()) {
-                Some(group) => group,
+            let new_states = partial.columns()[self.num_group_columns + range.start..self.num_group_columns + range.end]
+                .iter()
+                .map(take)
+                .collect::<Result<Vec<_>>>()?;
+            accumulator.merge_batch(&new_states, &all, k)?;
+            let states = accumulator.state(EmitTo::All)?;
+            if evaluate {
+                finals.push(self.evaluate_states(a, &states)?);
+            }
+            merged.extend(states);
+        }
+        for (j, &i) in kept.iter().enumerate() {
+            let state = merged.iter().map(|c| ScalarValue::try_from_array(c, j)).collect::<datafusion::common::Result<Vec<_>>>()?;
+            let key = key_of(i);
+            match self.groups.get_mut(key) {
+                Some(held) => *held = state,
                 None => {
-                    let accumulators = self
-                        .aggregates
-                        .iter()
-                        .map(|a| a.create_accumulator())
-                        .collect::<datafusion::common::Result<Vec<_>>>()?;
-                    let key: Box<[u8]> = key.as_ref().into();
-                    if let Some(end) = end {
+                    let key: Box<[u8]> = key.into();
+                    if let Some(end) = ends[i] {
                         self.by_window_end.entry(end).or_default().push(key.clone());
                     }
-                    self.groups.entry(key).or_insert(Group { accumulators })
-                }
-            };
-            for (a, accumulator) in group.accumulators.iter_mut().enumerate() {
-                let states: Vec<ArrayRef> = state_columns[a].iter().map(|c| c.slice(i, 1)).collect();
-                accumulator.merge_batch(&states)?;
-                if evaluate {
-                    finals[a].push(accumulator.evaluate()?);
+                    self.groups.insert(key, state);
                 }
             }
         }
         if !evaluate {
             return Ok(None);
         }
-        let mut columns: Vec<ArrayRef> = if keep.iter().all(|k| *k) {
-            group_columns.to_vec()
-        } else {
-            let mask = BooleanArray::from(keep);
-            group_columns.iter().map(|c| filter(c, &mask)).collect::<std::result::Result<_, _>>()?
-        };
-        self.push_finals(&mut columns, finals)?;
+        let mut columns = group_columns.iter().map(take).collect::<Result<Vec<_>>>()?;
+        columns.extend(finals);
         Ok(Some(self.final_batch(columns)?))
-    }
-
-    fn push_finals(&self, columns: &mut Vec<ArrayRef>, finals: Vec<Vec<ScalarValue>>) -> Result<()> {
-        for (a, values) in finals.into_iter().enumerate() {
-            let field = &self.final_schema.fields()[self.num_group_columns + a];
-            let array = if values.is_empty() {
-                datafusion::arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(values)?
-            };
-            columns.push(array);
-        }
-        Ok(())
     }
 
     fn final_batch(&self, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
@@ -178,37 +215,35 @@ impl GroupStore {
             .into_iter()
             .zip(self.final_schema.fields())
             .map(|(c, f)| {
-                // Aggregates may evaluate to a compatible but different type (e.g. a
-                // dictionary); the schema DataFusion planned is the contract.
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    datafusion::arrow::compute::cast(&c, f.data_type())
-                }
+                // Aggregates may evaluate to a compatible but different type; the
+                // schema DataFusion planned is the contract.
+                if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) }
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(self.final_schema.clone(), columns)?)
     }
 
-    /// Final values of the groups with these keys.
-    fn evaluate_keys<'a>(&mut self, keys: impl Iterator<Item = &'a [u8]> + Clone) -> Result<RecordBatch> {
-        let parser = self.converter.parser();
-        let mut columns = self.converter.convert_rows(keys.clone().map(|k| parser.parse(k)))?;
-        let mut finals: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
-        for key in keys {
-            let group = self.groups.get_mut(key).expect("key of a held group");
-            for (a, accumulator) in group.accumulators.iter_mut().enumerate() {
-                finals[a].push(accumulator.evaluate()?);
-            }
+    fn key_columns<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Result<Vec<ArrayRef>> {
+        if self.num_group_columns == 0 {
+            return Ok(Vec::new());
         }
-        self.push_finals(&mut columns, finals)?;
+        let parser = self.converter.parser();
+        Ok(self.converter.convert_rows(keys.map(|k| parser.parse(k)))?)
+    }
+
+    /// Final values of the groups with these keys.
+    fn evaluate_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]> + Clone) -> Result<RecordBatch> {
+        let mut columns = self.key_columns(keys.clone())?;
+        let states = self.gather(keys)?;
+        for a in 0..self.aggregates.len() {
+            columns.push(self.evaluate_states(a, &states[self.state_range(a)])?);
+        }
         self.final_batch(columns)
     }
 
     /// Final values of every group held.
     pub fn evaluate_all(&mut self) -> Result<RecordBatch> {
-        let keys: Vec<Box<[u8]>> = self.groups.keys().cloned().collect();
-        self.evaluate_keys(keys.iter().map(|k| k.as_ref()))
+        self.evaluate_keys(self.groups.keys().map(|k| k.as_ref()))
     }
 
     /// Drops the groups of windows ending at or before `watermark`. With `evaluate`,
@@ -234,29 +269,8 @@ impl GroupStore {
 
     /// The whole state as one batch: group columns + state columns.
     pub fn checkpoint_batch(&mut self) -> Result<RecordBatch> {
-        let keys: Vec<Box<[u8]>> = self.groups.keys().cloned().collect();
-        let parser = self.converter.parser();
-        let mut columns = self.converter.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
-        let width: usize = self.state_widths.iter().sum();
-        let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(keys.len()); width];
-        for key in &keys {
-            let group = self.groups.get_mut(key).expect("key of a held group");
-            let mut at = 0;
-            for accumulator in group.accumulators.iter_mut() {
-                for value in accumulator.state()? {
-                    states[at].push(value);
-                    at += 1;
-                }
-            }
-        }
-        for (i, values) in states.into_iter().enumerate() {
-            let field = &self.checkpoint_schema.fields()[self.num_group_columns + i];
-            columns.push(if values.is_empty() {
-                datafusion::arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(values)?
-            });
-        }
+        let mut columns = self.key_columns(self.groups.keys().map(|k| k.as_ref()))?;
+        columns.extend(self.gather(self.groups.keys().map(|k| k.as_ref()))?);
         Ok(RecordBatch::try_new(self.checkpoint_schema.clone(), columns)?)
     }
 

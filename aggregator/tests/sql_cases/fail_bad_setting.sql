@@ -1,0 +1,3 @@
+-- error: output_mode "sometimes"
+-- output_mode: sometimes
+SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id

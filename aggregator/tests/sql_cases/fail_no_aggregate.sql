@@ -1,0 +1,2 @@
+-- error: must aggregate
+SELECT user_id FROM SOURCE

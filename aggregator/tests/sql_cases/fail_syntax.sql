@@ -1,0 +1,2 @@
+-- error: Expected
+SELEC item_id FROM SOURCE GROUP BY item_id

@@ -1,0 +1,206 @@
+//! Shared by the integration tests: make a log, run pipelines, compute the oracle.
+//!
+//! The oracle is the pipeline's SQL run as one batch DataFusion query
+//! (`aggregator::batch::run`) over every good event of the log, minus the events that
+//! are late. Lateness is recomputed here from its definition (watermark = highest
+//! event time among the *earlier* events − allowed delay; late = the event's last
+//! window has ended by then), independently of the pipeline's code.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aggregator::pipeline::definition::{OutputMode, PipelineDefinition};
+use aggregator::pipeline::plan::StreamingPlan;
+use aggregator::pipeline::windows::WindowSpec;
+use aggregator::pipeline::{PipelineOptions, Shutdown};
+use aggregator::sink::values;
+use aggregator::source::decode::{DEFAULT_MAX_RECORD_BYTES, JsonDecoder};
+use aggregator::source::schema::SourceSchema;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{Field, Schema, TimestampMicrosecondType};
+use generator::events::{EventGenerator, EventOptions, TimestampFormat};
+use store::{SqliteStore, Value};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+pub fn interactions() -> SourceSchema {
+    runtime().block_on(SourceSchema::default_interactions()).unwrap()
+}
+
+/// Writes `count` events in files of `per_file` into `dir`: 1,000 users, 50 items,
+/// 20 events per simulated second, 10% out of order, 1% late, mixed timestamp formats.
+pub fn generate_log(dir: &Path, count: u64, per_file: u64, seed: u64) {
+    let mut events = EventGenerator::new(EventOptions {
+        seed,
+        users: 1000,
+        items: 50,
+        start_time_micros: 1_767_225_600_000_000, // 2026-01-01T00:00:00Z
+        events_per_second: 20.0,
+        out_of_order_share: 0.1,
+        out_of_order_seconds: 300.0,
+        late_share: 0.01,
+        timestamp_format: TimestampFormat::Mixed,
+    });
+    generator::batch_files::write_batches(dir, &mut events, count, per_file, std::time::Duration::ZERO).unwrap();
+}
+
+/// Every non-blank line of the log, in log order.
+pub fn log_records(dir: &Path) -> Vec<Vec<u8>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap().split(|b| *b == b'\n').map(|l| l.to_vec()).collect::<Vec<_>>())
+        .map(|l| if l.ends_with(b"\r") { l[..l.len() - 1].to_vec() } else { l })
+        .filter(|l| !l.iter().all(|b| b.is_ascii_whitespace()))
+        .collect()
+}
+
+pub fn options(log: &Path, work: &Path, batch: usize) -> PipelineOptions {
+    PipelineOptions {
+        source_uri: format!("file:{}", log.display()),
+        sink_uri: format!("sqlite:{}", work.join("results.sqlite").display()),
+        checkpoint_dir: work.join("checkpoints"),
+        available_now: true,
+        max_batch_records: batch,
+        max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        checkpoint_interval: std::time::Duration::ZERO,
+        poll_interval: std::time::Duration::from_millis(20),
+    }
+}
+
+/// Runs one pipeline with `--available-now` semantics, in-process.
+pub fn run_pipeline(file: &Path, options: &PipelineOptions) -> aggregator::Result<store::PipelineStatus> {
+    aggregator::supervisor::run_one(file, &interactions(), options, Shutdown::default())
+}
+
+/// A row as comparable text: cells joined by `|`, floats to 9 significant digits.
+fn row_text(cells: impl Iterator<Item = Value>) -> String {
+    cells
+        .map(|v| match v {
+            Value::Null => "NULL".to_string(),
+            Value::Integer(i) => i.to_string(),
+            Value::Real(r) => format!("{r:.8e}"),
+            Value::Text(t) => format!("{t:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The sink's rows of `table`, sorted. `_id` is included only if the query selects it.
+pub fn sink_rows(sqlite: &Path, table: &str, with_id: bool) -> Vec<String> {
+    let store = SqliteStore::open(sqlite).unwrap();
+    let (_, rows) = store.read_table(table).unwrap();
+    let mut out: Vec<String> =
+        rows.into_iter().map(|r| row_text(r.into_iter().skip(if with_id { 0 } else { 1 }))).collect();
+    out.sort();
+    out
+}
+
+/// What the pipeline must end up with.
+pub struct Oracle {
+    pub rows: Vec<String>,
+    pub with_id: bool,
+    pub good: u64,
+    pub bad: u64,
+    pub late: u64,
+}
+
+/// The same SQL as one batch query over the log's good, not-late events.
+pub fn oracle(file: &Path, log: &Path) -> Oracle {
+    let schema = interactions();
+    let def = PipelineDefinition::from_file(file).unwrap();
+    let rt = runtime();
+    let plan = rt.block_on(StreamingPlan::new(&def, &schema)).unwrap();
+    let records = log_records(log);
+    let slices: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+    let decoded = JsonDecoder::new(&schema, DEFAULT_MAX_RECORD_BYTES).decode(&slices).unwrap();
+    let batch = decoded.batch;
+    let times = batch.column(schema.event_time.unwrap()).as_primitive::<TimestampMicrosecondType>().clone();
+    let delay = def.settings.allowed_delay.as_micros() as i64;
+    let spec: Option<WindowSpec> = plan.window.as_ref().map(|w| w.call.spec);
+
+    // Lateness from its definition, event by event in log order.
+    let (mut max, mut watermarks, mut keep) = (None::<i64>, Vec::new(), Vec::new());
+    for i in 0..times.len() {
+        let t = times.value(i);
+        let watermark = max.map(|m| m - delay);
+        let last_end = match spec {
+            Some(WindowSpec::Tumbling { size }) => Some(t - t.rem_euclid(size) + size),
+            Some(WindowSpec::Hopping { size, slide }) => Some(t - t.rem_euclid(slide) + size),
+            None => None,
+        };
+        keep.push(!matches!((last_end, watermark), (Some(end), Some(w)) if end <= w));
+        watermarks.push(watermark);
+        max = Some(max.map_or(t, |m: i64| m.max(t)));
+    }
+    let late = keep.iter().filter(|k| !**k).count() as u64;
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("__watermark", times.data_type().clone(), true));
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(TimestampMicrosecondArray::from(watermarks)));
+    let events = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let events = filter_record_batch(&events, &BooleanArray::from(keep)).unwrap();
+    let good = events.num_rows() as u64;
+    let result = rt.block_on(aggregator::batch::run(&def, events)).unwrap();
+
+    // Append mode writes a window only once the final watermark has passed its end.
+    let final_watermark = max.map(|m| m - delay);
+    let window_column = result.schema().index_of("window").ok();
+    let with_id = result.schema().index_of("_id").is_ok();
+    let mut rows = Vec::new();
+    for row in 0..result.num_rows() {
+        if def.settings.output_mode == OutputMode::Append {
+            let window = result.column(window_column.expect("append cases name their window column `window`"));
+            let end = aggregator::pipeline::state::window_end(window, row).unwrap();
+            if final_watermark.is_none_or(|w| end > w) {
+                continue;
+            }
+        }
+        let id = result.schema().index_of("_id").ok().map(|c| Value::Text(values::row_id(&[result.column(c).clone()], row)));
+        let cells = (0..result.num_columns())
+            .filter(|&c| result.schema().field(c).name() != "_id")
+            .map(|c| values::cell(result.column(c), row));
+        rows.push(row_text(id.into_iter().chain(cells)));
+    }
+    rows.sort();
+    Oracle { rows, with_id, good, bad: decoded.bad.len() as u64, late }
+}
+
+/// Asserts the pipeline's sink equals the oracle, with a readable difference.
+pub fn assert_matches_oracle(file: &Path, log: &Path, work: &Path, batch: usize) {
+    let def = PipelineDefinition::from_file(file).unwrap();
+    let status = run_pipeline(file, &options(log, work, batch)).unwrap();
+    let expected = oracle(file, log);
+    let actual = sink_rows(&work.join("results.sqlite"), &def.settings.target, expected.with_id);
+    assert_eq!(
+        (status.events_ok, status.events_bad, status.events_late),
+        (expected.good, expected.bad, expected.late),
+        "{}: counts (ok, bad, late)",
+        file.display()
+    );
+    assert_eq!(status.events_in, status.events_ok + status.events_bad + status.events_late);
+    if actual != expected.rows {
+        let only_sink: Vec<_> = actual.iter().filter(|r| !expected.rows.contains(r)).take(5).collect();
+        let only_oracle: Vec<_> = expected.rows.iter().filter(|r| !actual.contains(r)).take(5).collect();
+        panic!(
+            "{}: sink has {} rows, oracle {}\nonly in sink: {only_sink:#?}\nonly in oracle: {only_oracle:#?}",
+            file.display(),
+            actual.len(),
+            expected.rows.len()
+        );
+    }
+    assert!(!expected.rows.is_empty(), "{}: an empty result proves nothing", file.display());
+}
