@@ -9,6 +9,10 @@ use crate::{
     PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, StoreError, Value,
 };
 
+/// Write transactions take the write lock at BEGIN, where the busy timeout applies,
+/// rather than failing when a read turns into a write under contention.
+const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::Immediate;
+
 pub const STATUS_TABLE: &str = "_pipeline_status";
 pub const BAD_RECORDS_TABLE: &str = "_bad_records";
 pub const LATE_RECORDS_TABLE: &str = "_late_records";
@@ -49,7 +53,18 @@ impl SqliteStore {
         // Several pipelines (threads or processes) write, the dashboard reads: WAL lets
         // readers proceed during a write, and the busy timeout serialises the writers.
         self.conn.busy_timeout(Duration::from_secs(30))?;
-        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching a new file to WAL needs a moment alone with it, and SQLite answers
+        // BUSY there without waiting: pipelines starting together would fail.
+        let mut attempts = 0;
+        loop {
+            match self.conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 300 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => break other?,
+            }
+        }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {STATUS_TABLE} (
@@ -81,10 +96,7 @@ impl SqliteStore {
         let mut wanted = vec!["_id".to_string()];
         wanted.extend(columns.iter().map(|c| c.name.clone()));
         let recreate = fresh || existing.as_ref().is_some_and(|cols| *cols != wanted);
-        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
-            uri: format!("sqlite:{}", self.path.display()),
-            source: e,
-        })?;
+        let tx = self.conn.transaction_with_behavior(IMMEDIATE).map_err(|e| self_error(&self.path, e))?;
         let run = || -> rusqlite::Result<()> {
             if recreate {
                 tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(table)))?;
@@ -136,7 +148,7 @@ impl SqliteStore {
         late: &[RejectedRecord],
     ) -> Result<()> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| self_error(&path, e))?;
+        let tx = self.conn.transaction_with_behavior(IMMEDIATE).map_err(|e| self_error(&path, e))?;
         write_in(&tx, table, columns, delta, status, bad, late).map_err(|e| self_error(&path, e))?;
         tx.commit().map_err(|e| self_error(&path, e))
     }

@@ -119,14 +119,14 @@ pub struct Oracle {
 }
 
 /// The same SQL as one batch query over the log's good, not-late events.
-pub fn oracle(file: &Path, log: &Path) -> Oracle {
+pub fn oracle(file: &Path, log: &Path, max_record_bytes: usize) -> Oracle {
     let schema = interactions();
     let def = PipelineDefinition::from_file(file).unwrap();
     let rt = runtime();
     let plan = rt.block_on(StreamingPlan::new(&def, &schema)).unwrap();
     let records = log_records(log);
     let slices: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
-    let decoded = JsonDecoder::new(&schema, DEFAULT_MAX_RECORD_BYTES).decode(&slices).unwrap();
+    let decoded = JsonDecoder::new(&schema, max_record_bytes).decode(&slices).unwrap();
     let batch = decoded.batch;
     let times = batch.column(schema.event_time.unwrap()).as_primitive::<TimestampMicrosecondType>().clone();
     let delay = def.settings.allowed_delay.as_micros() as i64;
@@ -183,7 +183,7 @@ pub fn oracle(file: &Path, log: &Path) -> Oracle {
 pub fn assert_matches_oracle(file: &Path, log: &Path, work: &Path, batch: usize) {
     let def = PipelineDefinition::from_file(file).unwrap();
     let status = run_pipeline(file, &options(log, work, batch)).unwrap();
-    let expected = oracle(file, log);
+    let expected = oracle(file, log, DEFAULT_MAX_RECORD_BYTES);
     let actual = sink_rows(&work.join("results.sqlite"), &def.settings.target, expected.with_id);
     assert_eq!(
         (status.events_ok, status.events_bad, status.events_late),

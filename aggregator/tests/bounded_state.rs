@@ -1,0 +1,55 @@
+//! Memory stays bounded: over a long run of a windowed pipeline, the state holds only
+//! the groups of open windows, however many windows have passed. This measures the
+//! state (groups held), not the clock.
+
+mod support;
+
+use aggregator::pipeline::Shutdown;
+use aggregator::pipeline::definition::PipelineDefinition;
+use aggregator::pipeline::runner::Pipeline;
+use aggregator::source::file_log::FileLog;
+use aggregator::source::{Source, SourceOffset};
+use generator::events::{EventGenerator, EventOptions, TimestampFormat};
+use support::*;
+
+#[test]
+fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
+    let log = tempfile::tempdir().unwrap();
+    // 30 users × 3 types, one event every 2 s of event time: ~33 hours, ~400 windows.
+    let users = 30;
+    let mut events = EventGenerator::new(EventOptions {
+        seed: 5,
+        users,
+        items: 10,
+        start_time_micros: 1_767_225_600_000_000,
+        events_per_second: 0.5,
+        out_of_order_share: 0.2,
+        out_of_order_seconds: 600.0,
+        late_share: 0.01,
+        timestamp_format: TimestampFormat::Iso,
+    });
+    generator::batch_files::write_batches(log.path(), &mut events, 60_000, 2_000, std::time::Duration::ZERO).unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let file = repo_root().join("sql/user_interactions_5m.sql");
+    let def = PipelineDefinition::from_file(&file).unwrap();
+    // Open windows: those ending after the watermark (20 min behind the newest event)
+    // and those of the newest events: at most 20/5 + 2 windows of 5 minutes.
+    let bound = (users * 3) as usize * (20 / 5 + 2);
+    let schema = interactions();
+    let rt = runtime();
+    let (peak, total_windows) = rt.block_on(async {
+        let mut pipeline = Pipeline::start(def, &schema, &options(log.path(), work.path(), 500)).await.unwrap();
+        let mut source = FileLog::open(log.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
+        let mut peak = 0;
+        while let Some(batch) = source.next_batch(500).unwrap() {
+            pipeline.process(&batch, &Shutdown::default()).await.unwrap();
+            peak = peak.max(pipeline.state_groups());
+        }
+        (peak, 60_000 * 2 / 300)
+    });
+    let written = sink_rows(&work.path().join("results.sqlite"), "user_interactions_5m", false).len();
+    assert!(written > 20 * bound, "the run must cover far more groups ({written}) than the bound ({bound})");
+    assert!(peak <= bound, "state peaked at {peak} groups; open windows allow {bound} ({total_windows} windows in all)");
+    assert!(peak > 0);
+}
