@@ -30,28 +30,43 @@ pub fn pipeline_files(path: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(path).map_err(|e| Error::user(format!("--sql {}: {e}", path.display())))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "sql")
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     files.sort();
     Ok(files)
 }
 
 /// Runs one pipeline to its end on the current thread.
-pub fn run_one(file: &Path, schema: &SourceSchema, options: &PipelineOptions, shutdown: Shutdown) -> Result<PipelineStatus> {
+pub fn run_one(
+    file: &Path,
+    schema: &SourceSchema,
+    options: &PipelineOptions,
+    shutdown: Shutdown,
+) -> Result<PipelineStatus> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;
-    runtime.block_on(async {
-        let def = match PipelineDefinition::from_file(file) {
-            Ok(def) => def,
-            Err(e) => {
-                record_failure(file, options, &e);
-                return Err(e);
-            }
-        };
-        Pipeline::start(def, schema, options).await?.run(shutdown).await
-    })
+    runtime
+        .block_on(async {
+            let def = match PipelineDefinition::from_file(file) {
+                Ok(def) => def,
+                Err(e) => {
+                    record_failure(file, options, &e);
+                    return Err(e);
+                }
+            };
+            let pipeline = Pipeline::start(def, schema, options, &shutdown).await?;
+            pipeline.run(shutdown).await
+        })
+        .map_err(|e| {
+            // Every error names the pipeline's file (planner errors already do).
+            let file = file.display().to_string();
+            if e.message.contains(&file) { e } else { e.context(format!("pipeline {file}")) }
+        })
 }
 
 /// Writes a failed status for a file that could not even be read as a pipeline.
@@ -96,7 +111,9 @@ pub fn run(sql: &Path, schema: &SourceSchema, options: &PipelineOptions, shutdow
                     tracing::error!(file = %file.display(), error = %e, "pipeline failed");
                     summary.failed.push((file.clone(), e));
                 }
-                Err(_) => summary.failed.push((file.clone(), Error::internal(format!("{}: pipeline thread panicked", file.display())))),
+                Err(_) => summary
+                    .failed
+                    .push((file.clone(), Error::internal(format!("{}: pipeline thread panicked", file.display())))),
             }
         }
     });

@@ -13,11 +13,21 @@ use support::*;
 fn garbage() -> Vec<(Vec<u8>, &'static str)> {
     vec![
         (br#"{"user_id": 1, "item_id": 2,"#.to_vec(), "truncated"),
-        (br#"{"item_id": 2, "interaction_type": "view", "timestamp": "2026-01-01T00:00:00"}"#.to_vec(), "missing required field `user_id`"),
-        (br#"{"user_id": "abc", "item_id": 2, "interaction_type": "view", "timestamp": 1767225600000}"#.to_vec(), "abc"),
+        (
+            br#"{"item_id": 2, "interaction_type": "view", "timestamp": "2026-01-01T00:00:00"}"#.to_vec(),
+            "missing required field `user_id`",
+        ),
+        (
+            br#"{"user_id": "abc", "item_id": 2, "interaction_type": "view", "timestamp": 1767225600000}"#.to_vec(),
+            "abc",
+        ),
         (br#"{"user_id": 1, "item_id": 2, "interaction_type": "view", "timestamp": "noon"}"#.to_vec(), "noon"),
         (b"{\"user_id\": 1, \"item_id\": 2, \"interaction_type\": \"\xc3\x28\", \"timestamp\": 1}".to_vec(), "UTF-8"),
-        (format!(r#"{{"user_id": 1, "item_id": 2, "interaction_type": "{}", "timestamp": 1}}"#, "x".repeat(5000)).into_bytes(), "exceeds the limit"),
+        (
+            format!(r#"{{"user_id": 1, "item_id": 2, "interaction_type": "{}", "timestamp": 1}}"#, "x".repeat(5000))
+                .into_bytes(),
+            "exceeds the limit",
+        ),
         (b"[1, 2, 3]".to_vec(), "expected"),
         (b"not json at all".to_vec(), ""),
     ]
@@ -46,7 +56,12 @@ fn garbage_is_recorded_with_reasons_and_the_good_results_match_the_oracle() {
         options.max_record_bytes = 4096;
         let status = run_pipeline(&file, &options).unwrap();
         let store = SqliteStore::open(work.path().join("results.sqlite")).unwrap();
-        let found: Vec<String> = store.rejected_records(pipeline, false).unwrap().iter().map(|r| format!("{} {}", r.source_offset, r.reason)).collect();
+        let found: Vec<String> = store
+            .rejected_records(pipeline, false)
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {}", r.source_offset, r.reason))
+            .collect();
         assert_eq!(status.events_bad, 2 * garbage().len() as u64, "{found:#?}");
         assert_eq!(status.events_in, 6_000 + status.events_bad);
         assert_eq!(status.events_in, status.events_ok + status.events_bad + status.events_late);
@@ -59,7 +74,12 @@ fn garbage_is_recorded_with_reasons_and_the_good_results_match_the_oracle() {
         for record in &bad {
             let line: usize = record.source_offset.rsplit(':').next().unwrap().parse().unwrap();
             let (_, reason) = &garbage()[line - 1_002];
-            assert!(record.reason.contains(reason), "{}: {:?} should mention {reason:?}", record.source_offset, record.reason);
+            assert!(
+                record.reason.contains(reason),
+                "{}: {:?} should mention {reason:?}",
+                record.source_offset,
+                record.reason
+            );
         }
         let late = store.rejected_records(pipeline, true).unwrap();
         assert_eq!(late.len() as u64, status.events_late);

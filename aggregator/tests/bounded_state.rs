@@ -39,7 +39,8 @@ fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
     let schema = interactions();
     let rt = runtime();
     let (peak, total_windows) = rt.block_on(async {
-        let mut pipeline = Pipeline::start(def, &schema, &options(log.path(), work.path(), 500)).await.unwrap();
+        let mut pipeline =
+            Pipeline::start(def, &schema, &options(log.path(), work.path(), 500), &Shutdown::default()).await.unwrap();
         let mut source = FileLog::open(log.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
         let mut peak = 0;
         while let Some(batch) = source.next_batch(500).unwrap() {
@@ -50,6 +51,9 @@ fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
     });
     let written = sink_rows(&work.path().join("results.sqlite"), "user_interactions_5m", false).len();
     assert!(written > 20 * bound, "the run must cover far more groups ({written}) than the bound ({bound})");
-    assert!(peak <= bound, "state peaked at {peak} groups; open windows allow {bound} ({total_windows} windows in all)");
+    assert!(
+        peak <= bound,
+        "state peaked at {peak} groups; open windows allow {bound} ({total_windows} windows in all)"
+    );
     assert!(peak > 0);
 }

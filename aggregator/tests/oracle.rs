@@ -57,8 +57,16 @@ fn every_sql_case_matches_the_batch_query_or_fails_as_expected() {
             Some(message) => {
                 let err = run_pipeline(&file, &options(log.path(), work.path(), 700)).unwrap_err();
                 let text = err.to_string();
-                assert!(text.contains(&message), "{}: expected an error containing {message:?}, got {text:?}", file.display());
-                assert!(text.contains(&file.display().to_string()), "{}: the error must name the file: {text}", file.display());
+                assert!(
+                    text.contains(&message),
+                    "{}: expected an error containing {message:?}, got {text:?}",
+                    file.display()
+                );
+                assert!(
+                    text.contains(&file.display().to_string()),
+                    "{}: the error must name the file: {text}",
+                    file.display()
+                );
             }
             None => assert_matches_oracle(&file, log.path(), work.path(), 700),
         }

@@ -49,8 +49,10 @@ fn consumed(sqlite: &Path) -> Vec<u64> {
 fn a_killed_aggregator_resumes_and_ends_identical_to_an_uninterrupted_run() {
     let full = tempfile::tempdir().unwrap();
     generate_log(full.path(), 40_000, 1_000, 7);
-    let mut names: Vec<String> =
-        std::fs::read_dir(full.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(full.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
 
     // The reference: one uninterrupted run.
@@ -92,7 +94,11 @@ fn a_killed_aggregator_resumes_and_ends_identical_to_an_uninterrupted_run() {
         assert_eq!(expected, actual, "{table} differs after the restart");
     }
     let counts = |s: &SqliteStore| -> Vec<(String, u64, u64, u64, u64)> {
-        s.statuses().unwrap().into_iter().map(|s| (s.name, s.events_in, s.events_ok, s.events_bad, s.events_late)).collect()
+        s.statuses()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.events_in, s.events_ok, s.events_bad, s.events_late))
+            .collect()
     };
     assert_eq!(counts(&a), counts(&b));
 }

@@ -13,7 +13,8 @@ fn a_broken_sql_file_fails_alone_with_its_name_and_the_planners_message() {
     generate_log(log.path(), 2_000, 500, 3);
     let sql = tempfile::tempdir().unwrap();
     std::fs::write(sql.path().join("good.sql"), "SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id").unwrap();
-    std::fs::write(sql.path().join("broken.sql"), "SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY nonexistent").unwrap();
+    std::fs::write(sql.path().join("broken.sql"), "SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY nonexistent")
+        .unwrap();
     let work = tempfile::tempdir().unwrap();
     let options = options(log.path(), work.path(), 300);
     let summary = aggregator::supervisor::run(sql.path(), &interactions(), &options, Shutdown::default()).unwrap();

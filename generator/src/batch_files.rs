@@ -87,8 +87,7 @@ mod tests {
     fn writes_count_over_batch_size_files_and_a_second_run_appends() {
         let dir = tempfile::tempdir().unwrap();
         let files = write_batches(dir.path(), &mut generator(), 25, 10, Duration::ZERO).unwrap();
-        let lines: Vec<usize> =
-            files.iter().map(|f| fs::read_to_string(f).unwrap().lines().count()).collect();
+        let lines: Vec<usize> = files.iter().map(|f| fs::read_to_string(f).unwrap().lines().count()).collect();
         assert_eq!(lines, [10, 10, 5]);
         let more = write_batches(dir.path(), &mut generator(), 10, 10, Duration::ZERO).unwrap();
         assert_eq!(more[0].file_name().unwrap(), "batch-00000003.jsonl");

@@ -72,7 +72,13 @@ impl EventGenerator {
         let item_id = 1 + self.rng.below(o.items);
         // Most interactions are views, fewer clicks, few purchases.
         let roll = self.rng.below(100);
-        let interaction_type = TYPES[if roll < 70 { 0 } else if roll < 95 { 1 } else { 2 }];
+        let interaction_type = TYPES[if roll < 70 {
+            0
+        } else if roll < 95 {
+            1
+        } else {
+            2
+        }];
         let clock = o.start_time_micros + (self.index as f64 * 1e6 / o.events_per_second) as i64;
         let shift = self.rng.unit();
         let micros = if shift < o.late_share {
@@ -83,12 +89,16 @@ impl EventGenerator {
             clock
         };
         let format = match o.timestamp_format {
-            TimestampFormat::Mixed => [TimestampFormat::Iso, TimestampFormat::IsoOffset, TimestampFormat::EpochMs]
-                [self.rng.below(3) as usize],
+            TimestampFormat::Mixed => {
+                [TimestampFormat::Iso, TimestampFormat::IsoOffset, TimestampFormat::EpochMs][self.rng.below(3) as usize]
+            }
             other => other,
         };
         self.index += 1;
-        write!(out, r#"{{"user_id": {user_id}, "item_id": {item_id}, "interaction_type": "{interaction_type}", "timestamp": "#)?;
+        write!(
+            out,
+            r#"{{"user_id": {user_id}, "item_id": {item_id}, "interaction_type": "{interaction_type}", "timestamp": "#
+        )?;
         write_timestamp(out, micros, format)?;
         out.write_all(b"}\n")
     }

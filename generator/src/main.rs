@@ -62,8 +62,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(args.users > 0 && args.items > 0, "--users and --items must be at least 1");
     let start_time = match (&args.start_time, args.seed) {
-        (Some(text), _) => events::parse_start_time(text)
-            .with_context(|| format!("--start-time {text:?} is not an ISO-8601 time"))?,
+        (Some(text), _) => {
+            events::parse_start_time(text).with_context(|| format!("--start-time {text:?} is not an ISO-8601 time"))?
+        }
         (None, Some(_)) => events::parse_start_time("2026-01-01T00:00:00")?,
         (None, None) => chrono::Utc::now().timestamp_micros(),
     };

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use crate::{
-    PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, StoreError, Value,
-};
+use crate::{PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, StoreError, Value};
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
 /// rather than failing when a read turns into a write under contention.
@@ -36,10 +34,8 @@ impl SqliteStore {
             // A missing directory shows up as SQLite's "unable to open" below, with the path.
             let _ = std::fs::create_dir_all(parent);
         }
-        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
-            uri: format!("sqlite:{}", path.display()),
-            source,
-        })?;
+        let conn = Connection::open(&path)
+            .map_err(|source| StoreError::Sqlite { uri: format!("sqlite:{}", path.display()), source })?;
         let store = SqliteStore { conn, path };
         store.init().map_err(|e| store.error(e))?;
         Ok(store)
@@ -58,7 +54,9 @@ impl SqliteStore {
         let mut attempts = 0;
         loop {
             match self.conn.pragma_update(None, "journal_mode", "WAL") {
-                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 300 => {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 300 =>
+                {
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -101,10 +99,8 @@ impl SqliteStore {
             if recreate {
                 tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(table)))?;
             }
-            let defs: Vec<String> = columns
-                .iter()
-                .map(|c| format!("{} {}", quote(&c.name), c.column_type.sql()))
-                .collect();
+            let defs: Vec<String> =
+                columns.iter().map(|c| format!("{} {}", quote(&c.name), c.column_type.sql())).collect();
             let mut ddl = format!("CREATE TABLE IF NOT EXISTS {} (\"_id\" TEXT PRIMARY KEY", quote(table));
             for def in defs {
                 ddl.push_str(", ");
@@ -124,10 +120,7 @@ impl SqliteStore {
 
     /// The column names of `table`, or `None` if it does not exist.
     pub fn table_columns(&self, table: &str) -> Result<Option<Vec<String>>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("PRAGMA table_info({})", quote(table)))
-            .map_err(|e| self.error(e))?;
+        let mut stmt = self.conn.prepare(&format!("PRAGMA table_info({})", quote(table))).map_err(|e| self.error(e))?;
         let names: Vec<String> = stmt
             .query_map([], |row| row.get::<_, String>(1))
             .and_then(|rows| rows.collect())
@@ -296,8 +289,8 @@ fn write_in(
         };
         let mut stmt = tx.prepare_cached(&sql)?;
         for row in &delta.upserts {
-            let values = std::iter::once(rusqlite::types::Value::Text(row.id.clone()))
-                .chain(row.values.iter().map(to_sql));
+            let values =
+                std::iter::once(rusqlite::types::Value::Text(row.id.clone())).chain(row.values.iter().map(to_sql));
             stmt.execute(params_from_iter(values))?;
         }
     }

@@ -112,7 +112,12 @@ impl PipelineDefinition {
                             "update" => OutputMode::Update,
                             "complete" => OutputMode::Complete,
                             "append" => OutputMode::Append,
-                            other => return Err(fail(n, format!("output_mode {other:?}: expected update, complete or append"))),
+                            other => {
+                                return Err(fail(
+                                    n,
+                                    format!("output_mode {other:?}: expected update, complete or append"),
+                                ));
+                            }
                         };
                         continue;
                     }
@@ -125,7 +130,8 @@ impl PipelineDefinition {
                         continue;
                     }
                     "key" => {
-                        settings.key = Some(value.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect());
+                        settings.key =
+                            Some(value.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect());
                         continue;
                     }
                     _ => {}
@@ -210,9 +216,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_line() {
-        let err = PipelineDefinition::parse(Path::new("sql/x.sql"), "SELECT 1\n-- output_mode: sometimes\n").unwrap_err();
+        let err =
+            PipelineDefinition::parse(Path::new("sql/x.sql"), "SELECT 1\n-- output_mode: sometimes\n").unwrap_err();
         assert!(err.to_string().starts_with("sql/x.sql:2: output_mode"), "{err}");
-        let err = PipelineDefinition::parse(Path::new("sql/y.sql"), "SELECT 1\n-- for_each_batch\nSELECT 2\n").unwrap_err();
+        let err =
+            PipelineDefinition::parse(Path::new("sql/y.sql"), "SELECT 1\n-- for_each_batch\nSELECT 2\n").unwrap_err();
         assert!(err.to_string().contains("sql/y.sql:3"), "{err}");
     }
 

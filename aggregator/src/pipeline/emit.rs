@@ -70,7 +70,8 @@ impl Emitter {
                 OutputMode::Update => {
                     let out = plan.top(touched.clone()).await?;
                     let mut delta = ResultDelta { upserts: rows(&out, &key_ids(&out, key_columns)), deletes: vec![] };
-                    if let Some(group_columns) = group_columns.as_ref().filter(|_| out.num_rows() < touched.num_rows()) {
+                    if let Some(group_columns) = group_columns.as_ref().filter(|_| out.num_rows() < touched.num_rows())
+                    {
                         delta.deletes = missing(&key_ids(&touched, group_columns), &delta.upserts);
                     }
                     Ok(delta)
@@ -101,7 +102,9 @@ impl Emitter {
                     });
                 }
                 let current = match mode {
-                    OutputMode::Append => self.finalized.clone().unwrap_or_else(|| RecordBatch::new_empty(plan.final_schema.clone())),
+                    OutputMode::Append => {
+                        self.finalized.clone().unwrap_or_else(|| RecordBatch::new_empty(plan.final_schema.clone()))
+                    }
                     _ => {
                         let open = groups.evaluate_all()?;
                         match &self.finalized {

@@ -51,12 +51,8 @@ pub fn session_context() -> SessionContext {
     let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
     // This rule rewrites `COUNT(DISTINCT x) … GROUP BY k` into two aggregations; we
     // need the single aggregation whose state (the distinct set) is mergeable.
-    let rules = state
-        .optimizers()
-        .iter()
-        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
-        .cloned()
-        .collect();
+    let rules =
+        state.optimizers().iter().filter(|r| r.name() != "single_distinct_aggregation_to_group_by").cloned().collect();
     let mut state = SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build();
     state.add_analyzer_rule(Arc::new(ExpandHoppingWindows));
     let ctx = SessionContext::new_with_state(state);
@@ -182,7 +178,9 @@ impl StreamingPlan {
         };
         let raw_exec = raw.downcast_ref::<AggregateExec>().expect("checked above");
         check_nodes(raw_exec.input(), &ROW_WISE_INPUT).map_err(|name| {
-            user(&format!("`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"))
+            user(&format!(
+                "`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"
+            ))
         })?;
         let partial: Arc<dyn ExecutionPlan> = Arc::new(
             AggregateExec::try_new(
@@ -244,7 +242,9 @@ impl StreamingPlan {
             (Some(names), _) => Some(
                 names
                     .iter()
-                    .map(|n| output_schema.index_of(n).map_err(|_| user(&format!("key column {n:?} is not in the result"))))
+                    .map(|n| {
+                        output_schema.index_of(n).map_err(|_| user(&format!("key column {n:?} is not in the result")))
+                    })
                     .collect::<Result<Vec<usize>>>()?,
             ),
             (None, Ok(id)) => Some(vec![id]),
@@ -409,7 +409,9 @@ fn find_window(plan: &LogicalPlan, source: &SourceSchema) -> std::result::Result
                 "windows must be over the event-time column `{name}` (declared in {}), not `{}`",
                 source.origin, call.time_column
             )),
-            None => Err(format!("windows need an event-time column, and {} declares no TIMESTAMP column", source.origin)),
+            None => {
+                Err(format!("windows need an event-time column, and {} declares no TIMESTAMP column", source.origin))
+            }
         },
         _ => Err("only one window per GROUP BY".to_string()),
     }

@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::arrow::record_batch::RecordBatch;
 use store::{PipelineStatus, RejectedRecord, ResultDelta};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::pipeline::checkpoint::{self, Checkpoint, CheckpointHeader, Counters};
 use crate::pipeline::definition::PipelineDefinition;
 use crate::pipeline::emit::{Emitter, result_columns};
@@ -28,7 +28,7 @@ use crate::sink::values::iso_micros;
 use crate::sink::{self, Sink};
 use crate::source::decode::JsonDecoder;
 use crate::source::schema::SourceSchema;
-use crate::source::{self, RawBatch, Source, SourceOffset};
+use crate::source::{self, RawBatch, SourceOffset};
 
 /// How much of a rejected record is kept.
 const MAX_RAW_KEPT: usize = 4096;
@@ -49,6 +49,38 @@ pub struct Pipeline {
     event_time: Option<usize>,
 }
 
+/// Attempts with `--available-now` before an outage counts as a failure.
+const RETRY_LIMIT_AVAILABLE_NOW: u32 = 6;
+
+/// Runs `attempt` until it succeeds. Errors that waiting can fix (a store or source
+/// that is down) are retried with exponential backoff up to 30 s — until shutdown,
+/// or with `--available-now` a bounded number of times; other errors return at once.
+async fn with_retry<T>(
+    pipeline: &str,
+    available_now: bool,
+    shutdown: &Shutdown,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut backoff = Duration::from_millis(200);
+    let mut attempts = 0;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(e)
+                if e.is_retryable()
+                    && !shutdown.is_triggered()
+                    && (!available_now || attempts < RETRY_LIMIT_AVAILABLE_NOW) =>
+            {
+                attempts += 1;
+                tracing::warn!(pipeline, error = %e, retry_in = ?backoff, "outage; retrying");
+                shutdown.sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn now_iso() -> String {
     iso_micros(chrono::Utc::now().timestamp_micros())
 }
@@ -63,7 +95,12 @@ fn host() -> String {
 impl Pipeline {
     /// Plans the pipeline, restores its checkpoint if the SQL is unchanged, and
     /// prepares its sink. A SQL error is recorded in the status table too.
-    pub async fn start(def: PipelineDefinition, source_schema: &SourceSchema, options: &PipelineOptions) -> Result<Self> {
+    pub async fn start(
+        def: PipelineDefinition,
+        source_schema: &SourceSchema,
+        options: &PipelineOptions,
+        shutdown: &Shutdown,
+    ) -> Result<Self> {
         let mut status = PipelineStatus {
             name: def.name.clone(),
             sql_file: def.path.display().to_string(),
@@ -73,7 +110,10 @@ impl Pipeline {
             started_at: now_iso(),
             ..Default::default()
         };
-        let mut sink = sink::open(&options.sink_uri, &def.name, &def.settings.target)?;
+        let mut sink = with_retry(&def.name, options.available_now, shutdown, || {
+            sink::open(&options.sink_uri, &def.name, &def.settings.target)
+        })
+        .await?;
         let plan = match StreamingPlan::new(&def, source_schema).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -101,7 +141,10 @@ impl Pipeline {
             plan,
             def,
         };
-        pipeline.sink.prepare(&result_columns(&pipeline.plan), resumed.is_none())?;
+        let columns = result_columns(&pipeline.plan);
+        let fresh = resumed.is_none();
+        with_retry(&pipeline.def.name, options.available_now, shutdown, || pipeline.sink.prepare(&columns, fresh))
+            .await?;
         match resumed {
             Some(checkpoint) => {
                 if let Some(state) = &checkpoint.state {
@@ -114,7 +157,9 @@ impl Pipeline {
                 pipeline.offset = checkpoint.header.offset;
                 tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.groups.len(), "resuming from checkpoint");
             }
-            None => tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "starting from the beginning of the source"),
+            None => {
+                tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "starting from the beginning of the source")
+            }
         }
         pipeline.update_status("running");
         pipeline.sink.write_status(&pipeline.status)?;
@@ -150,18 +195,15 @@ impl Pipeline {
 
     /// Runs until shutdown (or, with `available_now`, until the source is drained).
     pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
-        let mut source = self.open_source(&shutdown).await?;
+        let (name, available_now) = (self.def.name.clone(), self.options.available_now);
+        let mut source =
+            with_retry(&name, available_now, &shutdown, || source::open(&self.options.source_uri, &self.offset))
+                .await?;
         let mut last_checkpoint = Instant::now();
         let mut dirty = false;
         while !shutdown.is_triggered() {
-            let batch = match source.next_batch(self.options.max_batch_records) {
-                Ok(batch) => batch,
-                Err(e) if e.is_retryable() && !self.options.available_now => {
-                    self.report_outage(&e, &shutdown).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let max = self.options.max_batch_records;
+            let batch = with_retry(&name, available_now, &shutdown, || source.next_batch(max)).await?;
             match batch {
                 Some(raw) => {
                     self.status.lag = source.lag();
@@ -191,26 +233,6 @@ impl Pipeline {
         self.write_status();
         tracing::info!(pipeline = %self.def.name, counters = ?self.counters, "pipeline stopped");
         Ok(self.status.clone())
-    }
-
-    async fn open_source(&mut self, shutdown: &Shutdown) -> Result<Box<dyn Source>> {
-        loop {
-            match source::open(&self.options.source_uri, &self.offset) {
-                Ok(source) => return Ok(source),
-                Err(e) if e.is_retryable() && !self.options.available_now && !shutdown.is_triggered() => {
-                    self.report_outage(&e, shutdown).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Logs and records an outage, then waits (backing off up to 30 s).
-    async fn report_outage(&mut self, error: &Error, shutdown: &Shutdown) {
-        tracing::warn!(pipeline = %self.def.name, error = %error, "retrying");
-        self.status.last_error = Some(error.to_string());
-        self.write_status();
-        shutdown.sleep(Duration::from_secs(2)).await;
     }
 
     fn write_status(&mut self) {
@@ -297,18 +319,8 @@ impl Pipeline {
         late: &[RejectedRecord],
         shutdown: &Shutdown,
     ) -> Result<()> {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match self.sink.write(delta, &self.status, bad, late) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind == ErrorKind::External && !shutdown.is_triggered() => {
-                    tracing::warn!(pipeline = %self.def.name, error = %e, retry_in = ?backoff, "sink write failed; retrying");
-                    shutdown.sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (sink, status) = (&mut self.sink, &self.status);
+        with_retry(&self.def.name, self.options.available_now, shutdown, || sink.write(delta, status, bad, late)).await
     }
 
     /// Saves state and offset together.

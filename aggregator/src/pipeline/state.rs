@@ -62,10 +62,8 @@ pub fn window_end(windows: &ArrayRef, row: usize) -> Option<i64> {
 impl GroupStore {
     pub fn new(plan: &StreamingPlan) -> Result<Self> {
         let partial = plan.partial_schema.clone();
-        let sort_fields = partial.fields()[..plan.num_group_columns]
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
+        let sort_fields =
+            partial.fields()[..plan.num_group_columns].iter().map(|f| SortField::new(f.data_type().clone())).collect();
         let nullable: Vec<_> = partial.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
         Ok(GroupStore {
             aggregates: plan.aggregates.clone(),
@@ -177,7 +175,8 @@ impl GroupStore {
             if !held.is_empty() {
                 accumulator.merge_batch(&held_states[range.clone()], &held, k)?;
             }
-            let new_states = partial.columns()[self.num_group_columns + range.start..self.num_group_columns + range.end]
+            let new_states = partial.columns()
+                [self.num_group_columns + range.start..self.num_group_columns + range.end]
                 .iter()
                 .map(take)
                 .collect::<Result<Vec<_>>>()?;
@@ -189,7 +188,10 @@ impl GroupStore {
             merged.extend(states);
         }
         for (j, &i) in kept.iter().enumerate() {
-            let state = merged.iter().map(|c| ScalarValue::try_from_array(c, j)).collect::<datafusion::common::Result<Vec<_>>>()?;
+            let state = merged
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, j))
+                .collect::<datafusion::common::Result<Vec<_>>>()?;
             let key = key_of(i);
             match self.groups.get_mut(key) {
                 Some(held) => *held = state,

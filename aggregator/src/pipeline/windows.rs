@@ -25,8 +25,8 @@ use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, plan_
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    Aggregate, ColumnarValue, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility, col,
+    Aggregate, ColumnarValue, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -106,9 +106,7 @@ impl WindowFunction {
 pub fn duration_micros(value: &ScalarValue) -> DfResult<i64> {
     let micros = match value {
         ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            crate::pipeline::definition::parse_duration(s)
-                .map_err(DataFusionError::Plan)?
-                .as_micros() as i64
+            crate::pipeline::definition::parse_duration(s).map_err(DataFusionError::Plan)?.as_micros() as i64
         }
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
             v.days as i64 * 86_400_000_000 + v.nanoseconds / 1000
@@ -134,11 +132,7 @@ impl ScalarUDFImpl for WindowFunction {
         if arg_types.len() < 2 || arg_types.len() > max || (self.name == "hop" && arg_types.len() < 3) {
             return Err(self.arity_error());
         }
-        Ok(arg_types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| if i == 0 || i == 3 { TIME } else { t.clone() })
-            .collect())
+        Ok(arg_types.iter().enumerate().map(|(i, t)| if i == 0 || i == 3 { TIME } else { t.clone() }).collect())
     }
     fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
         Ok(if self.hopping(arg_types.len()) { window_list_type() } else { window_struct_type() })
@@ -284,7 +278,9 @@ impl AnalyzerRule for ExpandHoppingWindows {
             let mut hop = None;
             for (i, expr) in agg.group_expr.iter().enumerate() {
                 let Expr::ScalarFunction(f) = expr.clone().unalias_nested().data else { continue };
-                if WINDOW_FUNCTIONS.contains(&f.func.name()) && matches!(expr.get_type(&input_schema)?, DataType::List(_)) {
+                if WINDOW_FUNCTIONS.contains(&f.func.name())
+                    && matches!(expr.get_type(&input_schema)?, DataType::List(_))
+                {
                     if hop.is_some() {
                         return plan_err!("only one hopping window per GROUP BY");
                     }

@@ -9,7 +9,10 @@
 //! values always give the same `_id`.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
 use datafusion::arrow::util::display::array_value_to_string;
 use serde_json::Value as Json;
 use store::{ColumnType, Value};
@@ -26,9 +29,11 @@ pub fn column_type(data_type: &DataType) -> ColumnType {
         | DataType::UInt16
         | DataType::UInt32
         | DataType::UInt64 => ColumnType::Integer,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
-            ColumnType::Real
-        }
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(_, _)
+        | DataType::Decimal256(_, _) => ColumnType::Real,
         _ => ColumnType::Text,
     }
 }
@@ -44,10 +49,18 @@ pub fn iso_micros(micros: i64) -> String {
 fn timestamp_micros(array: &ArrayRef, row: usize) -> Option<i64> {
     let DataType::Timestamp(unit, _) = array.data_type() else { return None };
     let v = match unit {
-        TimeUnit::Second => array.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>().value(row) * 1_000_000,
-        TimeUnit::Millisecond => array.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(row) * 1000,
-        TimeUnit::Microsecond => array.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row),
-        TimeUnit::Nanosecond => array.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000,
+        TimeUnit::Second => {
+            array.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>().value(row) * 1_000_000
+        }
+        TimeUnit::Millisecond => {
+            array.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(row) * 1000
+        }
+        TimeUnit::Microsecond => {
+            array.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row)
+        }
+        TimeUnit::Nanosecond => {
+            array.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000
+        }
     };
     Some(v)
 }
@@ -157,6 +170,9 @@ mod tests {
             row_id(&[users, types, window.clone()], 0),
             r#"[17,"view",{"start":"1970-01-01T00:00:00.000000Z","end":"1970-01-01T00:05:00.000000Z"}]"#
         );
-        assert_eq!(cell(&window, 0), Value::Text(r#"{"start":"1970-01-01T00:00:00.000000Z","end":"1970-01-01T00:05:00.000000Z"}"#.into()));
+        assert_eq!(
+            cell(&window, 0),
+            Value::Text(r#"{"start":"1970-01-01T00:00:00.000000Z","end":"1970-01-01T00:05:00.000000Z"}"#.into())
+        );
     }
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use arrow_json::ReaderBuilder;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -89,7 +89,10 @@ impl JsonDecoder {
         let mut candidates = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             if record.len() > self.max_record_bytes {
-                bad.push((i, format!("record of {} bytes exceeds the limit of {} bytes", record.len(), self.max_record_bytes)));
+                bad.push((
+                    i,
+                    format!("record of {} bytes exceeds the limit of {} bytes", record.len(), self.max_record_bytes),
+                ));
             } else if let Err(e) = std::str::from_utf8(record) {
                 bad.push((i, format!("not valid UTF-8 (at byte {})", e.valid_up_to())));
             } else {

@@ -80,7 +80,6 @@ impl FileLog {
         self.current = Some((name, reader, skip));
         Ok(true)
     }
-
 }
 
 impl Source for FileLog {

@@ -31,8 +31,8 @@ pub struct SourceSchema {
 impl SourceSchema {
     /// Reads a declaration from a file.
     pub async fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::user(format!("source schema {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::user(format!("source schema {}: {e}", path.display())))?;
         Self::parse(&text, &path.display().to_string()).await
     }
 
@@ -65,7 +65,8 @@ impl SourceSchema {
         });
         let event_time = match chosen {
             Some(name) => {
-                let index = schema.index_of(&name).map_err(|_| fail(format!("event_time column {name:?} is not declared")))?;
+                let index =
+                    schema.index_of(&name).map_err(|_| fail(format!("event_time column {name:?} is not declared")))?;
                 if schema.field(index).data_type() != &EVENT_TIME_TYPE {
                     return Err(fail(format!("event_time column {name:?} must be a TIMESTAMP")));
                 }

@@ -169,7 +169,8 @@ pub fn oracle(file: &Path, log: &Path, max_record_bytes: usize) -> Oracle {
                 continue;
             }
         }
-        let id = result.schema().index_of("_id").ok().map(|c| Value::Text(values::row_id(&[result.column(c).clone()], row)));
+        let id =
+            result.schema().index_of("_id").ok().map(|c| Value::Text(values::row_id(&[result.column(c).clone()], row)));
         let cells = (0..result.num_columns())
             .filter(|&c| result.schema().field(c).name() != "_id")
             .map(|c| values::cell(result.column(c), row));
