@@ -42,6 +42,20 @@ struct Args {
     /// How often an idle pipeline looks for new events, in milliseconds.
     #[arg(long, env = "AGGREGATOR_POLL_INTERVAL_MS", default_value_t = 500)]
     poll_interval_ms: u64,
+    /// At exit, write a JSON summary here: elapsed seconds, peak RSS, each pipeline's status.
+    #[arg(long, env = "AGGREGATOR_SUMMARY_JSON")]
+    summary_json: Option<PathBuf>,
+}
+
+/// Peak resident set size of this process in KiB (Linux; 0 elsewhere).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().to_string()))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let started = std::time::Instant::now();
     let options = PipelineOptions {
         source_uri: args.source,
         sink_uri: args.sink,
@@ -80,6 +95,15 @@ fn main() -> anyhow::Result<()> {
         });
     }
     let summary = aggregator::supervisor::run(&args.sql, &schema, &options, shutdown)?;
+    if let Some(path) = &args.summary_json {
+        let report = serde_json::json!({
+            "elapsed_seconds": started.elapsed().as_secs_f64(),
+            "peak_rss_kib": peak_rss_kib(),
+            "pipelines": summary.finished,
+            "failed": summary.failed.iter().map(|(file, e)| serde_json::json!({"file": file, "error": e.to_string()})).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
     for status in &summary.finished {
         tracing::info!(
             pipeline = %status.name, state = %status.state, consumed = status.events_in,

@@ -153,7 +153,8 @@ impl PipelineDefinition {
         if part == Part::Second {
             return Err(fail(text.lines().count(), "`-- for_each_batch` without `-- end_for`".into()));
         }
-        let clean = |sql: String| sql.trim().trim_end_matches(';').trim().to_string();
+        let clean =
+            |sql: String| crate::pipeline::spark::rewrite_window_references(sql.trim().trim_end_matches(';').trim());
         let stage1 = clean(stage1);
         if stage1.lines().all(|l| l.trim().is_empty() || l.trim().starts_with("--")) {
             return Err(fail(1, "no SQL statement".into()));

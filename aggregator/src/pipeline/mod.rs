@@ -1,6 +1,7 @@
 //! A pipeline: one `.sql` file, run as source → incremental aggregation → sink.
 //!
 //! * [`definition`] — the file: stages, settings, SHA-256 identity;
+//! * [`spark`] — Spark SQL's `window.start` references made DataFusion SQL;
 //! * [`plan`] — DataFusion plans the SQL; we cut the plan at the aggregation;
 //! * [`windows`] — `window` / `tumble` / `hop` for `GROUP BY`;
 //! * [`watermark`] — event time and lateness;
@@ -15,6 +16,7 @@ pub mod emit;
 pub mod live_table;
 pub mod plan;
 pub mod runner;
+pub mod spark;
 pub mod state;
 pub mod watermark;
 pub mod windows;
