@@ -15,12 +15,12 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::pipeline::definition::PipelineDefinition;
-use crate::pipeline::plan::{AGGREGATED_TABLE, SOURCE_TABLE, session_context};
+use crate::pipeline::plan::{AGGREGATED_TABLE, QueryMode, SOURCE_TABLE, session_context};
 
 /// Runs `def`'s stages over `events` (the source rows, optionally with the hidden
 /// `__watermark` column that hopping windows use to leave out closed windows).
 pub async fn run(def: &PipelineDefinition, events: RecordBatch) -> Result<RecordBatch> {
-    let ctx = session_context();
+    let ctx = session_context(QueryMode::Batch);
     ctx.register_table(SOURCE_TABLE, Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?))?;
     let stage1 = query(&ctx, def, &def.stage1).await?;
     let Some(stage2) = &def.stage2 else { return Ok(stage1) };

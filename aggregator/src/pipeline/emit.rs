@@ -23,7 +23,7 @@ use store::{ResultColumn, ResultDelta, ResultRow, Value};
 use crate::error::Result;
 use crate::pipeline::definition::OutputMode;
 use crate::pipeline::plan::{Emission, StreamingPlan};
-use crate::pipeline::state::GroupStore;
+use crate::pipeline::state::{GroupStore, Merged};
 use crate::sink::values;
 
 /// The result table's columns: the output's columns except `_id`.
@@ -47,15 +47,17 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    /// Evicts closed windows and computes the batch's result changes. `touched` holds
-    /// the final values of the groups this batch merged into.
+    /// Evicts closed windows and computes the batch's result changes. `merged` holds
+    /// the final values of the groups this batch merged into (and the groups merged
+    /// away, for session windows).
     pub async fn emit(
         &mut self,
         plan: &StreamingPlan,
         groups: &mut GroupStore,
-        touched: RecordBatch,
+        merged: Merged,
         watermark: Option<i64>,
     ) -> Result<ResultDelta> {
+        let Merged { finals: touched, removed } = merged;
         let mode = plan.output_mode;
         // Complete mode keeps every group; the others drop windows the watermark closed.
         let closed = match (mode, watermark) {
@@ -70,9 +72,14 @@ impl Emitter {
                 OutputMode::Update => {
                     let out = plan.top(touched.clone()).await?;
                     let mut delta = ResultDelta { upserts: rows(&out, &key_ids(&out, key_columns)), deletes: vec![] };
-                    if let Some(group_columns) = group_columns.as_ref().filter(|_| out.num_rows() < touched.num_rows())
-                    {
-                        delta.deletes = missing(&key_ids(&touched, group_columns), &delta.upserts);
+                    if let Some(group_columns) = group_columns {
+                        if out.num_rows() < touched.num_rows() {
+                            delta.deletes = missing(&key_ids(&touched, group_columns), &delta.upserts);
+                        }
+                        // Sessions that grew into another one leave under their old key.
+                        if let Some(removed) = &removed {
+                            delta.deletes.extend(key_ids(removed, group_columns));
+                        }
                     }
                     Ok(delta)
                 }
@@ -87,10 +94,13 @@ impl Emitter {
                     let all = groups.evaluate_all()?;
                     let out = plan.top(all.clone()).await?;
                     let upserts = rows(&out, &key_ids(&out, key_columns));
-                    let deletes = match group_columns {
+                    let mut deletes = match group_columns {
                         Some(g) if out.num_rows() < all.num_rows() => missing(&key_ids(&all, g), &upserts),
                         _ => vec![],
                     };
+                    if let (Some(g), Some(removed)) = (group_columns, &removed) {
+                        deletes.extend(key_ids(removed, g));
+                    }
                     Ok(ResultDelta { upserts, deletes })
                 }
             },

@@ -35,7 +35,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
-use crate::pipeline::windows::{self, ExpandHoppingWindows, WATERMARK_COLUMN, WindowCall};
+use crate::pipeline::windows::{self, ExpandHoppingWindows, SessionWindows, WATERMARK_COLUMN, WindowCall};
 use crate::source::schema::{EVENT_TIME_TYPE, SourceSchema};
 
 /// The table name of the stream in a pipeline's first stage.
@@ -43,9 +43,18 @@ pub const SOURCE_TABLE: &str = "source";
 /// The table name of the first stage's result in the second stage.
 pub const AGGREGATED_TABLE: &str = "aggregated";
 
+/// Whether SQL runs as a pipeline (incrementally) or as one batch query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryMode {
+    Pipeline,
+    Batch,
+}
+
 /// A DataFusion session with our functions and rules: used for pipelines and for
-/// batch queries alike, so both read the same SQL the same way.
-pub fn session_context() -> SessionContext {
+/// batch queries alike, so both read the same SQL the same way. Only session windows
+/// differ: a batch query computes them with window functions ([`SessionWindows`]), a
+/// pipeline merges them in its state store.
+pub fn session_context(mode: QueryMode) -> SessionContext {
     // One partition: a pipeline runs on one core; parallelism is across pipelines.
     let config = SessionConfig::new().with_target_partitions(1);
     let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
@@ -55,6 +64,9 @@ pub fn session_context() -> SessionContext {
         state.optimizers().iter().filter(|r| r.name() != "single_distinct_aggregation_to_group_by").cloned().collect();
     let mut state = SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build();
     state.add_analyzer_rule(Arc::new(ExpandHoppingWindows));
+    if mode == QueryMode::Batch {
+        state.add_analyzer_rule(Arc::new(SessionWindows));
+    }
     let ctx = SessionContext::new_with_state(state);
     for function in windows::functions() {
         ctx.register_udf(function);
@@ -146,7 +158,7 @@ impl StreamingPlan {
     pub async fn new(def: &PipelineDefinition, source: &SourceSchema) -> Result<Self> {
         let file = def.path.display().to_string();
         let user = |e: &dyn std::fmt::Display| Error::user(format!("{file}: {e}"));
-        let ctx = session_context();
+        let ctx = session_context(QueryMode::Pipeline);
         let source_schema = streaming_source_schema(source);
         let source_slot = LiveSlot::default();
         ctx.register_table(SOURCE_TABLE, Arc::new(LiveTable::new(source_schema.clone(), source_slot.clone())))
@@ -262,7 +274,10 @@ impl StreamingPlan {
                 None => Emission::FullDiff { key_columns: None },
                 Some(key_columns) => {
                     let group_columns: Option<Vec<usize>> = key_columns.iter().map(|&k| traced[k]).collect();
-                    if group_columns.is_none() && contains_node(&top, "FilterExec") {
+                    let sessions = matches!(&window, Some(w) if matches!(w.spec, windows::WindowSpec::Session { .. }));
+                    // Without group columns behind the key, rows that a HAVING drops or
+                    // sessions that merge cannot be found to delete: diff whole results.
+                    if group_columns.is_none() && (sessions || contains_node(&top, "FilterExec")) {
                         Emission::FullDiff { key_columns: Some(key_columns) }
                     } else {
                         Emission::Keyed { key_columns, group_columns }

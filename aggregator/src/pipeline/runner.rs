@@ -22,7 +22,7 @@ use crate::pipeline::definition::PipelineDefinition;
 use crate::pipeline::emit::{Emitter, result_columns};
 use crate::pipeline::plan::StreamingPlan;
 use crate::pipeline::state::GroupStore;
-use crate::pipeline::watermark::{Watermark, is_late};
+use crate::pipeline::watermark::Watermark;
 use crate::pipeline::{PipelineOptions, Shutdown};
 use crate::sink::values::iso_micros;
 use crate::sink::{self, Sink};
@@ -285,13 +285,12 @@ impl Pipeline {
         if let (Some(window), Some(times)) = (&self.plan.window, &times) {
             for i in 0..n {
                 let t = times.value(i);
-                if is_late(&window.call.spec, t, watermarks[i]) {
+                if window.call.spec.is_late(t, watermarks[i]) {
                     keep[i] = false;
                     let reason = format!(
-                        "late: event time {} is behind the watermark {} (its last window ended {})",
+                        "late: event time {} is behind the watermark {} (its windows have closed)",
                         iso_micros(t),
                         iso_micros(watermarks[i].unwrap_or_default()),
-                        iso_micros(window.call.spec.last_end(t))
                     );
                     late.push(rejected(rows[i], reason));
                 }

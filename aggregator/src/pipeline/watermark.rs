@@ -7,12 +7,11 @@
 //! drops exactly the same events.
 //!
 //! An event is late when every window it belongs to has closed (ends at or before
-//! its watermark). Late events are dropped, counted and recorded. Pipelines without
-//! a window have no late events.
+//! its watermark; for session windows: when it is older than the watermark, see
+//! [`crate::pipeline::windows::WindowSpec::is_late`]). Late events are dropped, counted and recorded.
+//! Pipelines without a window have no late events.
 
 use datafusion::arrow::array::{Array, TimestampMicrosecondArray};
-
-use crate::pipeline::windows::WindowSpec;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Watermark {
@@ -44,14 +43,10 @@ impl Watermark {
     }
 }
 
-/// Whether an event at `time` is late under `watermark` for windows of `spec`.
-pub fn is_late(spec: &WindowSpec, time: i64, watermark: Option<i64>) -> bool {
-    watermark.is_some_and(|w| spec.last_end(time) <= w)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::windows::WindowSpec;
 
     #[test]
     fn each_event_sees_the_watermark_of_the_events_before_it() {
@@ -64,12 +59,15 @@ mod tests {
     #[test]
     fn an_event_is_late_only_when_its_last_window_has_closed() {
         let spec = WindowSpec::Tumbling { size: 100 };
-        assert!(!is_late(&spec, 150, None));
-        assert!(!is_late(&spec, 150, Some(199)));
-        assert!(is_late(&spec, 150, Some(200)));
+        assert!(!spec.is_late(150, None));
+        assert!(!spec.is_late(150, Some(199)));
+        assert!(spec.is_late(150, Some(200)));
         let hop = WindowSpec::Hopping { size: 100, slide: 50 };
         // 150 is in [100, 200) and [150, 250): late only once 250 has passed.
-        assert!(!is_late(&hop, 150, Some(200)));
-        assert!(is_late(&hop, 150, Some(250)));
+        assert!(!hop.is_late(150, Some(200)));
+        assert!(hop.is_late(150, Some(250)));
+        let session = WindowSpec::Session { gap: 100 };
+        assert!(!session.is_late(150, Some(150)));
+        assert!(session.is_late(150, Some(151)));
     }
 }

@@ -4,6 +4,13 @@
 //! | --- | --- | --- |
 //! | `window(ts, '5 minutes')`, `tumble(ts, '5 minutes')` | tumbling | struct `{start, end}` |
 //! | `window(ts, '10 minutes', '5 minutes')`, `hop(ts, '10 minutes', '5 minutes')` | hopping (size, slide) | one row per window |
+//! | `session_window(ts, '5 minutes')`, `session(ts, '5 minutes')` | session (gap) | struct `{start, end}` |
+//!
+//! A session of a key is a run of its events with gaps shorter than `gap`: it starts
+//! at its first event and ends `gap` after its last (as in Spark). In a batch query
+//! the [`SessionWindows`] analyzer rule computes sessions with standard window
+//! functions; in a pipeline each event starts as its own session `[t, t + gap)` and
+//! the state store merges overlapping sessions of a key (`pipeline::state`).
 //!
 //! Sizes are strings like `'5 minutes'` (Spark's form) or `INTERVAL` literals. Windows
 //! are aligned to the Unix epoch, as in Spark. A hopping window puts an event into
@@ -23,10 +30,16 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, plan_err};
 use datafusion::config::ConfigOptions;
+use datafusion::functions::core::expr_fn::named_struct;
+use datafusion::functions::datetime::expr_fn::to_timestamp_micros;
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{
-    Aggregate, ColumnarValue, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col,
+    Aggregate, ColumnarValue, Expr, ExprFunctionExt, ExprSchemable, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, WindowFrame, WindowFrameBound,
+    WindowFrameUnits, WindowFunctionDefinition, cast, col, lit, when,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -53,6 +66,7 @@ fn window_list_type() -> DataType {
 pub enum WindowSpec {
     Tumbling { size: i64 },
     Hopping { size: i64, slide: i64 },
+    Session { gap: i64 },
 }
 
 impl WindowSpec {
@@ -61,31 +75,48 @@ impl WindowSpec {
         match *self {
             WindowSpec::Tumbling { size } => t - t.rem_euclid(size) + size,
             WindowSpec::Hopping { size, slide } => t - t.rem_euclid(slide) + size,
+            WindowSpec::Session { gap } => t + gap,
+        }
+    }
+
+    /// Whether an event at `time` is late under `watermark`: every window it belongs
+    /// to has ended. A session can still grow from an event at or after the
+    /// watermark, and an event before it could only join sessions that have closed.
+    pub fn is_late(&self, time: i64, watermark: Option<i64>) -> bool {
+        match (self, watermark) {
+            (_, None) => false,
+            (WindowSpec::Session { .. }, Some(w)) => time < w,
+            (_, Some(w)) => self.last_end(time) <= w,
         }
     }
 }
 
 /// The names a window function goes by.
-pub const WINDOW_FUNCTIONS: [&str; 3] = ["window", "tumble", "hop"];
+pub const WINDOW_FUNCTIONS: [&str; 5] = ["window", "tumble", "hop", "session_window", "session"];
+
+/// The names of session windows.
+pub const SESSION_FUNCTIONS: [&str; 2] = ["session_window", "session"];
 
 /// All our functions, to register in a session.
 pub fn functions() -> Vec<ScalarUDF> {
     vec![
-        ScalarUDF::new_from_impl(WindowFunction::new("window")),
-        ScalarUDF::new_from_impl(WindowFunction::new("tumble")),
-        ScalarUDF::new_from_impl(WindowFunction::new("hop")),
+        ScalarUDF::new_from_impl(WindowUdf::new("window")),
+        ScalarUDF::new_from_impl(WindowUdf::new("tumble")),
+        ScalarUDF::new_from_impl(WindowUdf::new("hop")),
+        ScalarUDF::new_from_impl(WindowUdf::new("session_window")),
+        ScalarUDF::new_from_impl(WindowUdf::new("session")),
     ]
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct WindowFunction {
+struct WindowUdf {
     name: &'static str,
     signature: Signature,
 }
 
-impl WindowFunction {
+impl WindowUdf {
     fn new(name: &'static str) -> Self {
-        WindowFunction { name, signature: Signature::user_defined(Volatility::Immutable) }
+        WindowUdf { name, signature: Signature::user_defined(Volatility::Immutable) }
     }
 
     /// Whether a call with `n` arguments is a hopping window.
@@ -95,6 +126,7 @@ impl WindowFunction {
 
     fn arity_error(&self) -> DataFusionError {
         DataFusionError::Plan(match self.name {
+            "session_window" | "session" => format!("{}(time, gap) takes a time column and a duration", self.name),
             "hop" => "hop(time, size, slide) takes a time column and two durations".into(),
             "tumble" => "tumble(time, size) takes a time column and a duration".into(),
             _ => "window(time, size [, slide]) takes a time column and one or two durations".into(),
@@ -120,7 +152,7 @@ pub fn duration_micros(value: &ScalarValue) -> DfResult<i64> {
     Ok(micros)
 }
 
-impl ScalarUDFImpl for WindowFunction {
+impl ScalarUDFImpl for WindowUdf {
     fn name(&self) -> &str {
         self.name
     }
@@ -128,7 +160,10 @@ impl ScalarUDFImpl for WindowFunction {
         &self.signature
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        let max = if self.name == "tumble" { 2 } else { 4 };
+        let max = match self.name {
+            "tumble" | "session_window" | "session" => 2,
+            _ => 4,
+        };
         if arg_types.len() < 2 || arg_types.len() > max || (self.name == "hop" && arg_types.len() < 3) {
             return Err(self.arity_error());
         }
@@ -159,6 +194,18 @@ impl ScalarUDFImpl for WindowFunction {
         let times = times.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| {
             DataFusionError::Execution(format!("{}: expected a timestamp, got {}", self.name, times.data_type()))
         })?;
+        if SESSION_FUNCTIONS.contains(&self.name) {
+            // Each event's own session; a batch query merges them with `SessionWindows`,
+            // a pipeline in its state store.
+            let gap = duration(1)?;
+            let ends: TimestampMicrosecondArray = times.unary_opt(|t| t.checked_add(gap));
+            let array = StructArray::try_new(
+                window_struct_fields(),
+                vec![Arc::new(times.clone()) as ArrayRef, Arc::new(ends)],
+                times.nulls().cloned(),
+            )?;
+            return Ok(ColumnarValue::Array(Arc::new(array)));
+        }
         if !self.hopping(args.args.len()) {
             let size = duration(1)?;
             let starts: TimestampMicrosecondArray = times.unary_opt(|t| Some(t - t.rem_euclid(size)));
@@ -250,7 +297,9 @@ pub fn window_call(group_index: usize, expr: &Expr) -> DfResult<Option<WindowCal
         other => plan_err!("{}: window sizes must be constants, not {other:?}", func.name()),
     };
     let hopping = func.name() == "hop" || (func.name() == "window" && args.len() >= 3);
-    let spec = if hopping {
+    let spec = if SESSION_FUNCTIONS.contains(&func.name()) {
+        WindowSpec::Session { gap: literal(1)? }
+    } else if hopping {
         WindowSpec::Hopping { size: literal(1)?, slide: literal(2)? }
     } else {
         WindowSpec::Tumbling { size: literal(1)? }
@@ -305,6 +354,113 @@ impl AnalyzerRule for ExpandHoppingWindows {
             group_expr[index] = col(expanded).alias(original_name);
             let aggregate = Aggregate::try_new(Arc::new(input), group_expr, agg.aggr_expr.clone())?;
             Ok(Transformed::yes(LogicalPlan::Aggregate(aggregate)))
+        })
+        .map(|t| t.data)
+    }
+}
+
+/// Computes session windows in a batch query: rewrites
+/// `Aggregate(GROUP BY keys…, session_window(ts, gap))` into the usual SQL
+/// sessionisation — a new session where `ts - LAG(ts) >= gap` within the keys, a
+/// running `SUM` of those starts as the session id, `GROUP BY keys…, id`, and the
+/// window `{MIN(ts), MAX(ts) + gap}` — with the aggregate's output unchanged.
+/// Not used in pipelines, whose state store merges sessions incrementally.
+#[derive(Debug, Default)]
+pub struct SessionWindows;
+
+impl AnalyzerRule for SessionWindows {
+    fn name(&self) -> &str {
+        "session_windows"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        plan.transform_up(|node| {
+            let LogicalPlan::Aggregate(agg) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let session =
+                agg.group_expr.iter().enumerate().find_map(|(i, expr)| match expr.clone().unalias_nested().data {
+                    Expr::ScalarFunction(f) if SESSION_FUNCTIONS.contains(&f.func.name()) => Some((i, f)),
+                    _ => None,
+                });
+            let Some((index, call)) = session else { return Ok(Transformed::no(node)) };
+            let Some(WindowCall { spec: WindowSpec::Session { gap }, .. }) =
+                window_call(index, &agg.group_expr[index])?
+            else {
+                return plan_err!("session_window needs a time column and a constant gap");
+            };
+            let time = call.args[0].clone();
+            let keys: Vec<Expr> = agg
+                .group_expr
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .map(|(_, e)| e.clone().unalias_nested().data)
+                .collect();
+            let by_time = vec![time.clone().sort(true, false)];
+            let micros = |e: Expr| cast(e, DataType::Int64);
+            let previous = datafusion::functions_window::expr_fn::lag(time.clone(), Some(1), None)
+                .partition_by(keys.clone())
+                .order_by(by_time.clone())
+                .build()?
+                .alias("__session_previous");
+            let starts = when(
+                col("__session_previous")
+                    .is_null()
+                    .or((micros(time.clone()) - micros(col("__session_previous"))).gt_eq(lit(gap))),
+                lit(1i64),
+            )
+            .otherwise(lit(0i64))?;
+            let running =
+                WindowFunction::new(WindowFunctionDefinition::AggregateUDF(sum_udaf()), vec![col("__session_starts")]);
+            let session_id = Expr::from(running)
+                .partition_by(keys.clone())
+                .order_by(by_time)
+                .window_frame(WindowFrame::new_bounds(
+                    WindowFrameUnits::Rows,
+                    WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+                    WindowFrameBound::CurrentRow,
+                ))
+                .build()?
+                .alias("__session_id");
+            let input_columns: Vec<Expr> = agg.input.schema().columns().into_iter().map(Expr::Column).collect();
+            let mut with_starts = input_columns.clone();
+            with_starts.push(starts.alias("__session_starts"));
+            let numbered = LogicalPlanBuilder::from(agg.input.as_ref().clone())
+                .window(vec![previous])?
+                .project(with_starts)?
+                .window(vec![session_id])?
+                .build()?;
+            let mut group_expr: Vec<Expr> =
+                agg.group_expr.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, e)| e.clone()).collect();
+            group_expr.push(col("__session_id"));
+            let mut aggr_expr = agg.aggr_expr.clone();
+            aggr_expr.push(min(time.clone()).alias("__session_first"));
+            aggr_expr.push(max(time).alias("__session_last"));
+            let grouped = Aggregate::try_new(Arc::new(numbered), group_expr, aggr_expr)?;
+            let grouped_schema = grouped.schema.clone();
+            // Back to the original aggregate's columns, in its order and with its names.
+            let window = named_struct(vec![
+                lit("start"),
+                col("__session_first"),
+                lit("end"),
+                to_timestamp_micros(vec![micros(col("__session_last")) + lit(gap)]),
+            ]);
+            // The new aggregate's columns: the other keys, the session id, the
+            // aggregates, first and last time. Map the original's columns onto them.
+            let groups = agg.group_expr.len();
+            let mut output = Vec::new();
+            for (i, (qualifier, field)) in agg.schema.iter().enumerate() {
+                let expr = if i == index {
+                    window.clone()
+                } else {
+                    let source = if i < index || i >= groups { i } else { i - 1 };
+                    Expr::Column(datafusion::common::Column::from(grouped_schema.qualified_field(source)))
+                };
+                output.push(expr.alias_qualified(qualifier.cloned(), field.name()));
+            }
+            let plan = LogicalPlanBuilder::from(LogicalPlan::Aggregate(grouped)).project(output)?.build()?;
+            Ok(Transformed::yes(plan))
         })
         .map(|t| t.data)
     }

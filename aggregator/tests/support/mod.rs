@@ -137,12 +137,14 @@ pub fn oracle(file: &Path, log: &Path, max_record_bytes: usize) -> Oracle {
     for i in 0..times.len() {
         let t = times.value(i);
         let watermark = max.map(|m| m - delay);
-        let last_end = match spec {
-            Some(WindowSpec::Tumbling { size }) => Some(t - t.rem_euclid(size) + size),
-            Some(WindowSpec::Hopping { size, slide }) => Some(t - t.rem_euclid(slide) + size),
-            None => None,
+        let late = match (spec, watermark) {
+            (Some(WindowSpec::Tumbling { size }), Some(w)) => t - t.rem_euclid(size) + size <= w,
+            (Some(WindowSpec::Hopping { size, slide }), Some(w)) => t - t.rem_euclid(slide) + size <= w,
+            // A session event is late only when older than the watermark.
+            (Some(WindowSpec::Session { .. }), Some(w)) => t < w,
+            _ => false,
         };
-        keep.push(!matches!((last_end, watermark), (Some(end), Some(w)) if end <= w));
+        keep.push(!late);
         watermarks.push(watermark);
         max = Some(max.map_or(t, |m: i64| m.max(t)));
     }
