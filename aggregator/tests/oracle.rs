@@ -85,3 +85,38 @@ fn results_do_not_depend_on_the_micro_batch_size() {
     }
     assert_eq!(results[0], results[1]);
 }
+
+/// Golden outputs: every case over the small hand-written log in `sql_cases/input/`
+/// (out-of-order, late and bad records included) in micro-batches of 3 records,
+/// against `<case>.expected` — one sorted row per line — and against the oracle.
+/// `UPDATE_EXPECTED=1 cargo test --test oracle` rewrites the files; review the diff.
+#[test]
+fn every_sql_case_gives_its_expected_output_on_the_hand_written_log() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
+    let input = dir.join("input");
+    let update = std::env::var_os("UPDATE_EXPECTED").is_some();
+    let mut checked = 0;
+    for file in sql_files(&dir).into_iter().chain(sql_files(&repo_root().join("sql"))) {
+        if expected_error(&file).is_some() {
+            continue;
+        }
+        let work = tempfile::tempdir().unwrap();
+        let def = aggregator::pipeline::definition::PipelineDefinition::from_file(&file).unwrap();
+        let status = run_pipeline(&file, &options(&input, work.path(), 3)).unwrap();
+        assert_eq!((status.events_in, status.events_bad), (27, 1), "{}", file.display());
+        let oracle = oracle(&file, &input, aggregator::source::decode::DEFAULT_MAX_RECORD_BYTES);
+        let rows = sink_rows(&work.path().join("results.sqlite"), &def.settings.target, oracle.with_id);
+        assert_eq!(rows, oracle.rows, "{}: sink and oracle differ", file.display());
+        let expected_file = dir.join("expected").join(format!("{}.expected", def.name));
+        let text = rows.iter().map(|r| format!("{r}\n")).collect::<String>();
+        if update {
+            std::fs::create_dir_all(expected_file.parent().unwrap()).unwrap();
+            std::fs::write(&expected_file, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&expected_file)
+            .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_EXPECTED=1", expected_file.display()));
+        assert_eq!(text, expected, "{} differs from {}", file.display(), expected_file.display());
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked}");
+}
