@@ -42,7 +42,7 @@ impl SqliteStore {
     }
 
     fn error(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite { uri: format!("sqlite:{}", self.path.display()), source }
+        self_error(&self.path, source)
     }
 
     fn init(&self) -> rusqlite::Result<()> {
@@ -397,15 +397,11 @@ mod tests {
 
     #[test]
     fn parses_sqlite_uris_and_rejects_others() {
-        assert_eq!(StoreUri_parse("sqlite:data/x.sqlite"), Some("data/x.sqlite".into()));
-        assert_eq!(StoreUri_parse("mongodb://h/db"), None);
-    }
-
-    #[allow(non_snake_case)]
-    fn StoreUri_parse(uri: &str) -> Option<PathBuf> {
-        match crate::StoreUri::parse(uri) {
-            Ok(crate::StoreUri::Sqlite(p)) => Some(p),
-            Err(_) => None,
-        }
+        assert_eq!(
+            crate::StoreUri::parse("sqlite:data/x.sqlite").unwrap(),
+            crate::StoreUri::Sqlite("data/x.sqlite".into())
+        );
+        let err = crate::StoreUri::parse("mongodb://h/db").unwrap_err();
+        assert!(err.to_string().contains("mongodb://h/db"), "{err}");
     }
 }
