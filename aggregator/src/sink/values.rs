@@ -38,12 +38,53 @@ pub fn column_type(data_type: &DataType) -> ColumnType {
     }
 }
 
-/// Formats microseconds since the epoch as fixed-width ISO-8601 UTC.
+/// Formats microseconds since the epoch as fixed-width ISO-8601 UTC,
+/// `2026-11-22T14:05:00.000000Z`.
 pub fn iso_micros(micros: i64) -> String {
-    match chrono::DateTime::from_timestamp_micros(micros) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        None => micros.to_string(),
+    let mut out = String::with_capacity(27);
+    write_iso_micros(&mut out, micros);
+    out
+}
+
+/// Appends [`iso_micros`] to `out`. This runs for every timestamp written, so it is
+/// plain arithmetic (days to civil date, Howard Hinnant's algorithm), not strftime.
+pub fn write_iso_micros(out: &mut String, micros: i64) {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        out.push_str(&micros.to_string());
+        return;
     }
+    let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
+    let digits = |out: &mut String, value: i64, width: u32| {
+        for p in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10i64.pow(p) % 10) as u8));
+        }
+    };
+    digits(out, year, 4);
+    out.push('-');
+    digits(out, month, 2);
+    out.push('-');
+    digits(out, day, 2);
+    out.push('T');
+    digits(out, hour, 2);
+    out.push(':');
+    digits(out, minute, 2);
+    out.push(':');
+    digits(out, second, 2);
+    out.push('.');
+    digits(out, fraction, 6);
+    out.push('Z');
 }
 
 fn timestamp_micros(array: &ArrayRef, row: usize) -> Option<i64> {
@@ -93,7 +134,9 @@ pub fn cell(array: &ArrayRef, row: usize) -> Value {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Value::Text(text(array, row)),
         DataType::Timestamp(_, _) => Value::Text(iso_micros(timestamp_micros(array, row).unwrap_or_default())),
         DataType::Struct(_) | DataType::List(_) | DataType::LargeList(_) | DataType::Map(_, _) => {
-            Value::Text(json(array, row).to_string())
+            let mut text = String::new();
+            write_json(&mut text, array, row);
+            Value::Text(text)
         }
         _ => Value::Text(array_value_to_string(array, row).unwrap_or_default()),
     }
@@ -105,6 +148,49 @@ fn text(array: &ArrayRef, row: usize) -> String {
         DataType::LargeUtf8 => array.as_string::<i64>().value(row).to_string(),
         DataType::Utf8View => array.as_string_view().value(row).to_string(),
         _ => array_value_to_string(array, row).unwrap_or_default(),
+    }
+}
+
+/// Appends one cell as JSON text to `out` (structs as objects, lists as arrays,
+/// timestamps as ISO text): the same text as `json(..).to_string()`, without building
+/// a JSON tree first — ids and struct cells are written for every changed row.
+pub fn write_json(out: &mut String, array: &ArrayRef, row: usize) {
+    if array.is_null(row) {
+        out.push_str("null");
+        return;
+    }
+    match array.data_type() {
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            out.push('{');
+            for (i, (f, c)) in fields.iter().zip(s.columns()).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Json::String(f.name().clone()).to_string());
+                out.push(':');
+                write_json(out, c, row);
+            }
+            out.push('}');
+        }
+        DataType::Timestamp(_, _) => {
+            out.push('"');
+            write_iso_micros(out, timestamp_micros(array, row).unwrap_or_default());
+            out.push('"');
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => {
+            if let Value::Integer(v) = cell(array, row) {
+                out.push_str(&v.to_string());
+            }
+        }
+        _ => out.push_str(&json(array, row).to_string()),
     }
 }
 
@@ -140,11 +226,26 @@ pub fn json(array: &ArrayRef, row: usize) -> Json {
 pub fn row_id(keys: &[ArrayRef], row: usize) -> String {
     match keys {
         [] => "all".to_string(),
-        [one] => match json(one, row) {
-            Json::String(s) => s,
-            other => other.to_string(),
+        [one] => match cell(one, row) {
+            Value::Text(text) => text,
+            Value::Null => "null".to_string(),
+            _ => {
+                let mut text = String::new();
+                write_json(&mut text, one, row);
+                text
+            }
         },
-        many => Json::Array(many.iter().map(|k| json(k, row)).collect()).to_string(),
+        many => {
+            let mut text = String::from("[");
+            for (i, key) in many.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                write_json(&mut text, key, row);
+            }
+            text.push(']');
+            text
+        }
     }
 }
 
@@ -154,6 +255,28 @@ mod tests {
     use crate::pipeline::windows::window_struct_fields;
     use datafusion::arrow::array::{Int64Array, StringArray, StructArray, TimestampMicrosecondArray};
     use std::sync::Arc;
+
+    #[test]
+    fn timestamps_format_as_fixed_width_iso_utc_like_chrono() {
+        for micros in [0, 1, -1, 1_767_225_600_123_456, 951_782_400_000_000, 4_102_444_799_999_999, -86_400_000_001] {
+            let chrono = chrono::DateTime::from_timestamp_micros(micros).unwrap().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+            assert_eq!(iso_micros(micros), chrono.to_string(), "{micros}");
+        }
+    }
+
+    #[test]
+    fn json_text_is_the_same_written_directly_or_through_a_tree() {
+        let starts = TimestampMicrosecondArray::from(vec![Some(0), None]);
+        let ends = TimestampMicrosecondArray::from(vec![300_000_000, 1]);
+        let window: ArrayRef = Arc::new(
+            StructArray::try_new(window_struct_fields(), vec![Arc::new(starts), Arc::new(ends)], None).unwrap(),
+        );
+        for row in 0..2 {
+            let mut text = String::new();
+            write_json(&mut text, &window, row);
+            assert_eq!(text, json(&window, row).to_string());
+        }
+    }
 
     #[test]
     fn ids_are_stable_text_for_one_key_and_json_for_several() {
