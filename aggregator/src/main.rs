@@ -7,6 +7,11 @@ use aggregator::pipeline::{PipelineOptions, Shutdown};
 use aggregator::source::schema::SourceSchema;
 use clap::Parser;
 
+// Micro-batches allocate and free buffers of megabytes; the system allocator hands
+// them back to the kernel each time (page faults, zeroing), mimalloc reuses them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keeps the answer to each `.sql` file live over an event stream, in a store.
 #[derive(Debug, Parser)]
 #[command(version, about)]

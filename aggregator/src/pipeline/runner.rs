@@ -125,7 +125,6 @@ impl Pipeline {
         };
         let checkpoint_path = checkpoint::path_for(&options.checkpoint_dir, &def.name);
         let resumed = Checkpoint::load(&checkpoint_path)?.filter(|c| c.header.sql_hash == def.sql_hash);
-        let mut groups = GroupStore::new(&plan)?;
         let delay = def.settings.allowed_delay.as_micros() as i64;
         let mut pipeline = Pipeline {
             decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
@@ -148,9 +147,8 @@ impl Pipeline {
         match resumed {
             Some(checkpoint) => {
                 if let Some(state) = &checkpoint.state {
-                    groups.restore(state, checkpoint.header.evicted_until)?;
+                    pipeline.groups.restore(state, checkpoint.header.evicted_until)?;
                 }
-                pipeline.groups = groups;
                 pipeline.emitter = Emitter { written: checkpoint.header.written, finalized: checkpoint.finalized };
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.max_event_time);
                 pipeline.counters = checkpoint.header.counters;
@@ -177,10 +175,6 @@ impl Pipeline {
     /// Number of groups in the state (open windows only, for windowed pipelines).
     pub fn state_groups(&self) -> usize {
         self.groups.len()
-    }
-
-    pub fn state_bytes(&self) -> usize {
-        self.groups.size_bytes()
     }
 
     fn update_status(&mut self, state: &str) {
@@ -254,8 +248,8 @@ impl Pipeline {
 
         let (good, late) = self.split_late(decoded.batch, &decoded.rows, |i, reason| rejected(i, reason))?;
         let partial = self.plan.partial_aggregate(good.clone()).await?;
-        let touched = self.groups.merge(&partial)?;
-        let delta = self.emitter.emit(&self.plan, &mut self.groups, touched, self.watermark.current()).await?;
+        let merged = self.groups.merge(&partial)?;
+        let delta = self.emitter.emit(&self.plan, &mut self.groups, merged, self.watermark.current()).await?;
 
         self.counters.consumed += records.len() as u64;
         self.counters.bad += bad.len() as u64;

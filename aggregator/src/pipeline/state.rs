@@ -190,11 +190,6 @@ impl GroupStore {
         self.groups.is_empty()
     }
 
-    /// Approximate bytes held by keys and states.
-    pub fn size_bytes(&self) -> usize {
-        self.groups.iter().map(|(k, state)| k.len() + state.iter().map(ScalarValue::size).sum::<usize>()).sum()
-    }
-
     pub fn evicted_until(&self) -> Option<i64> {
         self.evicted_until
     }

@@ -229,9 +229,54 @@ pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
         let ms: i64 = t.parse().map_err(|_| format!("epoch milliseconds {t:?} out of range"))?;
         return ms.checked_mul(1000).ok_or_else(|| format!("epoch milliseconds {t:?} out of range"));
     }
+    if let Some(micros) = parse_plain_iso_micros(t) {
+        return Ok(micros);
+    }
     string_to_timestamp_nanos(t)
         .map(|nanos| nanos.div_euclid(1000))
         .map_err(|_| format!("{t:?} is neither ISO-8601 nor epoch milliseconds"))
+}
+
+/// The common shape, `YYYY-MM-DDTHH:MM:SS[.f…]` without offset (UTC), parsed by hand:
+/// it is on every event. Anything else returns `None` for the general parser.
+fn parse_plain_iso_micros(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let mut micros = 0;
+    match &b[19..] {
+        [] => {}
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) && fraction.iter().all(u8::is_ascii_digit) => {
+            for i in 0..6 {
+                micros = micros * 10 + fraction.get(i).map_or(0, |d| i64::from(d - b'0'));
+            }
+        }
+        _ => return None,
+    }
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
 }
 
 #[cfg(test)]
@@ -245,6 +290,30 @@ mod tests {
 
     fn micros(iso: &str) -> i64 {
         parse_timestamp_micros(iso).unwrap()
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_parser() {
+        for text in [
+            "2026-11-22T14:03:07.123456",
+            "2026-11-22 14:03:07",
+            "2024-02-29T23:59:59.9",
+            "1970-01-01T00:00:00.000001",
+            "1969-12-31T23:59:59.999999",
+            "2000-03-01T00:00:00.123456789",
+        ] {
+            let general = string_to_timestamp_nanos(text).unwrap().div_euclid(1000);
+            assert_eq!(parse_plain_iso_micros(text), Some(general), "{text}");
+        }
+        for text in [
+            "2026-02-30T00:00:00",
+            "2026-11-22T24:00:00",
+            "2026-11-22T14:03:07Z",
+            "2026-11-22T14:03:07.",
+            "2026-1-22T14:03:07",
+        ] {
+            assert_eq!(parse_plain_iso_micros(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -90,22 +90,14 @@ impl Source for FileLog {
             }
             let (name, reader, lines_read) = self.current.as_mut().expect("a file is open");
             let mut batch = RawBatch::default();
-            let mut line = Vec::with_capacity(256);
             while batch.len() < max_records {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
+                let n = batch
+                    .read_line(reader, name, *lines_read + 1)
                     .map_err(|e| Error::external(format!("source file:{}/{name}: {e}", self.dir.display())))?;
                 if n == 0 {
                     break;
                 }
                 *lines_read += 1;
-                let record = line.strip_suffix(b"\n").unwrap_or(&line);
-                let record = record.strip_suffix(b"\r").unwrap_or(record);
-                if record.iter().all(|b| b.is_ascii_whitespace()) {
-                    continue; // blank lines are not records
-                }
-                batch.push(name, *lines_read, record);
             }
             let at_end = batch.len() < max_records;
             let name = name.clone();

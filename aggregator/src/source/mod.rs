@@ -48,6 +48,28 @@ impl RawBatch {
         self.spans.push((start, self.data.len()));
         self.locations.push(((self.names.len() - 1) as u32, line));
     }
+    /// Reads one line from `reader` straight into the batch; blank lines are read
+    /// but not kept. Returns the bytes read (0 at the end of the input).
+    pub fn read_line(&mut self, reader: &mut impl std::io::BufRead, name: &str, line: u64) -> std::io::Result<usize> {
+        let start = self.data.len();
+        let n = reader.read_until(b'\n', &mut self.data)?;
+        let mut end = self.data.len();
+        while end > start && matches!(self.data[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        if n == 0 || self.data[start..end].iter().all(|b| b.is_ascii_whitespace()) {
+            self.data.truncate(start);
+            return Ok(n);
+        }
+        self.data.truncate(end);
+        if self.names.last().map(String::as_str) != Some(name) {
+            self.names.push(name.to_string());
+        }
+        self.spans.push((start, end));
+        self.locations.push(((self.names.len() - 1) as u32, line));
+        Ok(n)
+    }
+
     pub fn len(&self) -> usize {
         self.spans.len()
     }
