@@ -13,6 +13,9 @@ use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, UInt8Type, UInt16Type,
     UInt32Type, UInt64Type,
 };
+use datafusion::arrow::datatypes::{
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use datafusion::arrow::util::display::array_value_to_string;
 use serde_json::Value as Json;
 use store::{ColumnType, Value};
@@ -66,42 +69,22 @@ pub fn write_iso_micros(out: &mut String, micros: i64) {
         return;
     }
     let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
-    let digits = |out: &mut String, value: i64, width: u32| {
-        for p in (0..width).rev() {
-            out.push(char::from(b'0' + (value / 10i64.pow(p) % 10) as u8));
+    let fields = [(year, 4, '-'), (month, 2, '-'), (day, 2, 'T'), (hour, 2, ':'), (minute, 2, ':'), (second, 2, '.')];
+    for (value, width, separator) in fields.into_iter().chain([(fraction, 6, 'Z')]) {
+        for power in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10i64.pow(power) % 10) as u8));
         }
-    };
-    digits(out, year, 4);
-    out.push('-');
-    digits(out, month, 2);
-    out.push('-');
-    digits(out, day, 2);
-    out.push('T');
-    digits(out, hour, 2);
-    out.push(':');
-    digits(out, minute, 2);
-    out.push(':');
-    digits(out, second, 2);
-    out.push('.');
-    digits(out, fraction, 6);
-    out.push('Z');
+        out.push(separator);
+    }
 }
 
 fn timestamp_micros(array: &ArrayRef, row: usize) -> Option<i64> {
     let DataType::Timestamp(unit, _) = array.data_type() else { return None };
     let v = match unit {
-        TimeUnit::Second => {
-            array.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>().value(row) * 1_000_000
-        }
-        TimeUnit::Millisecond => {
-            array.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(row) * 1000
-        }
-        TimeUnit::Microsecond => {
-            array.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row)
-        }
-        TimeUnit::Nanosecond => {
-            array.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000
-        }
+        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row) * 1_000_000,
+        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row) * 1000,
+        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
+        TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row) / 1000,
     };
     Some(v)
 }
