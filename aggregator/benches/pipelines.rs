@@ -133,10 +133,9 @@ fn main() {
         println!("\n| pipeline | RSS at {large} / RSS at {small} |");
         println!("| --- | ---: |");
         for (name, count, r) in &table {
-            if *count == large {
-                if let Some((_, _, s)) = table.iter().find(|(n, c, _)| n == name && *c == small) {
-                    println!("| {name} | {:.3} |", r.peak_rss_kib as f64 / s.peak_rss_kib as f64);
-                }
+            let at_small = table.iter().find(|(n, c, _)| n == name && *c == small);
+            if let (true, Some((_, _, s))) = (*count == large, at_small) {
+                println!("| {name} | {:.3} |", r.peak_rss_kib as f64 / s.peak_rss_kib as f64);
             }
         }
     }

@@ -20,10 +20,8 @@ fn next_index(dir: &Path) -> std::io::Result<u64> {
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(index) = name.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX)) {
-            if let Ok(index) = index.parse::<u64>() {
-                next = next.max(index + 1);
-            }
+        if let Some(Ok(index)) = name.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX)).map(str::parse::<u64>) {
+            next = next.max(index + 1);
         }
     }
     Ok(next)

@@ -392,7 +392,9 @@ mod tests {
         let status = PipelineStatus { name: "p".into(), ..Default::default() };
         let bad = RejectedRecord { source_offset: "f:1".into(), raw: "{".into(), reason: "eof".into() };
         for _ in 0..2 {
-            store.write_batch("p", &columns(), &ResultDelta::default(), &status, &[bad.clone()], &[]).unwrap();
+            store
+                .write_batch("p", &columns(), &ResultDelta::default(), &status, std::slice::from_ref(&bad), &[])
+                .unwrap();
         }
         assert_eq!(store.rejected_records("p", false).unwrap(), vec![bad]);
     }

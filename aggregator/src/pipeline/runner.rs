@@ -246,7 +246,7 @@ impl Pipeline {
         };
         let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
 
-        let (good, late) = self.split_late(decoded.batch, &decoded.rows, |i, reason| rejected(i, reason))?;
+        let (good, late) = self.split_late(decoded.batch, &decoded.rows, rejected)?;
         let partial = self.plan.partial_aggregate(good.clone()).await?;
         let merged = self.groups.merge(&partial)?;
         let delta = self.emitter.emit(&self.plan, &mut self.groups, merged, self.watermark.current()).await?;

@@ -37,6 +37,9 @@ use crate::error::Result;
 use crate::pipeline::plan::StreamingPlan;
 use crate::pipeline::windows::{WindowSpec, window_struct_fields};
 
+/// A key in arrow's row format.
+type RowKey = Box<[u8]>;
+
 pub struct GroupStore {
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     state_widths: Vec<usize>,
@@ -87,9 +90,9 @@ struct SessionIndex {
     window_column: usize,
     converter: RowConverter,
     /// Key → session start → (session end, full group key).
-    sessions: HashMap<Box<[u8]>, BTreeMap<i64, (i64, Box<[u8]>)>>,
+    sessions: HashMap<RowKey, BTreeMap<i64, (i64, RowKey)>>,
     /// Full group key → (key, start), to forget a session.
-    owner: HashMap<Box<[u8]>, (Box<[u8]>, i64)>,
+    owner: HashMap<RowKey, (RowKey, i64)>,
 }
 
 impl SessionIndex {

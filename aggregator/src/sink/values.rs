@@ -270,8 +270,8 @@ mod tests {
         let window: ArrayRef = Arc::new(
             StructArray::try_new(window_struct_fields(), vec![Arc::new(starts), Arc::new(ends)], None).unwrap(),
         );
-        assert_eq!(row_id(&[users.clone()], 0), "17");
-        assert_eq!(row_id(&[types.clone()], 0), "view");
+        assert_eq!(row_id(std::slice::from_ref(&users), 0), "17");
+        assert_eq!(row_id(std::slice::from_ref(&types), 0), "view");
         assert_eq!(
             row_id(&[users, types, window.clone()], 0),
             r#"[17,"view",{"start":"1970-01-01T00:00:00.000000Z","end":"1970-01-01T00:05:00.000000Z"}]"#
