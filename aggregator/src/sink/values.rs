@@ -23,15 +23,7 @@ use store::{ColumnType, Value};
 /// The store column type for an Arrow type.
 pub fn column_type(data_type: &DataType) -> ColumnType {
     match data_type {
-        DataType::Boolean
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => ColumnType::Integer,
+        t if t.is_integer() || t == &DataType::Boolean => ColumnType::Integer,
         DataType::Float16
         | DataType::Float32
         | DataType::Float64
@@ -161,14 +153,7 @@ pub fn write_json(out: &mut String, array: &ArrayRef, row: usize) {
             write_iso_micros(out, timestamp_micros(array, row).unwrap_or_default());
             out.push('"');
         }
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => {
+        t if t.is_integer() => {
             if let Value::Integer(v) = cell(array, row) {
                 out.push_str(&v.to_string());
             }
