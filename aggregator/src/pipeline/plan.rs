@@ -334,10 +334,6 @@ impl StreamingPlan {
         out
     }
 
-    pub fn has_stage2(&self) -> bool {
-        self.stage2.is_some()
-    }
-
     async fn execute(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<RecordBatch> {
         // Operators may keep run-time state (dynamic filters); start each run clean.
         let plan = reset_plan_states(plan.clone())?;

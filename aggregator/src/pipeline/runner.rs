@@ -164,14 +164,6 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    pub fn name(&self) -> &str {
-        &self.def.name
-    }
-
-    pub fn counters(&self) -> Counters {
-        self.counters
-    }
-
     /// Number of groups in the state (open windows only, for windowed pipelines).
     pub fn state_groups(&self) -> usize {
         self.groups.len()

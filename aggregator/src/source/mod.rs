@@ -39,15 +39,6 @@ pub struct RawBatch {
 }
 
 impl RawBatch {
-    pub fn push(&mut self, name: &str, line: u64, record: &[u8]) {
-        if self.names.last().map(String::as_str) != Some(name) {
-            self.names.push(name.to_string());
-        }
-        let start = self.data.len();
-        self.data.extend_from_slice(record);
-        self.spans.push((start, self.data.len()));
-        self.locations.push(((self.names.len() - 1) as u32, line));
-    }
     /// Reads one line from `reader` straight into the batch; blank lines are read
     /// but not kept. Returns the bytes read (0 at the end of the input).
     pub fn read_line(&mut self, reader: &mut impl std::io::BufRead, name: &str, line: u64) -> std::io::Result<usize> {
