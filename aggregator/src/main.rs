@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aggregator::pipeline::{PipelineOptions, Shutdown};
+use aggregator::source::SourceOptions;
 use aggregator::source::schema::SourceSchema;
 use clap::Parser;
 
@@ -16,12 +17,29 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// A pipeline file, or a directory whose `*.sql` files are pipelines.
+    /// A pipeline file, or a directory whose `*.sql` files are pipelines. Watched while
+    /// running: a new file starts a pipeline, an edit replays, a deletion stops one.
     #[arg(long, env = "AGGREGATOR_SQL", default_value = "sql")]
     sql: PathBuf,
-    /// Where events come from: `file:<dir>` (the batch-file log).
+    /// Where events come from: `file:<dir>` (the batch-file log) or
+    /// `kafka://host:port[,host:port]/topic` (all partitions of the topic).
     #[arg(long, env = "AGGREGATOR_SOURCE", default_value = "file:data/events")]
     source: String,
+    /// A librdkafka consumer setting, `key=value` (repeatable; comma-separated in the
+    /// environment variable), e.g. `security.protocol=plaintext`.
+    #[arg(long, env = "AGGREGATOR_CONSUMER_CONF", value_delimiter = ',', value_parser = kafka_conf::parse_key_value)]
+    consumer_conf: Vec<(String, String)>,
+    /// A Kafka topic that also receives every bad record, unchanged, with the reason
+    /// and source offset in the headers `x-reason` and `x-source-offset`.
+    #[arg(long, env = "AGGREGATOR_DEAD_LETTER")]
+    dead_letter: Option<String>,
+    /// A librdkafka producer setting for --dead-letter, `key=value` (repeatable).
+    #[arg(long, env = "AGGREGATOR_PRODUCER_CONF", value_delimiter = ',', value_parser = kafka_conf::parse_key_value)]
+    producer_conf: Vec<(String, String)>,
+    /// A partition with nothing to read for this many seconds stops holding the
+    /// watermark back (so windows of the busy partitions still close).
+    #[arg(long, env = "AGGREGATOR_IDLE_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    idle_timeout_seconds: f64,
     /// Where results go: `sqlite:<path>`.
     #[arg(long, env = "AGGREGATOR_SINK", default_value = "sqlite:data/results.sqlite")]
     sink: String,
@@ -79,6 +97,12 @@ fn main() -> anyhow::Result<()> {
         max_record_bytes: args.max_record_bytes,
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval_seconds.max(0.0)),
         poll_interval: Duration::from_millis(args.poll_interval_ms),
+        source: SourceOptions {
+            consumer_conf: args.consumer_conf,
+            idle_timeout: Duration::from_secs_f64(args.idle_timeout_seconds.max(0.0)),
+        },
+        dead_letter_uri: args.dead_letter,
+        producer_conf: args.producer_conf,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let schema = runtime.block_on(async {

@@ -1,18 +1,48 @@
-//! Runs every pipeline of a `.sql` file or directory, each on its own thread.
+//! Runs every pipeline of a `.sql` file or directory, each on its own thread, and
+//! keeps the running set equal to the files.
 //!
-//! A pipeline whose file does not parse or plan fails alone: its error (naming the
-//! file) is logged and written to its status row, and the others run on.
+//! Start-up and reload are one code path, [`Supervisor::reconcile`]: it lists the
+//! files, reads each one's SHA-256, and diffs that set against the running pipelines:
+//!
+//! * a new file (or a file whose pipeline failed, once its content changes) → start;
+//! * a changed hash → plan the new version first; if it plans, stop the old version
+//!   and start the new one, which replays into a shadow table (see `runner`); if it
+//!   does not, the old version keeps running and its status shows the error;
+//! * a deleted file → stop; its results stay, its status says `inactive`.
+//!
+//! While running (not `--available-now`), the directory is watched with `notify`.
+//! Editors save in several steps (truncate, write, rename), so events only arm a
+//! debounce timer; when the files have been quiet for [`DEBOUNCE`], we reconcile —
+//! which acts on content hashes, not on events. A periodic rescan covers file
+//! systems that do not report changes.
+//!
+//! A pipeline that fails (its file does not parse or plan, or a fatal error) fails
+//! alone: its error, naming the file, is logged and written to its status row, and
+//! the others run on.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use notify::Watcher;
+use sha2::{Digest, Sha256};
 use store::PipelineStatus;
 
 use crate::error::{Error, Result};
 use crate::pipeline::definition::PipelineDefinition;
-use crate::pipeline::runner::Pipeline;
+use crate::pipeline::plan::StreamingPlan;
+use crate::pipeline::runner::{Notice, Pipeline};
 use crate::pipeline::{PipelineOptions, Shutdown};
 use crate::sink;
 use crate::source::schema::SourceSchema;
+
+/// Quiet time after a file event before the files are read.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+/// Rescan this often even without file events.
+const RESCAN: Duration = Duration::from_secs(5);
 
 /// What became of each pipeline.
 #[derive(Debug, Default)]
@@ -24,8 +54,8 @@ pub struct Summary {
 
 /// The pipeline files at `path`: the file itself, or the directory's `*.sql` files by name.
 pub fn pipeline_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+    if !path.is_dir() {
+        return Ok(if path.is_file() { vec![path.to_path_buf()] } else { Vec::new() });
     }
     let entries = std::fs::read_dir(path).map_err(|e| Error::user(format!("--sql {}: {e}", path.display())))?;
     let mut files: Vec<PathBuf> = entries
@@ -39,83 +69,295 @@ pub fn pipeline_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+fn pipeline_name(file: &Path) -> String {
+    file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 /// Runs one pipeline to its end on the current thread.
 pub fn run_one(
-    file: &Path,
+    def: PipelineDefinition,
     schema: &SourceSchema,
     options: &PipelineOptions,
     shutdown: Shutdown,
+    notice: Notice,
 ) -> Result<PipelineStatus> {
+    let file = def.path.display().to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;
     runtime
         .block_on(async {
-            let def = match PipelineDefinition::from_file(file) {
-                Ok(def) => def,
-                Err(e) => {
-                    record_failure(file, options, &e);
-                    return Err(e);
-                }
-            };
-            let pipeline = Pipeline::start(def, schema, options, &shutdown).await?;
+            let pipeline = Pipeline::start(def, schema, options, &shutdown, notice).await?;
             pipeline.run(shutdown).await
         })
-        .map_err(|e| {
-            // Every error names the pipeline's file (planner errors already do).
-            let file = file.display().to_string();
-            if e.message.contains(&file) { e } else { e.context(format!("pipeline {file}")) }
-        })
+        .map_err(|e| name_file(e, &file))
 }
 
-/// Writes a failed status for a file that could not even be read as a pipeline.
-fn record_failure(file: &Path, options: &PipelineOptions, error: &Error) {
-    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let status = PipelineStatus {
+/// Every error names the pipeline's file (planner errors already do).
+fn name_file(e: Error, file: &str) -> Error {
+    if e.message.contains(file) { e } else { e.context(format!("pipeline {file}")) }
+}
+
+/// Writes a status row for a pipeline that is not running (failed or inactive).
+fn record_state(
+    file: &Path,
+    options: &PipelineOptions,
+    state: &str,
+    error: Option<&Error>,
+    last: Option<PipelineStatus>,
+) {
+    let name = pipeline_name(file);
+    let mut status = last.unwrap_or_else(|| PipelineStatus {
         name: name.clone(),
         sql_file: file.display().to_string(),
-        state: "failed".into(),
-        last_error: Some(error.to_string()),
         ..Default::default()
-    };
-    if let Ok(mut sink) = sink::open(&options.sink_uri, &name, &name) {
-        let _ = sink.write_status(&status);
+    });
+    status.state = state.into();
+    status.progress = None;
+    if let Some(error) = error {
+        status.last_error = Some(error.to_string());
+    }
+    match sink::open(&options.sink_uri, &name, &name).and_then(|mut sink| sink.write_status(&status)) {
+        Ok(()) => {}
+        Err(e) => tracing::warn!(pipeline = %name, error = %e, "could not write status"),
     }
 }
 
-/// Runs all pipelines at `sql` until they end (with `available_now`) or `shutdown`.
-pub fn run(sql: &Path, schema: &SourceSchema, options: &PipelineOptions, shutdown: Shutdown) -> Result<Summary> {
-    let files = pipeline_files(sql)?;
-    if files.is_empty() {
-        return Err(Error::user(format!("--sql {}: no .sql files", sql.display())));
+/// A pipeline thread.
+struct Running {
+    file: PathBuf,
+    hash: String,
+    stop: Shutdown,
+    notice: Notice,
+    handle: JoinHandle<Result<PipelineStatus>>,
+}
+
+/// The set of running pipelines, kept equal to the files at `sql`.
+pub struct Supervisor {
+    sql: PathBuf,
+    schema: Arc<SourceSchema>,
+    options: Arc<PipelineOptions>,
+    shutdown: Shutdown,
+    running: BTreeMap<String, Running>,
+    /// Hashes that failed to plan or run, by pipeline: retried only when the file changes.
+    failed_hashes: BTreeMap<String, String>,
+    summary: Summary,
+}
+
+impl Supervisor {
+    pub fn new(sql: &Path, schema: SourceSchema, options: PipelineOptions, shutdown: Shutdown) -> Self {
+        Supervisor {
+            sql: sql.to_path_buf(),
+            schema: Arc::new(schema),
+            options: Arc::new(options),
+            shutdown,
+            running: BTreeMap::new(),
+            failed_hashes: BTreeMap::new(),
+            summary: Summary::default(),
+        }
     }
-    let mut summary = Summary::default();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .iter()
-            .map(|file| {
-                let shutdown = shutdown.clone();
-                let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let handle = std::thread::Builder::new()
-                    .name(format!("pipeline-{name}"))
-                    .spawn_scoped(scope, move || run_one(file, schema, options, shutdown))
-                    .expect("spawn a pipeline thread");
-                (file, handle)
-            })
-            .collect();
-        for (file, handle) in handles {
-            match handle.join() {
-                Ok(Ok(status)) => summary.finished.push(status),
-                Ok(Err(e)) => {
-                    tracing::error!(file = %file.display(), error = %e, "pipeline failed");
-                    summary.failed.push((file.clone(), e));
+
+    /// Names of the running pipelines.
+    pub fn running(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+
+    /// Diffs the files against the running pipelines: starts, replaces and stops.
+    pub fn reconcile(&mut self) -> Result<()> {
+        self.reap_finished();
+        let files = pipeline_files(&self.sql)?;
+        let mut wanted: BTreeMap<String, (PathBuf, String, String)> = BTreeMap::new();
+        for file in files {
+            // A file being replaced may vanish between listing and reading: next time.
+            let Ok(text) = std::fs::read_to_string(&file) else { continue };
+            let hash = hex::encode(Sha256::digest(text.as_bytes()));
+            wanted.insert(pipeline_name(&file), (file, text, hash));
+        }
+        let gone: Vec<String> = self.running.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
+        for name in gone {
+            let running = self.running.remove(&name).expect("listed above");
+            tracing::info!(pipeline = %name, file = %running.file.display(), "file deleted: stopping the pipeline");
+            let file = running.file.clone();
+            let last = self.stop(running);
+            record_state(&file, &self.options, "inactive", None, last);
+        }
+        self.failed_hashes.retain(|name, _| wanted.contains_key(name));
+        for (name, (file, text, hash)) in wanted {
+            if let Some(running) = self.running.get(&name)
+                && running.hash == hash
+            {
+                // Back to the running version: forget a rejected edit.
+                *running.notice.lock().expect("notice lock") = None;
+                continue;
+            }
+            if self.failed_hashes.get(&name) == Some(&hash) {
+                continue;
+            }
+            match self.plan(&file, &text) {
+                Err(e) => {
+                    tracing::error!(file = %file.display(), error = %e, "pipeline file does not plan");
+                    self.failed_hashes.insert(name.clone(), hash);
+                    match self.running.get(&name) {
+                        Some(old) => {
+                            let message = format!("edit not applied, the previous version keeps running: {e}");
+                            *old.notice.lock().expect("notice lock") = Some(message);
+                        }
+                        None => {
+                            record_state(&file, &self.options, "failed", Some(&e), None);
+                            self.summary.failed.push((file.clone(), e));
+                        }
+                    }
                 }
-                Err(_) => summary
-                    .failed
-                    .push((file.clone(), Error::internal(format!("{}: pipeline thread panicked", file.display())))),
+                Ok(def) => {
+                    if let Some(old) = self.running.remove(&name) {
+                        tracing::info!(pipeline = %name, "file changed: replacing the pipeline with its new version");
+                        self.stop(old);
+                    }
+                    self.failed_hashes.remove(&name);
+                    self.spawn(def, file, hash);
+                }
             }
         }
-    });
-    Ok(summary)
+        Ok(())
+    }
+
+    /// Parses and plans a file without running it.
+    fn plan(&self, file: &Path, text: &str) -> Result<PipelineDefinition> {
+        let def = PipelineDefinition::parse(file, text)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;
+        runtime
+            .block_on(StreamingPlan::new(&def, &self.schema))
+            .map_err(|e| name_file(e, &file.display().to_string()))?;
+        Ok(def)
+    }
+
+    fn spawn(&mut self, def: PipelineDefinition, file: PathBuf, hash: String) {
+        let name = def.name.clone();
+        let stop = self.shutdown.child();
+        let notice: Notice = Arc::default();
+        let (schema, options, thread_stop, thread_notice) =
+            (self.schema.clone(), self.options.clone(), stop.clone(), notice.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("pipeline-{name}"))
+            .spawn(move || run_one(def, &schema, &options, thread_stop, thread_notice))
+            .expect("spawn a pipeline thread");
+        tracing::info!(pipeline = %name, file = %file.display(), "pipeline started");
+        self.running.insert(name, Running { file, hash, stop, notice, handle });
+    }
+
+    /// Stops a pipeline and waits for it (it finishes its batch and checkpoints).
+    fn stop(&mut self, running: Running) -> Option<PipelineStatus> {
+        running.stop.trigger();
+        self.join(running)
+    }
+
+    fn join(&mut self, running: Running) -> Option<PipelineStatus> {
+        let name = pipeline_name(&running.file);
+        match running.handle.join() {
+            Ok(Ok(status)) => {
+                self.summary.finished.push(status.clone());
+                Some(status)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(file = %running.file.display(), error = %e, "pipeline failed");
+                self.failed_hashes.insert(name, running.hash);
+                self.summary.failed.push((running.file, e));
+                None
+            }
+            Err(_) => {
+                let e = Error::internal(format!("{}: pipeline thread panicked", running.file.display()));
+                record_state(&running.file, &self.options, "failed", Some(&e), None);
+                self.failed_hashes.insert(name, running.hash);
+                self.summary.failed.push((running.file, e));
+                None
+            }
+        }
+    }
+
+    /// Collects pipelines that ended by themselves (failed, or drained with `--available-now`).
+    fn reap_finished(&mut self) {
+        let done: Vec<String> =
+            self.running.iter().filter(|(_, r)| r.handle.is_finished()).map(|(n, _)| n.clone()).collect();
+        for name in done {
+            let running = self.running.remove(&name).expect("listed above");
+            self.join(running);
+        }
+    }
+
+    /// Waits for every pipeline to end by itself (`--available-now`).
+    pub fn wait_all(mut self) -> Summary {
+        let all: Vec<Running> = std::mem::take(&mut self.running).into_values().collect();
+        for running in all {
+            self.join(running);
+        }
+        self.summary
+    }
+
+    /// Stops every pipeline and returns what became of them.
+    pub fn stop_all(self) -> Summary {
+        for running in self.running.values() {
+            running.stop.trigger();
+        }
+        self.wait_all()
+    }
+
+    /// Watches the files and reconciles after each burst of changes, until shutdown.
+    pub fn watch(mut self) -> Result<Summary> {
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| Error::external(format!("watching {}: {e}", self.sql.display())))?;
+        // Watch the directory (for a single file, its parent): editors replace files.
+        let dir = if self.sql.is_dir() {
+            self.sql.clone()
+        } else {
+            self.sql.parent().unwrap_or(Path::new(".")).to_path_buf()
+        };
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| Error::external(format!("watching {}: {e}", dir.display())))?;
+        tracing::info!(dir = %dir.display(), "watching pipeline files");
+        let mut changed_at: Option<Instant> = None;
+        let mut last_scan = Instant::now();
+        while !self.shutdown.is_triggered() {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) => changed_at = Some(Instant::now()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            let settled = changed_at.is_some_and(|t| t.elapsed() >= DEBOUNCE);
+            if settled || last_scan.elapsed() >= RESCAN {
+                changed_at = None;
+                last_scan = Instant::now();
+                if let Err(e) = self.reconcile() {
+                    tracing::error!(error = %e, "could not read the pipeline files");
+                }
+            }
+        }
+        Ok(self.stop_all())
+    }
+}
+
+/// Runs all pipelines at `sql`: with `available_now` until each has drained its
+/// source; otherwise until `shutdown`, following changes to the files.
+pub fn run(sql: &Path, schema: &SourceSchema, options: &PipelineOptions, shutdown: Shutdown) -> Result<Summary> {
+    if !sql.exists() {
+        return Err(Error::user(format!("--sql {}: no such file or directory", sql.display())));
+    }
+    let mut supervisor = Supervisor::new(sql, schema.clone(), options.clone(), shutdown);
+    supervisor.reconcile()?;
+    if options.available_now {
+        if supervisor.running.is_empty() && supervisor.summary.failed.is_empty() {
+            return Err(Error::user(format!("--sql {}: no .sql files", sql.display())));
+        }
+        return Ok(supervisor.wait_all());
+    }
+    supervisor.watch()
 }

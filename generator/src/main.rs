@@ -1,5 +1,7 @@
-//! `generator`: writes synthetic user-interaction events as JSON-lines batch files.
-//! Memory does not depend on the batch size: lines go straight to a buffered writer.
+//! `generator`: writes synthetic user-interaction events as JSON-lines batch files,
+//! and with `--to kafka://host:port/topic` then publishes them to a topic.
+//! Memory does not depend on the batch size: lines go straight to a buffered writer,
+//! and are read back one at a time to publish.
 
 use std::path::PathBuf;
 
@@ -8,8 +10,11 @@ use clap::Parser;
 
 use generator::batch_files;
 use generator::events::{self, EventGenerator, EventOptions, TimestampFormat};
+use generator::publish::{self, PublishOptions};
+use kafka_conf::KafkaUri;
 
-/// Writes `count` user-interaction events as JSON-lines batch files into `out`.
+/// Writes `count` user-interaction events as JSON-lines batch files into `out`, and
+/// optionally publishes them to a Kafka topic.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -32,9 +37,27 @@ struct Args {
     /// is the same on every run: the simulated clock then starts at 2026-01-01T00:00:00.
     #[arg(long, env = "GENERATOR_SEED")]
     seed: Option<u64>,
-    /// Seconds to pause after each batch file (a steady stream for live demos).
+    /// Seconds to pause after each batch file (a steady stream for live demos); with
+    /// --to, after publishing each file.
     #[arg(long, env = "GENERATOR_INTERVAL_SECONDS", default_value_t = 0.0)]
     interval_seconds: f64,
+    /// Publish the files, once written, to this topic: `kafka://host:port[,host:port]/topic`.
+    #[arg(long, env = "GENERATOR_TO")]
+    to: Option<String>,
+    /// With --to: at most this many events per second (default: as fast as the broker takes them).
+    #[arg(long, env = "GENERATOR_RATE")]
+    rate: Option<f64>,
+    /// With --to: a librdkafka producer setting, `key=value` (repeatable; comma-separated
+    /// in the environment variable), e.g. `compression.type=lz4`.
+    #[arg(long, env = "GENERATOR_PRODUCER_CONF", value_delimiter = ',', value_parser = kafka_conf::parse_key_value)]
+    producer_conf: Vec<(String, String)>,
+    /// With --to: the JSON field whose value is the message key.
+    #[arg(long, env = "GENERATOR_KEY_FIELD", default_value = "user_id")]
+    key_field: String,
+    /// With --to: create the topic with this many partitions if it does not exist
+    /// (otherwise the broker's auto-creation decides).
+    #[arg(long, env = "GENERATOR_PARTITIONS")]
+    partitions: Option<i32>,
     /// Event time of the first event (ISO-8601, UTC). Default: now, or a fixed time with --seed.
     #[arg(long, env = "GENERATOR_START_TIME")]
     start_time: Option<String>,
@@ -68,6 +91,24 @@ fn main() -> anyhow::Result<()> {
         (None, Some(_)) => events::parse_start_time("2026-01-01T00:00:00")?,
         (None, None) => chrono::Utc::now().timestamp_micros(),
     };
+    let publish = match &args.to {
+        Some(to) => {
+            anyhow::ensure!(args.rate.is_none_or(|r| r > 0.0), "--rate must be positive");
+            let options = PublishOptions {
+                uri: KafkaUri::parse(to)?,
+                producer_conf: args.producer_conf.clone(),
+                key_field: args.key_field.clone(),
+                interval: std::time::Duration::from_secs_f64(args.interval_seconds.max(0.0)),
+                rate: args.rate,
+                partitions: args.partitions,
+                progress_bar: true,
+            };
+            // Before writing anything: an unreachable broker is an error at once.
+            publish::check_reachable(&options)?;
+            Some(options)
+        }
+        None => None,
+    };
     let seed = args.seed.unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64);
     let mut generator = EventGenerator::new(EventOptions {
         seed,
@@ -80,14 +121,22 @@ fn main() -> anyhow::Result<()> {
         late_share: args.late_share,
         timestamp_format: args.timestamp_format,
     });
+    // When publishing, the pause is between published files, not written ones.
+    let write_pause = if publish.is_some() { 0.0 } else { args.interval_seconds.max(0.0) };
     let written = batch_files::write_batches(
         &args.out,
         &mut generator,
         args.count,
         args.batch_size,
-        std::time::Duration::from_secs_f64(args.interval_seconds.max(0.0)),
+        std::time::Duration::from_secs_f64(write_pause),
     )
     .with_context(|| format!("writing batch files into {}", args.out.display()))?;
-    tracing::info!(files = written.len(), events = args.count, out = %args.out.display(), "done");
+    tracing::info!(files = written.len(), events = args.count, out = %args.out.display(), "written");
+    if let Some(options) = publish {
+        let started = std::time::Instant::now();
+        let sent = publish::publish(&written, &options)?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(events = sent, to = %options.uri, seconds, events_per_second = sent as f64 / seconds.max(1e-9), "published");
+    }
     Ok(())
 }

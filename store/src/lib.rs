@@ -98,6 +98,11 @@ pub struct ResultRow {
     pub values: Vec<Value>,
 }
 
+/// The table a pipeline's new version fills while it replays, until it replaces `table`.
+pub fn shadow_table(table: &str) -> String {
+    format!("_shadow_{table}")
+}
+
 /// The changes one micro-batch makes to a result table.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResultDelta {
@@ -122,7 +127,8 @@ pub struct PipelineStatus {
     pub name: String,
     pub sql_file: String,
     pub sql_hash: String,
-    /// `starting`, `running`, `caught_up`, `stopped` or `failed`.
+    /// `starting`, `replaying` (a new version catching up into a shadow table),
+    /// `running`, `caught_up`, `stopped`, `inactive` (its file was deleted) or `failed`.
     pub state: String,
     pub host: String,
     /// ISO-8601 UTC.
@@ -137,4 +143,6 @@ pub struct PipelineStatus {
     pub watermark: Option<String>,
     pub last_batch_at: Option<String>,
     pub last_error: Option<String>,
+    /// While replaying: how far the replay is, 0.0 ..= 1.0.
+    pub progress: Option<f64>,
 }

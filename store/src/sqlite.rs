@@ -69,14 +69,24 @@ impl SqliteStore {
                 name TEXT PRIMARY KEY, sql_file TEXT, sql_hash TEXT, state TEXT, host TEXT,
                 started_at TEXT, events_in INTEGER, events_ok INTEGER, events_bad INTEGER,
                 events_late INTEGER, lag INTEGER, watermark TEXT, last_batch_at TEXT,
-                last_error TEXT);
+                last_error TEXT, progress REAL);
              CREATE TABLE IF NOT EXISTS {BAD_RECORDS_TABLE} (
                 pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
                 PRIMARY KEY (pipeline, source_offset));
              CREATE TABLE IF NOT EXISTS {LATE_RECORDS_TABLE} (
                 pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
                 PRIMARY KEY (pipeline, source_offset));"
-        ))
+        ))?;
+        // Stores written before replay progress was recorded.
+        let has_progress: bool = self.conn.query_row(
+            &format!("SELECT count(*) FROM pragma_table_info('{STATUS_TABLE}') WHERE name = 'progress'"),
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_progress {
+            self.conn.execute_batch(&format!("ALTER TABLE {STATUS_TABLE} ADD COLUMN progress REAL"))?;
+        }
+        Ok(())
     }
 
     /// Makes sure `table` exists with exactly `_id` plus `columns`. With `fresh`, or
@@ -120,6 +130,19 @@ impl SqliteStore {
         tx.commit().map_err(|e| self_error(&self.path, e))
     }
 
+    /// Replaces `table` by `shadow` in one transaction: readers see the old table
+    /// until the commit and the whole new one after it, never a mix.
+    pub fn swap_in(&mut self, shadow: &str, table: &str) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(IMMEDIATE).map_err(|e| self_error(&self.path, e))?;
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS {table}; ALTER TABLE {shadow} RENAME TO {table};",
+            table = quote(table),
+            shadow = quote(shadow)
+        ))
+        .map_err(|e| self_error(&self.path, e))?;
+        tx.commit().map_err(|e| self_error(&self.path, e))
+    }
+
     /// The column names of `table`, or `None` if it does not exist.
     pub fn table_columns(&self, table: &str) -> Result<Option<Vec<String>>> {
         let mut stmt = self.conn.prepare(&format!("PRAGMA table_info({})", quote(table))).map_err(|e| self.error(e))?;
@@ -159,7 +182,7 @@ impl SqliteStore {
             .conn
             .prepare(&format!(
                 "SELECT name, sql_file, sql_hash, state, host, started_at, events_in, events_ok,
-                        events_bad, events_late, lag, watermark, last_batch_at, last_error
+                        events_bad, events_late, lag, watermark, last_batch_at, last_error, progress
                  FROM {STATUS_TABLE} ORDER BY name"
             ))
             .map_err(|e| self.error(e))?;
@@ -179,6 +202,7 @@ impl SqliteStore {
                 watermark: r.get(11)?,
                 last_batch_at: r.get(12)?,
                 last_error: r.get(13)?,
+                progress: r.get(14)?,
             })
         })
         .and_then(|rows| rows.collect())
@@ -319,8 +343,8 @@ fn write_in(
 fn upsert_status(conn: &Connection, s: &PipelineStatus) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO {STATUS_TABLE} (name, sql_file, sql_hash, state, host, started_at,
-            events_in, events_ok, events_bad, events_late, lag, watermark, last_batch_at, last_error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            events_in, events_ok, events_bad, events_late, lag, watermark, last_batch_at, last_error, progress)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     ))?
     .execute(params![
         s.name,
@@ -336,7 +360,8 @@ fn upsert_status(conn: &Connection, s: &PipelineStatus) -> rusqlite::Result<()> 
         s.lag as i64,
         s.watermark,
         s.last_batch_at,
-        s.last_error
+        s.last_error,
+        s.progress
     ])?;
     Ok(())
 }
@@ -397,6 +422,27 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(store.rejected_records("p", false).unwrap(), vec![bad]);
+    }
+
+    #[test]
+    fn a_shadow_table_replaces_the_table_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let status = PipelineStatus { name: "p".into(), ..Default::default() };
+        let row = |id: &str, n: i64| ResultRow { id: id.into(), values: vec![Value::Integer(n)] };
+        store.prepare_result_table("p", "t", &columns(), false).unwrap();
+        let old = ResultDelta { upserts: vec![row("a", 1), row("b", 2)], deletes: vec![] };
+        store.write_batch("t", &columns(), &old, &status, &[], &[]).unwrap();
+        let shadow = crate::shadow_table("t");
+        store.prepare_result_table("p", &shadow, &columns(), true).unwrap();
+        let new = ResultDelta { upserts: vec![row("c", 3)], deletes: vec![] };
+        store.write_batch(&shadow, &columns(), &new, &status, &[], &[]).unwrap();
+        let reader = SqliteStore::open(&path).unwrap();
+        assert_eq!(reader.read_table("t").unwrap().1.len(), 2, "the old table until the swap");
+        store.swap_in(&shadow, "t").unwrap();
+        assert_eq!(reader.read_table("t").unwrap().1, vec![vec![Value::Text("c".into()), Value::Integer(3)]]);
+        assert!(!reader.has_table(&shadow).unwrap());
     }
 
     #[test]

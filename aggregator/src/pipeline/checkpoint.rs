@@ -20,6 +20,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::pipeline::watermark::WatermarkState;
 use crate::source::SourceOffset;
 
 const MAGIC: &[u8; 8] = b"SQLAGG01";
@@ -37,7 +38,11 @@ pub struct Counters {
 pub struct CheckpointHeader {
     pub sql_hash: String,
     pub offset: SourceOffset,
-    pub max_event_time: Option<i64>,
+    #[serde(default)]
+    pub watermark: WatermarkState,
+    /// While a new version replays into its shadow table: where the replay ends.
+    #[serde(default)]
+    pub replay_until: Option<SourceOffset>,
     pub evicted_until: Option<i64>,
     pub counters: Counters,
     /// For pipelines that diff whole results: `_id` → fingerprint of the row written.

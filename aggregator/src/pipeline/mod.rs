@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// A partition with nothing to read for this long stops holding the watermark back.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How a pipeline runs (the same for every pipeline of an aggregator).
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -38,6 +41,11 @@ pub struct PipelineOptions {
     pub max_record_bytes: usize,
     pub checkpoint_interval: Duration,
     pub poll_interval: Duration,
+    pub source: crate::source::SourceOptions,
+    /// `--dead-letter`: a Kafka topic that also receives bad records.
+    pub dead_letter_uri: Option<String>,
+    /// `key=value` settings for the dead-letter producer.
+    pub producer_conf: Vec<(String, String)>,
 }
 
 impl Default for PipelineOptions {
@@ -51,20 +59,32 @@ impl Default for PipelineOptions {
             max_record_bytes: crate::source::decode::DEFAULT_MAX_RECORD_BYTES,
             checkpoint_interval: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
+            source: crate::source::SourceOptions { consumer_conf: Vec::new(), idle_timeout: DEFAULT_IDLE_TIMEOUT },
+            dead_letter_uri: None,
+            producer_conf: Vec::new(),
         }
     }
 }
 
 /// Asks running pipelines to finish their batch, checkpoint and stop.
+///
+/// A [`Shutdown::child`] (one pipeline's stop switch) is also triggered by its parent
+/// (the whole aggregator's), but not the other way round.
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
+pub struct Shutdown {
+    own: Arc<AtomicBool>,
+    parent: Option<Box<Shutdown>>,
+}
 
 impl Shutdown {
+    pub fn child(&self) -> Shutdown {
+        Shutdown { own: Arc::default(), parent: Some(Box::new(self.clone())) }
+    }
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.own.store(true, Ordering::SeqCst);
     }
     pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.own.load(Ordering::SeqCst) || self.parent.as_ref().is_some_and(|p| p.is_triggered())
     }
     /// Sleeps up to `duration`, waking early on shutdown.
     pub async fn sleep(&self, duration: Duration) {

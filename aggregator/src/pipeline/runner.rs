@@ -6,6 +6,10 @@
 //!   → result changes → sink (with status and rejected records, one transaction)
 //!   → every checkpoint interval: checkpoint (state + offset)
 //! ```
+//!
+//! A pipeline whose SQL hash has no checkpoint is a new version: it starts from the
+//! beginning of the source, writes into a shadow table, and swaps it in once it has
+//! read what the source held when the replay began (status `replaying`, with progress).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +26,11 @@ use crate::pipeline::definition::PipelineDefinition;
 use crate::pipeline::emit::{Emitter, result_columns};
 use crate::pipeline::plan::StreamingPlan;
 use crate::pipeline::state::GroupStore;
-use crate::pipeline::watermark::Watermark;
+use crate::pipeline::watermark::{Watermark, WatermarkState};
 use crate::pipeline::{PipelineOptions, Shutdown};
+use crate::sink::dead_letter::{DeadLetter, DeadRecord};
 use crate::sink::values::iso_micros;
-use crate::sink::{self, Sink};
+use crate::sink::{self, Sink, TableChoice};
 use crate::source::decode::JsonDecoder;
 use crate::source::schema::SourceSchema;
 use crate::source::{self, RawBatch, SourceOffset};
@@ -44,10 +49,26 @@ pub struct Pipeline {
     counters: Counters,
     offset: SourceOffset,
     sink: Box<dyn Sink>,
+    dead_letter: Option<DeadLetter>,
     status: PipelineStatus,
     /// Index of the source's event-time column.
     event_time: Option<usize>,
+    replay: Replay,
+    /// Shown as the status's error while no outage is (an edit that was rejected).
+    notice: Notice,
 }
+
+/// Whether the pipeline is a new version still catching up into its shadow table.
+#[derive(Debug, Clone, PartialEq)]
+enum Replay {
+    Done,
+    /// Until the source reaches this offset (`None`: where the source ends when opened).
+    Until(Option<SourceOffset>),
+}
+
+/// A message for the status row from outside the pipeline (the supervisor reports an
+/// edit of the file that did not plan; the old version keeps running).
+pub type Notice = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 
 /// Attempts with `--available-now` before an outage counts as a failure.
 const RETRY_LIMIT_AVAILABLE_NOW: u32 = 6;
@@ -100,6 +121,7 @@ impl Pipeline {
         source_schema: &SourceSchema,
         options: &PipelineOptions,
         shutdown: &Shutdown,
+        notice: Notice,
     ) -> Result<Self> {
         let mut status = PipelineStatus {
             name: def.name.clone(),
@@ -123,6 +145,10 @@ impl Pipeline {
                 return Err(e);
             }
         };
+        let dead_letter = match &options.dead_letter_uri {
+            Some(uri) => Some(DeadLetter::open(uri, &options.producer_conf)?),
+            None => None,
+        };
         let checkpoint_path = checkpoint::path_for(&options.checkpoint_dir, &def.name);
         let resumed = Checkpoint::load(&checkpoint_path)?.filter(|c| c.header.sql_hash == def.sql_hash);
         let delay = def.settings.allowed_delay.as_micros() as i64;
@@ -130,33 +156,45 @@ impl Pipeline {
             decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
             groups: GroupStore::new(&plan)?,
             emitter: Emitter::default(),
-            watermark: Watermark::new(delay, None),
+            watermark: Watermark::new(delay, WatermarkState::default()),
             counters: Counters::default(),
             offset: SourceOffset::Start,
             sink,
+            dead_letter,
             status,
             event_time: source_schema.event_time,
             options: options.clone(),
             plan,
             def,
+            replay: Replay::Until(None),
+            notice,
         };
         let columns = result_columns(&pipeline.plan);
-        let fresh = resumed.is_none();
-        with_retry(&pipeline.def.name, options.available_now, shutdown, || pipeline.sink.prepare(&columns, fresh))
-            .await?;
+        let choice = match &resumed {
+            None => TableChoice::NewShadow,
+            Some(c) if c.header.replay_until.is_some() => TableChoice::ResumeShadow,
+            Some(_) => TableChoice::Live,
+        };
+        let shadow =
+            with_retry(&pipeline.def.name, options.available_now, shutdown, || pipeline.sink.prepare(&columns, choice))
+                .await?;
         match resumed {
             Some(checkpoint) => {
                 if let Some(state) = &checkpoint.state {
                     pipeline.groups.restore(state, checkpoint.header.evicted_until)?;
                 }
                 pipeline.emitter = Emitter { written: checkpoint.header.written, finalized: checkpoint.finalized };
-                pipeline.watermark = Watermark::new(delay, checkpoint.header.max_event_time);
+                pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
                 pipeline.offset = checkpoint.header.offset;
-                tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.groups.len(), "resuming from checkpoint");
+                pipeline.replay = match checkpoint.header.replay_until {
+                    Some(until) if shadow => Replay::Until(Some(until)),
+                    _ => Replay::Done,
+                };
+                tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.groups.len(), replaying = shadow, "resuming from checkpoint");
             }
             None => {
-                tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "starting from the beginning of the source")
+                tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "new version: replaying the source from its beginning into a shadow table")
             }
         }
         pipeline.update_status("running");
@@ -170,8 +208,16 @@ impl Pipeline {
     }
 
     fn update_status(&mut self, state: &str) {
+        let replaying = self.replay != Replay::Done && matches!(state, "running" | "caught_up");
+        let notice = self.notice_text();
         let s = &mut self.status;
-        s.state = state.to_string();
+        s.state = if replaying { "replaying" } else { state }.to_string();
+        if !replaying {
+            s.progress = None;
+        }
+        if s.last_error.is_none() {
+            s.last_error = notice;
+        }
         s.events_in = self.counters.consumed;
         s.events_ok = self.counters.ok;
         s.events_bad = self.counters.bad;
@@ -179,26 +225,55 @@ impl Pipeline {
         s.watermark = self.watermark.current().map(iso_micros);
     }
 
+    fn notice_text(&self) -> Option<String> {
+        self.notice.lock().ok().and_then(|n| n.clone())
+    }
+
+    /// Swaps the shadow table in once the replay has read what it set out to.
+    async fn finish_replay(&mut self, source: &dyn source::Source, shutdown: &Shutdown) -> Result<()> {
+        let Replay::Until(Some(until)) = &self.replay else { return Ok(()) };
+        if !source.reached(until) {
+            self.status.progress = Some(source.progress(until));
+            return Ok(());
+        }
+        let sink = &mut self.sink;
+        with_retry(&self.def.name, self.options.available_now, shutdown, || sink.swap_in_shadow()).await?;
+        self.replay = Replay::Done;
+        tracing::info!(pipeline = %self.def.name, hash = %self.def.sql_hash, "replay caught up: the new results replaced the old ones");
+        // The checkpoint must not say "replaying" any more (see `Sink::prepare`).
+        self.checkpoint()?;
+        self.update_status("running");
+        self.write_status();
+        Ok(())
+    }
+
     /// Runs until shutdown (or, with `available_now`, until the source is drained).
     pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
         let (name, available_now) = (self.def.name.clone(), self.options.available_now);
+        let (uri, source_options) = (self.options.source_uri.clone(), self.options.source.clone());
         let mut source =
-            with_retry(&name, available_now, &shutdown, || source::open(&self.options.source_uri, &self.offset))
-                .await?;
+            with_retry(&name, available_now, &shutdown, || source::open(&uri, &self.offset, &source_options)).await?;
+        let end_at_open = source.end_at_open();
+        if self.replay == Replay::Until(None) {
+            self.replay = Replay::Until(Some(end_at_open.clone()));
+        }
         let mut last_checkpoint = Instant::now();
         let mut dirty = false;
         while !shutdown.is_triggered() {
+            self.finish_replay(source.as_ref(), &shutdown).await?;
             let max = self.options.max_batch_records;
             let batch = with_retry(&name, available_now, &shutdown, || source.next_batch(max)).await?;
             match batch {
                 Some(raw) => {
                     self.status.lag = source.lag();
+                    self.watermark.set_partitions(source.partitions());
                     self.process(&raw, &shutdown).await?;
                     dirty = true;
                 }
-                None if self.options.available_now && source.reached_start_snapshot() => break,
+                None if self.options.available_now && source.reached(&end_at_open) => break,
                 None => {
-                    if dirty && self.status.state != "caught_up" {
+                    let notice_unseen = self.status.last_error.is_none() && self.notice_text().is_some();
+                    if (dirty && self.status.state != "caught_up") || notice_unseen {
                         self.update_status("caught_up");
                         self.write_status();
                     }
@@ -210,9 +285,12 @@ impl Pipeline {
                 last_checkpoint = Instant::now();
                 dirty = false;
             }
-            if self.options.available_now && source.reached_start_snapshot() {
+            if self.options.available_now && source.reached(&end_at_open) {
                 break;
             }
+        }
+        if !shutdown.is_triggered() {
+            self.finish_replay(source.as_ref(), &shutdown).await?;
         }
         self.checkpoint()?;
         self.update_status(if self.options.available_now { "caught_up" } else { "stopped" });
@@ -236,12 +314,26 @@ impl Pipeline {
             raw: String::from_utf8_lossy(&raw.record(i)[..raw.record(i).len().min(MAX_RAW_KEPT)]).into_owned(),
             reason,
         };
+        if let Some(dead_letter) = &self.dead_letter
+            && !decoded.bad.is_empty()
+        {
+            let locations: Vec<String> = decoded.bad.iter().map(|(i, _)| raw.location(*i)).collect();
+            let records: Vec<DeadRecord<'_>> = decoded
+                .bad
+                .iter()
+                .zip(&locations)
+                .map(|((i, reason), at)| DeadRecord { raw: raw.record(*i), reason, source_offset: at })
+                .collect();
+            let name = &self.def.name;
+            with_retry(name, self.options.available_now, shutdown, || dead_letter.publish(name, &records)).await?;
+        }
         let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
 
-        let (good, late) = self.split_late(decoded.batch, &decoded.rows, rejected)?;
+        let (good, late) = self.split_late(decoded.batch, &decoded.rows, raw, rejected)?;
         let partial = self.plan.partial_aggregate(good.clone()).await?;
         let merged = self.groups.merge(&partial)?;
-        let delta = self.emitter.emit(&self.plan, &mut self.groups, merged, self.watermark.current()).await?;
+        let close_at = self.watermark.close_windows();
+        let delta = self.emitter.emit(&self.plan, &mut self.groups, merged, close_at).await?;
 
         self.counters.consumed += records.len() as u64;
         self.counters.bad += bad.len() as u64;
@@ -259,11 +351,12 @@ impl Pipeline {
         &mut self,
         batch: RecordBatch,
         rows: &[usize],
+        raw: &RawBatch,
         rejected: impl Fn(usize, String) -> RejectedRecord,
     ) -> Result<(RecordBatch, Vec<RejectedRecord>)> {
         let n = batch.num_rows();
         let (watermarks, times) = match self.event_times(&batch) {
-            Some(times) => (self.watermark.observe(&times), Some(times)),
+            Some(times) => (self.watermark.observe(&times, |i| raw.partition(rows[i])), Some(times)),
             None => (vec![None; n], None),
         };
         let mut late = Vec::new();
@@ -314,7 +407,11 @@ impl Pipeline {
             header: CheckpointHeader {
                 sql_hash: self.def.sql_hash.clone(),
                 offset: self.offset.clone(),
-                max_event_time: self.watermark.max_event_time,
+                watermark: self.watermark.state.clone(),
+                replay_until: match &self.replay {
+                    Replay::Until(until) => until.clone(),
+                    Replay::Done => None,
+                },
                 evicted_until: self.groups.evicted_until(),
                 counters: self.counters,
                 written: self.emitter.written.clone(),

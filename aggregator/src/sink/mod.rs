@@ -2,18 +2,38 @@
 //!
 //! A [`Sink`] receives one [`ResultDelta`] per micro-batch (upserts by `_id`, deletes)
 //! together with the pipeline's status and the records it rejected, and applies them
-//! as one unit. [`values`] turns Arrow rows into the store's values and `_id`s.
+//! as one unit. [`values`] turns Arrow rows into the store's values and `_id`s;
+//! [`dead_letter`] also sends bad records to a Kafka topic.
+//!
+//! A pipeline's new version (new SQL hash) replays the source into a *shadow* of its
+//! table and swaps it in when caught up ([`Sink::swap_in_shadow`]), so readers see the
+//! old results until then and the new ones after, never a half-filled table.
 
+pub mod dead_letter;
 pub mod values;
 
-use store::{PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, SqliteStore, StoreUri};
+use store::{PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, SqliteStore, StoreUri, shadow_table};
 
 use crate::error::Result;
 
+/// Which table a pipeline writes when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableChoice {
+    /// Its table (resuming an unchanged pipeline).
+    Live,
+    /// A new, empty shadow table (a new version starts its replay).
+    NewShadow,
+    /// The shadow table, as the last run left it (a replay resumes after a restart).
+    ResumeShadow,
+}
+
 pub trait Sink: Send {
-    /// Makes the result table ready for `columns`; `fresh` discards earlier results
-    /// (the pipeline starts over from the beginning of the source).
-    fn prepare(&mut self, columns: &[ResultColumn], fresh: bool) -> Result<()>;
+    /// Makes the table chosen ready for `columns`. Returns whether the pipeline
+    /// writes its shadow table: resuming a replay whose shadow was already swapped in
+    /// (a crash between the swap and the next checkpoint) continues on the live table.
+    fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool>;
+    /// Replaces the table by the shadow table in one step; later writes go to the table.
+    fn swap_in_shadow(&mut self) -> Result<()>;
     /// Applies one micro-batch's changes, status and rejected records together.
     fn write(
         &mut self,
@@ -33,6 +53,7 @@ pub fn open(uri: &str, pipeline: &str, table: &str) -> Result<Box<dyn Sink>> {
             store: SqliteStore::open(path)?,
             pipeline: pipeline.to_string(),
             table: table.to_string(),
+            writing: table.to_string(),
             columns: Vec::new(),
         })),
     }
@@ -43,13 +64,29 @@ pub struct SqliteSink {
     store: SqliteStore,
     pipeline: String,
     table: String,
+    /// The table written now: `table` or its shadow.
+    writing: String,
     columns: Vec<ResultColumn>,
 }
 
 impl Sink for SqliteSink {
-    fn prepare(&mut self, columns: &[ResultColumn], fresh: bool) -> Result<()> {
+    fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool> {
         self.columns = columns.to_vec();
-        Ok(self.store.prepare_result_table(&self.pipeline, &self.table, columns, fresh)?)
+        let shadow = shadow_table(&self.table);
+        let choice = match choice {
+            TableChoice::ResumeShadow if !self.store.has_table(&shadow)? => TableChoice::Live,
+            other => other,
+        };
+        self.writing = if choice == TableChoice::Live { self.table.clone() } else { shadow };
+        let fresh = choice == TableChoice::NewShadow;
+        self.store.prepare_result_table(&self.pipeline, &self.writing, columns, fresh)?;
+        Ok(choice != TableChoice::Live)
+    }
+
+    fn swap_in_shadow(&mut self) -> Result<()> {
+        self.store.swap_in(&shadow_table(&self.table), &self.table)?;
+        self.writing = self.table.clone();
+        Ok(())
     }
 
     fn write(
@@ -59,7 +96,7 @@ impl Sink for SqliteSink {
         bad: &[RejectedRecord],
         late: &[RejectedRecord],
     ) -> Result<()> {
-        Ok(self.store.write_batch(&self.table, &self.columns, delta, status, bad, late)?)
+        Ok(self.store.write_batch(&self.writing, &self.columns, delta, status, bad, late)?)
     }
 
     fn write_status(&mut self, status: &PipelineStatus) -> Result<()> {

@@ -30,6 +30,12 @@ pub struct FileLog {
 impl FileLog {
     pub fn open(dir: &str, offset: &SourceOffset) -> Result<Self> {
         let dir = PathBuf::from(dir);
+        if let SourceOffset::Kafka { .. } = offset {
+            return Err(Error::user(format!(
+                "source file:{}: the checkpoint holds a Kafka offset; remove the pipeline's checkpoint to start over on this log",
+                dir.display()
+            )));
+        }
         if !dir.is_dir() {
             return Err(Error::external(format!("source file:{}: not a directory", dir.display())));
         }
@@ -63,7 +69,7 @@ impl FileLog {
                 Some(next) => (next.clone(), 0),
                 None => return Ok(false),
             },
-            SourceOffset::Start => match names.first() {
+            SourceOffset::Start | SourceOffset::Kafka { .. } => match names.first() {
                 Some(first) => (first.clone(), 0),
                 None => return Ok(false),
             },
@@ -117,16 +123,41 @@ impl Source for FileLog {
         }
     }
 
-    fn reached_start_snapshot(&self) -> bool {
-        let Some(last) = &self.snapshot_last else { return true };
-        match &self.position {
-            SourceOffset::Start => false,
-            SourceOffset::File { file, line } => file > last || (file == last && *line == FILE_DONE),
+    fn end_at_open(&self) -> SourceOffset {
+        match &self.snapshot_last {
+            Some(last) => SourceOffset::File { file: last.clone(), line: FILE_DONE },
+            None => SourceOffset::Start,
         }
+    }
+
+    fn reached(&self, until: &SourceOffset) -> bool {
+        match (&self.position, until) {
+            (_, SourceOffset::Start) => true,
+            (SourceOffset::File { file, line }, SourceOffset::File { file: end, line: end_line }) => {
+                file > end || (file == end && line >= end_line)
+            }
+            _ => false,
+        }
+    }
+
+    fn progress(&self, until: &SourceOffset) -> f64 {
+        // By files: lines of files not yet opened are unknown.
+        let (SourceOffset::File { file, .. }, SourceOffset::File { file: end, .. }) = (&self.position, until) else {
+            return if self.reached(until) { 1.0 } else { 0.0 };
+        };
+        let names = self.list().unwrap_or_default();
+        let done = names.iter().filter(|n| *n <= file).count() as f64;
+        let total = names.iter().filter(|n| *n <= end).count().max(1) as f64;
+        (done / total).min(1.0)
     }
 
     fn lag(&self) -> u64 {
         self.waiting_files
+    }
+
+    /// One partition, never idle: with a single partition its watermark is the watermark.
+    fn partitions(&self) -> Vec<(i32, bool)> {
+        vec![(0, false)]
     }
 }
 
@@ -155,8 +186,11 @@ mod tests {
         write(dir.path(), "a.jsonl", "1\n\n2\r\n");
         write(dir.path(), ".c.jsonl.tmp", "x\n");
         let mut log = FileLog::open(dir.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
+        let end = log.end_at_open();
+        assert!(!log.reached(&end));
         assert_eq!(drain(&mut log, 10), ["a.jsonl:1=1", "a.jsonl:3=2", "b.jsonl:1=3"]);
-        assert!(log.reached_start_snapshot());
+        assert!(log.reached(&end));
+        assert_eq!(log.progress(&end), 1.0);
     }
 
     #[test]

@@ -2,15 +2,20 @@
 //!
 //! * [`schema`] — the declared columns of the events (`--source-schema`);
 //! * [`decode`] — JSON records → Arrow rows of that schema, and bad records;
-//! * [`file_log`] — `file:<dir>`, the embedded log of batch files.
+//! * [`file_log`] — `file:<dir>`, the embedded log of batch files (one partition);
+//! * [`kafka`] — `kafka://host:port/topic`, every partition of a topic.
 //!
 //! A [`Source`] hands out [`RawBatch`]es of records and reports its [`SourceOffset`];
 //! the pipeline stores that offset in its checkpoint together with its state, and
-//! reopens the source there after a restart.
+//! reopens the source there after a restart. Records keep their partition, because
+//! event time is only ordered within a partition (see [`crate::pipeline::watermark`]).
 
 pub mod decode;
 pub mod file_log;
+pub mod kafka;
 pub mod schema;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +29,8 @@ pub enum SourceOffset {
     Start,
     /// `line` lines of `file` are read (files before it, in name order, entirely).
     File { file: String, line: u64 },
+    /// Kafka: per partition, the offset of the next record to read.
+    Kafka { next: BTreeMap<i32, i64> },
 }
 
 /// A micro-batch of raw records, as read.
@@ -31,9 +38,13 @@ pub enum SourceOffset {
 pub struct RawBatch {
     data: Vec<u8>,
     spans: Vec<(usize, usize)>,
-    /// Where each record came from, shown in bad and late records.
+    /// Where each record came from (index into `names`, line or offset), shown in
+    /// bad and late records.
     locations: Vec<(u32, u64)>,
-    names: Vec<String>,
+    /// Files, or Kafka `topic/partition`s, with the partition they belong to.
+    names: Vec<(String, i32)>,
+    /// `:` before a line number (files), `@` before an offset (Kafka).
+    separator: char,
     /// The source's position after this batch.
     pub end: SourceOffset,
 }
@@ -53,12 +64,26 @@ impl RawBatch {
             return Ok(n);
         }
         self.data.truncate(end);
-        if self.names.last().map(String::as_str) != Some(name) {
-            self.names.push(name.to_string());
-        }
-        self.spans.push((start, end));
-        self.locations.push(((self.names.len() - 1) as u32, line));
+        self.note_location(start, end, name, 0, line, ':');
         Ok(n)
+    }
+
+    /// Adds one whole record (a Kafka message) from `partition` at `offset`.
+    pub fn push_record(&mut self, record: &[u8], name: &str, partition: i32, offset: u64) {
+        let start = self.data.len();
+        self.data.extend_from_slice(record);
+        self.note_location(start, self.data.len(), name, partition, offset, '@');
+    }
+
+    fn note_location(&mut self, start: usize, end: usize, name: &str, partition: i32, line: u64, separator: char) {
+        let known = self.names.iter().rposition(|(n, p)| n == name && *p == partition);
+        let index = known.unwrap_or_else(|| {
+            self.names.push((name.to_string(), partition));
+            self.names.len() - 1
+        });
+        self.separator = separator;
+        self.spans.push((start, end));
+        self.locations.push((index as u32, line));
     }
 
     pub fn len(&self) -> usize {
@@ -75,10 +100,14 @@ impl RawBatch {
         let (s, e) = self.spans[i];
         &self.data[s..e]
     }
-    /// `file:line` of record `i` (lines count from 1).
+    /// `file:line` (lines count from 1) or `topic/partition@offset` of record `i`.
     pub fn location(&self, i: usize) -> String {
         let (name, line) = self.locations[i];
-        format!("{}:{line}", self.names[name as usize])
+        format!("{}{}{line}", self.names[name as usize].0, self.separator)
+    }
+    /// The partition record `i` came from (0 for the file log).
+    pub fn partition(&self, i: usize) -> i32 {
+        self.names[self.locations[i].0 as usize].1
     }
 }
 
@@ -87,18 +116,37 @@ pub trait Source: Send {
     /// The next micro-batch of at most `max_records` records, or `None` if nothing
     /// is available right now.
     fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>>;
-    /// Whether everything that was available when the source was opened has been
-    /// handed out (used by `--available-now`).
-    fn reached_start_snapshot(&self) -> bool;
+    /// The end of what was available when the source was opened: `--available-now`
+    /// stops there, and a replay swaps its results in once it gets there.
+    fn end_at_open(&self) -> SourceOffset;
+    /// Whether everything before `until` has been handed out.
+    fn reached(&self, until: &SourceOffset) -> bool;
+    /// How far along the way to `until` the source is, 0.0 ..= 1.0.
+    fn progress(&self, until: &SourceOffset) -> f64;
     /// Records (or files) known to be waiting, if the source can tell cheaply.
     fn lag(&self) -> u64;
+    /// The source's partitions, each with whether it is idle: nothing to read for a
+    /// while, so it must not hold the watermark back.
+    fn partitions(&self) -> Vec<(i32, bool)>;
+}
+
+/// How a source is opened (the same for every pipeline of an aggregator).
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// `key=value` settings passed to librdkafka's consumer (`--consumer-conf`).
+    pub consumer_conf: Vec<(String, String)>,
+    /// A partition with nothing to read for this long stops holding the watermark back.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Opens a source by URI at `offset`.
-pub fn open(uri: &str, offset: &SourceOffset) -> Result<Box<dyn Source>> {
+pub fn open(uri: &str, offset: &SourceOffset, options: &SourceOptions) -> Result<Box<dyn Source>> {
     if let Some(dir) = uri.strip_prefix("file:") {
         let dir = dir.trim_start_matches("//");
         return Ok(Box::new(file_log::FileLog::open(dir, offset)?));
     }
-    Err(Error::user(format!("source URI {uri:?} is not supported (expected file:<dir>)")))
+    if uri.starts_with("kafka://") {
+        return Ok(Box::new(kafka::KafkaSource::open(uri, offset, options)?));
+    }
+    Err(Error::user(format!("source URI {uri:?} is not supported (expected file:<dir> or kafka://host:port/topic)")))
 }

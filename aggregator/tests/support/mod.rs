@@ -3,8 +3,9 @@
 //! The oracle is the pipeline's SQL run as one batch DataFusion query
 //! (`aggregator::batch::run`) over every good event of the log, minus the events that
 //! are late. Lateness is recomputed here from its definition (watermark = highest
-//! event time among the *earlier* events − allowed delay; late = the event's last
-//! window has ended by then), independently of the pipeline's code.
+//! event time among the *earlier* events of the same partition − allowed delay;
+//! late = the event's last window has ended by then), independently of the
+//! pipeline's code.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -78,12 +79,14 @@ pub fn options(log: &Path, work: &Path, batch: usize) -> PipelineOptions {
         max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         checkpoint_interval: std::time::Duration::ZERO,
         poll_interval: std::time::Duration::from_millis(20),
+        ..PipelineOptions::default()
     }
 }
 
 /// Runs one pipeline with `--available-now` semantics, in-process.
 pub fn run_pipeline(file: &Path, options: &PipelineOptions) -> aggregator::Result<store::PipelineStatus> {
-    aggregator::supervisor::run_one(file, &interactions(), options, Shutdown::default())
+    let def = aggregator::pipeline::definition::PipelineDefinition::from_file(file)?;
+    aggregator::supervisor::run_one(def, &interactions(), options, Shutdown::default(), Default::default())
 }
 
 /// A row as comparable text: cells joined by `|`, floats to 9 significant digits.
@@ -120,22 +123,30 @@ pub struct Oracle {
 
 /// The same SQL as one batch query over the log's good, not-late events.
 pub fn oracle(file: &Path, log: &Path, max_record_bytes: usize) -> Oracle {
+    let records: Vec<(i32, Vec<u8>)> = log_records(log).into_iter().map(|r| (0, r)).collect();
+    oracle_of(file, &records, max_record_bytes)
+}
+
+/// The oracle over `(partition, record)`s, each partition's records in their order.
+pub fn oracle_of(file: &Path, records: &[(i32, Vec<u8>)], max_record_bytes: usize) -> Oracle {
     let schema = interactions();
     let def = PipelineDefinition::from_file(file).unwrap();
     let rt = runtime();
     let plan = rt.block_on(StreamingPlan::new(&def, &schema)).unwrap();
-    let records = log_records(log);
-    let slices: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+    let slices: Vec<&[u8]> = records.iter().map(|(_, r)| r.as_slice()).collect();
     let decoded = JsonDecoder::new(&schema, max_record_bytes).decode(&slices).unwrap();
     let batch = decoded.batch;
     let times = batch.column(schema.event_time.unwrap()).as_primitive::<TimestampMicrosecondType>().clone();
     let delay = def.settings.allowed_delay.as_micros() as i64;
     let spec: Option<WindowSpec> = plan.window.as_ref().map(|w| w.call.spec);
 
-    // Lateness from its definition, event by event in log order.
-    let (mut max, mut watermarks, mut keep) = (None::<i64>, Vec::new(), Vec::new());
+    // Lateness from its definition, event by event in each partition's order.
+    let mut max_by_partition = std::collections::BTreeMap::<i32, i64>::new();
+    let (mut watermarks, mut keep) = (Vec::new(), Vec::new());
     for i in 0..times.len() {
         let t = times.value(i);
+        let partition = records[decoded.rows[i]].0;
+        let max = max_by_partition.get(&partition).copied();
         let watermark = max.map(|m| m - delay);
         let late = match (spec, watermark) {
             (Some(WindowSpec::Tumbling { size }), Some(w)) => t - t.rem_euclid(size) + size <= w,
@@ -146,7 +157,7 @@ pub fn oracle(file: &Path, log: &Path, max_record_bytes: usize) -> Oracle {
         };
         keep.push(!late);
         watermarks.push(watermark);
-        max = Some(max.map_or(t, |m: i64| m.max(t)));
+        max_by_partition.insert(partition, max.map_or(t, |m: i64| m.max(t)));
     }
     let late = keep.iter().filter(|k| !**k).count() as u64;
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -158,8 +169,9 @@ pub fn oracle(file: &Path, log: &Path, max_record_bytes: usize) -> Oracle {
     let good = events.num_rows() as u64;
     let result = rt.block_on(aggregator::batch::run(&def, events)).unwrap();
 
-    // Append mode writes a window only once the final watermark has passed its end.
-    let final_watermark = max.map(|m| m - delay);
+    // Append mode writes a window only once the final watermark (the slowest
+    // partition's) has passed its end.
+    let final_watermark = max_by_partition.values().min().map(|m| m - delay);
     let window_column = result.schema().index_of("window").ok();
     let with_id = result.schema().index_of("_id").is_ok();
     let mut rows = Vec::new();
