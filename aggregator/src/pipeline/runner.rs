@@ -80,7 +80,19 @@ async fn with_retry<T>(
     pipeline: &str,
     available_now: bool,
     shutdown: &Shutdown,
+    attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    with_retry_reporting(pipeline, available_now, shutdown, attempt, |_| {}).await
+}
+
+/// [`with_retry`], calling `report` with each error that is retried (to show it in
+/// the status while it lasts).
+async fn with_retry_reporting<T>(
+    pipeline: &str,
+    available_now: bool,
+    shutdown: &Shutdown,
     mut attempt: impl FnMut() -> Result<T>,
+    mut report: impl FnMut(&crate::error::Error),
 ) -> Result<T> {
     let mut backoff = Duration::from_millis(200);
     let mut attempts = 0;
@@ -94,12 +106,19 @@ async fn with_retry<T>(
             {
                 attempts += 1;
                 tracing::warn!(pipeline, error = %e, retry_in = ?backoff, "outage; retrying");
+                report(&e);
                 shutdown.sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Puts a source outage in the status row (cleared by the next batch processed).
+fn show_outage(sink: &mut Box<dyn Sink>, status: &mut PipelineStatus, error: &crate::error::Error) {
+    status.last_error = Some(error.to_string());
+    let _ = sink.write_status(status);
 }
 
 fn now_iso() -> String {
@@ -212,9 +231,7 @@ impl Pipeline {
         let notice = self.notice_text();
         let s = &mut self.status;
         s.state = if replaying { "replaying" } else { state }.to_string();
-        if !replaying {
-            s.progress = None;
-        }
+        s.progress = if replaying { Some(s.progress.unwrap_or(0.0)) } else { None };
         if s.last_error.is_none() {
             s.last_error = notice;
         }
@@ -251,8 +268,17 @@ impl Pipeline {
     pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
         let (name, available_now) = (self.def.name.clone(), self.options.available_now);
         let (uri, source_options) = (self.options.source_uri.clone(), self.options.source.clone());
-        let mut source =
-            with_retry(&name, available_now, &shutdown, || source::open(&uri, &self.offset, &source_options)).await?;
+        // While the source is down, its error shows in the status (the sink is up).
+        let (sink, status, offset) = (&mut self.sink, &mut self.status, &self.offset);
+        let report = |e: &crate::error::Error| show_outage(sink, status, e);
+        let mut source = with_retry_reporting(
+            &name,
+            available_now,
+            &shutdown,
+            || source::open(&uri, offset, &source_options),
+            report,
+        )
+        .await?;
         let end_at_open = source.end_at_open();
         if self.replay == Replay::Until(None) {
             self.replay = Replay::Until(Some(end_at_open.clone()));
@@ -262,7 +288,15 @@ impl Pipeline {
         while !shutdown.is_triggered() {
             self.finish_replay(source.as_ref(), &shutdown).await?;
             let max = self.options.max_batch_records;
-            let batch = with_retry(&name, available_now, &shutdown, || source.next_batch(max)).await?;
+            let (sink, status) = (&mut self.sink, &mut self.status);
+            let report = |e: &crate::error::Error| show_outage(sink, status, e);
+            let batch =
+                match with_retry_reporting(&name, available_now, &shutdown, || source.next_batch(max), report).await {
+                    Ok(batch) => batch,
+                    // Stopping during an outage: checkpoint what was done and stop.
+                    Err(e) if e.is_retryable() && shutdown.is_triggered() => break,
+                    Err(e) => return Err(e),
+                };
             match batch {
                 Some(raw) => {
                     self.status.lag = source.lag();

@@ -30,6 +30,10 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 
 /// How often the high watermarks (for lag, progress and idleness) are refreshed.
 const HIGH_WATERMARK_REFRESH: Duration = Duration::from_secs(2);
+/// How long a high-watermark request may take before the broker counts as down.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
+/// A partition with records to read but none arriving for this long is re-assigned.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the first poll of a micro-batch waits for a record.
 const FIRST_POLL: Duration = Duration::from_millis(100);
 
@@ -46,6 +50,8 @@ struct PartitionState {
     next: i64,
     /// When the partition last had something to read.
     last_busy: Instant,
+    /// When a record of the partition last arrived (or the partition was assigned).
+    last_record: Instant,
 }
 
 pub struct KafkaSource {
@@ -56,6 +62,9 @@ pub struct KafkaSource {
     end_at_open: BTreeMap<i32, i64>,
     high_refreshed: Instant,
     idle_timeout: Duration,
+    /// Why the last refresh of the high watermarks failed: the broker is not answering.
+    /// (librdkafka reconnects silently; polls just return nothing meanwhile.)
+    unreachable: Option<String>,
 }
 
 fn external(uri: &KafkaUri, what: impl std::fmt::Display) -> Error {
@@ -98,7 +107,7 @@ impl KafkaSource {
                 .add_partition_offset(&uri.topic, p, Offset::Offset(next))
                 .map_err(|e| Error::internal(e.to_string()))?;
             let name = format!("{}/{p}", uri.topic);
-            partitions.insert(p, PartitionState { name, low, high, next, last_busy: now });
+            partitions.insert(p, PartitionState { name, low, high, next, last_busy: now, last_record: now });
         }
         consumer.assign(&assignment).map_err(|e| external(&uri, e))?;
         let end_at_open = partitions.iter().map(|(p, s)| (*p, s.high)).collect();
@@ -110,7 +119,27 @@ impl KafkaSource {
             end_at_open,
             high_refreshed: now,
             idle_timeout: options.idle_timeout,
+            unreachable: None,
         })
+    }
+
+    /// Assigns every partition again at its next offset. After a broker restart,
+    /// librdkafka can keep a partition's fetcher waiting forever (seen with noida-db);
+    /// a fresh assignment restarts the fetchers where we are.
+    fn reassign_if_stalled(&mut self) -> Result<()> {
+        let stalled = self.partitions.values().any(|s| s.high > s.next && s.last_record.elapsed() >= STALL_TIMEOUT);
+        if !stalled || self.unreachable.is_some() {
+            return Ok(());
+        }
+        tracing::warn!(source = %self.uri, "a partition with records to read delivers none; assigning the partitions again");
+        let mut assignment = TopicPartitionList::new();
+        for (p, state) in &mut self.partitions {
+            assignment
+                .add_partition_offset(&self.uri.topic, *p, Offset::Offset(state.next))
+                .map_err(|e| Error::internal(e.to_string()))?;
+            state.last_record = Instant::now();
+        }
+        self.consumer.assign(&assignment).map_err(|e| external(&self.uri, e))
     }
 
     fn position(&self) -> SourceOffset {
@@ -123,10 +152,14 @@ impl KafkaSource {
             return;
         }
         self.high_refreshed = Instant::now();
+        self.unreachable = None;
         for (p, state) in &mut self.partitions {
-            if let Ok((low, high)) = self.consumer.fetch_watermarks(&self.uri.topic, *p, Duration::from_millis(500)) {
-                state.low = low;
-                state.high = high;
+            match self.consumer.fetch_watermarks(&self.uri.topic, *p, WATERMARK_TIMEOUT) {
+                Ok((low, high)) => (state.low, state.high) = (low, high),
+                Err(e) => {
+                    self.unreachable = Some(format!("broker not answering: {e}"));
+                    break;
+                }
             }
             if state.high > state.next {
                 state.last_busy = Instant::now();
@@ -138,6 +171,7 @@ impl KafkaSource {
 impl Source for KafkaSource {
     fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>> {
         self.refresh_high_watermarks();
+        self.reassign_if_stalled()?;
         let mut batch = RawBatch::default();
         while batch.len() < max_records {
             let wait = if batch.is_empty() { FIRST_POLL } else { Duration::ZERO };
@@ -149,16 +183,19 @@ impl Source for KafkaSource {
                     batch.push_record(message.payload().unwrap_or_default(), &state.name, p, message.offset() as u64);
                     state.next = message.offset() + 1;
                     state.last_busy = Instant::now();
+                    state.last_record = state.last_busy;
                 }
-                Some(Err(e)) if batch.is_empty() => return Err(external(&self.uri, e)),
-                Some(Err(e)) => {
-                    tracing::warn!(source = %self.uri, error = %e, "consumer error");
-                    break;
-                }
+                // librdkafka queues its connection errors for the poll and reconnects by
+                // itself; they may be old by now. Whether the broker answers *now* is
+                // what the high-watermark refresh finds out (`unreachable`).
+                Some(Err(e)) => tracing::debug!(source = %self.uri, error = %e, "consumer error"),
             }
         }
         if batch.is_empty() {
-            return Ok(None);
+            return match &self.unreachable {
+                Some(why) => Err(external(&self.uri, why)),
+                None => Ok(None),
+            };
         }
         batch.end = self.position();
         Ok(Some(batch))

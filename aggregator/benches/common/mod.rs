@@ -1,0 +1,81 @@
+//! Shared by the benchmarks: the generated event logs they read.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use generator::events::{EventGenerator, EventOptions, TimestampFormat};
+
+pub fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The log of `count` events, written once.
+pub fn log(count: u64) -> PathBuf {
+    let dir = repo_root().join(format!("target/bench-data/events-{count}"));
+    let done = dir.join(".complete");
+    if done.exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let started = Instant::now();
+    let mut events = EventGenerator::new(EventOptions {
+        seed: 1,
+        users: 1_000,
+        items: 100,
+        start_time_micros: 1_767_225_600_000_000,
+        events_per_second: 100.0,
+        out_of_order_share: 0.01,
+        out_of_order_seconds: 120.0,
+        late_share: 0.0,
+        timestamp_format: TimestampFormat::Iso,
+    });
+    generator::batch_files::write_batches(&dir, &mut events, count, 100_000, Duration::ZERO).unwrap();
+    std::fs::write(&done, b"").unwrap();
+    eprintln!("wrote {count} events in {:.1} s", started.elapsed().as_secs_f64());
+    dir
+}
+
+/// One `aggregator --available-now` process: events consumed, wall time, peak RSS.
+pub struct Run {
+    pub events: u64,
+    pub seconds: f64,
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `pipeline` alone over `source` until caught up (`--available-now`).
+pub fn run_aggregator(pipeline: &Path, source: &str) -> Run {
+    let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
+    let summary = work.path().join("summary.json");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
+        .arg("--sql")
+        .arg(pipeline)
+        .arg("--source")
+        .arg(source)
+        .arg("--sink")
+        .arg(format!("sqlite:{}", work.path().join("results.sqlite").display()))
+        .arg("--checkpoint-dir")
+        .arg(work.path().join("checkpoints"))
+        .arg("--available-now")
+        .arg("--summary-json")
+        .arg(&summary)
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{} failed", pipeline.display());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    Run {
+        events: report["pipelines"][0]["events_in"].as_u64().unwrap(),
+        seconds: report["elapsed_seconds"].as_f64().unwrap(),
+        peak_rss_kib: report["peak_rss_kib"].as_u64().unwrap(),
+    }
+}

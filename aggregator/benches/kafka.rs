@@ -1,0 +1,102 @@
+//! Benchmark: end to end from a pre-filled Kafka topic, next to a bare consumer.
+//!
+//! ```text
+//! cargo bench -p aggregator --bench kafka                         # 10M events
+//! BENCH_EVENTS=1000000 cargo bench -p aggregator --bench kafka
+//! ```
+//!
+//! Starts a noida-db broker (see `testkit`; `.ci/run` installs it), publishes the
+//! generated log (`target/bench-data/`, as in the `pipelines` bench) to a topic of
+//! three partitions with the generator's publisher (its rate is reported), then in
+//! the same run:
+//!
+//! 1. reads the whole topic with a bare rdkafka consumer (assign all partitions,
+//!    poll, touch each payload) — the raw consume rate;
+//! 2. runs `aggregator --available-now` with the per-user 5-minute pipeline from the
+//!    topic into SQLite — wall time of the whole process, start-up included.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{env_list, log, repo_root, run_aggregator};
+use generator::publish::{PublishOptions, publish};
+use kafka_conf::KafkaUri;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use testkit::{BrokerKind, KafkaBroker};
+
+/// Reads `count` messages of `topic` from the beginning; returns seconds.
+fn raw_consume(broker: &KafkaBroker, topic: &str, count: u64) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "bench-raw")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..3 {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let (mut read, mut bytes) = (0u64, 0usize);
+    while read < count {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            bytes += message.unwrap().payload().map_or(0, <[u8]>::len);
+            read += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("raw consumer: {read} messages, {bytes} bytes in {seconds:.2} s");
+    seconds
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let count: u64 = env_list("BENCH_EVENTS", "10000000")[0].parse().unwrap();
+    let log = log(count);
+    let mut files: Vec<_> =
+        std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).filter(|p| !p.ends_with(".complete")).collect();
+    files.retain(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
+    files.sort();
+
+    let broker = KafkaBroker::start(BrokerKind::Noida);
+    let topic = "bench";
+    let options = PublishOptions {
+        uri: KafkaUri::parse(&broker.uri(topic)).unwrap(),
+        producer_conf: Vec::new(),
+        key_field: "user_id".into(),
+        interval: Duration::ZERO,
+        rate: None,
+        partitions: Some(3),
+        progress_bar: false,
+    };
+    let started = Instant::now();
+    let published = publish(&files, &options).unwrap();
+    let publish_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(published, count);
+
+    let raw_seconds = raw_consume(&broker, topic, count);
+    let pipeline = repo_root().join("sql/user_interactions_5m.sql");
+    let run = run_aggregator(&pipeline, &broker.uri(topic));
+    assert_eq!(run.events, count, "the pipeline consumed the whole topic");
+
+    let raw_rate = count as f64 / raw_seconds;
+    let e2e_rate = count as f64 / run.seconds;
+    println!("\n| step | events | seconds | events/s |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| generator publish (3 partitions) | {count} | {publish_seconds:.1} | {:.0} |",
+        count as f64 / publish_seconds
+    );
+    println!("| bare rdkafka consumer | {count} | {raw_seconds:.1} | {raw_rate:.0} |");
+    println!(
+        "| user_interactions_5m, topic → SQLite | {count} | {:.1} | {e2e_rate:.0} (peak RSS {:.0} MiB) |",
+        run.seconds,
+        run.peak_rss_kib as f64 / 1024.0
+    );
+    println!("\npipeline / raw consume: {:.0}%", 100.0 * e2e_rate / raw_rate);
+}
