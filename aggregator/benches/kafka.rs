@@ -26,12 +26,18 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use testkit::{BrokerKind, KafkaBroker};
 
+/// noida-db ignores the consumer's fetch size limits and may answer one fetch with a
+/// whole topic (1.15 GB at 10M events); librdkafka refuses responses above
+/// `receive.message.max.bytes` (100 MB by default). Both consumers get the maximum.
+const NOIDA_RECEIVE_MAX: &str = "2147483647";
+
 /// Reads `count` messages of `topic` from the beginning; returns seconds.
 fn raw_consume(broker: &KafkaBroker, topic: &str, count: u64) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", "bench-raw")
         .set("enable.auto.commit", "false")
+        .set("receive.message.max.bytes", NOIDA_RECEIVE_MAX)
         .create()
         .unwrap();
     let started = Instant::now();
@@ -42,9 +48,13 @@ fn raw_consume(broker: &KafkaBroker, topic: &str, count: u64) -> f64 {
     consumer.assign(&assignment).unwrap();
     let (mut read, mut bytes) = (0u64, 0usize);
     while read < count {
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            bytes += message.unwrap().payload().map_or(0, <[u8]>::len);
-            read += 1;
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                bytes += message.payload().map_or(0, <[u8]>::len);
+                read += 1;
+            }
+            Some(Err(e)) => eprintln!("raw consumer: {e}"),
+            None => {}
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -81,7 +91,8 @@ fn main() {
 
     let raw_seconds = raw_consume(&broker, topic, count);
     let pipeline = repo_root().join("sql/user_interactions_5m.sql");
-    let run = run_aggregator(&pipeline, &broker.uri(topic));
+    let receive_max = format!("receive.message.max.bytes={NOIDA_RECEIVE_MAX}");
+    let run = run_aggregator(&pipeline, &broker.uri(topic), &["--consumer-conf", &receive_max]);
     assert_eq!(run.events, count, "the pipeline consumed the whole topic");
 
     let raw_rate = count as f64 / raw_seconds;

@@ -39,7 +39,7 @@ fn main() {
     for &count in &counts {
         let log = log(count);
         for pipeline in &pipelines {
-            let r = run_aggregator(pipeline, &format!("file:{}", log.display()));
+            let r = run_aggregator(pipeline, &format!("file:{}", log.display()), &[]);
             let name = pipeline.file_stem().unwrap().to_string_lossy().into_owned();
             eprintln!("{name}: {} events in {:.2} s", r.events, r.seconds);
             table.push((name, count, r));

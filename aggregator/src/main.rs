@@ -25,16 +25,16 @@ struct Args {
     /// `kafka://host:port[,host:port]/topic` (all partitions of the topic).
     #[arg(long, env = "AGGREGATOR_SOURCE", default_value = "file:data/events")]
     source: String,
-    /// A librdkafka consumer setting, `key=value` (repeatable; comma-separated in the
+    /// A librdkafka consumer setting, `key=value` (repeatable; `;`-separated in the
     /// environment variable), e.g. `security.protocol=plaintext`.
-    #[arg(long, env = "AGGREGATOR_CONSUMER_CONF", value_delimiter = ',', value_parser = kafka_conf::parse_key_value)]
+    #[arg(long, env = "AGGREGATOR_CONSUMER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value)]
     consumer_conf: Vec<(String, String)>,
     /// A Kafka topic that also receives every bad record, unchanged, with the reason
     /// and source offset in the headers `x-reason` and `x-source-offset`.
     #[arg(long, env = "AGGREGATOR_DEAD_LETTER")]
     dead_letter: Option<String>,
     /// A librdkafka producer setting for --dead-letter, `key=value` (repeatable).
-    #[arg(long, env = "AGGREGATOR_PRODUCER_CONF", value_delimiter = ',', value_parser = kafka_conf::parse_key_value)]
+    #[arg(long, env = "AGGREGATOR_PRODUCER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value)]
     producer_conf: Vec<(String, String)>,
     /// A partition with nothing to read for this many seconds stops holding the
     /// watermark back (so windows of the busy partitions still close).

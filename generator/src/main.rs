@@ -47,9 +47,9 @@ struct Args {
     /// With --to: at most this many events per second (default: as fast as the broker takes them).
     #[arg(long, env = "GENERATOR_RATE")]
     rate: Option<f64>,
-    /// With --to: a librdkafka producer setting, `key=value` (repeatable; comma-separated
+    /// With --to: a librdkafka producer setting, `key=value` (repeatable; `;`-separated
     /// in the environment variable), e.g. `compression.type=lz4`.
-    #[arg(long, env = "GENERATOR_PRODUCER_CONF", value_delimiter = ',', value_parser = kafka_conf::parse_key_value)]
+    #[arg(long, env = "GENERATOR_PRODUCER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value)]
     producer_conf: Vec<(String, String)>,
     /// With --to: the JSON field whose value is the message key.
     #[arg(long, env = "GENERATOR_KEY_FIELD", default_value = "user_id")]

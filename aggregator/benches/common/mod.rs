@@ -52,8 +52,8 @@ pub struct Run {
     pub peak_rss_kib: u64,
 }
 
-/// Runs `pipeline` alone over `source` until caught up (`--available-now`).
-pub fn run_aggregator(pipeline: &Path, source: &str) -> Run {
+/// Runs `pipeline` alone over `source` until caught up (`--available-now`), with `extra_args`.
+pub fn run_aggregator(pipeline: &Path, source: &str, extra_args: &[&str]) -> Run {
     let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
     let summary = work.path().join("summary.json");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
@@ -68,6 +68,7 @@ pub fn run_aggregator(pipeline: &Path, source: &str) -> Run {
         .arg("--available-now")
         .arg("--summary-json")
         .arg(&summary)
+        .args(extra_args)
         .env("RUST_LOG", "warn")
         .status()
         .unwrap();

@@ -30,10 +30,8 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 
 /// How often the high watermarks (for lag, progress and idleness) are refreshed.
 const HIGH_WATERMARK_REFRESH: Duration = Duration::from_secs(2);
-/// How long a high-watermark request may take before the broker counts as down.
+/// How long a high-watermark request may take.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
-/// A partition with records to read but none arriving for this long is re-assigned.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the first poll of a micro-batch waits for a record.
 const FIRST_POLL: Duration = Duration::from_millis(100);
 
@@ -50,8 +48,6 @@ struct PartitionState {
     next: i64,
     /// When the partition last had something to read.
     last_busy: Instant,
-    /// When a record of the partition last arrived (or the partition was assigned).
-    last_record: Instant,
 }
 
 pub struct KafkaSource {
@@ -62,9 +58,15 @@ pub struct KafkaSource {
     end_at_open: BTreeMap<i32, i64>,
     high_refreshed: Instant,
     idle_timeout: Duration,
-    /// Why the last refresh of the high watermarks failed: the broker is not answering.
-    /// (librdkafka reconnects silently; polls just return nothing meanwhile.)
+    /// The connection error librdkafka reported last, until a record or a watermark
+    /// answer shows the broker is back. (librdkafka reconnects by itself and queues
+    /// its errors for the poll, in order with the records.) A slow broker is not a
+    /// down one: a watermark request that times out does not count.
     unreachable: Option<String>,
+    /// Whether the last micro-batch emptied librdkafka's local queue. While records
+    /// stream in, the watermark requests wait (they would queue behind large fetch
+    /// responses on the same connection and time out).
+    drained: bool,
 }
 
 fn external(uri: &KafkaUri, what: impl std::fmt::Display) -> Error {
@@ -107,7 +109,7 @@ impl KafkaSource {
                 .add_partition_offset(&uri.topic, p, Offset::Offset(next))
                 .map_err(|e| Error::internal(e.to_string()))?;
             let name = format!("{}/{p}", uri.topic);
-            partitions.insert(p, PartitionState { name, low, high, next, last_busy: now, last_record: now });
+            partitions.insert(p, PartitionState { name, low, high, next, last_busy: now });
         }
         consumer.assign(&assignment).map_err(|e| external(&uri, e))?;
         let end_at_open = partitions.iter().map(|(p, s)| (*p, s.high)).collect();
@@ -120,26 +122,8 @@ impl KafkaSource {
             high_refreshed: now,
             idle_timeout: options.idle_timeout,
             unreachable: None,
+            drained: true,
         })
-    }
-
-    /// Assigns every partition again at its next offset. After a broker restart,
-    /// librdkafka can keep a partition's fetcher waiting forever (seen with noida-db);
-    /// a fresh assignment restarts the fetchers where we are.
-    fn reassign_if_stalled(&mut self) -> Result<()> {
-        let stalled = self.partitions.values().any(|s| s.high > s.next && s.last_record.elapsed() >= STALL_TIMEOUT);
-        if !stalled || self.unreachable.is_some() {
-            return Ok(());
-        }
-        tracing::warn!(source = %self.uri, "a partition with records to read delivers none; assigning the partitions again");
-        let mut assignment = TopicPartitionList::new();
-        for (p, state) in &mut self.partitions {
-            assignment
-                .add_partition_offset(&self.uri.topic, *p, Offset::Offset(state.next))
-                .map_err(|e| Error::internal(e.to_string()))?;
-            state.last_record = Instant::now();
-        }
-        self.consumer.assign(&assignment).map_err(|e| external(&self.uri, e))
     }
 
     fn position(&self) -> SourceOffset {
@@ -148,18 +132,17 @@ impl KafkaSource {
 
     /// Asks the broker for the high watermarks now and then (a round trip per partition).
     fn refresh_high_watermarks(&mut self) {
-        if self.high_refreshed.elapsed() < HIGH_WATERMARK_REFRESH {
+        if !self.drained || self.high_refreshed.elapsed() < HIGH_WATERMARK_REFRESH {
             return;
         }
         self.high_refreshed = Instant::now();
-        self.unreachable = None;
         for (p, state) in &mut self.partitions {
             match self.consumer.fetch_watermarks(&self.uri.topic, *p, WATERMARK_TIMEOUT) {
-                Ok((low, high)) => (state.low, state.high) = (low, high),
-                Err(e) => {
-                    self.unreachable = Some(format!("broker not answering: {e}"));
-                    break;
+                Ok((low, high)) => {
+                    (state.low, state.high) = (low, high);
+                    self.unreachable = None;
                 }
+                Err(_) => break,
             }
             if state.high > state.next {
                 state.last_busy = Instant::now();
@@ -171,24 +154,27 @@ impl KafkaSource {
 impl Source for KafkaSource {
     fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>> {
         self.refresh_high_watermarks();
-        self.reassign_if_stalled()?;
         let mut batch = RawBatch::default();
+        self.drained = false;
         while batch.len() < max_records {
             let wait = if batch.is_empty() { FIRST_POLL } else { Duration::ZERO };
             match self.consumer.poll(wait) {
-                None => break,
+                None => {
+                    self.drained = true;
+                    break;
+                }
                 Some(Ok(message)) => {
                     let p = message.partition();
                     let Some(state) = self.partitions.get_mut(&p) else { continue };
                     batch.push_record(message.payload().unwrap_or_default(), &state.name, p, message.offset() as u64);
                     state.next = message.offset() + 1;
                     state.last_busy = Instant::now();
-                    state.last_record = state.last_busy;
+                    self.unreachable = None;
                 }
-                // librdkafka queues its connection errors for the poll and reconnects by
-                // itself; they may be old by now. Whether the broker answers *now* is
-                // what the high-watermark refresh finds out (`unreachable`).
-                Some(Err(e)) => tracing::debug!(source = %self.uri, error = %e, "consumer error"),
+                Some(Err(e)) => {
+                    tracing::debug!(source = %self.uri, error = %e, "consumer error");
+                    self.unreachable = Some(format!("broker not answering: {e}"));
+                }
             }
         }
         if batch.is_empty() {
