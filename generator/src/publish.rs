@@ -28,7 +28,7 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "20"),
     ("batch.num.messages", "10000"),
     ("queue.buffering.max.messages", "200000"),
-    ("queue.buffering.max.kbytes", "65536"),
+    ("queue.buffering.max.kbytes", "16384"),
 ];
 
 /// How long to wait at the end for the broker to acknowledge everything.

@@ -430,7 +430,7 @@ mod tests {
         let path = dir.path().join("s.sqlite");
         let mut store = SqliteStore::open(&path).unwrap();
         let status = PipelineStatus { name: "p".into(), ..Default::default() };
-        let row = |id: &str, n: i64| ResultRow { id: id.into(), values: vec![Value::Integer(n)] };
+        let row = |id: &str, n: i64| ResultRow { id: id.into(), values: vec![Value::Integer(n), Value::Real(0.5)] };
         store.prepare_result_table("p", "t", &columns(), false).unwrap();
         let old = ResultDelta { upserts: vec![row("a", 1), row("b", 2)], deletes: vec![] };
         store.write_batch("t", &columns(), &old, &status, &[], &[]).unwrap();
@@ -441,7 +441,8 @@ mod tests {
         let reader = SqliteStore::open(&path).unwrap();
         assert_eq!(reader.read_table("t").unwrap().1.len(), 2, "the old table until the swap");
         store.swap_in(&shadow, "t").unwrap();
-        assert_eq!(reader.read_table("t").unwrap().1, vec![vec![Value::Text("c".into()), Value::Integer(3)]]);
+        let new_rows = vec![vec![Value::Text("c".into()), Value::Integer(3), Value::Real(0.5)]];
+        assert_eq!(reader.read_table("t").unwrap().1, new_rows);
         assert!(!reader.has_table(&shadow).unwrap());
     }
 
