@@ -158,11 +158,6 @@ impl Supervisor {
         }
     }
 
-    /// Names of the running pipelines.
-    pub fn running(&self) -> Vec<String> {
-        self.running.keys().cloned().collect()
-    }
-
     /// Diffs the files against the running pipelines: starts, replaces and stops.
     pub fn reconcile(&mut self) -> Result<()> {
         self.reap_finished();

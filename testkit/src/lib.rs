@@ -81,10 +81,6 @@ impl KafkaBroker {
         format!("kafka://{}/{topic}", self.bootstrap())
     }
 
-    pub fn kind(&self) -> BrokerKind {
-        self.kind
-    }
-
     /// Starts the process (again) on the same port and data directory.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "broker already running");

@@ -155,6 +155,7 @@ impl Source for KafkaSource {
     fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>> {
         self.refresh_high_watermarks();
         let mut batch = RawBatch::default();
+        let now = Instant::now();
         self.drained = false;
         while batch.len() < max_records {
             let wait = if batch.is_empty() { FIRST_POLL } else { Duration::ZERO };
@@ -168,7 +169,7 @@ impl Source for KafkaSource {
                     let Some(state) = self.partitions.get_mut(&p) else { continue };
                     batch.push_record(message.payload().unwrap_or_default(), &state.name, p, message.offset() as u64);
                     state.next = message.offset() + 1;
-                    state.last_busy = Instant::now();
+                    state.last_busy = now;
                     self.unreachable = None;
                 }
                 Some(Err(e)) => {
