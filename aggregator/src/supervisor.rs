@@ -28,11 +28,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use notify::Watcher;
-use sha2::{Digest, Sha256};
 use store::PipelineStatus;
 
 use crate::error::{Error, Result};
-use crate::pipeline::definition::PipelineDefinition;
+use crate::pipeline::definition::{self, PipelineDefinition};
 use crate::pipeline::plan::StreamingPlan;
 use crate::pipeline::runner::{Notice, Pipeline};
 use crate::pipeline::{PipelineOptions, Shutdown};
@@ -70,7 +69,7 @@ pub fn pipeline_files(path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn pipeline_name(file: &Path) -> String {
-    file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    definition::pipeline_name(file).unwrap_or_default()
 }
 
 /// Runs one pipeline to its end on the current thread.
@@ -166,7 +165,7 @@ impl Supervisor {
         for file in files {
             // A file being replaced may vanish between listing and reading: next time.
             let Ok(text) = std::fs::read_to_string(&file) else { continue };
-            let hash = hex::encode(Sha256::digest(text.as_bytes()));
+            let hash = definition::sql_hash(&text);
             wanted.insert(pipeline_name(&file), (file, text, hash));
         }
         let gone: Vec<String> = self.running.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();

@@ -65,10 +65,7 @@ impl PipelineDefinition {
 
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let fail = |line: usize, msg: String| Error::user(format!("{}:{line}: {msg}", path.display()));
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .ok_or_else(|| fail(0, "the file has no name".into()))?;
+        let name = pipeline_name(path).ok_or_else(|| fail(0, "the file has no name".into()))?;
         let mut settings = Settings {
             output_mode: OutputMode::Update,
             allowed_delay: DEFAULT_ALLOWED_DELAY,
@@ -162,12 +159,22 @@ impl PipelineDefinition {
         Ok(PipelineDefinition {
             name,
             path: path.to_path_buf(),
-            sql_hash: hex::encode(Sha256::digest(text.as_bytes())),
+            sql_hash: sql_hash(text),
             stage1,
             stage2: stage2.map(clean),
             settings,
         })
     }
+}
+
+/// A pipeline's name: its file's stem.
+pub fn pipeline_name(path: &Path) -> Option<String> {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned())
+}
+
+/// A pipeline's identity: the SHA-256 of its file's text, in hex.
+pub fn sql_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// Parses `20 minutes`, `90s`, `1 hour`, `500 ms`, `0`.
