@@ -85,7 +85,7 @@ fn main() {
         progress_bar: false,
     };
     let started = Instant::now();
-    let published = publish(&files, &options).unwrap();
+    let published = publish(&files, count, &options).unwrap();
     let publish_seconds = started.elapsed().as_secs_f64();
     assert_eq!(published, count);
 

@@ -26,6 +26,13 @@ fn files_of(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Non-blank lines in `files`: the events they hold.
+fn events_in(files: &[PathBuf]) -> u64 {
+    let lines =
+        files.iter().flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_string).collect::<Vec<_>>());
+    lines.filter(|l| !l.trim().is_empty()).count() as u64
+}
+
 fn publish_files(broker: &KafkaBroker, topic: &str, files: &[PathBuf], rate: Option<f64>) -> u64 {
     let options = PublishOptions {
         uri: KafkaUri::parse(&broker.uri(topic)).unwrap(),
@@ -36,7 +43,7 @@ fn publish_files(broker: &KafkaBroker, topic: &str, files: &[PathBuf], rate: Opt
         partitions: Some(3),
         progress_bar: false,
     };
-    publish(files, &options).unwrap()
+    publish(files, events_in(files), &options).unwrap()
 }
 
 /// Options for pipelines reading `topic`, writing into `work`.
@@ -334,7 +341,7 @@ fn killed_at_random_points_while_publishing_then_drained_equals_an_uninterrupted
                 partitions: Some(3),
                 progress_bar: false,
             };
-            publish(&files, &options).unwrap()
+            publish(&files, 40_000, &options).unwrap()
         })
     };
     let sql = tempfile::tempdir().unwrap();

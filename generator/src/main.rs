@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(files = written.len(), events = args.count, out = %args.out.display(), "written");
     if let Some(options) = publish {
         let started = std::time::Instant::now();
-        let sent = publish::publish(&written, &options)?;
+        let sent = publish::publish(&written, args.count, &options)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(events = sent, to = %options.uri, seconds, events_per_second = sent as f64 / seconds.max(1e-9), "published");
     }

@@ -114,7 +114,8 @@ pub fn check_reachable(options: &PublishOptions) -> Result<(), PublishError> {
 }
 
 /// Publishes every line of `files` (in order) to the topic. Returns the number sent.
-pub fn publish(files: &[PathBuf], options: &PublishOptions) -> Result<u64, PublishError> {
+/// `total_events` is what the files hold, as the caller knows it (for progress only).
+pub fn publish(files: &[PathBuf], total_events: u64, options: &PublishOptions) -> Result<u64, PublishError> {
     let uri = &options.uri;
     let config = kafka_conf::client_config(uri, PRODUCER_DEFAULTS, &options.producer_conf);
     let producer: BaseProducer<Deliveries> =
@@ -125,8 +126,7 @@ pub fn publish(files: &[PathBuf], options: &PublishOptions) -> Result<u64, Publi
     {
         create_topic(uri, wanted, &options.producer_conf)?;
     }
-    let total = count_lines(files)?;
-    let mut progress = Progress::new(total, options.progress_bar);
+    let mut progress = Progress::new(total_events, options.progress_bar);
     let started = Instant::now();
     let mut sent = 0u64;
     let mut line = Vec::with_capacity(1024);
@@ -207,24 +207,6 @@ fn create_topic(uri: &KafkaUri, partitions: i32, conf: &[(String, String)]) -> R
     }
     tracing::info!(topic = %uri, partitions, "created the topic");
     Ok(())
-}
-
-fn count_lines(files: &[PathBuf]) -> Result<u64, PublishError> {
-    let mut total = 0;
-    for path in files {
-        let file = File::open(path).map_err(|source| PublishError::Read { path: path.clone(), source })?;
-        let mut reader = BufReader::with_capacity(1 << 16, file);
-        let mut buf = Vec::new();
-        while reader.read_until(b'\n', &mut buf).map_err(|source| PublishError::Read { path: path.clone(), source })?
-            > 0
-        {
-            if buf.iter().any(|b| !b.is_ascii_whitespace()) {
-                total += 1;
-            }
-            buf.clear();
-        }
-    }
-    Ok(total)
 }
 
 /// Progress on stderr.
