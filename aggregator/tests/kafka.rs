@@ -12,9 +12,6 @@ use aggregator::pipeline::{PipelineOptions, Shutdown};
 use aggregator::source::decode::DEFAULT_MAX_RECORD_BYTES;
 use generator::publish::{PublishOptions, publish};
 use kafka_conf::KafkaUri;
-use rdkafka::Message;
-use rdkafka::consumer::Consumer;
-use rdkafka::message::Headers;
 use store::SqliteStore;
 use support::*;
 use testkit::{BrokerKind, KafkaBroker};
@@ -59,7 +56,7 @@ fn kafka_options(broker: &KafkaBroker, topic: &str, work: &Path, available_now: 
 
 /// The topic's records as the oracle wants them: (partition, payload) in offset order.
 fn topic_records(broker: &KafkaBroker, topic: &str, expected: usize) -> Vec<(i32, Vec<u8>)> {
-    broker.read_topic(topic, Some(expected)).into_iter().map(|(p, _, payload)| (p, payload)).collect()
+    broker.read_topic(topic, Some(expected)).into_iter().map(|m| (m.partition, m.payload)).collect()
 }
 
 /// Asserts that `file`'s table equals the oracle over `records`, counters included.
@@ -134,27 +131,18 @@ fn every_shipped_pipeline_equals_the_oracle(kind: BrokerKind, available_now: boo
 
     // Each pipeline sent the two bad records, byte for byte, with reason and offset.
     let dead = broker.read_topic("dead-letters", Some(2 * shipped_pipelines().len()));
-    let mut payloads: Vec<String> = dead.iter().map(|(_, _, p)| String::from_utf8(p.clone()).unwrap()).collect();
+    let mut payloads: Vec<String> = dead.iter().map(|m| String::from_utf8(m.payload.clone()).unwrap()).collect();
     payloads.sort();
     payloads.dedup();
     let mut expected: Vec<String> = bad_lines.iter().map(|l| l.to_string()).collect();
     expected.sort();
     assert_eq!(payloads, expected);
-    let consumer = broker.consumer();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("dead-letters", 0, rdkafka::Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let message = loop {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_secs(1)) {
-            break m.detach();
-        }
-    };
-    let headers = message.headers().expect("headers");
-    let header = |name: &str| {
-        headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    assert!(header("x-reason").is_some_and(|r| !r.is_empty()));
-    assert!(header("x-source-offset").is_some_and(|o| o.starts_with("events/")), "{:?}", header("x-source-offset"));
+    for message in &dead {
+        assert!(message.header("x-reason").is_some_and(|r| !r.is_empty()), "{:?}", message.headers);
+        let at = message.header("x-source-offset");
+        assert!(at.is_some_and(|o| o.starts_with("events/")), "{at:?}");
+        assert!(message.header("x-pipeline").is_some(), "{:?}", message.headers);
+    }
 }
 
 #[test]

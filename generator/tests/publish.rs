@@ -18,14 +18,14 @@ fn publishes_every_event_keyed_by_user_over_the_partitions() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("published 5000/5000 events"), "plain progress lines off a terminal: {stderr}");
     let messages = broker.read_topic("events", Some(5000));
-    let partitions: std::collections::BTreeSet<i32> = messages.iter().map(|(p, _, _)| *p).collect();
+    let partitions: std::collections::BTreeSet<i32> = messages.iter().map(|m| m.partition).collect();
     assert_eq!(partitions.len(), 3);
     // What was published is what was written, line for line.
     let mut written: Vec<String> = std::fs::read_dir(out.path())
         .unwrap()
         .flat_map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().map(String::from).collect::<Vec<_>>())
         .collect();
-    let mut published: Vec<String> = messages.iter().map(|(_, _, p)| String::from_utf8(p.clone()).unwrap()).collect();
+    let mut published: Vec<String> = messages.iter().map(|m| String::from_utf8(m.payload.clone()).unwrap()).collect();
     written.sort();
     published.sort();
     assert_eq!(written, published);
@@ -42,8 +42,8 @@ fn messages_of_one_user_share_a_partition() {
         .unwrap();
     assert!(status.success());
     let mut partition_of_user = std::collections::HashMap::new();
-    for (partition, _, payload) in broker.read_topic("keyed", Some(2000)) {
-        let text = String::from_utf8(payload).unwrap();
+    for message in broker.read_topic("keyed", Some(2000)) {
+        let (partition, text) = (message.partition, String::from_utf8(message.payload).unwrap());
         let user = generator::publish::key_of(text.as_bytes(), "user_id").unwrap().to_vec();
         assert_eq!(*partition_of_user.entry(user).or_insert(partition), partition, "{text}");
     }

@@ -18,12 +18,29 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
     Noida,
     Tansu,
+}
+
+/// A message as read back from a topic.
+#[derive(Debug, Clone)]
+pub struct TopicMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    /// (key, value as text).
+    pub headers: Vec<(String, String)>,
+}
+
+impl TopicMessage {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 /// A broker process on a local port.
@@ -155,10 +172,10 @@ impl KafkaBroker {
             .sum()
     }
 
-    /// Every message of `topic`, by partition in offset order: (partition, offset, payload).
+    /// Every message of `topic`, by partition in offset order.
     /// Reads up to the high watermarks; `expected` (if known) is waited for instead,
     /// for brokers whose high watermark cannot be trusted.
-    pub fn read_topic(&self, topic: &str, expected: Option<usize>) -> Vec<(i32, i64, Vec<u8>)> {
+    pub fn read_topic(&self, topic: &str, expected: Option<usize>) -> Vec<TopicMessage> {
         let consumer = self.consumer();
         let uri = kafka_conf::KafkaUri::parse(&self.uri(topic)).expect("uri");
         let partitions = kafka_conf::partition_count(consumer.client(), &uri).expect("metadata");
@@ -175,11 +192,17 @@ impl KafkaBroker {
         let deadline = Instant::now() + Duration::from_secs(120);
         while out.len() < want && Instant::now() < deadline {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                out.push((m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec()));
+                let headers = m.headers().map_or_else(Vec::new, |h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                });
+                let payload = m.payload().unwrap_or_default().to_vec();
+                out.push(TopicMessage { partition: m.partition(), offset: m.offset(), payload, headers });
             }
         }
         assert_eq!(out.len(), want, "read {topic} back");
-        out.sort_by_key(|(p, o, _)| (*p, *o));
+        out.sort_by_key(|m| (m.partition, m.offset));
         out
     }
 }
