@@ -40,9 +40,13 @@ struct Args {
     /// watermark back (so windows of the busy partitions still close).
     #[arg(long, env = "AGGREGATOR_IDLE_TIMEOUT_SECONDS", default_value_t = 30.0)]
     idle_timeout_seconds: f64,
-    /// Where results go: `sqlite:<path>`.
-    #[arg(long, env = "AGGREGATOR_SINK", default_value = "sqlite:data/results.sqlite")]
+    /// Where results go: `sqlite:<path>` (embedded) or `mongodb://[user:password@]host[:port]/<database>`
+    /// (`mongodb+srv://` too). The password never appears in logs or status.
+    #[arg(long, env = "AGGREGATOR_SINK", default_value = "sqlite:data/results.sqlite", hide_env_values = true)]
     sink: String,
+    /// The MongoDB database, if the sink URI does not name one (overrides the URI's).
+    #[arg(long, env = "AGGREGATOR_DATABASE")]
+    database: Option<String>,
     /// A file with one `CREATE TABLE` declaring the events' columns (default: the
     /// built-in user-interactions schema, `schemas/interactions.sql`).
     #[arg(long, env = "AGGREGATOR_SOURCE_SCHEMA")]
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
     let options = PipelineOptions {
         source_uri: args.source,
         sink_uri: args.sink,
+        sink_database: args.database,
         checkpoint_dir: args.checkpoint_dir,
         available_now: args.available_now,
         max_batch_records: args.max_batch_records.max(1),
@@ -116,8 +121,14 @@ fn main() -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            // Ctrl-C, or SIGTERM from `docker stop`, systemd or kill.
             runtime.block_on(async {
-                let _ = tokio::signal::ctrl_c().await;
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
             });
             tracing::info!("stopping: finishing the current batches and checkpointing");
             shutdown.trigger();

@@ -117,9 +117,17 @@ fn record_state(
     if let Some(error) = error {
         status.last_error = Some(error.to_string());
     }
-    match sink::open(&options.sink_uri, &name, &name).and_then(|mut sink| sink.write_status(&status)) {
-        Ok(()) => {}
-        Err(e) => tracing::warn!(pipeline = %name, error = %e, "could not write status"),
+    let write = async {
+        let mut sink = sink::open(&options.sink_uri, options.sink_database.as_deref(), &name, &name).await?;
+        sink.write_status(&status).await
+    };
+    let written = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("tokio runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(write));
+    if let Err(e) = written {
+        tracing::warn!(pipeline = %name, error = %e, "could not write status");
     }
 }
 

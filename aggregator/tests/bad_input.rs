@@ -6,7 +6,6 @@ mod support;
 
 use std::io::Write;
 
-use store::SqliteStore;
 use support::*;
 
 /// Garbage lines and the words their reasons must contain.
@@ -55,19 +54,14 @@ fn garbage_is_recorded_with_reasons_and_the_good_results_match_the_oracle() {
         let mut options = options(log.path(), work.path(), 400);
         options.max_record_bytes = 4096;
         let status = run_pipeline(&file, &options).unwrap();
-        let store = SqliteStore::open(work.path().join("results.sqlite")).unwrap();
-        let found: Vec<String> = store
-            .rejected_records(pipeline, false)
-            .unwrap()
-            .iter()
-            .map(|r| format!("{} {}", r.source_offset, r.reason))
-            .collect();
+        let store = StoreReader::sqlite(&work.path().join("results.sqlite"));
+        let found: Vec<String> =
+            store.rejected(pipeline, false).iter().map(|r| format!("{} {}", r.source_offset, r.reason)).collect();
         assert_eq!(status.events_bad, 2 * garbage().len() as u64, "{found:#?}");
         assert_eq!(status.events_in, 6_000 + status.events_bad);
         assert_eq!(status.events_in, status.events_ok + status.events_bad + status.events_late);
 
-        let store = SqliteStore::open(work.path().join("results.sqlite")).unwrap();
-        let bad = store.rejected_records(pipeline, false).unwrap();
+        let bad = store.rejected(pipeline, false);
         let mut offsets: Vec<String> = bad.iter().map(|r| r.source_offset.clone()).collect();
         offsets.sort();
         assert_eq!(offsets, expected_offsets);
@@ -81,7 +75,7 @@ fn garbage_is_recorded_with_reasons_and_the_good_results_match_the_oracle() {
                 record.reason
             );
         }
-        let late = store.rejected_records(pipeline, true).unwrap();
+        let late = store.rejected(pipeline, true);
         assert_eq!(late.len() as u64, status.events_late);
 
         let expected = oracle(&file, log.path(), options.max_record_bytes);

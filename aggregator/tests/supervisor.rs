@@ -4,7 +4,6 @@
 mod support;
 
 use aggregator::pipeline::Shutdown;
-use store::SqliteStore;
 use support::*;
 
 #[test]
@@ -27,9 +26,9 @@ fn a_broken_sql_file_fails_alone_with_its_name_and_the_planners_message() {
     assert!(message.contains("broken.sql") && message.contains("nonexistent"), "{message}");
     assert!(!error.is_retryable(), "a broken file is the user's to fix");
 
-    let store = SqliteStore::open(work.path().join("results.sqlite")).unwrap();
-    let broken = store.status("broken").unwrap().unwrap();
+    let store = StoreReader::sqlite(&work.path().join("results.sqlite"));
+    let broken = store.status("broken").unwrap();
     assert_eq!(broken.state, "failed");
     assert!(broken.last_error.unwrap().contains("nonexistent"));
-    assert_eq!(store.read_table("good").unwrap().1.len(), 50);
+    assert_eq!(store.table("good").unwrap().rows.len(), 50);
 }

@@ -1,23 +1,38 @@
 //! The results store: what the aggregator writes and the dashboard reads.
 //!
-//! DESIGN's store layout, in one place for every binary:
+//! DESIGN's store layout, the same in both stores:
 //!
-//! * one table per pipeline, named after its `.sql` file, keyed by `_id`
-//!   ([`SqliteStore::write_batch`] upserts and deletes rows there);
+//! * one table (MongoDB: collection) per pipeline, named after its `.sql` file, keyed
+//!   by `_id` ([`Store::write_batch`] upserts and deletes rows there);
 //! * `_pipeline_status`: one row per pipeline ([`PipelineStatus`]);
 //! * `_bad_records` and `_late_records`: what a pipeline rejected
 //!   ([`RejectedRecord`]), keyed by pipeline and source offset so that
-//!   re-processing after a crash overwrites instead of duplicating.
+//!   re-processing after a crash overwrites instead of duplicating;
+//! * `_alerts`: alert state transitions ([`AlertTransition`]), written by the dashboard.
 //!
-//! The embedded store is SQLite in WAL mode (`sqlite:<path>`), so the dashboard can
-//! read while the aggregator writes. Values arrive already converted to the four
-//! SQLite storage classes ([`Value`]); this crate knows nothing about Arrow.
+//! [`Store`] is the one interface to both: its write side is used by the aggregator,
+//! its read side by the dashboard, and `tests/conformance.rs` runs every behaviour
+//! against both implementations:
+//!
+//! * [`SqliteStore`] (`sqlite:<path>`), the embedded store: one SQLite file in WAL
+//!   mode, so the dashboard can read while the aggregator writes;
+//! * [`MongoStore`] (`mongodb://…`, `mongodb+srv://…`), the official driver.
+//!
+//! Values arrive as [`Value`]s with the column's [`ColumnType`]; each store keeps the
+//! types it can (BSON dates, sub-documents and decimals in MongoDB; ISO-8601 text and
+//! JSON text in SQLite) and gives back the same values when read.
 
+mod mongo;
 mod sqlite;
+mod uri;
+mod value;
 
+pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
+pub use uri::{StoreUri, redact_uri};
+pub use value::{ColumnType, Value, iso_micros, parse_iso_micros, write_iso_micros};
 
-/// Errors of the store. All of them name the store's path.
+/// Errors of the store. All of them name the store (password hidden).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {uri}: {source}")]
@@ -26,66 +41,135 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("store URI {0:?} is not supported (expected sqlite:<path>)")]
+    #[error("store {uri}: {message}")]
+    Mongo { uri: String, message: String },
+    #[error("store URI {0:?} is not supported (expected sqlite:<path> or mongodb://host[:port]/<database>)")]
     UnsupportedUri(String),
+    #[error("store URI {uri}: {message}")]
+    BadUri { uri: String, message: String },
+}
+
+impl StoreError {
+    /// Whether waiting and trying again can help (a server down or refusing for now),
+    /// as opposed to a URI or configuration that is wrong.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Sqlite { .. } | StoreError::Mongo { .. })
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where results go, parsed from a sink URI.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUri {
-    /// `sqlite:<path>`
-    Sqlite(std::path::PathBuf),
+/// Opens the store at `uri`. `database` names the MongoDB database when the URI
+/// does not (it overrides the URI's); SQLite ignores it.
+pub async fn open(uri: &str, database: Option<&str>) -> Result<Box<dyn Store>> {
+    Ok(match StoreUri::parse(uri)? {
+        StoreUri::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+        StoreUri::Mongo(uri) => Box::new(MongoStore::open(&uri, database).await?),
+    })
 }
 
-impl StoreUri {
-    pub fn parse(uri: &str) -> Result<Self> {
-        match uri.strip_prefix("sqlite:") {
-            Some(path) if !path.is_empty() => Ok(StoreUri::Sqlite(path.trim_start_matches("//").into())),
-            _ => Err(StoreError::UnsupportedUri(uri.to_string())),
-        }
+/// The one interface to a results store. Every method names the store in its errors
+/// and never shows a password.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// The store's URI with any password replaced by `***`.
+    fn uri(&self) -> &str;
+
+    // ---- write side (the aggregator) ----
+
+    /// Makes sure `table` exists for exactly `columns`. With `fresh`, or if the table
+    /// holds rows of other columns, its old rows are dropped: a pipeline that starts
+    /// over (new SQL) must not leave results of its previous version. Starting fresh
+    /// also forgets the pipeline's bad and late records.
+    async fn prepare_result_table(
+        &self,
+        pipeline: &str,
+        table: &str,
+        columns: &[ResultColumn],
+        fresh: bool,
+    ) -> Result<()>;
+
+    /// Replaces `table` by `shadow` in one step: readers see the old table until then
+    /// and the whole new one after it, never a mix.
+    async fn swap_in(&self, shadow: &str, table: &str) -> Result<()>;
+
+    /// Applies one micro-batch: result upserts and deletes, the rejected records, and
+    /// the pipeline's status. Applying the same batch twice gives the same store.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_batch(
+        &self,
+        table: &str,
+        columns: &[ResultColumn],
+        delta: &ResultDelta,
+        status: &PipelineStatus,
+        bad: &[RejectedRecord],
+        late: &[RejectedRecord],
+    ) -> Result<()>;
+
+    /// Writes only the status (state changes, errors).
+    async fn write_status(&self, status: &PipelineStatus) -> Result<()>;
+
+    /// Appends an alert state transition (the dashboard evaluates the rules).
+    async fn record_alert(&self, transition: &AlertTransition) -> Result<()>;
+
+    // ---- read side (the dashboard, and tests) ----
+
+    /// Whether a result table with this name exists.
+    async fn has_table(&self, table: &str) -> Result<bool>;
+
+    /// All rows of a result table ordered by `_id`, or `None` if it does not exist.
+    async fn read_table(&self, table: &str) -> Result<Option<ResultTable>>;
+
+    /// Every status row, by name.
+    async fn statuses(&self) -> Result<Vec<PipelineStatus>>;
+
+    /// A pipeline's rejected records (`late` selects late ones, else bad ones),
+    /// ordered by source offset.
+    async fn rejected_records(&self, pipeline: &str, late: bool) -> Result<Vec<RejectedRecord>>;
+
+    /// The latest `limit` alert transitions, newest first.
+    async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>>;
+
+    /// The status of one pipeline.
+    async fn status(&self, name: &str) -> Result<Option<PipelineStatus>> {
+        Ok(self.statuses().await?.into_iter().find(|s| s.name == name))
     }
 }
 
-impl std::fmt::Display for StoreUri {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreUri::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-        }
-    }
+/// The name of the bookkeeping tables (collections), the same in both stores.
+pub const STATUS_TABLE: &str = "_pipeline_status";
+pub const BAD_RECORDS_TABLE: &str = "_bad_records";
+pub const LATE_RECORDS_TABLE: &str = "_late_records";
+pub const ALERTS_TABLE: &str = "_alerts";
+
+/// A result table as read back: its columns (besides `_id`) and rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResultTable {
+    pub columns: Vec<ResultColumn>,
+    pub rows: Vec<ResultRow>,
 }
 
-/// A value in a result row, in SQLite's storage classes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Integer(i64),
-    Real(f64),
-    /// Strings, timestamps (ISO-8601 UTC) and structs/lists (JSON text).
-    Text(String),
-}
-
-/// The declared type of a result column (SQLite type affinity).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Integer,
-    Real,
-    Text,
-}
-
-impl ColumnType {
-    fn sql(self) -> &'static str {
-        match self {
-            ColumnType::Integer => "INTEGER",
-            ColumnType::Real => "REAL",
-            ColumnType::Text => "TEXT",
-        }
-    }
+/// One state change of an alert instance (a rule, or a rule and one group's key).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AlertTransition {
+    pub rule: String,
+    /// The instance: empty for a rule over the whole result, else the group's
+    /// labels such as `item_id=7`.
+    pub instance: String,
+    pub pipeline: String,
+    pub severity: String,
+    /// `normal`, `pending`, `firing`, `nodata` or `error`.
+    pub from: String,
+    pub to: String,
+    /// The value that caused it, if there was one.
+    pub value: Option<f64>,
+    /// ISO-8601 UTC.
+    pub at: String,
+    pub message: Option<String>,
 }
 
 /// One column of a pipeline's result table (besides `_id`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResultColumn {
     pub name: String,
     pub column_type: ColumnType,

@@ -1,24 +1,32 @@
 //! The embedded store: one SQLite file in WAL mode.
+//!
+//! Types: booleans and integers are INTEGER, floats and decimals REAL, timestamps
+//! ISO-8601 UTC text (`2026-11-22T14:05:00.000000Z`), windows and other structs or
+//! lists JSON text. Columns are declared with the result's type names (`TIMESTAMP`,
+//! `WINDOW`, `JSON`, …), from which values are read back typed.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use crate::{PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, StoreError, Value};
+use crate::{
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, PipelineStatus, RejectedRecord,
+    Result, ResultColumn, ResultDelta, ResultRow, ResultTable, STATUS_TABLE, Store, StoreError, Value, iso_micros,
+    parse_iso_micros,
+};
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
 /// rather than failing when a read turns into a write under contention.
 const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::Immediate;
 
-pub const STATUS_TABLE: &str = "_pipeline_status";
-pub const BAD_RECORDS_TABLE: &str = "_bad_records";
-pub const LATE_RECORDS_TABLE: &str = "_late_records";
-
-/// A connection to the embedded store. One per writer thread; readers open their own.
+/// A connection to the embedded store. One per writer thread; readers open their own
+/// (the mutex only makes one connection shareable between a server's tasks).
 pub struct SqliteStore {
-    conn: Connection,
+    conn: Mutex<Connection>,
     path: PathBuf,
+    uri: String,
 }
 
 /// Quotes an identifier for SQLite (table and column names come from users' files).
@@ -34,87 +42,129 @@ impl SqliteStore {
             // A missing directory shows up as SQLite's "unable to open" below, with the path.
             let _ = std::fs::create_dir_all(parent);
         }
-        let conn = Connection::open(&path)
-            .map_err(|source| StoreError::Sqlite { uri: format!("sqlite:{}", path.display()), source })?;
-        let store = SqliteStore { conn, path };
-        store.init().map_err(|e| store.error(e))?;
-        Ok(store)
+        let uri = format!("sqlite:{}", path.display());
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite { uri: uri.clone(), source })?;
+        init(&conn).map_err(|source| StoreError::Sqlite { uri: uri.clone(), source })?;
+        Ok(SqliteStore { conn: Mutex::new(conn), path, uri })
     }
 
     fn error(&self, source: rusqlite::Error) -> StoreError {
-        self_error(&self.path, source)
+        StoreError::Sqlite { uri: self.uri.clone(), source }
     }
 
-    fn init(&self) -> rusqlite::Result<()> {
-        // Several pipelines (threads or processes) write, the dashboard reads: WAL lets
-        // readers proceed during a write, and the busy timeout serialises the writers.
-        self.conn.busy_timeout(Duration::from_secs(30))?;
-        // Switching a new file to WAL needs a moment alone with it, and SQLite answers
-        // BUSY there without waiting: pipelines starting together would fail.
-        let mut attempts = 0;
-        loop {
-            match self.conn.pragma_update(None, "journal_mode", "WAL") {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 300 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                other => break other?,
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves a connection that is still usable.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction.
+    fn transaction<T>(&self, work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        let run = || {
+            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        };
+        run().map_err(|e| self.error(e))
+    }
+
+    /// The columns of `table` (besides `_id`) with their declared types, or `None`
+    /// if it does not exist.
+    fn table_columns(&self, table: &str) -> Result<Option<Vec<ResultColumn>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote(table))).map_err(|e| self.error(e))?;
+        let columns: Vec<(String, String)> = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(1)?, row.get::<_, String>(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.error(e))?;
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            columns
+                .into_iter()
+                .filter(|(name, _)| name != "_id")
+                .map(|(name, declared)| ResultColumn { name, column_type: ColumnType::from_sqlite(&declared) })
+                .collect(),
+        ))
+    }
+
+    /// The path of the SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn init(conn: &Connection) -> rusqlite::Result<()> {
+    // Several pipelines (threads or processes) write, the dashboard reads: WAL lets
+    // readers proceed during a write, and the busy timeout serialises the writers.
+    conn.busy_timeout(Duration::from_secs(30))?;
+    // Switching a new file to WAL needs a moment alone with it, and SQLite answers
+    // BUSY there without waiting: pipelines starting together would fail.
+    let mut attempts = 0;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 300 =>
+            {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(100));
             }
+            other => break other?,
         }
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {STATUS_TABLE} (
-                name TEXT PRIMARY KEY, sql_file TEXT, sql_hash TEXT, state TEXT, host TEXT,
-                started_at TEXT, events_in INTEGER, events_ok INTEGER, events_bad INTEGER,
-                events_late INTEGER, lag INTEGER, watermark TEXT, last_batch_at TEXT,
-                last_error TEXT, progress REAL);
-             CREATE TABLE IF NOT EXISTS {BAD_RECORDS_TABLE} (
-                pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
-                PRIMARY KEY (pipeline, source_offset));
-             CREATE TABLE IF NOT EXISTS {LATE_RECORDS_TABLE} (
-                pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
-                PRIMARY KEY (pipeline, source_offset));"
-        ))?;
-        // Stores written before replay progress was recorded.
-        let has_progress: bool = self.conn.query_row(
-            &format!("SELECT count(*) FROM pragma_table_info('{STATUS_TABLE}') WHERE name = 'progress'"),
-            [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !has_progress {
-            self.conn.execute_batch(&format!("ALTER TABLE {STATUS_TABLE} ADD COLUMN progress REAL"))?;
-        }
-        Ok(())
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {STATUS_TABLE} (
+            name TEXT PRIMARY KEY, sql_file TEXT, sql_hash TEXT, state TEXT, host TEXT,
+            started_at TEXT, events_in INTEGER, events_ok INTEGER, events_bad INTEGER,
+            events_late INTEGER, lag INTEGER, watermark TEXT, last_batch_at TEXT,
+            last_error TEXT, progress REAL);
+         CREATE TABLE IF NOT EXISTS {BAD_RECORDS_TABLE} (
+            pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
+            PRIMARY KEY (pipeline, source_offset));
+         CREATE TABLE IF NOT EXISTS {LATE_RECORDS_TABLE} (
+            pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
+            PRIMARY KEY (pipeline, source_offset));
+         CREATE TABLE IF NOT EXISTS {ALERTS_TABLE} (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, instance TEXT, pipeline TEXT,
+            severity TEXT, from_state TEXT, to_state TEXT, value REAL, at TEXT, message TEXT);"
+    ))?;
+    // Stores written before replay progress was recorded.
+    let has_progress: bool = conn.query_row(
+        &format!("SELECT count(*) FROM pragma_table_info('{STATUS_TABLE}') WHERE name = 'progress'"),
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_progress {
+        conn.execute_batch(&format!("ALTER TABLE {STATUS_TABLE} ADD COLUMN progress REAL"))?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn uri(&self) -> &str {
+        &self.uri
     }
 
-    /// Makes sure `table` exists with exactly `_id` plus `columns`. With `fresh`, or
-    /// if the table exists with other columns, its old rows are dropped: a pipeline
-    /// that starts over (new SQL) must not leave results of its previous version.
-    /// Also forgets the pipeline's bad and late records when starting fresh.
-    pub fn prepare_result_table(
-        &mut self,
+    async fn prepare_result_table(
+        &self,
         pipeline: &str,
         table: &str,
         columns: &[ResultColumn],
         fresh: bool,
     ) -> Result<()> {
         let existing = self.table_columns(table)?;
-        let mut wanted = vec!["_id".to_string()];
-        wanted.extend(columns.iter().map(|c| c.name.clone()));
-        let recreate = fresh || existing.as_ref().is_some_and(|cols| *cols != wanted);
-        let tx = self.conn.transaction_with_behavior(IMMEDIATE).map_err(|e| self_error(&self.path, e))?;
-        let run = || -> rusqlite::Result<()> {
+        let recreate = fresh || existing.as_ref().is_some_and(|cols| !same_names(cols, columns));
+        self.transaction(|tx| {
             if recreate {
                 tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(table)))?;
             }
-            let defs: Vec<String> =
-                columns.iter().map(|c| format!("{} {}", quote(&c.name), c.column_type.sql())).collect();
             let mut ddl = format!("CREATE TABLE IF NOT EXISTS {} (\"_id\" TEXT PRIMARY KEY", quote(table));
-            for def in defs {
-                ddl.push_str(", ");
-                ddl.push_str(&def);
+            for c in columns {
+                ddl.push_str(&format!(", {} {}", quote(&c.name), c.column_type.sqlite()));
             }
             // Clustered on `_id`: one B-tree to update per upsert instead of a rowid
             // table plus an index (upserts by `_id` are all the pipelines do).
@@ -125,39 +175,21 @@ impl SqliteStore {
                 tx.execute(&format!("DELETE FROM {LATE_RECORDS_TABLE} WHERE pipeline = ?1"), [pipeline])?;
             }
             Ok(())
-        };
-        run().map_err(|e| self_error(&self.path, e))?;
-        tx.commit().map_err(|e| self_error(&self.path, e))
+        })
     }
 
-    /// Replaces `table` by `shadow` in one transaction: readers see the old table
-    /// until the commit and the whole new one after it, never a mix.
-    pub fn swap_in(&mut self, shadow: &str, table: &str) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(IMMEDIATE).map_err(|e| self_error(&self.path, e))?;
-        tx.execute_batch(&format!(
-            "DROP TABLE IF EXISTS {table}; ALTER TABLE {shadow} RENAME TO {table};",
-            table = quote(table),
-            shadow = quote(shadow)
-        ))
-        .map_err(|e| self_error(&self.path, e))?;
-        tx.commit().map_err(|e| self_error(&self.path, e))
+    async fn swap_in(&self, shadow: &str, table: &str) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {table}; ALTER TABLE {shadow} RENAME TO {table};",
+                table = quote(table),
+                shadow = quote(shadow)
+            ))
+        })
     }
 
-    /// The column names of `table`, or `None` if it does not exist.
-    pub fn table_columns(&self, table: &str) -> Result<Option<Vec<String>>> {
-        let mut stmt = self.conn.prepare(&format!("PRAGMA table_info({})", quote(table))).map_err(|e| self.error(e))?;
-        let names: Vec<String> = stmt
-            .query_map([], |row| row.get::<_, String>(1))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.error(e))?;
-        Ok(if names.is_empty() { None } else { Some(names) })
-    }
-
-    /// Applies one micro-batch in one transaction: result upserts and deletes, the
-    /// rejected records, and the pipeline's status. Readers see all of it or none.
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_batch(
-        &mut self,
+    async fn write_batch(
+        &self,
         table: &str,
         columns: &[ResultColumn],
         delta: &ResultDelta,
@@ -165,21 +197,60 @@ impl SqliteStore {
         bad: &[RejectedRecord],
         late: &[RejectedRecord],
     ) -> Result<()> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(IMMEDIATE).map_err(|e| self_error(&path, e))?;
-        write_in(&tx, table, columns, delta, status, bad, late).map_err(|e| self_error(&path, e))?;
-        tx.commit().map_err(|e| self_error(&path, e))
+        // One transaction: readers see the whole micro-batch with its status, or none of it.
+        self.transaction(|tx| write_in(tx, table, columns, delta, status, bad, late))
     }
 
-    /// Writes only the status row (state changes, errors).
-    pub fn write_status(&mut self, status: &PipelineStatus) -> Result<()> {
-        upsert_status(&self.conn, status).map_err(|e| self.error(e))
+    async fn write_status(&self, status: &PipelineStatus) -> Result<()> {
+        upsert_status(&self.conn(), status).map_err(|e| self.error(e))
     }
 
-    /// Every status row, by name.
-    pub fn statuses(&self) -> Result<Vec<PipelineStatus>> {
-        let mut stmt = self
-            .conn
+    async fn record_alert(&self, t: &AlertTransition) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT INTO {ALERTS_TABLE} (rule, instance, pipeline, severity, from_state, to_state, value, at, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![t.rule, t.instance, t.pipeline, t.severity, t.from, t.to, t.value, t.at, t.message],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    async fn has_table(&self, table: &str) -> Result<bool> {
+        self.conn()
+            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.error(e))
+    }
+
+    async fn read_table(&self, table: &str) -> Result<Option<ResultTable>> {
+        let Some(columns) = self.table_columns(table)? else { return Ok(None) };
+        let conn = self.conn();
+        let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
+        let select = std::iter::once("\"_id\"".to_string()).chain(names).collect::<Vec<_>>().join(", ");
+        let mut stmt = conn
+            .prepare(&format!("SELECT {select} FROM {} ORDER BY \"_id\"", quote(table)))
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let values = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| Ok(from_sql(r.get_ref(i + 1)?, c.column_type)))
+                    .collect::<rusqlite::Result<Vec<Value>>>()?;
+                Ok(ResultRow { id: r.get(0)?, values })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.error(e))?;
+        Ok(Some(ResultTable { columns, rows }))
+    }
+
+    async fn statuses(&self) -> Result<Vec<PipelineStatus>> {
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare(&format!(
                 "SELECT name, sql_file, sql_hash, state, host, started_at, events_in, events_ok,
                         events_bad, events_late, lag, watermark, last_batch_at, last_error, progress
@@ -209,16 +280,10 @@ impl SqliteStore {
         .map_err(|e| self.error(e))
     }
 
-    /// The status of one pipeline.
-    pub fn status(&self, name: &str) -> Result<Option<PipelineStatus>> {
-        Ok(self.statuses()?.into_iter().find(|s| s.name == name))
-    }
-
-    /// Rejected records of a pipeline: `late` selects late ones, else bad ones.
-    pub fn rejected_records(&self, pipeline: &str, late: bool) -> Result<Vec<RejectedRecord>> {
+    async fn rejected_records(&self, pipeline: &str, late: bool) -> Result<Vec<RejectedRecord>> {
         let table = if late { LATE_RECORDS_TABLE } else { BAD_RECORDS_TABLE };
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare(&format!(
                 "SELECT source_offset, raw, reason FROM {table} WHERE pipeline = ?1 ORDER BY source_offset"
             ))
@@ -230,62 +295,81 @@ impl SqliteStore {
         .map_err(|e| self.error(e))
     }
 
-    /// All rows of a result table, ordered by `_id`: column names (with `_id` first) and values.
-    pub fn read_table(&self, table: &str) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
-        let columns = self.table_columns(table)?.unwrap_or_default();
-        if columns.is_empty() {
-            return Ok((columns, Vec::new()));
-        }
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT * FROM {} ORDER BY \"_id\"", quote(table)))
+    async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT rule, instance, pipeline, severity, from_state, to_state, value, at, message
+                 FROM {ALERTS_TABLE} ORDER BY seq DESC LIMIT ?1"
+            ))
             .map_err(|e| self.error(e))?;
-        let n = columns.len();
-        let rows = stmt
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| {
-                        Ok(match r.get_ref(i)? {
-                            rusqlite::types::ValueRef::Null => Value::Null,
-                            rusqlite::types::ValueRef::Integer(v) => Value::Integer(v),
-                            rusqlite::types::ValueRef::Real(v) => Value::Real(v),
-                            rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                                Value::Text(String::from_utf8_lossy(t).into_owned())
-                            }
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<Value>>>()
+        stmt.query_map([limit as i64], |r| {
+            Ok(AlertTransition {
+                rule: r.get(0)?,
+                instance: r.get(1)?,
+                pipeline: r.get(2)?,
+                severity: r.get(3)?,
+                from: r.get(4)?,
+                to: r.get(5)?,
+                value: r.get(6)?,
+                at: r.get(7)?,
+                message: r.get(8)?,
             })
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.error(e))?;
-        Ok((columns, rows))
-    }
-
-    /// The path of the SQLite file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Whether a table with this name exists.
-    pub fn has_table(&self, table: &str) -> Result<bool> {
-        self.conn
-            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(()))
-            .optional()
-            .map(|found| found.is_some())
-            .map_err(|e| self.error(e))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.error(e))
     }
 }
 
-fn self_error(path: &Path, source: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite { uri: format!("sqlite:{}", path.display()), source }
+fn same_names(a: &[ResultColumn], b: &[ResultColumn]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name)
 }
 
+/// A value as SQLite stores it.
 fn to_sql(value: &Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as Sql;
     match value {
-        Value::Null => rusqlite::types::Value::Null,
-        Value::Integer(v) => rusqlite::types::Value::Integer(*v),
-        Value::Real(v) => rusqlite::types::Value::Real(*v),
-        Value::Text(v) => rusqlite::types::Value::Text(v.clone()),
+        Value::Null => Sql::Null,
+        Value::Bool(v) => Sql::Integer(i64::from(*v)),
+        Value::Integer(v) => Sql::Integer(*v),
+        Value::Real(v) => Sql::Real(*v),
+        Value::Decimal(v) => v.parse().map_or_else(|_| Sql::Text(v.clone()), Sql::Real),
+        Value::Text(v) => Sql::Text(v.clone()),
+        Value::Timestamp(v) => Sql::Text(iso_micros(*v)),
+        Value::Struct(_) | Value::List(_) => Sql::Text(value.to_json().to_string()),
+    }
+}
+
+/// A stored value read back as the column's type.
+fn from_sql(stored: rusqlite::types::ValueRef<'_>, column_type: ColumnType) -> Value {
+    use rusqlite::types::ValueRef;
+    let text = |t: &[u8]| String::from_utf8_lossy(t).into_owned();
+    match (stored, column_type) {
+        (ValueRef::Null, _) => Value::Null,
+        (ValueRef::Integer(v), ColumnType::Boolean) => Value::Bool(v != 0),
+        // DECIMAL has numeric affinity: SQLite keeps whole numbers as integers.
+        (ValueRef::Integer(v), ColumnType::Real | ColumnType::Decimal) => Value::Real(v as f64),
+        (ValueRef::Integer(v), _) => Value::Integer(v),
+        (ValueRef::Real(v), _) => Value::Real(v),
+        (ValueRef::Text(t), ColumnType::Timestamp) => {
+            parse_iso_micros(&text(t)).map_or_else(|| Value::Text(text(t)), Value::Timestamp)
+        }
+        (ValueRef::Text(t), ColumnType::Window) => match serde_json::from_slice::<serde_json::Value>(t) {
+            Ok(serde_json::Value::Object(fields)) => Value::Struct(
+                fields
+                    .iter()
+                    .map(|(k, v)| {
+                        let time = v.as_str().and_then(parse_iso_micros);
+                        (k.clone(), time.map_or_else(|| Value::from_json(v), Value::Timestamp))
+                    })
+                    .collect(),
+            ),
+            _ => Value::Text(text(t)),
+        },
+        (ValueRef::Text(t), ColumnType::Json) => {
+            serde_json::from_slice(t).map_or_else(|_| Value::Text(text(t)), |json| Value::from_json(&json))
+        }
+        (ValueRef::Text(t) | ValueRef::Blob(t), _) => Value::Text(text(t)),
     }
 }
 
@@ -369,90 +453,33 @@ fn upsert_status(conn: &Connection, s: &PipelineStatus) -> rusqlite::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ColumnType, ResultRow};
-
-    fn columns() -> Vec<ResultColumn> {
-        vec![
-            ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer },
-            ResultColumn { name: "avg".into(), column_type: ColumnType::Real },
-        ]
-    }
-
-    #[test]
-    fn upserts_replace_rows_by_id_and_deletes_remove_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(dir.path().join("s.sqlite")).unwrap();
-        store.prepare_result_table("p", "p", &columns(), true).unwrap();
-        let status = PipelineStatus { name: "p".into(), ..Default::default() };
-        let row = |id: &str, v: f64| ResultRow { id: id.into(), values: vec![Value::Integer(1), Value::Real(v)] };
-        let delta = ResultDelta { upserts: vec![row("a", 1.0), row("b", 2.0)], deletes: vec![] };
-        store.write_batch("p", &columns(), &delta, &status, &[], &[]).unwrap();
-        let delta = ResultDelta { upserts: vec![row("a", 3.0)], deletes: vec!["b".into()] };
-        store.write_batch("p", &columns(), &delta, &status, &[], &[]).unwrap();
-        let (names, rows) = store.read_table("p").unwrap();
-        assert_eq!(names, ["_id", "item_id", "avg"]);
-        assert_eq!(rows, vec![vec![Value::Text("a".into()), Value::Integer(1), Value::Real(3.0)]]);
-    }
 
     #[test]
     fn a_second_connection_reads_while_a_write_transaction_is_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
-        let mut writer = SqliteStore::open(&path).unwrap();
-        writer.prepare_result_table("p", "p", &columns(), true).unwrap();
-        let tx = writer.conn.transaction().unwrap();
-        tx.execute("INSERT INTO p VALUES ('x', 1, 1.0)", []).unwrap();
+        let writer = SqliteStore::open(&path).unwrap();
+        let columns = [ResultColumn { name: "n".into(), column_type: ColumnType::Integer }];
+        block_on(writer.prepare_result_table("p", "p", &columns, true)).unwrap();
+        let mut conn = writer.conn();
+        let tx = conn.transaction().unwrap();
+        tx.execute("INSERT INTO p VALUES ('x', 1)", []).unwrap();
         // WAL: the reader is not blocked by the open write and does not see it yet.
         let reader = SqliteStore::open(&path).unwrap();
-        assert_eq!(reader.read_table("p").unwrap().1.len(), 0);
+        assert_eq!(block_on(reader.read_table("p")).unwrap().unwrap().rows.len(), 0);
         tx.commit().unwrap();
-        assert_eq!(reader.read_table("p").unwrap().1.len(), 1);
+        assert_eq!(block_on(reader.read_table("p")).unwrap().unwrap().rows.len(), 1);
     }
 
-    #[test]
-    fn rejected_records_are_keyed_by_offset_so_replays_do_not_duplicate() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(dir.path().join("s.sqlite")).unwrap();
-        store.prepare_result_table("p", "p", &columns(), true).unwrap();
-        let status = PipelineStatus { name: "p".into(), ..Default::default() };
-        let bad = RejectedRecord { source_offset: "f:1".into(), raw: "{".into(), reason: "eof".into() };
-        for _ in 0..2 {
-            store
-                .write_batch("p", &columns(), &ResultDelta::default(), &status, std::slice::from_ref(&bad), &[])
-                .unwrap();
+    /// Runs a future of the (synchronous inside) SQLite store to completion.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+                return v;
+            }
         }
-        assert_eq!(store.rejected_records("p", false).unwrap(), vec![bad]);
-    }
-
-    #[test]
-    fn a_shadow_table_replaces_the_table_in_one_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sqlite");
-        let mut store = SqliteStore::open(&path).unwrap();
-        let status = PipelineStatus { name: "p".into(), ..Default::default() };
-        let row = |id: &str, n: i64| ResultRow { id: id.into(), values: vec![Value::Integer(n), Value::Real(0.5)] };
-        store.prepare_result_table("p", "t", &columns(), false).unwrap();
-        let old = ResultDelta { upserts: vec![row("a", 1), row("b", 2)], deletes: vec![] };
-        store.write_batch("t", &columns(), &old, &status, &[], &[]).unwrap();
-        let shadow = crate::shadow_table("t");
-        store.prepare_result_table("p", &shadow, &columns(), true).unwrap();
-        let new = ResultDelta { upserts: vec![row("c", 3)], deletes: vec![] };
-        store.write_batch(&shadow, &columns(), &new, &status, &[], &[]).unwrap();
-        let reader = SqliteStore::open(&path).unwrap();
-        assert_eq!(reader.read_table("t").unwrap().1.len(), 2, "the old table until the swap");
-        store.swap_in(&shadow, "t").unwrap();
-        let new_rows = vec![vec![Value::Text("c".into()), Value::Integer(3), Value::Real(0.5)]];
-        assert_eq!(reader.read_table("t").unwrap().1, new_rows);
-        assert!(!reader.has_table(&shadow).unwrap());
-    }
-
-    #[test]
-    fn parses_sqlite_uris_and_rejects_others() {
-        assert_eq!(
-            crate::StoreUri::parse("sqlite:data/x.sqlite").unwrap(),
-            crate::StoreUri::Sqlite("data/x.sqlite".into())
-        );
-        let err = crate::StoreUri::parse("mongodb://h/db").unwrap_err();
-        assert!(err.to_string().contains("mongodb://h/db"), "{err}");
     }
 }

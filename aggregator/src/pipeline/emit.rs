@@ -167,7 +167,8 @@ fn content_ids(batch: &RecordBatch) -> Vec<String> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     (0..batch.num_rows())
         .map(|row| {
-            let json: Vec<serde_json::Value> = columns.iter().map(|&c| values::json(batch.column(c), row)).collect();
+            let json: Vec<serde_json::Value> =
+                columns.iter().map(|&c| values::cell(batch.column(c), row).to_json()).collect();
             let digest = hex::encode(&Sha256::digest(serde_json::Value::Array(json).to_string().as_bytes())[..16]);
             let n = seen.entry(digest.clone()).or_insert(0);
             *n += 1;
@@ -199,13 +200,6 @@ fn missing(all: &[String], upserts: &[ResultRow]) -> Vec<String> {
 
 fn fingerprint(values: &[Value]) -> u64 {
     let mut hasher = DefaultHasher::new();
-    for value in values {
-        match value {
-            Value::Null => 0u8.hash(&mut hasher),
-            Value::Integer(v) => (1u8, v).hash(&mut hasher),
-            Value::Real(v) => (2u8, v.to_bits()).hash(&mut hasher),
-            Value::Text(v) => (3u8, v).hash(&mut hasher),
-        }
-    }
+    values.hash(&mut hasher);
     hasher.finish()
 }

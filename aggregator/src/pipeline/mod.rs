@@ -33,7 +33,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
     pub source_uri: String,
+    /// `sqlite:<path>` or `mongodb://…` (may hold a password: show it only through
+    /// `store::redact_uri`).
     pub sink_uri: String,
+    /// The MongoDB database, when the sink URI does not name one (`--database`).
+    pub sink_database: Option<String>,
     pub checkpoint_dir: PathBuf,
     /// Process what is available at start, then flush, checkpoint and stop.
     pub available_now: bool,
@@ -53,6 +57,7 @@ impl Default for PipelineOptions {
         PipelineOptions {
             source_uri: "file:data/events".into(),
             sink_uri: "sqlite:data/results.sqlite".into(),
+            sink_database: None,
             checkpoint_dir: "data/checkpoints".into(),
             available_now: false,
             max_batch_records: 100_000,

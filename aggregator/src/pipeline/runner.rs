@@ -56,6 +56,8 @@ pub struct Pipeline {
     replay: Replay,
     /// Shown as the status's error while no outage is (an edit that was rejected).
     notice: Notice,
+    /// When a source or store outage was last shown in the status.
+    outage_seen: Option<Instant>,
 }
 
 /// Whether the pipeline is a new version still catching up into its shadow table.
@@ -73,6 +75,11 @@ pub type Notice = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 /// Attempts with `--available-now` before an outage counts as a failure.
 const RETRY_LIMIT_AVAILABLE_NOW: u32 = 6;
 
+/// How long an outage's error stays in the status after it ended, so that someone
+/// looking at the dashboard a little later still sees what happened (while a store
+/// is down, nothing can be written to it).
+const OUTAGE_SHOWN_FOR: Duration = Duration::from_secs(60);
+
 /// Runs `attempt` until it succeeds. Errors that waiting can fix (a store or source
 /// that is down) are retried with exponential backoff up to 30 s — until shutdown,
 /// or with `--available-now` a bounded number of times; other errors return at once.
@@ -80,24 +87,49 @@ async fn with_retry<T>(
     pipeline: &str,
     available_now: bool,
     shutdown: &Shutdown,
-    attempt: impl FnMut() -> Result<T>,
+    mut attempt: impl AsyncFnMut() -> Result<T>,
 ) -> Result<T> {
-    with_retry_reporting(pipeline, available_now, shutdown, attempt, |_| {}).await
+    with_retry_reporting(pipeline, available_now, shutdown, &mut (), async |_| attempt().await).await
 }
 
-/// [`with_retry`], calling `report` with each error that is retried (to show it in
-/// the status while it lasts).
-async fn with_retry_reporting<T>(
+/// Something that shows a retried error: `()` (only the log), or [`StatusReport`].
+trait Report {
+    async fn show(&mut self, error: &crate::error::Error);
+}
+
+impl Report for () {
+    async fn show(&mut self, _: &crate::error::Error) {}
+}
+
+/// Shows an outage in the pipeline's status row while it lasts (and a minute after).
+struct StatusReport<'a> {
+    sink: &'a mut Box<dyn Sink>,
+    status: &'a mut PipelineStatus,
+    outage_seen: &'a mut Option<Instant>,
+}
+
+impl Report for StatusReport<'_> {
+    async fn show(&mut self, error: &crate::error::Error) {
+        self.status.last_error = Some(error.to_string());
+        *self.outage_seen = Some(Instant::now());
+        // Fails too if the outage is the store's own; the log has it then.
+        let _ = self.sink.write_status(self.status).await;
+    }
+}
+
+/// [`with_retry`], showing each error that is retried through `report`, which
+/// `attempt` gets too (to write through the same sink).
+async fn with_retry_reporting<T, R: Report>(
     pipeline: &str,
     available_now: bool,
     shutdown: &Shutdown,
-    mut attempt: impl FnMut() -> Result<T>,
-    mut report: impl FnMut(&crate::error::Error),
+    report: &mut R,
+    mut attempt: impl AsyncFnMut(&mut R) -> Result<T>,
 ) -> Result<T> {
     let mut backoff = Duration::from_millis(200);
     let mut attempts = 0;
     loop {
-        match attempt() {
+        match attempt(report).await {
             Ok(value) => return Ok(value),
             Err(e)
                 if e.is_retryable()
@@ -106,19 +138,13 @@ async fn with_retry_reporting<T>(
             {
                 attempts += 1;
                 tracing::warn!(pipeline, error = %e, retry_in = ?backoff, "outage; retrying");
-                report(&e);
+                report.show(&e).await;
                 shutdown.sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Puts a source outage in the status row (cleared by the next batch processed).
-fn show_outage(sink: &mut Box<dyn Sink>, status: &mut PipelineStatus, error: &crate::error::Error) {
-    status.last_error = Some(error.to_string());
-    let _ = sink.write_status(status);
 }
 
 fn now_iso() -> String {
@@ -151,8 +177,9 @@ impl Pipeline {
             started_at: now_iso(),
             ..Default::default()
         };
-        let mut sink = with_retry(&def.name, options.available_now, shutdown, || {
-            sink::open(&options.sink_uri, &def.name, &def.settings.target)
+        let database = options.sink_database.as_deref();
+        let mut sink = with_retry(&def.name, options.available_now, shutdown, async || {
+            sink::open(&options.sink_uri, database, &def.name, &def.settings.target).await
         })
         .await?;
         let plan = match StreamingPlan::new(&def, source_schema).await {
@@ -160,7 +187,7 @@ impl Pipeline {
             Err(e) => {
                 status.state = "failed".into();
                 status.last_error = Some(e.to_string());
-                let _ = sink.write_status(&status);
+                let _ = sink.write_status(&status).await;
                 return Err(e);
             }
         };
@@ -187,6 +214,7 @@ impl Pipeline {
             def,
             replay: Replay::Until(None),
             notice,
+            outage_seen: None,
         };
         let columns = result_columns(&pipeline.plan);
         let choice = match &resumed {
@@ -194,9 +222,11 @@ impl Pipeline {
             Some(c) if c.header.replay_until.is_some() => TableChoice::ResumeShadow,
             Some(_) => TableChoice::Live,
         };
-        let shadow =
-            with_retry(&pipeline.def.name, options.available_now, shutdown, || pipeline.sink.prepare(&columns, choice))
-                .await?;
+        let sink = &mut pipeline.sink;
+        let shadow = with_retry(&pipeline.def.name, options.available_now, shutdown, async || {
+            sink.prepare(&columns, choice).await
+        })
+        .await?;
         match resumed {
             Some(checkpoint) => {
                 if let Some(state) = &checkpoint.state {
@@ -217,7 +247,7 @@ impl Pipeline {
             }
         }
         pipeline.update_status("running");
-        pipeline.sink.write_status(&pipeline.status)?;
+        pipeline.sink.write_status(&pipeline.status).await?;
         Ok(pipeline)
     }
 
@@ -254,13 +284,13 @@ impl Pipeline {
             return Ok(());
         }
         let sink = &mut self.sink;
-        with_retry(&self.def.name, self.options.available_now, shutdown, || sink.swap_in_shadow()).await?;
+        with_retry(&self.def.name, self.options.available_now, shutdown, async || sink.swap_in_shadow().await).await?;
         self.replay = Replay::Done;
         tracing::info!(pipeline = %self.def.name, hash = %self.def.sql_hash, "replay caught up: the new results replaced the old ones");
         // The checkpoint must not say "replaying" any more (see `Sink::prepare`).
         self.checkpoint()?;
         self.update_status("running");
-        self.write_status();
+        self.write_status().await;
         Ok(())
     }
 
@@ -269,15 +299,12 @@ impl Pipeline {
         let (name, available_now) = (self.def.name.clone(), self.options.available_now);
         let (uri, source_options) = (self.options.source_uri.clone(), self.options.source.clone());
         // While the source is down, its error shows in the status (the sink is up).
-        let (sink, status, offset) = (&mut self.sink, &mut self.status, &self.offset);
-        let report = |e: &crate::error::Error| show_outage(sink, status, e);
-        let mut source = with_retry_reporting(
-            &name,
-            available_now,
-            &shutdown,
-            || source::open(&uri, offset, &source_options),
-            report,
-        )
+        let offset = &self.offset;
+        let mut report =
+            StatusReport { sink: &mut self.sink, status: &mut self.status, outage_seen: &mut self.outage_seen };
+        let mut source = with_retry_reporting(&name, available_now, &shutdown, &mut report, async |_| {
+            source::open(&uri, offset, &source_options)
+        })
         .await?;
         let end_at_open = source.end_at_open();
         if self.replay == Replay::Until(None) {
@@ -288,15 +315,16 @@ impl Pipeline {
         while !shutdown.is_triggered() {
             self.finish_replay(source.as_ref(), &shutdown).await?;
             let max = self.options.max_batch_records;
-            let (sink, status) = (&mut self.sink, &mut self.status);
-            let report = |e: &crate::error::Error| show_outage(sink, status, e);
-            let batch =
-                match with_retry_reporting(&name, available_now, &shutdown, || source.next_batch(max), report).await {
-                    Ok(batch) => batch,
-                    // Stopping during an outage: checkpoint what was done and stop.
-                    Err(e) if e.is_retryable() && shutdown.is_triggered() => break,
-                    Err(e) => return Err(e),
-                };
+            let mut report =
+                StatusReport { sink: &mut self.sink, status: &mut self.status, outage_seen: &mut self.outage_seen };
+            let next =
+                with_retry_reporting(&name, available_now, &shutdown, &mut report, async |_| source.next_batch(max));
+            let batch = match next.await {
+                Ok(batch) => batch,
+                // Stopping during an outage: checkpoint what was done and stop.
+                Err(e) if e.is_retryable() && shutdown.is_triggered() => break,
+                Err(e) => return Err(e),
+            };
             match batch {
                 Some(raw) => {
                     self.status.lag = source.lag();
@@ -309,7 +337,7 @@ impl Pipeline {
                     let notice_unseen = self.status.last_error.is_none() && self.notice_text().is_some();
                     if (dirty && self.status.state != "caught_up") || notice_unseen {
                         self.update_status("caught_up");
-                        self.write_status();
+                        self.write_status().await;
                     }
                     shutdown.sleep(self.options.poll_interval).await;
                 }
@@ -328,13 +356,13 @@ impl Pipeline {
         }
         self.checkpoint()?;
         self.update_status(if self.options.available_now { "caught_up" } else { "stopped" });
-        self.write_status();
+        self.write_status().await;
         tracing::info!(pipeline = %self.def.name, counters = ?self.counters, "pipeline stopped");
         Ok(self.status.clone())
     }
 
-    fn write_status(&mut self) {
-        if let Err(e) = self.sink.write_status(&self.status) {
+    async fn write_status(&mut self) {
+        if let Err(e) = self.sink.write_status(&self.status).await {
             tracing::warn!(pipeline = %self.def.name, error = %e, "could not write status");
         }
     }
@@ -359,7 +387,8 @@ impl Pipeline {
                 .map(|((i, reason), at)| DeadRecord { raw: raw.record(*i), reason, source_offset: at })
                 .collect();
             let name = &self.def.name;
-            with_retry(name, self.options.available_now, shutdown, || dead_letter.publish(name, &records)).await?;
+            with_retry(name, self.options.available_now, shutdown, async || dead_letter.publish(name, &records))
+                .await?;
         }
         let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
 
@@ -375,7 +404,10 @@ impl Pipeline {
         self.counters.ok += good.num_rows() as u64;
         self.offset = raw.end.clone();
         self.status.last_batch_at = Some(now_iso());
-        self.status.last_error = None;
+        if self.outage_seen.is_none_or(|seen| seen.elapsed() >= OUTAGE_SHOWN_FOR) {
+            self.status.last_error = None;
+            self.outage_seen = None;
+        }
         self.update_status("running");
         self.write_with_retry(&delta, &bad, &late, shutdown).await
     }
@@ -431,8 +463,12 @@ impl Pipeline {
         late: &[RejectedRecord],
         shutdown: &Shutdown,
     ) -> Result<()> {
-        let (sink, status) = (&mut self.sink, &self.status);
-        with_retry(&self.def.name, self.options.available_now, shutdown, || sink.write(delta, status, bad, late)).await
+        let mut report =
+            StatusReport { sink: &mut self.sink, status: &mut self.status, outage_seen: &mut self.outage_seen };
+        with_retry_reporting(&self.def.name, self.options.available_now, shutdown, &mut report, async |r| {
+            r.sink.write(delta, r.status, bad, late).await
+        })
+        .await
     }
 
     /// Saves state and offset together.

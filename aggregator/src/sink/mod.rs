@@ -2,7 +2,7 @@
 //!
 //! A [`Sink`] receives one [`ResultDelta`] per micro-batch (upserts by `_id`, deletes)
 //! together with the pipeline's status and the records it rejected, and applies them
-//! as one unit. [`values`] turns Arrow rows into the store's values and `_id`s;
+//! ([`StoreSink`] writes them to a `store::Store`: SQLite or MongoDB). [`values`] turns Arrow rows into the store's values and `_id`s;
 //! [`dead_letter`] also sends bad records to a Kafka topic.
 //!
 //! A pipeline's new version (new SQL hash) replays the source into a *shadow* of its
@@ -12,9 +12,9 @@
 pub mod dead_letter;
 pub mod values;
 
-use store::{PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, SqliteStore, StoreUri, shadow_table};
+use store::{PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, Store, shadow_table};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Which table a pipeline writes when it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,15 +27,16 @@ pub enum TableChoice {
     ResumeShadow,
 }
 
+#[async_trait::async_trait]
 pub trait Sink: Send {
     /// Makes the table chosen ready for `columns`. Returns whether the pipeline
     /// writes its shadow table: resuming a replay whose shadow was already swapped in
     /// (a crash between the swap and the next checkpoint) continues on the live table.
-    fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool>;
+    async fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool>;
     /// Replaces the table by the shadow table in one step; later writes go to the table.
-    fn swap_in_shadow(&mut self) -> Result<()>;
-    /// Applies one micro-batch's changes, status and rejected records together.
-    fn write(
+    async fn swap_in_shadow(&mut self) -> Result<()>;
+    /// Applies one micro-batch's changes, status and rejected records.
+    async fn write(
         &mut self,
         delta: &ResultDelta,
         status: &PipelineStatus,
@@ -43,25 +44,27 @@ pub trait Sink: Send {
         late: &[RejectedRecord],
     ) -> Result<()>;
     /// Updates only the status (start, stop, errors).
-    fn write_status(&mut self, status: &PipelineStatus) -> Result<()>;
+    async fn write_status(&mut self, status: &PipelineStatus) -> Result<()>;
 }
 
-/// Opens the sink for one pipeline's `table` by URI.
-pub fn open(uri: &str, pipeline: &str, table: &str) -> Result<Box<dyn Sink>> {
-    match StoreUri::parse(uri).map_err(|e| crate::error::Error::user(e.to_string()))? {
-        StoreUri::Sqlite(path) => Ok(Box::new(SqliteSink {
-            store: SqliteStore::open(path)?,
-            pipeline: pipeline.to_string(),
-            table: table.to_string(),
-            writing: table.to_string(),
-            columns: Vec::new(),
-        })),
-    }
+/// Opens the sink for one pipeline's `table` by URI (`sqlite:` or `mongodb://`);
+/// `database` names the MongoDB database if the URI does not.
+pub async fn open(uri: &str, database: Option<&str>, pipeline: &str, table: &str) -> Result<Box<dyn Sink>> {
+    let store = store::open(uri, database)
+        .await
+        .map_err(|e| if e.is_retryable() { Error::external(e.to_string()) } else { Error::user(e.to_string()) })?;
+    Ok(Box::new(StoreSink {
+        store,
+        pipeline: pipeline.to_string(),
+        table: table.to_string(),
+        writing: table.to_string(),
+        columns: Vec::new(),
+    }))
 }
 
-/// `sqlite:<path>`: the embedded store.
-pub struct SqliteSink {
-    store: SqliteStore,
+/// A pipeline's results in a [`Store`] (SQLite or MongoDB).
+pub struct StoreSink {
+    store: Box<dyn Store>,
     pipeline: String,
     table: String,
     /// The table written now: `table` or its shadow.
@@ -69,37 +72,38 @@ pub struct SqliteSink {
     columns: Vec<ResultColumn>,
 }
 
-impl Sink for SqliteSink {
-    fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool> {
+#[async_trait::async_trait]
+impl Sink for StoreSink {
+    async fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool> {
         self.columns = columns.to_vec();
         let shadow = shadow_table(&self.table);
         let choice = match choice {
-            TableChoice::ResumeShadow if !self.store.has_table(&shadow)? => TableChoice::Live,
+            TableChoice::ResumeShadow if !self.store.has_table(&shadow).await? => TableChoice::Live,
             other => other,
         };
         self.writing = if choice == TableChoice::Live { self.table.clone() } else { shadow };
         let fresh = choice == TableChoice::NewShadow;
-        self.store.prepare_result_table(&self.pipeline, &self.writing, columns, fresh)?;
+        self.store.prepare_result_table(&self.pipeline, &self.writing, columns, fresh).await?;
         Ok(choice != TableChoice::Live)
     }
 
-    fn swap_in_shadow(&mut self) -> Result<()> {
-        self.store.swap_in(&shadow_table(&self.table), &self.table)?;
+    async fn swap_in_shadow(&mut self) -> Result<()> {
+        self.store.swap_in(&shadow_table(&self.table), &self.table).await?;
         self.writing = self.table.clone();
         Ok(())
     }
 
-    fn write(
+    async fn write(
         &mut self,
         delta: &ResultDelta,
         status: &PipelineStatus,
         bad: &[RejectedRecord],
         late: &[RejectedRecord],
     ) -> Result<()> {
-        Ok(self.store.write_batch(&self.writing, &self.columns, delta, status, bad, late)?)
+        Ok(self.store.write_batch(&self.writing, &self.columns, delta, status, bad, late).await?)
     }
 
-    fn write_status(&mut self, status: &PipelineStatus) -> Result<()> {
-        Ok(self.store.write_status(status)?)
+    async fn write_status(&mut self, status: &PipelineStatus) -> Result<()> {
+        Ok(self.store.write_status(status).await?)
     }
 }

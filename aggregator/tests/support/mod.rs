@@ -22,7 +22,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBat
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Field, Schema, TimestampMicrosecondType};
 use generator::events::{EventGenerator, EventOptions, TimestampFormat};
-use store::{SqliteStore, Value};
+use store::{PipelineStatus, RejectedRecord, ResultTable, Store, Value};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -89,27 +89,73 @@ pub fn run_pipeline(file: &Path, options: &PipelineOptions) -> aggregator::Resul
     aggregator::supervisor::run_one(def, &interactions(), options, Shutdown::default(), Default::default())
 }
 
-/// A row as comparable text: cells joined by `|`, floats to 9 significant digits.
+/// A row as comparable text: cells joined by `|`, numbers to 9 significant digits
+/// (decimals too: SQLite keeps them as REAL), timestamps ISO.
 fn row_text(cells: impl Iterator<Item = Value>) -> String {
     cells
         .map(|v| match v {
             Value::Null => "NULL".to_string(),
+            Value::Bool(b) => b.to_string(),
             Value::Integer(i) => i.to_string(),
             Value::Real(r) => format!("{r:.8e}"),
+            Value::Decimal(d) => format!("{:.8e}", d.parse::<f64>().unwrap()),
             Value::Text(t) => format!("{t:?}"),
+            Value::Timestamp(t) => store::iso_micros(t),
+            other => other.to_json().to_string(),
         })
         .collect::<Vec<_>>()
         .join("|")
 }
 
-/// The sink's rows of `table`, sorted. `_id` is included only if the query selects it.
+/// A store read synchronously, for tests: `sqlite:` or `mongodb://`.
+pub struct StoreReader {
+    store: Box<dyn Store>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl StoreReader {
+    pub fn open(uri: &str) -> store::Result<Self> {
+        let runtime = runtime();
+        let store = runtime.block_on(store::open(uri, None))?;
+        Ok(StoreReader { store, runtime })
+    }
+
+    pub fn sqlite(path: &Path) -> Self {
+        Self::open(&format!("sqlite:{}", path.display())).unwrap()
+    }
+
+    pub fn table(&self, table: &str) -> Option<ResultTable> {
+        self.runtime.block_on(self.store.read_table(table)).unwrap()
+    }
+
+    pub fn status(&self, name: &str) -> Option<PipelineStatus> {
+        self.runtime.block_on(self.store.status(name)).unwrap()
+    }
+
+    pub fn statuses(&self) -> Vec<PipelineStatus> {
+        self.runtime.block_on(self.store.statuses()).unwrap()
+    }
+
+    pub fn rejected(&self, pipeline: &str, late: bool) -> Vec<RejectedRecord> {
+        self.runtime.block_on(self.store.rejected_records(pipeline, late)).unwrap()
+    }
+
+    /// The rows of `table` as comparable text, sorted (none if it does not exist).
+    /// `_id` is included only if the query selects it.
+    pub fn rows(&self, table: &str, with_id: bool) -> Vec<String> {
+        let rows = self.table(table).map(|t| t.rows).unwrap_or_default();
+        let mut out: Vec<String> = rows
+            .into_iter()
+            .map(|r| row_text(with_id.then_some(Value::Text(r.id)).into_iter().chain(r.values)))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// The SQLite sink's rows of `table`, sorted (see [`StoreReader::rows`]).
 pub fn sink_rows(sqlite: &Path, table: &str, with_id: bool) -> Vec<String> {
-    let store = SqliteStore::open(sqlite).unwrap();
-    let (_, rows) = store.read_table(table).unwrap();
-    let mut out: Vec<String> =
-        rows.into_iter().map(|r| row_text(r.into_iter().skip(if with_id { 0 } else { 1 }))).collect();
-    out.sort();
-    out
+    StoreReader::sqlite(sqlite).rows(table, with_id)
 }
 
 /// What the pipeline must end up with.

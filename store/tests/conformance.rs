@@ -1,0 +1,362 @@
+//! Every behaviour of the store interface, against both stores: the embedded SQLite
+//! file and a real MongoDB wire-protocol server (SecantusDB, started by PID).
+//!
+//! Each behaviour is one async function over `&dyn Store`; `on_sqlite` and
+//! `on_mongodb` run all of them, each on a fresh store (file or database).
+
+use std::time::Duration;
+
+use store::{
+    AlertTransition, ColumnType, PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value,
+    shadow_table,
+};
+
+type Behaviour = for<'a> fn(&'a dyn Store, StoreKind) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    Sqlite,
+    Mongo,
+}
+
+macro_rules! behaviours {
+    ($($name:ident),* $(,)?) => {
+        const BEHAVIOURS: &[(&str, Behaviour)] = &[$((stringify!($name), |s, k| Box::pin($name(s, k)))),*];
+    };
+}
+
+behaviours!(
+    every_column_type_reads_back_as_written,
+    upserts_replace_rows_by_id_and_deletes_remove_them,
+    writing_the_same_batch_twice_leaves_the_same_table,
+    rejected_records_are_keyed_by_offset_so_replays_do_not_duplicate,
+    a_shadow_table_replaces_the_table_in_one_step,
+    preparing_fresh_or_with_other_columns_drops_old_rows_and_keeps_them_otherwise,
+    an_empty_result_is_an_existing_empty_table_with_its_columns,
+    status_rows_round_trip_and_are_listed_by_name,
+    alert_transitions_are_listed_newest_first,
+);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        for (name, behaviour) in BEHAVIOURS {
+            let uri = format!("sqlite:{}", dir.path().join(format!("{name}.sqlite")).display());
+            let store = store::open(&uri, None).await.unwrap();
+            eprintln!("sqlite: {name}");
+            behaviour(store.as_ref(), StoreKind::Sqlite).await;
+        }
+    });
+}
+
+#[test]
+fn on_mongodb() {
+    let server = testkit::MongoServer::start();
+    runtime().block_on(async {
+        for (i, (name, behaviour)) in BEHAVIOURS.iter().enumerate() {
+            // A database per behaviour; the name also comes from the flag, not the URI.
+            let store = store::open(&server.uri(""), Some(&format!("conformance{i}"))).await.unwrap();
+            eprintln!("mongodb: {name}");
+            behaviour(store.as_ref(), StoreKind::Mongo).await;
+        }
+    });
+}
+
+fn column(name: &str, column_type: ColumnType) -> ResultColumn {
+    ResultColumn { name: name.into(), column_type }
+}
+
+fn columns() -> Vec<ResultColumn> {
+    vec![column("item_id", ColumnType::Integer), column("avg", ColumnType::Real)]
+}
+
+fn row(id: &str, item: i64, avg: f64) -> ResultRow {
+    ResultRow { id: id.into(), values: vec![Value::Integer(item), Value::Real(avg)] }
+}
+
+fn status(name: &str) -> PipelineStatus {
+    PipelineStatus { name: name.into(), state: "running".into(), ..Default::default() }
+}
+
+fn upserts(rows: Vec<ResultRow>) -> ResultDelta {
+    ResultDelta { upserts: rows, deletes: vec![] }
+}
+
+async fn rows_of(store: &dyn Store, table: &str) -> Vec<ResultRow> {
+    store.read_table(table).await.unwrap().unwrap_or_else(|| panic!("{table} does not exist")).rows
+}
+
+/// 2026-01-01T00:05:00Z plus `ms` milliseconds, in microseconds (MongoDB keeps milliseconds).
+fn at(ms: i64) -> i64 {
+    1_767_225_900_000_000 + ms * 1000
+}
+
+async fn every_column_type_reads_back_as_written(store: &dyn Store, kind: StoreKind) {
+    let columns = vec![
+        column("flag", ColumnType::Boolean),
+        column("count", ColumnType::Integer),
+        column("avg", ColumnType::Real),
+        column("price", ColumnType::Decimal),
+        column("name", ColumnType::Text),
+        column("last_seen", ColumnType::Timestamp),
+        column("window", ColumnType::Window),
+        column("tags", ColumnType::Json),
+    ];
+    let window =
+        Value::Struct(vec![("start".into(), Value::Timestamp(at(0))), ("end".into(), Value::Timestamp(at(300_000)))]);
+    let values = vec![
+        Value::Bool(true),
+        Value::Integer(i64::MAX),
+        Value::Real(0.1),
+        Value::Decimal("12.50".into()),
+        Value::Text("<script>\"ünïcode\"</script>".into()),
+        Value::Timestamp(at(123)),
+        window,
+        Value::List(vec![Value::Text("a".into()), Value::Integer(2), Value::Struct(vec![("x".into(), Value::Null)])]),
+    ];
+    let nulls = vec![Value::Null; columns.len()];
+    store.prepare_result_table("types", "types", &columns, true).await.unwrap();
+    let delta = upserts(vec![
+        ResultRow { id: "a".into(), values: values.clone() },
+        ResultRow { id: "b".into(), values: nulls.clone() },
+    ]);
+    store.write_batch("types", &columns, &delta, &status("types"), &[], &[]).await.unwrap();
+    let table = store.read_table("types").await.unwrap().unwrap();
+    assert_eq!(table.columns, columns);
+    let mut expected = values;
+    if kind == StoreKind::Sqlite {
+        // SQLite has no decimal type: decimals are REAL there.
+        expected[3] = Value::Real(12.5);
+    }
+    assert_eq!(
+        table.rows,
+        vec![ResultRow { id: "a".into(), values: expected }, ResultRow { id: "b".into(), values: nulls }]
+    );
+}
+
+async fn upserts_replace_rows_by_id_and_deletes_remove_them(store: &dyn Store, _: StoreKind) {
+    store.prepare_result_table("p", "p", &columns(), true).await.unwrap();
+    let delta = upserts(vec![row("a", 1, 1.0), row("b", 2, 2.0), row("c", 3, 3.0)]);
+    store.write_batch("p", &columns(), &delta, &status("p"), &[], &[]).await.unwrap();
+    let delta = ResultDelta { upserts: vec![row("a", 1, 3.5)], deletes: vec!["b".into(), "never-written".into()] };
+    store.write_batch("p", &columns(), &delta, &status("p"), &[], &[]).await.unwrap();
+    assert_eq!(rows_of(store, "p").await, vec![row("a", 1, 3.5), row("c", 3, 3.0)]);
+}
+
+async fn writing_the_same_batch_twice_leaves_the_same_table(store: &dyn Store, _: StoreKind) {
+    store.prepare_result_table("p", "p", &columns(), true).await.unwrap();
+    // More rows than one bulk command holds, so that a repeated batch spans commands.
+    let many: Vec<ResultRow> = (0..2500).map(|i| row(&format!("{i:05}"), i, i as f64 / 2.0)).collect();
+    let delta = ResultDelta { upserts: many.clone(), deletes: vec!["gone".into()] };
+    let bad = [RejectedRecord { source_offset: "f:1".into(), raw: "{".into(), reason: "eof".into() }];
+    for _ in 0..2 {
+        store.write_batch("p", &columns(), &delta, &status("p"), &bad, &[]).await.unwrap();
+    }
+    let rows = rows_of(store, "p").await;
+    assert!(rows == many, "{} rows, expected {}", rows.len(), many.len());
+    assert_eq!(store.rejected_records("p", false).await.unwrap().len(), 1);
+}
+
+async fn rejected_records_are_keyed_by_offset_so_replays_do_not_duplicate(store: &dyn Store, _: StoreKind) {
+    store.prepare_result_table("p", "p", &columns(), true).await.unwrap();
+    let bad = RejectedRecord { source_offset: "f:1".into(), raw: "{".into(), reason: "eof".into() };
+    let late = RejectedRecord { source_offset: "events/0@7".into(), raw: "{}".into(), reason: "late".into() };
+    for _ in 0..2 {
+        let (b, l) = (std::slice::from_ref(&bad), std::slice::from_ref(&late));
+        store.write_batch("p", &columns(), &ResultDelta::default(), &status("p"), b, l).await.unwrap();
+    }
+    // Another pipeline's record at the same offset is its own.
+    let other = RejectedRecord { reason: "other".into(), ..bad.clone() };
+    store.write_batch("q", &columns(), &ResultDelta::default(), &status("q"), &[other], &[]).await.unwrap();
+    assert_eq!(store.rejected_records("p", false).await.unwrap(), vec![bad]);
+    assert_eq!(store.rejected_records("p", true).await.unwrap(), vec![late]);
+    assert_eq!(store.rejected_records("q", false).await.unwrap().len(), 1);
+}
+
+async fn a_shadow_table_replaces_the_table_in_one_step(store: &dyn Store, _: StoreKind) {
+    store.prepare_result_table("p", "t", &columns(), false).await.unwrap();
+    let old = upserts(vec![row("a", 1, 0.5), row("b", 2, 0.5)]);
+    store.write_batch("t", &columns(), &old, &status("p"), &[], &[]).await.unwrap();
+    let shadow = shadow_table("t");
+    let new_columns = vec![column("item_id", ColumnType::Integer), column("total", ColumnType::Integer)];
+    store.prepare_result_table("p", &shadow, &new_columns, true).await.unwrap();
+    let new = ResultDelta {
+        upserts: vec![ResultRow { id: "c".into(), values: vec![Value::Integer(3), Value::Integer(9)] }],
+        deletes: vec![],
+    };
+    store.write_batch(&shadow, &new_columns, &new, &status("p"), &[], &[]).await.unwrap();
+    assert_eq!(rows_of(store, "t").await.len(), 2, "the old table until the swap");
+    store.swap_in(&shadow, "t").await.unwrap();
+    let table = store.read_table("t").await.unwrap().unwrap();
+    assert_eq!(table.columns, new_columns, "the new table's columns after the swap");
+    assert_eq!(table.rows, new.upserts);
+    assert!(!store.has_table(&shadow).await.unwrap(), "the shadow is gone");
+    assert!(store.has_table("t").await.unwrap());
+}
+
+async fn preparing_fresh_or_with_other_columns_drops_old_rows_and_keeps_them_otherwise(
+    store: &dyn Store,
+    _: StoreKind,
+) {
+    let bad = [RejectedRecord { source_offset: "f:1".into(), raw: "x".into(), reason: "bad".into() }];
+    store.prepare_result_table("p", "p", &columns(), true).await.unwrap();
+    store.write_batch("p", &columns(), &upserts(vec![row("a", 1, 1.0)]), &status("p"), &bad, &[]).await.unwrap();
+    store.prepare_result_table("p", "p", &columns(), false).await.unwrap();
+    assert_eq!(rows_of(store, "p").await.len(), 1, "same columns, not fresh: rows kept (a restart)");
+    assert_eq!(store.rejected_records("p", false).await.unwrap().len(), 1);
+    let other = vec![column("item_id", ColumnType::Integer)];
+    store.prepare_result_table("p", "p", &other, false).await.unwrap();
+    assert_eq!(rows_of(store, "p").await.len(), 0, "other columns: rows dropped");
+    store
+        .write_batch(
+            "p",
+            &other,
+            &upserts(vec![ResultRow { id: "z".into(), values: vec![Value::Integer(1)] }]),
+            &status("p"),
+            &bad,
+            &[],
+        )
+        .await
+        .unwrap();
+    store.prepare_result_table("p", "p", &other, true).await.unwrap();
+    assert_eq!(rows_of(store, "p").await.len(), 0, "fresh: rows dropped");
+    assert!(store.rejected_records("p", false).await.unwrap().is_empty(), "fresh: bad records forgotten");
+}
+
+async fn an_empty_result_is_an_existing_empty_table_with_its_columns(store: &dyn Store, _: StoreKind) {
+    assert!(!store.has_table("empty").await.unwrap());
+    assert_eq!(store.read_table("empty").await.unwrap(), None);
+    store.prepare_result_table("empty", "empty", &columns(), true).await.unwrap();
+    assert!(store.has_table("empty").await.unwrap());
+    let table = store.read_table("empty").await.unwrap().unwrap();
+    assert_eq!((table.columns, table.rows.len()), (columns(), 0));
+}
+
+async fn status_rows_round_trip_and_are_listed_by_name(store: &dyn Store, _: StoreKind) {
+    let full = PipelineStatus {
+        name: "b_pipeline".into(),
+        sql_file: "sql/b_pipeline.sql".into(),
+        sql_hash: "ab12".into(),
+        state: "replaying".into(),
+        host: "host-1".into(),
+        started_at: "2026-11-22T10:00:00.000000Z".into(),
+        events_in: 10,
+        events_ok: 7,
+        events_bad: 2,
+        events_late: 1,
+        lag: 5,
+        watermark: Some("2026-11-22T09:59:00.000000Z".into()),
+        last_batch_at: Some("2026-11-22T10:00:01.000000Z".into()),
+        last_error: Some("store down".into()),
+        progress: Some(0.25),
+    };
+    store.write_status(&full).await.unwrap();
+    store.write_status(&status("a_pipeline")).await.unwrap();
+    let mut changed = full.clone();
+    changed.state = "running".into();
+    changed.progress = None;
+    store.write_status(&changed).await.unwrap();
+    let names: Vec<String> = store.statuses().await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["a_pipeline", "b_pipeline"]);
+    assert_eq!(store.status("b_pipeline").await.unwrap(), Some(changed));
+    assert_eq!(store.status("nope").await.unwrap(), None);
+}
+
+async fn alert_transitions_are_listed_newest_first(store: &dyn Store, _: StoreKind) {
+    let transition = |to: &str, second: u32| AlertTransition {
+        rule: "too_many".into(),
+        instance: "item_id=7".into(),
+        pipeline: "p".into(),
+        severity: "critical".into(),
+        from: "normal".into(),
+        to: to.into(),
+        value: Some(42.5),
+        at: format!("2026-11-22T10:00:{second:02}.000000Z"),
+        message: None,
+    };
+    for (to, second) in [("pending", 1), ("firing", 2), ("normal", 3)] {
+        store.record_alert(&transition(to, second)).await.unwrap();
+    }
+    let history = store.alert_history(2).await.unwrap();
+    assert_eq!(history, vec![transition("normal", 3), transition("firing", 2)]);
+}
+
+/// MongoDB only: the documents carry BSON types, a window is a sub-document of dates
+/// with an index on its start, and a date-range query returns the right documents.
+#[test]
+fn mongodb_documents_are_typed_and_window_start_ranges_are_indexed() {
+    use mongodb::bson::{Bson, Document, doc};
+    let server = testkit::MongoServer::start();
+    runtime().block_on(async {
+        let store = store::MongoStore::open(&server.uri("typed"), None).await.unwrap();
+        let columns = vec![
+            column("window", ColumnType::Window),
+            column("n", ColumnType::Integer),
+            column("avg", ColumnType::Real),
+            column("price", ColumnType::Decimal),
+        ];
+        store.prepare_result_table("w", "w", &columns, true).await.unwrap();
+        let window = |minute: i64| {
+            Value::Struct(vec![
+                ("start".into(), Value::Timestamp(at(minute * 60_000))),
+                ("end".into(), Value::Timestamp(at((minute + 5) * 60_000))),
+            ])
+        };
+        let rows = (0..12)
+            .map(|i| ResultRow {
+                id: format!("w{i:02}"),
+                values: vec![window(i * 5), Value::Integer(i), Value::Real(0.5), Value::Decimal("1.10".into())],
+            })
+            .collect();
+        store.write_batch("w", &columns, &upserts(rows), &status("w"), &[], &[]).await.unwrap();
+
+        let collection = store.database().collection::<Document>("w");
+        let first = collection.find_one(doc! {"_id": "w00"}).await.unwrap().unwrap();
+        let window = first.get_document("window").unwrap();
+        assert!(matches!(window.get("start"), Some(Bson::DateTime(_))), "{first}");
+        assert!(matches!(window.get("end"), Some(Bson::DateTime(_))), "{first}");
+        assert!(matches!(first.get("n"), Some(Bson::Int64(0))), "{first}");
+        assert!(matches!(first.get("avg"), Some(Bson::Double(_))), "{first}");
+        assert!(matches!(first.get("price"), Some(Bson::Decimal128(d)) if d.to_string() == "1.10"), "{first}");
+
+        // Windows starting in [00:15, 00:30): w03, w04, w05.
+        let from = mongodb::bson::DateTime::from_millis(at(15 * 60_000) / 1000);
+        let to = mongodb::bson::DateTime::from_millis(at(30 * 60_000) / 1000);
+        let mut cursor =
+            collection.find(doc! {"window.start": {"$gte": from, "$lt": to}}).sort(doc! {"_id": 1}).await.unwrap();
+        let mut ids = Vec::new();
+        while cursor.advance().await.unwrap() {
+            ids.push(cursor.deserialize_current().unwrap().get_str("_id").unwrap().to_string());
+        }
+        assert_eq!(ids, ["w03", "w04", "w05"]);
+        let indexes = collection.list_index_names().await.unwrap();
+        assert!(indexes.iter().any(|name| name.starts_with("window.start")), "{indexes:?}");
+    });
+}
+
+/// A password in the URI shows nowhere: not in the error of a server that does not
+/// answer, nor in the store's name.
+#[test]
+fn the_uris_password_never_appears_in_errors() {
+    runtime().block_on(async {
+        let uri = "mongodb://app:pa55word-xyz@127.0.0.1:1/results?serverSelectionTimeoutMS=500";
+        let started = std::time::Instant::now();
+        let error = match store::open(uri, None).await {
+            Ok(_) => panic!("port 1 answered"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!error.contains("pa55word-xyz"), "{error}");
+        assert!(error.contains("mongodb://app:***@127.0.0.1:1/results"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(30), "the failure comes after the selection timeout");
+        let error = match store::open("mongodb://app:pa55word-xyz@127.0.0.1:1", None).await {
+            Ok(_) => panic!("a URI without a database opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(error.contains("names no database") && !error.contains("pa55word-xyz"), "{error}");
+    });
+}
