@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aggregator::pipeline::definition::PipelineDefinition;
 use aggregator::pipeline::{PipelineOptions, Shutdown};
@@ -77,14 +77,6 @@ fn assert_table_is_oracle(file: &Path, records: &[(i32, Vec<u8>)], sqlite: &Path
 
 fn shipped_pipelines() -> Vec<PathBuf> {
     aggregator::supervisor::pipeline_files(&repo_root().join("sql")).unwrap()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn status_of(sqlite: &Path, name: &str) -> Option<store::PipelineStatus> {
@@ -159,18 +151,6 @@ fn noida_every_shipped_pipeline_over_three_partitions_equals_the_oracle() {
 #[test]
 fn tansu_every_shipped_pipeline_over_three_partitions_equals_the_oracle() {
     every_shipped_pipeline_equals_the_oracle(BrokerKind::Tansu, false);
-}
-
-/// Runs the supervisor (live, watching `sql`) on a thread until the returned switch is triggered.
-fn run_live(
-    sql: &Path,
-    options: PipelineOptions,
-) -> (Shutdown, std::thread::JoinHandle<aggregator::supervisor::Summary>) {
-    let shutdown = Shutdown::default();
-    let (sql, stop) = (sql.to_path_buf(), shutdown.clone());
-    let handle =
-        std::thread::spawn(move || aggregator::supervisor::run(&sql, &interactions(), &options, stop).unwrap());
-    (shutdown, handle)
 }
 
 fn caught_up(sqlite: &Path, name: &str, hash: &str, consumed: usize) -> bool {

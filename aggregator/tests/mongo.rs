@@ -10,37 +10,17 @@ mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use aggregator::pipeline::PipelineOptions;
 use aggregator::pipeline::definition::PipelineDefinition;
-use aggregator::pipeline::{PipelineOptions, Shutdown};
 use aggregator::source::decode::DEFAULT_MAX_RECORD_BYTES;
 use mongodb::bson::{Bson, Document, doc};
 use support::*;
 use testkit::MongoServer;
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn mongo_options(log: &Path, work: &Path, server: &MongoServer) -> PipelineOptions {
     PipelineOptions { sink_uri: server.uri("results"), available_now: false, ..options(log, work, 500) }
-}
-
-/// Runs the supervisor (live, watching `sql`) on a thread until the returned switch is triggered.
-fn run_live(
-    sql: &Path,
-    options: PipelineOptions,
-) -> (Shutdown, std::thread::JoinHandle<aggregator::supervisor::Summary>) {
-    let shutdown = Shutdown::default();
-    let (sql, stop) = (sql.to_path_buf(), shutdown.clone());
-    let handle =
-        std::thread::spawn(move || aggregator::supervisor::run(&sql, &interactions(), &options, stop).unwrap());
-    (shutdown, handle)
 }
 
 fn caught_up(reader: &StoreReader, name: &str, hash: &str, consumed: u64) -> bool {
@@ -245,4 +225,52 @@ fn a_store_outage_mid_stream_loses_and_doubles_nothing() {
     assert!(rows == expected.rows, "results after the outage equal the oracle");
     let status = reader.status("per_user").unwrap();
     assert_eq!((status.events_in, status.events_ok, status.events_late), (12_000, expected.good, expected.late));
+}
+
+/// With a server that requires authentication: the aggregator binary writes with the
+/// URI's credentials, and with a wrong password fails naming the store — and the
+/// password appears in none of its output or the status.
+#[test]
+fn the_password_in_the_sink_uri_appears_in_no_log_status_or_error() {
+    let mut server = MongoServer::start();
+    runtime().block_on(async {
+        let client = mongodb::Client::with_uri_str(server.uri("admin")).await.unwrap();
+        let create = doc! {"createUser": "app", "pwd": "s3cret-Pa55", "roles": [{"role": "root", "db": "admin"}]};
+        client.database("admin").run_command(create).await.unwrap();
+    });
+    server.restart_with_auth();
+    let log = tempfile::tempdir().unwrap();
+    generate_log(log.path(), 2_000, 1_000, 3);
+    let work = tempfile::tempdir().unwrap();
+    let host = server.uri("").trim_start_matches("mongodb://").trim_end_matches('/').to_string();
+    let run = |password: &str| {
+        let uri = format!("mongodb://app:{password}@{host}/results?authSource=admin");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
+            .arg("--sql")
+            .arg(repo_root().join("sql/avg_interactions_per_item.sql"))
+            .arg("--source")
+            .arg(format!("file:{}", log.path().display()))
+            .arg("--checkpoint-dir")
+            .arg(work.path().join(password))
+            .arg("--available-now")
+            .env("AGGREGATOR_SINK", &uri)
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), text, uri)
+    };
+
+    let (ok, output, uri) = run("s3cret-Pa55");
+    assert!(ok, "with the right password the pipeline runs");
+    assert!(!output.contains("s3cret-Pa55"), "the password is in the output");
+    let reader = StoreReader::open(&uri).unwrap();
+    assert!(!reader.rows("avg_interactions_per_item", false).is_empty());
+    let status = reader.status("avg_interactions_per_item").unwrap();
+    assert!(!format!("{status:?}").contains("s3cret-Pa55"));
+
+    let (ok, output, _) = run("wrong-Pa55word");
+    assert!(!ok, "a wrong password fails");
+    assert!(output.contains(&format!("mongodb://app:***@{host}/results")), "the error names the store: {output}");
+    assert!(!output.contains("wrong-Pa55word"), "the wrong password is in the output: {output}");
 }

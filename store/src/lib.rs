@@ -47,6 +47,9 @@ pub enum StoreError {
     UnsupportedUri(String),
     #[error("store URI {uri}: {message}")]
     BadUri { uri: String, message: String },
+    /// The store answers but will not let us in (wrong credentials, no rights).
+    #[error("store {uri} refused the connection: {message}")]
+    Refused { uri: String, message: String },
 }
 
 impl StoreError {

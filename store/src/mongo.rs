@@ -70,7 +70,13 @@ impl MongoStore {
         options.connect_timeout.get_or_insert(Duration::from_secs(5));
         let client = Client::with_options(options).map_err(|e| bad_uri(e.to_string()))?;
         let store = MongoStore { db: client.database(&name), client, uri: shown, password };
-        store.db.run_command(doc! {"ping": 1}).await.map_err(|e| store.error(e))?;
+        store.db.run_command(doc! {"ping": 1}).await.map_err(|e| match e.kind.as_ref() {
+            // Waiting does not fix credentials: fail at once, as a user error.
+            mongodb::error::ErrorKind::Authentication { .. } => {
+                StoreError::Refused { uri: store.uri.clone(), message: scrub(e.to_string(), &store.password) }
+            }
+            _ => store.error(e),
+        })?;
         for (collection, keys) in [
             (BAD_RECORDS_TABLE, doc! {"pipeline": 1}),
             (LATE_RECORDS_TABLE, doc! {"pipeline": 1}),

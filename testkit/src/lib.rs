@@ -18,12 +18,14 @@
 //! machine; it needs python3 with venv and PyPI).
 
 mod mongo;
+mod process;
 
 pub use mongo::MongoServer;
+use process::ServerProcess;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -55,9 +57,7 @@ impl TopicMessage {
 /// A broker process on a local port.
 pub struct KafkaBroker {
     kind: BrokerKind,
-    port: u16,
-    data_dir: tempfile::TempDir,
-    child: Option<Child>,
+    process: ServerProcess,
 }
 
 fn workspace_root() -> PathBuf {
@@ -91,15 +91,14 @@ pub(crate) fn free_port() -> u16 {
 impl KafkaBroker {
     /// Starts a broker of `kind` on a free port and waits until it answers.
     pub fn start(kind: BrokerKind) -> Self {
-        let mut broker =
-            KafkaBroker { kind, port: free_port(), data_dir: tempfile::tempdir().expect("temp dir"), child: None };
+        let mut broker = KafkaBroker { kind, process: ServerProcess::new() };
         broker.start_again();
         broker
     }
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.process.port)
     }
 
     /// `kafka://host:port/topic`.
@@ -109,14 +108,12 @@ impl KafkaBroker {
 
     /// Starts the process (again) on the same port and data directory.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "broker already running");
-        let port = self.port.to_string();
-        let log = std::fs::File::create(self.data_dir.path().join("broker.log")).expect("broker log");
-        let mut command = match self.kind {
+        let port = self.process.port.to_string();
+        let command = match self.kind {
             BrokerKind::Noida => {
                 let mut c = Command::new(binary("NOIDA_DB_BIN", "bin/noida-server"));
                 c.args(["start", "--only", "kafka", "--kafka-port", &port, "--data-dir"])
-                    .arg(self.data_dir.path().join("data"));
+                    .arg(self.process.data().join("data"));
                 c
             }
             BrokerKind::Tansu => {
@@ -127,37 +124,19 @@ impl KafkaBroker {
                 c
             }
         };
-        let child = command
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start the broker");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "broker did not listen on {} within 60 s: {}", self.port, self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.process.start(command);
     }
 
     /// Stops the broker the way an operator would: SIGTERM (by PID), so it saves its
     /// data (noida-db keeps acknowledged records only in memory until then), and
     /// SIGKILL if it has not exited within 30 s.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.process.stop();
     }
 
     /// The broker's own log, for assertion messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("broker.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// A consumer with librdkafka's settings for this broker.
@@ -213,14 +192,5 @@ impl KafkaBroker {
         assert_eq!(out.len(), want, "read {topic} back");
         out.sort_by_key(|m| (m.partition, m.offset));
         out
-    }
-}
-
-impl Drop for KafkaBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }

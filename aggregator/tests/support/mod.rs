@@ -83,6 +83,27 @@ pub fn options(log: &Path, work: &Path, batch: usize) -> PipelineOptions {
     }
 }
 
+/// Waits (up to 3 minutes) until `done`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Runs the supervisor (live, watching `sql`) on a thread until the returned switch is triggered.
+pub fn run_live(
+    sql: &Path,
+    options: PipelineOptions,
+) -> (Shutdown, std::thread::JoinHandle<aggregator::supervisor::Summary>) {
+    let shutdown = Shutdown::default();
+    let (sql, stop) = (sql.to_path_buf(), shutdown.clone());
+    let handle =
+        std::thread::spawn(move || aggregator::supervisor::run(&sql, &interactions(), &options, stop).unwrap());
+    (shutdown, handle)
+}
+
 /// Runs one pipeline with `--available-now` semantics, in-process.
 pub fn run_pipeline(file: &Path, options: &PipelineOptions) -> aggregator::Result<store::PipelineStatus> {
     let def = aggregator::pipeline::definition::PipelineDefinition::from_file(file)?;
