@@ -83,8 +83,10 @@ fn main() {
     let log = log(events);
     let pipeline = repo_root().join("sql/user_interactions_5m.sql");
     let source = format!("file:{}", log.display());
-    println!("\n| user_interactions_5m into | events | seconds | events/s | result rows | peak RSS (MiB) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "\n| user_interactions_5m into | events | seconds | events/s | rows upserted | upserts/s | result rows | peak RSS (MiB) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, sink) in [("MongoDB (SecantusDB)", Some(server.uri("pipeline"))), ("SQLite", None)] {
         let run = run_aggregator_into(&pipeline, &source, sink.as_deref(), &[]);
         let rows = match &sink {
@@ -95,10 +97,12 @@ fn main() {
             None => 0,
         };
         println!(
-            "| {name} | {} | {:.1} | {:.0} | {} | {:.1} |",
+            "| {name} | {} | {:.1} | {:.0} | {} | {:.0} | {} | {:.1} |",
             run.events,
             run.seconds,
             run.events as f64 / run.seconds,
+            run.rows_upserted,
+            run.rows_upserted as f64 / run.seconds,
             if sink.is_some() { rows.to_string() } else { "-".into() },
             run.peak_rss_kib as f64 / 1024.0
         );

@@ -83,6 +83,7 @@ fn every_shipped_pipeline_into_mongodb_equals_the_oracle_with_bson_types() {
             (12_000 + bad, expected.good, bad, expected.late)
         );
         assert_eq!(reader.rejected(&def.name, false).len() as u64, bad, "{}: bad records", def.name);
+        assert!(s.rows_upserted >= actual.len() as u64, "{}: rows upserted are counted", def.name);
         assert_eq!(reader.rejected(&def.name, true).len() as u64, expected.late, "{}: late records", def.name);
     }
 

@@ -224,6 +224,11 @@ pub struct PipelineStatus {
     pub events_ok: u64,
     pub events_bad: u64,
     pub events_late: u64,
+    /// Result rows written (upserted) and deleted so far, by this version of the pipeline.
+    #[serde(default)]
+    pub rows_upserted: u64,
+    #[serde(default)]
+    pub rows_deleted: u64,
     /// Records known to be in the source but not yet read (when the source can tell).
     pub lag: u64,
     /// Event-time watermark, ISO-8601 UTC, if the pipeline has seen an event.

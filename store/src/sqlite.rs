@@ -120,7 +120,7 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             name TEXT PRIMARY KEY, sql_file TEXT, sql_hash TEXT, state TEXT, host TEXT,
             started_at TEXT, events_in INTEGER, events_ok INTEGER, events_bad INTEGER,
             events_late INTEGER, lag INTEGER, watermark TEXT, last_batch_at TEXT,
-            last_error TEXT, progress REAL);
+            last_error TEXT, progress REAL, rows_upserted INTEGER, rows_deleted INTEGER);
          CREATE TABLE IF NOT EXISTS {BAD_RECORDS_TABLE} (
             pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
             PRIMARY KEY (pipeline, source_offset));
@@ -131,14 +131,16 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             seq INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, instance TEXT, pipeline TEXT,
             severity TEXT, from_state TEXT, to_state TEXT, value REAL, at TEXT, message TEXT);"
     ))?;
-    // Stores written before replay progress was recorded.
-    let has_progress: bool = conn.query_row(
-        &format!("SELECT count(*) FROM pragma_table_info('{STATUS_TABLE}') WHERE name = 'progress'"),
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !has_progress {
-        conn.execute_batch(&format!("ALTER TABLE {STATUS_TABLE} ADD COLUMN progress REAL"))?;
+    // Stores written by earlier versions lack the status columns added since.
+    for (column, ty) in [("progress", "REAL"), ("rows_upserted", "INTEGER"), ("rows_deleted", "INTEGER")] {
+        let present: bool = conn.query_row(
+            &format!("SELECT count(*) FROM pragma_table_info('{STATUS_TABLE}') WHERE name = ?1"),
+            [column],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {STATUS_TABLE} ADD COLUMN {column} {ty}"))?;
+        }
     }
     Ok(())
 }
@@ -253,7 +255,8 @@ impl Store for SqliteStore {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT name, sql_file, sql_hash, state, host, started_at, events_in, events_ok,
-                        events_bad, events_late, lag, watermark, last_batch_at, last_error, progress
+                        events_bad, events_late, lag, watermark, last_batch_at, last_error, progress,
+                        rows_upserted, rows_deleted
                  FROM {STATUS_TABLE} ORDER BY name"
             ))
             .map_err(|e| self.error(e))?;
@@ -274,6 +277,8 @@ impl Store for SqliteStore {
                 last_batch_at: r.get(12)?,
                 last_error: r.get(13)?,
                 progress: r.get(14)?,
+                rows_upserted: r.get::<_, Option<i64>>(15)?.unwrap_or(0) as u64,
+                rows_deleted: r.get::<_, Option<i64>>(16)?.unwrap_or(0) as u64,
             })
         })
         .and_then(|rows| rows.collect())
@@ -427,8 +432,9 @@ fn write_in(
 fn upsert_status(conn: &Connection, s: &PipelineStatus) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO {STATUS_TABLE} (name, sql_file, sql_hash, state, host, started_at,
-            events_in, events_ok, events_bad, events_late, lag, watermark, last_batch_at, last_error, progress)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            events_in, events_ok, events_bad, events_late, lag, watermark, last_batch_at, last_error, progress,
+            rows_upserted, rows_deleted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))?
     .execute(params![
         s.name,
@@ -445,7 +451,9 @@ fn upsert_status(conn: &Connection, s: &PipelineStatus) -> rusqlite::Result<()> 
         s.watermark,
         s.last_batch_at,
         s.last_error,
-        s.progress
+        s.progress,
+        s.rows_upserted as i64,
+        s.rows_deleted as i64
     ])?;
     Ok(())
 }

@@ -249,6 +249,8 @@ async fn status_rows_round_trip_and_are_listed_by_name(store: &dyn Store, _: Sto
         events_ok: 7,
         events_bad: 2,
         events_late: 1,
+        rows_upserted: 40,
+        rows_deleted: 3,
         lag: 5,
         watermark: Some("2026-11-22T09:59:00.000000Z".into()),
         last_batch_at: Some("2026-11-22T10:00:01.000000Z".into()),

@@ -50,6 +50,8 @@ pub struct Run {
     pub events: u64,
     pub seconds: f64,
     pub peak_rss_kib: u64,
+    /// Result rows the pipeline upserted into its store.
+    pub rows_upserted: u64,
 }
 
 /// Runs `pipeline` alone over `source` until caught up (`--available-now`), with `extra_args`,
@@ -85,5 +87,6 @@ pub fn run_aggregator_into(pipeline: &Path, source: &str, sink: Option<&str>, ex
         events: report["pipelines"][0]["events_in"].as_u64().unwrap(),
         seconds: report["elapsed_seconds"].as_f64().unwrap(),
         peak_rss_kib: report["peak_rss_kib"].as_u64().unwrap(),
+        rows_upserted: report["pipelines"][0]["rows_upserted"].as_u64().unwrap_or(0),
     }
 }

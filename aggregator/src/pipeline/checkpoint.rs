@@ -25,13 +25,17 @@ use crate::source::SourceOffset;
 
 const MAGIC: &[u8; 8] = b"SQLAGG01";
 
-/// Events counted by a pipeline: `consumed = ok + bad + late`.
+/// Events counted by a pipeline: `consumed = ok + bad + late`; and result rows written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub consumed: u64,
     pub ok: u64,
     pub bad: u64,
     pub late: u64,
+    #[serde(default)]
+    pub upserted: u64,
+    #[serde(default)]
+    pub deleted: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

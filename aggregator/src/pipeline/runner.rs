@@ -269,6 +269,8 @@ impl Pipeline {
         s.events_ok = self.counters.ok;
         s.events_bad = self.counters.bad;
         s.events_late = self.counters.late;
+        s.rows_upserted = self.counters.upserted;
+        s.rows_deleted = self.counters.deleted;
         s.watermark = self.watermark.current().map(iso_micros);
     }
 
@@ -402,6 +404,8 @@ impl Pipeline {
         self.counters.bad += bad.len() as u64;
         self.counters.late += late.len() as u64;
         self.counters.ok += good.num_rows() as u64;
+        self.counters.upserted += delta.upserts.len() as u64;
+        self.counters.deleted += delta.deletes.len() as u64;
         self.offset = raw.end.clone();
         self.status.last_batch_at = Some(now_iso());
         if self.outage_seen.is_none_or(|seen| seen.elapsed() >= OUTAGE_SHOWN_FOR) {
