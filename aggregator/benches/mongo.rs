@@ -24,6 +24,16 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) this process has used: the client's share of the work,
+/// whatever the server spends.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime and stime are 12 and 13.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
 /// Upserts per second of `rounds` passes over `groups` groups, `delta` rows per write.
 async fn upserts_per_second(store: &dyn Store, groups: i64, delta: i64, rounds: i64) -> (f64, f64) {
     let columns = vec![
@@ -68,15 +78,19 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
 
-    println!("\n| store | groups | rows per micro-batch | inserts/s (1st round) | upserts/s (updates, 4 rounds) |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "\n| store | groups | rows per micro-batch | inserts/s (1st round) | upserts/s (updates, 4 rounds) | client CPU µs per row |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for (name, uri) in [
         ("MongoDB (SecantusDB)", server.uri("bench")),
         ("SQLite", format!("sqlite:{}", work.path().join("bench.sqlite").display())),
     ] {
         let store = runtime.block_on(store::open(&uri, None)).unwrap();
+        let cpu = cpu_seconds();
         let (inserts, updates) = runtime.block_on(upserts_per_second(store.as_ref(), groups, delta, 5));
-        println!("| {name} | {groups} | {delta} | {inserts:.0} | {updates:.0} |");
+        let cpu_per_row = (cpu_seconds() - cpu) * 1e6 / (groups * 5) as f64;
+        println!("| {name} | {groups} | {delta} | {inserts:.0} | {updates:.0} | {cpu_per_row:.1} |");
     }
     println!("(bench process peak RSS {:.1} MiB)", peak_rss_kib() as f64 / 1024.0);
 
