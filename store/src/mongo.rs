@@ -162,15 +162,15 @@ impl MongoStore {
         filter: Document,
         sort: Document,
         limit: Option<i64>,
-    ) -> Result<Vec<Document>> {
+    ) -> Result<Vec<Document>, ReadError> {
         let collection = self.collection(collection);
         let mut find = collection.find(filter).sort(sort);
         if let Some(limit) = limit {
             find = find.limit(limit);
         }
-        let mut cursor = find.await.map_err(|e| self.error(e))?;
+        let mut cursor = find.await.map_err(|e| self.read_error(e))?;
         let mut out = Vec::new();
-        while cursor.advance().await.map_err(|e| self.error(e))? {
+        while cursor.advance().await.map_err(|e| self.read_error(e))? {
             out.push(cursor.deserialize_current().map_err(|e| self.error(e))?);
         }
         Ok(out)
@@ -187,7 +187,7 @@ fn scrub(text: String, password: &Option<String>) -> String {
 
 /// Why a read failed: its cursor was killed (by a concurrent swap), or anything else.
 enum ReadError {
-    CursorKilled(mongodb::error::Error),
+    CursorKilled(StoreError),
     Store(StoreError),
 }
 
@@ -197,19 +197,23 @@ impl From<StoreError> for ReadError {
     }
 }
 
+impl From<ReadError> for StoreError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::CursorKilled(e) | ReadError::Store(e) => e,
+        }
+    }
+}
+
 impl MongoStore {
     async fn read_table_once(&self, table: &str) -> Result<Option<ResultTable>, ReadError> {
         if !self.has_table(table).await? {
             return Ok(None);
         }
         let columns = self.schema(table).await?.unwrap_or_default();
-        let collection = self.collection(table);
-        let mut cursor = collection.find(doc! {}).sort(doc! {"_id": 1}).await.map_err(|e| self.read_error(e))?;
-        let mut documents = Vec::new();
-        while cursor.advance().await.map_err(|e| self.read_error(e))? {
-            documents.push(cursor.deserialize_current().map_err(|e| self.error(e))?);
-        }
-        let rows = documents
+        let rows = self
+            .find_all(table, doc! {}, doc! {"_id": 1}, None)
+            .await?
             .into_iter()
             .map(|d| ResultRow {
                 id: match d.get("_id") {
@@ -226,7 +230,7 @@ impl MongoStore {
     fn read_error(&self, e: mongodb::error::Error) -> ReadError {
         // CursorNotFound, QueryPlanKilled, CursorKilled.
         if [43, 175, 237].iter().any(|&code| is_code(&e, code)) {
-            ReadError::CursorKilled(e)
+            ReadError::CursorKilled(self.error(e))
         } else {
             ReadError::Store(self.error(e))
         }
@@ -412,9 +416,7 @@ impl Store for MongoStore {
         loop {
             match self.read_table_once(table).await {
                 Err(ReadError::CursorKilled(_)) if attempts < 5 => attempts += 1,
-                Err(ReadError::CursorKilled(e)) => return Err(self.error(e)),
-                Err(ReadError::Store(e)) => return Err(e),
-                Ok(table) => return Ok(table),
+                other => return other.map_err(StoreError::from),
             }
         }
     }

@@ -18,7 +18,7 @@ use datafusion::arrow::array::{AsArray, BooleanArray, TimestampMicrosecondArray}
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::arrow::record_batch::RecordBatch;
-use store::{PipelineStatus, RejectedRecord, ResultDelta};
+use store::{PipelineStatus, RejectedRecord, ResultDelta, iso_micros};
 
 use crate::error::Result;
 use crate::pipeline::checkpoint::{self, Checkpoint, CheckpointHeader, Counters};
@@ -29,7 +29,7 @@ use crate::pipeline::state::GroupStore;
 use crate::pipeline::watermark::{Watermark, WatermarkState};
 use crate::pipeline::{PipelineOptions, Shutdown};
 use crate::sink::dead_letter::{DeadLetter, DeadRecord};
-use crate::sink::values::iso_micros;
+
 use crate::sink::{self, Sink, TableChoice};
 use crate::source::decode::JsonDecoder;
 use crate::source::schema::SourceSchema;
@@ -301,11 +301,9 @@ impl Pipeline {
         let (name, available_now) = (self.def.name.clone(), self.options.available_now);
         let (uri, source_options) = (self.options.source_uri.clone(), self.options.source.clone());
         // While the source is down, its error shows in the status (the sink is up).
-        let offset = &self.offset;
-        let mut report =
-            StatusReport { sink: &mut self.sink, status: &mut self.status, outage_seen: &mut self.outage_seen };
-        let mut source = with_retry_reporting(&name, available_now, &shutdown, &mut report, async |_| {
-            source::open(&uri, offset, &source_options)
+        let offset = self.offset.clone();
+        let mut source = with_retry_reporting(&name, available_now, &shutdown, &mut self.status_report(), async |_| {
+            source::open(&uri, &offset, &source_options)
         })
         .await?;
         let end_at_open = source.end_at_open();
@@ -317,8 +315,7 @@ impl Pipeline {
         while !shutdown.is_triggered() {
             self.finish_replay(source.as_ref(), &shutdown).await?;
             let max = self.options.max_batch_records;
-            let mut report =
-                StatusReport { sink: &mut self.sink, status: &mut self.status, outage_seen: &mut self.outage_seen };
+            let mut report = self.status_report();
             let next =
                 with_retry_reporting(&name, available_now, &shutdown, &mut report, async |_| source.next_batch(max));
             let batch = match next.await {
@@ -361,6 +358,11 @@ impl Pipeline {
         self.write_status().await;
         tracing::info!(pipeline = %self.def.name, counters = ?self.counters, "pipeline stopped");
         Ok(self.status.clone())
+    }
+
+    /// Where retried outages are shown: this pipeline's status row.
+    fn status_report(&mut self) -> StatusReport<'_> {
+        StatusReport { sink: &mut self.sink, status: &mut self.status, outage_seen: &mut self.outage_seen }
     }
 
     async fn write_status(&mut self) {
@@ -467,9 +469,8 @@ impl Pipeline {
         late: &[RejectedRecord],
         shutdown: &Shutdown,
     ) -> Result<()> {
-        let mut report =
-            StatusReport { sink: &mut self.sink, status: &mut self.status, outage_seen: &mut self.outage_seen };
-        with_retry_reporting(&self.def.name, self.options.available_now, shutdown, &mut report, async |r| {
+        let (name, available_now) = (self.def.name.clone(), self.options.available_now);
+        with_retry_reporting(&name, available_now, shutdown, &mut self.status_report(), async |r| {
             r.sink.write(delta, r.status, bad, late).await
         })
         .await

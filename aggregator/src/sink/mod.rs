@@ -2,8 +2,9 @@
 //!
 //! A [`Sink`] receives one [`ResultDelta`] per micro-batch (upserts by `_id`, deletes)
 //! together with the pipeline's status and the records it rejected, and applies them
-//! ([`StoreSink`] writes them to a `store::Store`: SQLite or MongoDB). [`values`] turns Arrow rows into the store's values and `_id`s;
-//! [`dead_letter`] also sends bad records to a Kafka topic.
+//! ([`StoreSink`] writes them to a `store::Store`: SQLite or MongoDB). [`values`]
+//! turns Arrow rows into the store's typed values and `_id`s; [`dead_letter`] also
+//! sends bad records to a Kafka topic.
 //!
 //! A pipeline's new version (new SQL hash) replays the source into a *shadow* of its
 //! table and swaps it in when caught up ([`Sink::swap_in_shadow`]), so readers see the
