@@ -120,8 +120,12 @@ pub trait Store: Send + Sync {
     /// Whether a result table with this name exists.
     async fn has_table(&self, table: &str) -> Result<bool>;
 
-    /// All rows of a result table ordered by `_id`, or `None` if it does not exist.
-    async fn read_table(&self, table: &str) -> Result<Option<ResultTable>>;
+    /// One page of a result table: rows matching the request's window range, sorted
+    /// (ties broken by `_id`), `limit` of them from `offset`; `None` if it does not exist.
+    async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>>;
+
+    /// The earliest and latest `start` of a window column (microseconds), if any row has one.
+    async fn window_bounds(&self, table: &str, column: &str) -> Result<Option<(i64, i64)>>;
 
     /// Every status row, by name.
     async fn statuses(&self) -> Result<Vec<PipelineStatus>>;
@@ -132,6 +136,12 @@ pub trait Store: Send + Sync {
 
     /// The latest `limit` alert transitions, newest first.
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>>;
+
+    /// All rows of a result table ordered by `_id`, or `None` if it does not exist.
+    async fn read_table(&self, table: &str) -> Result<Option<ResultTable>> {
+        let all = PageRequest { limit: u64::MAX, ..PageRequest::default() };
+        Ok(self.read_page(table, &all).await?.map(|page| ResultTable { columns: page.columns, rows: page.rows }))
+    }
 
     /// The status of one pipeline.
     async fn status(&self, name: &str) -> Result<Option<PipelineStatus>> {
@@ -150,6 +160,48 @@ pub const ALERTS_TABLE: &str = "_alerts";
 pub struct ResultTable {
     pub columns: Vec<ResultColumn>,
     pub rows: Vec<ResultRow>,
+}
+
+impl PageRequest {
+    /// The column to sort by: the requested one if the table has it, else `_id`.
+    pub fn sort_column<'a>(&'a self, columns: &'a [ResultColumn]) -> Option<&'a ResultColumn> {
+        self.sort.as_ref().and_then(|name| columns.iter().find(|c| &c.name == name))
+    }
+
+    /// The window filter, if its column is a window column of the table.
+    pub fn window_filter(&self, columns: &[ResultColumn]) -> Option<&WindowRange> {
+        self.window_range
+            .as_ref()
+            .filter(|r| columns.iter().any(|c| c.name == r.column && c.column_type == ColumnType::Window))
+    }
+}
+
+/// What [`Store::read_page`] reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageRequest {
+    /// A result column (or `_id`) to sort by; `None`: by `_id`. A window sorts by its start.
+    pub sort: Option<String>,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u64,
+    /// Only rows whose window column starts in `[from, to)` (microseconds).
+    pub window_range: Option<WindowRange>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRange {
+    pub column: String,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// A page of a result table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub columns: Vec<ResultColumn>,
+    pub rows: Vec<ResultRow>,
+    /// Rows matching the request's filter, on all pages.
+    pub total: u64,
 }
 
 /// One state change of an alert instance (a rule, or a rule and one group's key).

@@ -25,8 +25,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::uri::{password_of, redact_uri};
 use crate::{
-    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, PipelineStatus, RejectedRecord,
-    Result, ResultColumn, ResultDelta, ResultRow, ResultTable, STATUS_TABLE, Store, StoreError, Value, iso_micros,
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
+    PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError,
+    Value, iso_micros,
 };
 
 /// Statements per bulk command: large enough that a round trip carries many rows,
@@ -156,16 +157,18 @@ impl MongoStore {
         Ok(())
     }
 
+    /// The documents matching `filter`, sorted, `limit` of them (all: `u64::MAX`) from `skip`.
     async fn find_all(
         &self,
         collection: &str,
         filter: Document,
         sort: Document,
-        limit: Option<i64>,
+        skip: u64,
+        limit: u64,
     ) -> Result<Vec<Document>, ReadError> {
         let collection = self.collection(collection);
-        let mut find = collection.find(filter).sort(sort);
-        if let Some(limit) = limit {
+        let mut find = collection.find(filter).sort(sort).skip(skip);
+        if let Ok(limit) = i64::try_from(limit) {
             find = find.limit(limit);
         }
         let mut cursor = find.await.map_err(|e| self.read_error(e))?;
@@ -206,13 +209,32 @@ impl From<ReadError> for StoreError {
 }
 
 impl MongoStore {
-    async fn read_table_once(&self, table: &str) -> Result<Option<ResultTable>, ReadError> {
+    async fn read_page_once(&self, table: &str, request: &PageRequest) -> Result<Option<Page>, ReadError> {
         if !self.has_table(table).await? {
             return Ok(None);
         }
         let columns = self.schema(table).await?.unwrap_or_default();
+        let filter = match request.window_filter(&columns) {
+            Some(range) => doc! {format!("{}.start", range.column): {
+                "$gte": bson::DateTime::from_millis(range.from.div_euclid(1000)),
+                "$lt": bson::DateTime::from_millis(range.to.div_euclid(1000)),
+            }},
+            None => doc! {},
+        };
+        let direction = if request.descending { -1 } else { 1 };
+        let mut sort = Document::new();
+        if let Some(column) = request.sort_column(&columns) {
+            // A window sorts by its start (indexed).
+            let key = match column.column_type {
+                ColumnType::Window => format!("{}.start", column.name),
+                _ => column.name.clone(),
+            };
+            sort.insert(key, direction);
+        }
+        sort.insert("_id", direction);
+        let total = self.collection(table).count_documents(filter.clone()).await.map_err(|e| self.read_error(e))?;
         let rows = self
-            .find_all(table, doc! {}, doc! {"_id": 1}, None)
+            .find_all(table, filter, sort, request.offset, request.limit)
             .await?
             .into_iter()
             .map(|d| ResultRow {
@@ -224,7 +246,7 @@ impl MongoStore {
                 values: columns.iter().map(|c| from_bson(d.get(&c.name), c.column_type)).collect(),
             })
             .collect();
-        Ok(Some(ResultTable { columns, rows }))
+        Ok(Some(Page { columns, rows, total }))
     }
 
     fn read_error(&self, e: mongodb::error::Error) -> ReadError {
@@ -409,20 +431,32 @@ impl Store for MongoStore {
         Ok(!names.is_empty())
     }
 
-    async fn read_table(&self, table: &str) -> Result<Option<ResultTable>> {
+    async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>> {
         // A swap (renameCollection, dropTarget) during a read that spans several
         // batches kills its cursor: the read starts over, on the new collection.
         let mut attempts = 0;
         loop {
-            match self.read_table_once(table).await {
+            match self.read_page_once(table, request).await {
                 Err(ReadError::CursorKilled(_)) if attempts < 5 => attempts += 1,
                 other => return other.map_err(StoreError::from),
             }
         }
     }
 
+    async fn window_bounds(&self, table: &str, column: &str) -> Result<Option<(i64, i64)>> {
+        let start = format!("{column}.start");
+        let mut bounds = Vec::new();
+        for direction in [1, -1] {
+            let filter = doc! {&start: {"$type": "date"}};
+            let found = self.find_all(table, filter, doc! {&start: direction}, 0, 1).await?;
+            let time = found.first().and_then(|d| d.get_document(column).ok()?.get_datetime("start").ok().copied());
+            bounds.push(time.map(|t| t.timestamp_millis() * 1000));
+        }
+        Ok(bounds[0].zip(bounds[1]))
+    }
+
     async fn statuses(&self) -> Result<Vec<PipelineStatus>> {
-        self.find_all(STATUS_TABLE, doc! {}, doc! {"_id": 1}, None)
+        self.find_all(STATUS_TABLE, doc! {}, doc! {"_id": 1}, 0, u64::MAX)
             .await?
             .into_iter()
             .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{STATUS_TABLE}: {e}"))))
@@ -433,7 +467,7 @@ impl Store for MongoStore {
         let collection = if late { LATE_RECORDS_TABLE } else { BAD_RECORDS_TABLE };
         let text = |d: &Document, key: &str| d.get_str(key).unwrap_or_default().to_string();
         Ok(self
-            .find_all(collection, doc! {"pipeline": pipeline}, doc! {"source_offset": 1}, None)
+            .find_all(collection, doc! {"pipeline": pipeline}, doc! {"source_offset": 1}, 0, u64::MAX)
             .await?
             .iter()
             .map(|d| RejectedRecord {
@@ -445,7 +479,7 @@ impl Store for MongoStore {
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {
-        self.find_all(ALERTS_TABLE, doc! {}, doc! {"at": -1, "_id": -1}, Some(limit as i64))
+        self.find_all(ALERTS_TABLE, doc! {}, doc! {"at": -1, "_id": -1}, 0, limit as u64)
             .await?
             .into_iter()
             .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{ALERTS_TABLE}: {e}"))))

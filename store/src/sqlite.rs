@@ -12,9 +12,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::{
-    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, PipelineStatus, RejectedRecord,
-    Result, ResultColumn, ResultDelta, ResultRow, ResultTable, STATUS_TABLE, Store, StoreError, Value, iso_micros,
-    parse_iso_micros,
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
+    PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError,
+    Value, iso_micros, parse_iso_micros,
 };
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
@@ -228,16 +228,39 @@ impl Store for SqliteStore {
             .map_err(|e| self.error(e))
     }
 
-    async fn read_table(&self, table: &str) -> Result<Option<ResultTable>> {
+    async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>> {
         let Some(columns) = self.table_columns(table)? else { return Ok(None) };
         let conn = self.conn();
+        let mut filter = String::new();
+        let mut params: Vec<String> = Vec::new();
+        if let Some(range) = request.window_filter(&columns) {
+            // ISO-8601 text of fixed width: text order is time order.
+            let start = format!("json_extract({}, '$.start')", quote(&range.column));
+            filter = format!("WHERE {start} >= ?1 AND {start} < ?2");
+            params = vec![iso_micros(range.from), iso_micros(range.to)];
+        }
+        let total: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {} {filter}", quote(table)), params_from_iter(&params), |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.error(e))?;
+        let direction = if request.descending { "DESC" } else { "ASC" };
+        let order = match request.sort_column(&columns) {
+            Some(c) => format!("{} {direction}, \"_id\" {direction}", quote(&c.name)),
+            None => format!("\"_id\" {direction}"),
+        };
         let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
         let select = std::iter::once("\"_id\"".to_string()).chain(names).collect::<Vec<_>>().join(", ");
+        let limit = i64::try_from(request.limit).unwrap_or(-1);
+        let offset = i64::try_from(request.offset).unwrap_or(i64::MAX);
         let mut stmt = conn
-            .prepare(&format!("SELECT {select} FROM {} ORDER BY \"_id\"", quote(table)))
+            .prepare(&format!(
+                "SELECT {select} FROM {} {filter} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+                quote(table)
+            ))
             .map_err(|e| self.error(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params_from_iter(&params), |r| {
                 let values = columns
                     .iter()
                     .enumerate()
@@ -247,7 +270,21 @@ impl Store for SqliteStore {
             })
             .and_then(|rows| rows.collect())
             .map_err(|e| self.error(e))?;
-        Ok(Some(ResultTable { columns, rows }))
+        Ok(Some(Page { columns, rows, total: total as u64 }))
+    }
+
+    async fn window_bounds(&self, table: &str, column: &str) -> Result<Option<(i64, i64)>> {
+        if self.table_columns(table)?.is_none() {
+            return Ok(None);
+        }
+        let start = format!("json_extract({}, '$.start')", quote(column));
+        let (min, max): (Option<String>, Option<String>) = self
+            .conn()
+            .query_row(&format!("SELECT min({start}), max({start}) FROM {}", quote(table)), [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.error(e))?;
+        Ok(min.as_deref().and_then(parse_iso_micros).zip(max.as_deref().and_then(parse_iso_micros)))
     }
 
     async fn statuses(&self) -> Result<Vec<PipelineStatus>> {

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use store::{
-    AlertTransition, ColumnType, PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value,
-    shadow_table,
+    AlertTransition, ColumnType, PageRequest, PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow,
+    Store, Value, WindowRange, shadow_table,
 };
 
 type Behaviour = for<'a> fn(&'a dyn Store, StoreKind) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -35,6 +35,7 @@ behaviours!(
     an_empty_result_is_an_existing_empty_table_with_its_columns,
     status_rows_round_trip_and_are_listed_by_name,
     alert_transitions_are_listed_newest_first,
+    pages_are_sorted_filtered_by_window_start_and_counted,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -286,6 +287,42 @@ async fn alert_transitions_are_listed_newest_first(store: &dyn Store, _: StoreKi
     }
     let history = store.alert_history(2).await.unwrap();
     assert_eq!(history, vec![transition("normal", 3), transition("firing", 2)]);
+}
+
+async fn pages_are_sorted_filtered_by_window_start_and_counted(store: &dyn Store, _: StoreKind) {
+    let columns = vec![column("window", ColumnType::Window), column("n", ColumnType::Integer)];
+    store.prepare_result_table("w", "w", &columns, true).await.unwrap();
+    let window = |i: i64| {
+        Value::Struct(vec![
+            ("start".into(), Value::Timestamp(at(i * 300_000))),
+            ("end".into(), Value::Timestamp(at((i + 1) * 300_000))),
+        ])
+    };
+    // Windows 0..10, n = (7 * i) % 10: every n different, not in window order.
+    let rows: Vec<ResultRow> = (0..10)
+        .map(|i| ResultRow { id: format!("w{i}"), values: vec![window(i), Value::Integer((7 * i) % 10)] })
+        .collect();
+    store.write_batch("w", &columns, &upserts(rows), &status("w"), &[], &[]).await.unwrap();
+    let ids = |page: store::Page| page.rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+    assert_eq!(store.window_bounds("w", "window").await.unwrap(), Some((at(0), at(9 * 300_000))));
+    assert_eq!(store.window_bounds("nope", "window").await.unwrap(), None);
+    // n descending, second page of 3: n = 6, 5, 4 → windows 8, 5, 2.
+    let request = PageRequest { sort: Some("n".into()), descending: true, offset: 3, limit: 3, window_range: None };
+    let page = store.read_page("w", &request).await.unwrap().unwrap();
+    assert_eq!((page.total, page.columns.clone()), (10, columns.clone()));
+    assert_eq!(ids(page), ["w8", "w5", "w2"]);
+    // Windows starting in [15 min, 35 min): 3..=6, sorted by window, descending.
+    let range = WindowRange { column: "window".into(), from: at(3 * 300_000), to: at(7 * 300_000) };
+    let request =
+        PageRequest { sort: Some("window".into()), descending: true, offset: 0, limit: 10, window_range: Some(range) };
+    let page = store.read_page("w", &request).await.unwrap().unwrap();
+    assert_eq!(page.total, 4);
+    assert_eq!(ids(page), ["w6", "w5", "w4", "w3"]);
+    // An unknown sort column sorts by `_id`.
+    let request = PageRequest { sort: Some("nope".into()), limit: 2, ..PageRequest::default() };
+    assert_eq!(ids(store.read_page("w", &request).await.unwrap().unwrap()), ["w0", "w1"]);
+    assert_eq!(store.read_page("nope", &request).await.unwrap(), None);
 }
 
 /// MongoDB only: the documents carry BSON types, a window is a sub-document of dates
