@@ -2,7 +2,7 @@
 # Runs the whole product on embedded defaults — no Kafka, MongoDB or Docker:
 #   generator  → data/events/        (the batch-file log, a new file every second)
 #   aggregator → data/results.sqlite (one pipeline per file in sql/)
-#   dashboard  (terminal placeholder until the web dashboard lands)
+#   dashboard  → http://localhost:8501 (reads data/results.sqlite)
 # Ctrl-C stops everything; run it again and the pipelines resume from their checkpoints.
 # PROFILE=release for an optimised build (slower to build, much faster to run).
 set -euo pipefail
@@ -24,4 +24,5 @@ pids+=($!)
     --checkpoint-dir data/checkpoints 2> data/aggregator.log &
 pids+=($!)
 echo "aggregator log: data/aggregator.log; results: data/results.sqlite"
-"$bin/dashboard" --store sqlite:data/results.sqlite
+echo "dashboard: open http://localhost:8501"
+"$bin/dashboard" --store sqlite:data/results.sqlite --listen 127.0.0.1:8501

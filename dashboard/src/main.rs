@@ -1,16 +1,11 @@
-//! `dashboard`: placeholder until the web dashboard's issue.
-//!
-//! Prints every pipeline's status and result-table size from the store (SQLite or
-//! MongoDB, through `store::Store`), refreshing every few seconds, so the embedded
-//! demo shows its live aggregates in the terminal. The web UI (axum + askama on port
-//! 8501) replaces this.
+//! `dashboard --store <uri> [--listen ADDR]`: the web dashboard (see the library's docs).
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::Parser;
-use store::Store;
+use dashboard::AppState;
 
-/// Shows pipeline status and results from the store (terminal placeholder).
+/// Serves the dashboard: pipeline status, live results and charts from the store.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -20,63 +15,40 @@ struct Args {
     /// The MongoDB database, if the store URI does not name one.
     #[arg(long, env = "DASHBOARD_DATABASE")]
     database: Option<String>,
-    /// Seconds between refreshes.
-    #[arg(long, env = "DASHBOARD_INTERVAL_SECONDS", default_value_t = 2.0)]
-    interval_seconds: f64,
-    /// Print once and exit.
-    #[arg(long)]
-    once: bool,
+    /// Address to listen on (`0.0.0.0:8501` to be reachable from other machines).
+    #[arg(long, env = "DASHBOARD_LISTEN", default_value = "127.0.0.1:8501")]
+    listen: String,
+    /// Seconds between the pages' live refreshes.
+    #[arg(long, env = "DASHBOARD_REFRESH_SECONDS", default_value_t = 3.0)]
+    refresh_seconds: f64,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let mut store: Option<Box<dyn Store>> = None;
-        loop {
-            if store.is_none() {
-                match store::open(&args.store, args.database.as_deref()).await {
-                    Ok(opened) => store = Some(opened),
-                    Err(e) if e.is_retryable() && !args.once => eprintln!("dashboard: {e}"),
-                    Err(e) => return Err(e.into()),
-                }
+    // A store that is not up yet (MongoDB starting beside us) is waited for.
+    let store = loop {
+        match store::open(&args.store, args.database.as_deref()).await {
+            Ok(store) => break store,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "store not answering; retrying in 2 s");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
-            if let Some(opened) = &store {
-                match render(opened.as_ref()).await {
-                    Ok(text) => println!("{text}"),
-                    Err(e) if args.once => return Err(e.into()),
-                    Err(e) => eprintln!("dashboard: {e}"),
-                }
-            }
-            if args.once {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_secs_f64(args.interval_seconds.max(0.1))).await;
+            Err(e) => return Err(e.into()),
         }
-    })
-}
-
-async fn render(store: &dyn Store) -> store::Result<String> {
-    let mut out = format!(
-        "{:<28} {:<10} {:>10} {:>10} {:>6} {:>6} {:>8}  {}\n",
-        "pipeline", "state", "consumed", "ok", "bad", "late", "rows", "watermark"
-    );
-    for s in store.statuses().await? {
-        let rows = store.read_table(&s.name).await?.map_or(0, |t| t.rows.len());
-        out.push_str(&format!(
-            "{:<28} {:<10} {:>10} {:>10} {:>6} {:>6} {:>8}  {}\n",
-            s.name,
-            s.state,
-            s.events_in,
-            s.events_ok,
-            s.events_bad,
-            s.events_late,
-            rows,
-            s.watermark.unwrap_or_default()
-        ));
-        if let Some(error) = s.last_error {
-            out.push_str(&format!("    error: {error}\n"));
-        }
-    }
-    Ok(out)
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen on {}: {e}", args.listen))?;
+    tracing::info!(store = %store.uri(), url = %format!("http://{}", listener.local_addr()?), "dashboard listening");
+    let state = AppState { store: Arc::from(store), refresh_seconds: args.refresh_seconds.max(0.5) };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    dashboard::run(listener, state, shutdown).await?;
+    Ok(())
 }

@@ -1,0 +1,146 @@
+// The dashboard's only script, served by the dashboard itself. It refreshes the page's
+// data in place every few seconds from the JSON API (no reload: scroll position, form
+// fields and the query string stay), pauses while the tab is hidden, and draws charts
+// as SVG. Data only ever reaches the page as text (textContent), never as markup.
+"use strict";
+
+const refreshMs = 1000 * (parseFloat(document.body.dataset.refreshSeconds) || 3);
+const SVG = "http://www.w3.org/2000/svg";
+const COLORS = ["#3b6fd8", "#e4892b", "#3aa569", "#c4443b", "#8a5cc4", "#6b7a8f", "#d3b13a", "#2fa3b5"];
+
+function el(name, attrs, text) {
+  const node = name.startsWith("svg:") ? document.createElementNS(SVG, name.slice(4)) : document.createElement(name);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+async function getJson(url) {
+  const response = await fetch(url, { headers: { accept: "application/json" } });
+  if (!response.ok) throw new Error(url + ": " + response.status);
+  return response.json();
+}
+
+function markUpdated() {
+  const t = document.getElementById("last-updated");
+  if (t) t.textContent = new Date().toLocaleTimeString();
+}
+
+// ---- overview: counters, state, rate ----
+const lastCounts = new Map();
+async function refreshOverview(table) {
+  const { pipelines } = await getJson("/api/pipelines");
+  const now = Date.now();
+  for (const s of pipelines) {
+    const row = table.querySelector(`tr[data-pipeline="${CSS.escape(s.name)}"]`);
+    if (!row) { location.reload(); return; } // a new pipeline: its row needs the server's markup
+    const set = (field, text) => { const c = row.querySelector(`[data-field="${field}"]`); if (c && c.firstChild?.nodeType !== 1) c.textContent = text; };
+    const progress = s.progress == null ? "" : " " + Math.round(s.progress * 100) + "%";
+    const state = row.querySelector('[data-field="state"]');
+    state.textContent = s.state + progress;
+    state.className = "state state-" + s.state;
+    for (const f of ["events_in", "events_ok", "events_late", "lag", "last_batch_at"]) set(f, s[f] ?? "");
+    const bad = row.querySelector('[data-field="events_bad"] a');
+    if (bad) bad.textContent = s.events_bad;
+    const last = lastCounts.get(s.name);
+    if (last) set("rate", Math.round((s.events_in - last.count) / ((now - last.at) / 1000)));
+    lastCounts.set(s.name, { count: s.events_in, at: now });
+  }
+}
+
+// ---- pipeline page: table and chart ----
+function drawTable(table, view) {
+  const body = el("tbody");
+  for (const row of view.rows) {
+    const tr = el("tr");
+    for (const cell of row) tr.appendChild(el("td", {}, cell));
+    body.appendChild(tr);
+  }
+  table.replaceChild(body, table.tBodies[0]);
+  const pager = document.getElementById("pager");
+  if (pager) {
+    const text = [...pager.childNodes].find(n => n.nodeType === 3 && n.textContent.includes("page"));
+    if (text) text.textContent = ` page ${view.page} of ${view.pages} (${view.total} rows) `;
+  }
+}
+
+function drawChart(figure, chart) {
+  figure.replaceChildren();
+  if (!chart || chart.kind === "none" || chart.x.length === 0) return;
+  const W = 900, H = 280, L = 60, R = 10, T = 10, B = 60;
+  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": chart.y_label });
+  const n = chart.x.length;
+  const stacked = chart.kind === "stacked";
+  const totals = chart.x.map((_, i) => chart.series.reduce((a, s) => stacked ? a + s.values[i] : Math.max(a, s.values[i]), 0));
+  const max = Math.max(...totals, 0) || 1;
+  const y = v => T + (H - T - B) * (1 - v / max);
+  const step = (W - L - R) / Math.max(n, 1);
+  svg.appendChild(el("svg:line", { x1: L, y1: y(0), x2: W - R, y2: y(0), stroke: "#999" }));
+  for (const f of [0, 0.5, 1]) {
+    svg.appendChild(el("svg:text", { x: L - 6, y: y(max * f) + 4, "text-anchor": "end", "font-size": 11 }, String(+(max * f).toPrecision(3))));
+  }
+  if (chart.kind === "line") {
+    chart.series.forEach((s, k) => {
+      const points = s.values.map((v, i) => `${L + step * (i + 0.5)},${y(v)}`).join(" ");
+      svg.appendChild(el("svg:polyline", { points, fill: "none", stroke: COLORS[k % COLORS.length], "stroke-width": 2 }));
+    });
+  } else {
+    const base = new Array(n).fill(0);
+    chart.series.forEach((s, k) => {
+      s.values.forEach((v, i) => {
+        const top = stacked ? base[i] + v : v;
+        const bar = el("svg:rect", { x: L + step * i + step * 0.1, width: step * 0.8, y: y(top), height: Math.max(0, y(stacked ? base[i] : 0) - y(top)), fill: COLORS[k % COLORS.length] });
+        bar.appendChild(el("svg:title", {}, `${chart.x[i]} · ${s.name}: ${v}`));
+        svg.appendChild(bar);
+        if (stacked) base[i] = top;
+      });
+    });
+  }
+  const every = Math.ceil(n / 12);
+  chart.x.forEach((label, i) => {
+    if (i % every) return;
+    svg.appendChild(el("svg:text", { x: L + step * (i + 0.5), y: H - B + 14, "text-anchor": "middle", "font-size": 10 }, label.length > 16 ? label.slice(-8) : label));
+  });
+  svg.appendChild(el("svg:text", { x: L, y: H - 8, "font-size": 11 }, `${chart.y_label} by ${chart.x_label}`));
+  figure.appendChild(svg);
+  if (chart.series.length > 1) {
+    const legend = el("figcaption", { class: "legend" });
+    chart.series.forEach((s, k) => { const item = el("span", {}, "■ " + s.name); item.style.color = COLORS[k % COLORS.length]; legend.appendChild(item); });
+    figure.appendChild(legend);
+  }
+}
+
+async function refreshPipeline(table, figure) {
+  const name = encodeURIComponent(table.dataset.pipeline);
+  const query = location.search;
+  const [view, chart] = await Promise.all([getJson(`/api/pipelines/${name}/rows${query}`), getJson(`/api/pipelines/${name}/chart${query}`)]);
+  drawTable(table, view);
+  drawChart(figure, chart);
+}
+
+// ---- the refresh loop ----
+let timer = null;
+async function refresh() {
+  try {
+    const overview = document.getElementById("pipelines");
+    const result = document.getElementById("result");
+    if (overview) await refreshOverview(overview);
+    if (result) await refreshPipeline(result, document.getElementById("chart"));
+    markUpdated();
+  } catch (e) {
+    const t = document.getElementById("last-updated");
+    if (t) t.textContent = "failed (" + e.message + ")";
+  }
+  schedule();
+}
+function schedule() {
+  clearTimeout(timer);
+  if (!document.hidden) timer = setTimeout(refresh, refreshMs);
+}
+document.addEventListener("visibilitychange", () => { if (document.hidden) clearTimeout(timer); else refresh(); });
+document.addEventListener("DOMContentLoaded", () => {
+  markUpdated();
+  const result = document.getElementById("result");
+  if (result) refreshPipeline(result, document.getElementById("chart")).catch(() => {});
+  schedule();
+});

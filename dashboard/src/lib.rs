@@ -1,0 +1,42 @@
+//! The dashboard: a web server (axum, askama templates) that reads the results store
+//! the aggregator writes (SQLite or MongoDB, through `store::Store`) and shows every
+//! pipeline's state, its live result as a table and a chart, and its bad records.
+//! It only reads: the aggregator never talks to it, and it never talks to the aggregator.
+//!
+//! Layout:
+//! * [`run`] serves until `shutdown` resolves (tests bind port 0 and pass their own);
+//! * `web/pages.rs`: the HTML pages (templates in `templates/`, escaped by askama);
+//! * `web/api.rs`: the JSON API under `/api/` behind every page, and `/healthz`;
+//! * `web/view.rs`: what pages and API share: a result page request from the query
+//!   string, the default time range, values as text, the chart of a result;
+//! * `assets/`: the page script (live refresh, charts as SVG) and style, served by
+//!   the dashboard itself: nothing is fetched from the internet.
+
+mod web;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use store::Store;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Seconds between live refreshes of a page.
+    pub refresh_seconds: f64,
+}
+
+/// The routes of the dashboard.
+pub fn router(state: AppState) -> axum::Router {
+    web::router(state)
+}
+
+/// Serves the dashboard on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

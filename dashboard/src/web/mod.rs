@@ -1,0 +1,58 @@
+//! Routes: pages (HTML), the JSON API, static assets.
+
+mod api;
+mod assets;
+mod pages;
+mod view;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/pipelines/{name}", get(pages::pipeline))
+        .route("/pipelines/{name}/bad", get(pages::bad_records))
+        .route("/api/pipelines", get(api::pipelines))
+        .route("/api/pipelines/{name}", get(api::pipeline))
+        .route("/api/pipelines/{name}/rows", get(api::rows))
+        .route("/api/pipelines/{name}/chart", get(api::chart))
+        .route("/api/pipelines/{name}/bad", get(api::bad_records))
+        .route("/healthz", get(api::healthz))
+        .route("/assets/app.js", get(assets::script))
+        .route("/assets/app.css", get(assets::style))
+        .with_state(state)
+}
+
+/// An error page or API error: the store's message (passwords are already hidden by
+/// the store) with a status code.
+pub struct WebError {
+    status: axum::http::StatusCode,
+    message: String,
+}
+
+impl WebError {
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        WebError { status: axum::http::StatusCode::NOT_FOUND, message: format!("{what} not found") }
+    }
+}
+
+impl From<store::StoreError> for WebError {
+    fn from(e: store::StoreError) -> Self {
+        WebError { status: axum::http::StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
+    }
+}
+
+impl From<askama::Error> for WebError {
+    fn from(e: askama::Error) -> Self {
+        WebError { status: axum::http::StatusCode::INTERNAL_SERVER_ERROR, message: format!("template: {e}") }
+    }
+}
+
+impl axum::response::IntoResponse for WebError {
+    fn into_response(self) -> axum::response::Response {
+        (self.status, axum::Json(serde_json::json!({"error": self.message}))).into_response()
+    }
+}

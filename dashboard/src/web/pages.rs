@@ -1,0 +1,126 @@
+//! The HTML pages. Templates are in `templates/`; askama escapes every value.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::Html;
+use store::{PageRequest, PipelineStatus, RejectedRecord};
+
+use super::WebError;
+use super::view::{self, ResultView, TableQuery};
+use crate::AppState;
+
+/// A single-row result shown as tiles on the overview (such as all-time averages).
+pub struct Tile {
+    pub pipeline: String,
+    pub values: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    statuses: Vec<PipelineStatus>,
+    tiles: Vec<Tile>,
+    refresh_seconds: f64,
+}
+
+pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, WebError> {
+    let statuses = state.store.statuses().await?;
+    let mut tiles = Vec::new();
+    for status in &statuses {
+        let two = PageRequest { limit: 2, ..PageRequest::default() };
+        if let Some(page) = state.store.read_page(&status.name, &two).await?
+            && page.total == 1
+        {
+            let values = page.columns.iter().zip(&page.rows[0].values).map(|(c, v)| (c.name.clone(), view::text(v)));
+            tiles.push(Tile { pipeline: status.name.clone(), values: values.collect() });
+        }
+    }
+    Ok(Html(Overview { statuses, tiles, refresh_seconds: state.refresh_seconds }.render()?))
+}
+
+#[derive(Template)]
+#[template(path = "pipeline.html")]
+struct PipelinePage {
+    status: PipelineStatus,
+    result: ResultView,
+    sql: Option<String>,
+    refresh_seconds: f64,
+}
+
+impl PipelinePage {
+    /// The link that sorts by `column` (toggling the direction if it is already the sort).
+    fn sort_link(&self, column: &str) -> String {
+        let desc = self.result.sort.as_deref() == Some(column) && !self.result.desc;
+        self.link(Some(column), desc, 1)
+    }
+
+    fn page_link(&self, page: u64) -> String {
+        self.link(self.result.sort.as_deref(), self.result.desc, page)
+    }
+
+    fn link(&self, sort: Option<&str>, desc: bool, page: u64) -> String {
+        let mut query = vec![format!("page={page}")];
+        if let Some(sort) = sort {
+            query.push(format!("sort={}", encode(sort)));
+            query.push(format!("desc={desc}"));
+        }
+        if self.result.window.is_some() {
+            query.push(format!("from={}", encode(&self.result.from)));
+            query.push(format!("to={}", encode(&self.result.to)));
+        }
+        format!("?{}", query.join("&"))
+    }
+
+    fn arrow(&self, column: &str) -> &'static str {
+        match (self.result.sort.as_deref() == Some(column), self.result.desc) {
+            (true, true) => " ▼",
+            (true, false) => " ▲",
+            _ => "",
+        }
+    }
+}
+
+/// Percent-encodes a query-string value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn pipeline(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<TableQuery>,
+) -> Result<Html<String>, WebError> {
+    let status = state.store.status(&name).await?.ok_or_else(|| WebError::not_found(format!("pipeline {name}")))?;
+    let result = view::result_view(state.store.as_ref(), &name, &query)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
+    // The SQL as the aggregator's file has it, when this machine can read that file.
+    let sql = std::fs::read_to_string(&status.sql_file).ok();
+    Ok(Html(PipelinePage { status, result, sql, refresh_seconds: state.refresh_seconds }.render()?))
+}
+
+#[derive(Template)]
+#[template(path = "bad_records.html")]
+struct BadRecordsPage {
+    name: String,
+    records: Vec<RejectedRecord>,
+    total: usize,
+    refresh_seconds: f64,
+}
+
+/// Bad records shown on a page, the latest (by offset) first.
+const BAD_RECORDS_SHOWN: usize = 200;
+
+pub async fn bad_records(State(state): State<AppState>, Path(name): Path<String>) -> Result<Html<String>, WebError> {
+    let mut records = state.store.rejected_records(&name, false).await?;
+    let total = records.len();
+    records.reverse();
+    records.truncate(BAD_RECORDS_SHOWN);
+    Ok(Html(BadRecordsPage { name, records, total, refresh_seconds: state.refresh_seconds }.render()?))
+}

@@ -1,0 +1,275 @@
+//! What pages and the API share: reading a page of a result from the query string,
+//! the default time range, values as text, and the chart of a result.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use store::{ColumnType, PageRequest, ResultColumn, Store, StoreError, Value, WindowRange, iso_micros};
+
+/// Rows per table page.
+pub const PAGE_SIZE: u64 = 50;
+/// Rows a chart is drawn from, at most (the newest windows first).
+const CHART_ROWS: u64 = 20_000;
+/// Bars in a chart of a keyed result.
+const CHART_BARS: usize = 30;
+/// The default time range: the last hour of event time present in the data.
+const DEFAULT_RANGE_MICROS: i64 = 3_600_000_000;
+
+/// The query string of a pipeline page and its API routes.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TableQuery {
+    pub sort: Option<String>,
+    pub desc: Option<bool>,
+    /// 1-based.
+    pub page: Option<u64>,
+    /// Window starts from / to, ISO-8601 (`2026-01-01T00:05` or with seconds and zone; UTC if none).
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A page of a result, ready to show.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultView {
+    pub columns: Vec<ColumnView>,
+    /// Each row's `_id`, then one text per column.
+    pub rows: Vec<Vec<String>>,
+    pub total: u64,
+    pub page: u64,
+    pub pages: u64,
+    pub sort: Option<String>,
+    pub desc: bool,
+    /// The window column, for windowed results (the time filter applies to it).
+    pub window: Option<String>,
+    /// The time range shown, `YYYY-MM-DDTHH:MM:SS` UTC (empty without a window).
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnView {
+    pub name: String,
+    pub column_type: ColumnType,
+}
+
+/// A chart chosen from the result's shape.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Chart {
+    /// `line` (a value over window start), `stacked` (bars per window start, stacked by
+    /// a category column), `bar` (a value per key) or `none`.
+    pub kind: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub x: Vec<String>,
+    pub series: Vec<Series>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub name: String,
+    pub values: Vec<f64>,
+}
+
+/// The roles of a result's columns, guessed from their types and names: the chart's
+/// value is the first numeric column that is not an id (`…_id`), its category the
+/// first text column, its time axis the first window column.
+struct Shape<'a> {
+    window: Option<&'a ResultColumn>,
+    value: Option<usize>,
+    category: Option<usize>,
+}
+
+fn shape(columns: &[ResultColumn]) -> Shape<'_> {
+    let numeric =
+        |c: &ResultColumn| matches!(c.column_type, ColumnType::Integer | ColumnType::Real | ColumnType::Decimal);
+    Shape {
+        window: columns.iter().find(|c| c.column_type == ColumnType::Window),
+        value: columns.iter().position(|c| numeric(c) && !c.name.ends_with("_id") && c.name != "id"),
+        category: columns.iter().position(|c| c.column_type == ColumnType::Text),
+    }
+}
+
+/// A time from a query string: RFC 3339, or `YYYY-MM-DDTHH:MM[:SS]` taken as UTC.
+fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    store::parse_iso_micros(text).or_else(|| {
+        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+            .map(|t| t.and_utc().timestamp_micros())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, as a `datetime-local` input shows it.
+fn input_time(micros: i64) -> String {
+    iso_micros(micros)[..19].to_string()
+}
+
+/// The window range of a request: the query's, else the last hour of event time in the data.
+async fn window_range(
+    store: &dyn Store,
+    table: &str,
+    window: &ResultColumn,
+    query: &TableQuery,
+) -> Result<Option<WindowRange>, StoreError> {
+    let Some((_, latest)) = store.window_bounds(table, &window.name).await? else { return Ok(None) };
+    let to = query.to.as_deref().and_then(parse_time).unwrap_or(latest + 1);
+    let from = query.from.as_deref().and_then(parse_time).unwrap_or(to - DEFAULT_RANGE_MICROS);
+    Ok(Some(WindowRange { column: window.name.clone(), from, to }))
+}
+
+/// A value as the tables show it.
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Bool(v) => v.to_string(),
+        Value::Integer(v) => v.to_string(),
+        Value::Real(v) => {
+            let rounded = format!("{v:.4}");
+            rounded.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
+        Value::Decimal(v) | Value::Text(v) => v.clone(),
+        Value::Timestamp(v) => iso_micros(*v)[..19].replace('T', " "),
+        Value::Struct(fields) if fields.len() == 2 && fields.iter().all(|(_, v)| matches!(v, Value::Timestamp(_))) => {
+            // A window: `2026-01-01 00:05:00 – 00:10:00`.
+            let start = text(&fields[0].1);
+            let end = text(&fields[1].1);
+            let same_day = start.get(..10) == end.get(..10);
+            format!("{start} – {}", if same_day { &end[11..] } else { &end })
+        }
+        other => other.to_json().to_string(),
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Integer(v) => Some(*v as f64),
+        Value::Real(v) => Some(*v),
+        Value::Decimal(v) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+fn window_start(value: &Value) -> Option<i64> {
+    match value {
+        Value::Struct(fields) => match fields.first() {
+            Some((_, Value::Timestamp(t))) => Some(*t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// One page of `table` as the query asks, or `None` if there is no such table.
+pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<ResultView>, StoreError> {
+    let Some(head) = store.read_page(table, &PageRequest { limit: 0, ..PageRequest::default() }).await? else {
+        return Ok(None);
+    };
+    let window = shape(&head.columns).window.cloned();
+    let range = match &window {
+        Some(w) => window_range(store, table, w, query).await?,
+        None => None,
+    };
+    let page = query.page.unwrap_or(1).max(1);
+    let request = PageRequest {
+        sort: query.sort.clone(),
+        descending: query.desc.unwrap_or(false),
+        offset: (page - 1) * PAGE_SIZE,
+        limit: PAGE_SIZE,
+        window_range: range.clone(),
+    };
+    let Some(result) = store.read_page(table, &request).await? else { return Ok(None) };
+    Ok(Some(ResultView {
+        columns: result
+            .columns
+            .iter()
+            .map(|c| ColumnView { name: c.name.clone(), column_type: c.column_type })
+            .collect(),
+        rows: result
+            .rows
+            .iter()
+            .map(|r| std::iter::once(r.id.clone()).chain(r.values.iter().map(text)).collect())
+            .collect(),
+        total: result.total,
+        page,
+        pages: result.total.div_ceil(PAGE_SIZE).max(1),
+        sort: request.sort_column(&result.columns).map(|c| c.name.clone()),
+        desc: request.descending,
+        window: window.map(|w| w.name),
+        from: range.as_ref().map(|r| input_time(r.from)).unwrap_or_default(),
+        to: range.as_ref().map(|r| input_time(r.to)).unwrap_or_default(),
+    }))
+}
+
+/// The chart of `table` in the query's time range, chosen from the result's shape.
+pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<Chart>, StoreError> {
+    let Some(head) = store.read_page(table, &PageRequest { limit: 0, ..PageRequest::default() }).await? else {
+        return Ok(None);
+    };
+    let columns = head.columns;
+    let shape = shape(&columns);
+    let Some(value) = shape.value else { return Ok(Some(Chart { kind: "none".into(), ..Chart::default() })) };
+    let value_name = columns[value].name.clone();
+    if let Some(window) = shape.window {
+        let range = window_range(store, table, window, query).await?;
+        let request = PageRequest {
+            sort: Some(window.name.clone()),
+            descending: true,
+            limit: CHART_ROWS,
+            window_range: range,
+            ..PageRequest::default()
+        };
+        let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
+        let w = columns.iter().position(|c| c.name == window.name).unwrap_or(0);
+        // window start → category → sum of the value.
+        let mut sums: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
+        for row in &rows {
+            let (Some(start), Some(v)) = (window_start(&row.values[w]), number(&row.values[value])) else { continue };
+            let category = shape.category.map(|c| text(&row.values[c])).unwrap_or_else(|| value_name.clone());
+            *sums.entry(start).or_default().entry(category).or_default() += v;
+        }
+        let categories: std::collections::BTreeSet<String> = sums.values().flat_map(|m| m.keys().cloned()).collect();
+        let series = categories
+            .iter()
+            .map(|name| Series {
+                name: name.clone(),
+                values: sums.values().map(|m| m.get(name).copied().unwrap_or(0.0)).collect(),
+            })
+            .collect();
+        return Ok(Some(Chart {
+            kind: if shape.category.is_some() { "stacked" } else { "line" }.into(),
+            x_label: format!("{}.start", window.name),
+            y_label: value_name,
+            x: sums.keys().map(|t| input_time(*t).replace('T', " ")).collect(),
+            series,
+        }));
+    }
+    // A keyed result: the largest values, one bar per row (labelled by its key columns).
+    let request = PageRequest {
+        sort: Some(value_name.clone()),
+        descending: true,
+        limit: CHART_BARS as u64,
+        ..PageRequest::default()
+    };
+    let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
+    let label = |row: &store::ResultRow| {
+        let keys: Vec<String> = row
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != value && shape.value != Some(*i))
+            .map(|(_, v)| text(v))
+            .collect();
+        let keys: Vec<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() { row.id.clone() } else { keys.join(" · ") }
+    };
+    Ok(Some(Chart {
+        kind: if rows.len() > 1 { "bar" } else { "none" }.into(),
+        x_label: "key".into(),
+        y_label: value_name,
+        x: rows.iter().map(label).collect(),
+        series: vec![Series {
+            name: columns[value].name.clone(),
+            values: rows.iter().filter_map(|r| number(&r.values[value])).collect(),
+        }],
+    }))
+}
