@@ -28,8 +28,21 @@ function markUpdated() {
 
 // ---- overview: counters, state, rate ----
 const lastCounts = new Map();
+function drawFiring(firing) {
+  const section = document.getElementById("firing");
+  const list = document.getElementById("firing-list");
+  if (!section || !list) return;
+  list.replaceChildren(...firing.map(a => {
+    const item = el("li", { class: "alert-firing" });
+    item.append(el("b", {}, a.rule), ` ${a.instance} on `, el("a", { href: "/pipelines/" + encodeURIComponent(a.pipeline) }, a.pipeline), `: ${a.value ?? ""} (${a.severity})`);
+    return item;
+  }));
+  section.hidden = firing.length === 0;
+}
+
 async function refreshOverview(table) {
-  const { pipelines } = await getJson("/api/pipelines");
+  const { pipelines, firing } = await getJson("/api/pipelines");
+  drawFiring(firing || []);
   const now = Date.now();
   for (const s of pipelines) {
     const row = table.querySelector(`tr[data-pipeline="${CSS.escape(s.name)}"]`);
@@ -72,7 +85,8 @@ function drawChart(figure, chart) {
   const n = chart.x.length;
   const stacked = chart.kind === "stacked";
   const totals = chart.x.map((_, i) => chart.series.reduce((a, s) => stacked ? a + s.values[i] : Math.max(a, s.values[i]), 0));
-  const max = Math.max(...totals, 0) || 1;
+  const thresholds = chart.thresholds || [];
+  const max = Math.max(...totals, ...thresholds.map(t => t.value * 1.1), 0) || 1;
   const y = v => T + (H - T - B) * (1 - v / max);
   const step = (W - L - R) / Math.max(n, 1);
   svg.appendChild(el("svg:line", { x1: L, y1: y(0), x2: W - R, y2: y(0), stroke: "#999" }));
@@ -95,6 +109,12 @@ function drawChart(figure, chart) {
         if (stacked) base[i] = top;
       });
     });
+  }
+  for (const t of thresholds) {
+    const line = el("svg:line", { x1: L, x2: W - R, y1: y(t.value), y2: y(t.value), stroke: "#c4443b", "stroke-dasharray": "6 4", class: "threshold" });
+    line.appendChild(el("svg:title", {}, `${t.rule}: ${t.value}`));
+    svg.appendChild(line);
+    svg.appendChild(el("svg:text", { x: W - R - 4, y: y(t.value) - 4, "text-anchor": "end", "font-size": 11, fill: "#c4443b" }, `${t.rule} ${t.value}`));
   }
   const every = Math.ceil(n / 12);
   chart.x.forEach((label, i) => {

@@ -9,9 +9,12 @@
 //! * `web/api.rs`: the JSON API under `/api/` behind every page, and `/healthz`;
 //! * `web/view.rs`: what pages and API share: a result page request from the query
 //!   string, the default time range, values as text, the chart of a result;
+//! * `alerts/`: threshold alert rules (`rules.rs`), their state machine (`engine.rs`),
+//!   the webhook (`webhook.rs`), evaluated on an interval beside the server;
 //! * `assets/`: the page script (live refresh, charts as SVG) and style, served by
 //!   the dashboard itself: nothing is fetched from the internet.
 
+pub mod alerts;
 mod web;
 
 use std::future::Future;
@@ -25,6 +28,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Seconds between live refreshes of a page.
     pub refresh_seconds: f64,
+    /// The alert rules and their instances' current states (see [`alerts`]).
+    pub alerts: Arc<alerts::AlertsView>,
 }
 
 /// The routes of the dashboard.

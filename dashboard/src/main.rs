@@ -21,6 +21,15 @@ struct Args {
     /// Seconds between the pages' live refreshes.
     #[arg(long, env = "DASHBOARD_REFRESH_SECONDS", default_value_t = 3.0)]
     refresh_seconds: f64,
+    /// Alert rules (TOML, see the README); a bad file stops the start with its line and reason.
+    #[arg(long, env = "DASHBOARD_ALERTS")]
+    alerts: Option<std::path::PathBuf>,
+    /// Seconds between evaluations of the alert rules.
+    #[arg(long, env = "DASHBOARD_ALERTS_INTERVAL_SECONDS", default_value_t = 10.0)]
+    alerts_interval_seconds: f64,
+    /// A URL that receives a JSON POST on every transition to firing or resolved.
+    #[arg(long, env = "DASHBOARD_WEBHOOK", hide_env_values = true)]
+    webhook: Option<String>,
 }
 
 #[tokio::main]
@@ -30,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let rules = match &args.alerts {
+        Some(path) => dashboard::alerts::rules::load(path)?,
+        None => Vec::new(),
+    };
     // A store that is not up yet (MongoDB starting beside us) is waited for.
     let store = loop {
         match store::open(&args.store, args.database.as_deref()).await {
@@ -45,7 +58,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("listen on {}: {e}", args.listen))?;
     tracing::info!(store = %store.uri(), url = %format!("http://{}", listener.local_addr()?), "dashboard listening");
-    let state = AppState { store: Arc::from(store), refresh_seconds: args.refresh_seconds.max(0.5) };
+    let store: Arc<dyn store::Store> = Arc::from(store);
+    let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
+    if !rules.is_empty() {
+        let engine = dashboard::alerts::Engine::new(rules);
+        let webhook = args.webhook.clone().map(dashboard::alerts::webhook::Webhook::new);
+        let interval = std::time::Duration::from_secs_f64(args.alerts_interval_seconds.max(0.1));
+        tokio::spawn(dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), interval));
+    }
+    let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

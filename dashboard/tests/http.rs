@@ -102,7 +102,16 @@ fn check_every_route(store: Arc<dyn Store>) {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = dashboard::AppState { store, refresh_seconds: 3.0 };
+    // One alert rule, evaluated once: the latest window's largest count (35) is above 30.
+    let rules = dashboard::alerts::rules::parse(
+        "[[rule]]\nname = \"busy\"\npipeline = \"per_window\"\nvalue = \"interaction_count\"\ncondition = \"above\"\nthreshold = 30\n",
+        "alerts.toml",
+    )
+    .unwrap();
+    let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
+    let mut engine = dashboard::alerts::Engine::new(rules);
+    runtime.block_on(dashboard::alerts::evaluate_once(&mut engine, store.as_ref(), None, &alerts, T0));
+    let state = dashboard::AppState { store, refresh_seconds: 3.0, alerts };
     let server = runtime.spawn(dashboard::run(listener, state, async {
         let _ = stopped.await;
     }));
@@ -160,6 +169,21 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert!(!page.contains("<script>alert(1)"), "not markup");
     let bad = json(addr, "/api/pipelines/per_window/bad");
     assert_eq!(bad["records"][0]["raw"], "<script>alert(1)</script>");
+
+    // Alerts: firing on the overview, the alerts page, the API, the threshold on the chart.
+    let (_, _, page) = get(addr, "/");
+    assert!(page.contains("<h2>Firing alerts</h2>") && page.contains("<b>busy</b>"), "firing alerts on top");
+    let (status, _, page) = get(addr, "/alerts");
+    assert_eq!(status, 200);
+    assert!(page.contains("above 30") && page.contains("normal → <span class=\"state state-firing\">firing</span>"));
+    let alerts = json(addr, "/api/alerts");
+    assert_eq!(
+        (alerts["instances"][0]["state"].as_str(), alerts["instances"][0]["value"].as_f64()),
+        (Some("firing"), Some(35.0))
+    );
+    assert_eq!(alerts["history"][0]["to"], "firing");
+    let chart = json(addr, "/api/pipelines/per_window/chart");
+    assert_eq!(chart["thresholds"][0]["value"], 30.0);
 
     // API, health, assets, errors.
     let all = json(addr, "/api/pipelines");

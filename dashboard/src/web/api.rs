@@ -9,9 +9,21 @@ use super::WebError;
 use super::view::{self, Chart, ResultView, TableQuery};
 use crate::AppState;
 
-/// Every pipeline's status.
+/// The alert rules, every instance's state, and the latest transitions.
+pub async fn alerts(State(state): State<AppState>) -> Result<Json<Json_>, WebError> {
+    let history = state.store.alert_history(super::pages::HISTORY_SHOWN).await?;
+    Ok(Json(json!({
+        "rules": state.alerts.rules,
+        "instances": state.alerts.instances(),
+        "history": history,
+    })))
+}
+
+/// Every pipeline's status, and the firing alert instances.
 pub async fn pipelines(State(state): State<AppState>) -> Result<Json<Json_>, WebError> {
-    Ok(Json(json!({ "pipelines": state.store.statuses().await? })))
+    let firing: Vec<_> =
+        state.alerts.instances().into_iter().filter(|i| i.state == crate::alerts::AlertState::Firing).collect();
+    Ok(Json(json!({ "pipelines": state.store.statuses().await?, "firing": firing })))
 }
 
 /// One pipeline's status.
@@ -36,8 +48,16 @@ pub async fn chart(
     Path(name): Path<String>,
     Query(query): Query<TableQuery>,
 ) -> Result<Json<Chart>, WebError> {
-    let chart = view::chart(state.store.as_ref(), &name, &query).await?;
-    Ok(Json(chart.ok_or_else(|| WebError::not_found(format!("result of {name}")))?))
+    let mut chart = view::chart(state.store.as_ref(), &name, &query)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
+    // The thresholds of the rules on this chart's value, drawn as lines.
+    for rule in state.alerts.rules.iter().filter(|r| r.pipeline == name && r.value == chart.y_label) {
+        for value in rule.condition.thresholds() {
+            chart.thresholds.push(view::Threshold { rule: rule.name.clone(), value });
+        }
+    }
+    Ok(Json(chart))
 }
 
 /// A pipeline's bad records.

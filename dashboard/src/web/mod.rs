@@ -3,7 +3,7 @@
 mod api;
 mod assets;
 mod pages;
-mod view;
+pub(crate) mod view;
 
 use axum::Router;
 use axum::routing::get;
@@ -15,6 +15,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::overview))
         .route("/pipelines/{name}", get(pages::pipeline))
         .route("/pipelines/{name}/bad", get(pages::bad_records))
+        .route("/alerts", get(pages::alerts))
+        .route("/api/alerts", get(api::alerts))
         .route("/api/pipelines", get(api::pipelines))
         .route("/api/pipelines/{name}", get(api::pipeline))
         .route("/api/pipelines/{name}/rows", get(api::rows))

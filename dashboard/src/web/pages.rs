@@ -3,7 +3,9 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
-use store::{PageRequest, PipelineStatus, RejectedRecord};
+use store::{AlertTransition, PageRequest, PipelineStatus, RejectedRecord};
+
+use crate::alerts::{AlertState, Instance, Rule};
 
 use super::WebError;
 use super::view::{self, ResultView, TableQuery};
@@ -20,6 +22,7 @@ pub struct Tile {
 struct Overview {
     statuses: Vec<PipelineStatus>,
     tiles: Vec<Tile>,
+    firing: Vec<Instance>,
     refresh_seconds: f64,
 }
 
@@ -35,7 +38,8 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
             tiles.push(Tile { pipeline: status.name.clone(), values: values.collect() });
         }
     }
-    Ok(Html(Overview { statuses, tiles, refresh_seconds: state.refresh_seconds }.render()?))
+    let firing = state.alerts.instances().into_iter().filter(|i| i.state == AlertState::Firing).collect();
+    Ok(Html(Overview { statuses, tiles, firing, refresh_seconds: state.refresh_seconds }.render()?))
 }
 
 #[derive(Template)]
@@ -123,4 +127,38 @@ pub async fn bad_records(State(state): State<AppState>, Path(name): Path<String>
     records.reverse();
     records.truncate(BAD_RECORDS_SHOWN);
     Ok(Html(BadRecordsPage { name, records, total, refresh_seconds: state.refresh_seconds }.render()?))
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    rules: Vec<Rule>,
+    instances: Vec<Instance>,
+    history: Vec<AlertTransition>,
+    refresh_seconds: f64,
+}
+
+/// Transitions shown in the history.
+pub const HISTORY_SHOWN: usize = 200;
+
+pub async fn alerts(State(state): State<AppState>) -> Result<Html<String>, WebError> {
+    let history = state.store.alert_history(HISTORY_SHOWN).await?;
+    let page = AlertsPage {
+        rules: state.alerts.rules.clone(),
+        instances: state.alerts.instances(),
+        history,
+        refresh_seconds: state.refresh_seconds,
+    };
+    Ok(Html(page.render()?))
+}
+
+/// A rule's condition as text, e.g. `above 100`.
+pub fn condition_text(rule: &Rule) -> String {
+    use crate::alerts::rules::Condition;
+    match rule.condition {
+        Condition::Above { threshold } => format!("above {threshold}"),
+        Condition::Below { threshold } => format!("below {threshold}"),
+        Condition::Outside { low, high } => format!("outside {low} … {high}"),
+        Condition::Within { low, high } => format!("within {low} … {high}"),
+    }
 }

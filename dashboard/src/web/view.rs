@@ -61,6 +61,14 @@ pub struct Chart {
     pub y_label: String,
     pub x: Vec<String>,
     pub series: Vec<Series>,
+    /// Alert thresholds on the value (drawn as lines; see the alert rules).
+    pub thresholds: Vec<Threshold>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Threshold {
+    pub rule: String,
+    pub value: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -241,6 +249,7 @@ pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result
             y_label: value_name,
             x: sums.keys().map(|t| input_time(*t).replace('T', " ")).collect(),
             series,
+            thresholds: Vec::new(),
         }));
     }
     // A keyed result: the largest values, one bar per row (labelled by its key columns).
@@ -271,5 +280,6 @@ pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result
             name: columns[value].name.clone(),
             values: rows.iter().filter_map(|r| number(&r.values[value])).collect(),
         }],
+        thresholds: Vec::new(),
     }))
 }

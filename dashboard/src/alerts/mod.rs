@@ -1,0 +1,74 @@
+//! Threshold alerts, evaluated in the dashboard process like Grafana's: each rule (or,
+//! with `per_group`, each group of its pipeline's result) is an alert instance moving
+//! Normal → Pending (condition holds, for less than the pending period) → Firing →
+//! Normal (resolved); NoData when the pipeline has no rows to judge, Error when the
+//! rule cannot be evaluated (no such column, no number). Every transition is stored
+//! in the store's alert collection with the value that caused it; transitions to
+//! firing and resolved are POSTed to the optional webhook.
+//!
+//! For windowed results a rule looks at the latest window only (the current one).
+
+pub mod engine;
+pub mod rules;
+pub mod webhook;
+
+pub use engine::{AlertState, Engine, Instance};
+pub use rules::{Rule, RulesError};
+
+use std::sync::{Arc, RwLock};
+
+use store::Store;
+
+/// What the pages show of the alerts: the rules and every instance's current state.
+#[derive(Default)]
+pub struct AlertsView {
+    pub rules: Vec<Rule>,
+    pub instances: RwLock<Vec<Instance>>,
+}
+
+impl AlertsView {
+    pub fn instances(&self) -> Vec<Instance> {
+        self.instances.read().map(|i| i.clone()).unwrap_or_default()
+    }
+}
+
+/// One evaluation at `now` (microseconds): every transition is stored in the store's
+/// alert collection, and sent to the webhook if it is to firing or a resolve.
+pub async fn evaluate_once(
+    engine: &mut Engine,
+    store: &dyn Store,
+    webhook: Option<&webhook::Webhook>,
+    view: &AlertsView,
+    now: i64,
+) {
+    for (transition, instance) in engine.evaluate(store, now).await {
+        tracing::info!(rule = %transition.rule, instance = %transition.instance, from = %transition.from, to = %transition.to, value = ?transition.value, "alert");
+        if let Err(e) = store.record_alert(&transition).await {
+            tracing::warn!(error = %e, "could not store an alert transition");
+        }
+        let resolved = transition.from == "firing" && transition.to == "normal";
+        if let Some(webhook) = webhook
+            && (instance.state == AlertState::Firing || resolved)
+        {
+            webhook.send(&webhook::payload(&instance, now)).await;
+        }
+    }
+    if let Ok(mut shown) = view.instances.write() {
+        *shown = engine.instances();
+    }
+}
+
+/// Evaluates the rules every `interval` until `shutdown` is set.
+pub async fn run(
+    mut engine: Engine,
+    store: Arc<dyn Store>,
+    webhook: Option<webhook::Webhook>,
+    view: Arc<AlertsView>,
+    interval: std::time::Duration,
+) {
+    loop {
+        let now = chrono::Utc::now().timestamp_micros();
+        evaluate_once(&mut engine, store.as_ref(), webhook.as_ref(), &view, now).await;
+        tokio::time::sleep(interval).await;
+    }
+}

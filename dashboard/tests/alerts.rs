@@ -1,0 +1,234 @@
+//! The alert state machine over a real store (SQLite; the store interface is the same
+//! for MongoDB), and the webhook received by a local HTTP server.
+
+use std::collections::BTreeMap;
+
+use dashboard::alerts::{AlertsView, Engine, evaluate_once, rules, webhook::Webhook};
+use store::{ColumnType, PipelineStatus, ResultColumn, ResultDelta, ResultRow, Store, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECOND: i64 = 1_000_000;
+const T0: i64 = 1_767_225_600_000_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn sqlite(dir: &tempfile::TempDir) -> Box<dyn Store> {
+    store::open(&format!("sqlite:{}", dir.path().join("s.sqlite").display()), None).await.unwrap()
+}
+
+fn columns() -> Vec<ResultColumn> {
+    vec![
+        ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer },
+        ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
+    ]
+}
+
+/// Makes pipeline `p`'s result exactly `items` (item → n).
+async fn set_items(store: &dyn Store, items: &[(i64, i64)]) {
+    store.prepare_result_table("p", "p", &columns(), true).await.unwrap();
+    let upserts = items
+        .iter()
+        .map(|&(item, n)| ResultRow { id: item.to_string(), values: vec![Value::Integer(item), Value::Integer(n)] })
+        .collect();
+    let status = PipelineStatus { name: "p".into(), ..Default::default() };
+    store.write_batch("p", &columns(), &ResultDelta { upserts, deletes: vec![] }, &status, &[], &[]).await.unwrap();
+}
+
+fn rule(extra: &str) -> Vec<rules::Rule> {
+    let text = format!(
+        "[[rule]]\nname = \"high\"\npipeline = \"p\"\nvalue = \"n\"\ncondition = \"above\"\nthreshold = 10\n{extra}"
+    );
+    rules::parse(&text, "alerts.toml").unwrap()
+}
+
+/// (instance, state) of every instance.
+fn states(engine: &Engine) -> Vec<(String, &'static str)> {
+    engine.instances().iter().map(|i| (i.instance.clone(), i.state.as_str())).collect()
+}
+
+#[test]
+fn the_pending_period_is_honoured_then_it_fires_and_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view) = (store.as_ref(), AlertsView::default());
+        let mut engine = Engine::new(rule("pending_seconds = 60\nseverity = \"critical\""));
+        set_items(store, &[(1, 5)]).await;
+        evaluate_once(&mut engine, store, None, &view, T0).await;
+        assert_eq!(states(&engine), [("".to_string(), "normal")]);
+        set_items(store, &[(1, 20)]).await;
+        evaluate_once(&mut engine, store, None, &view, T0 + SECOND).await;
+        assert_eq!(states(&engine)[0].1, "pending");
+        evaluate_once(&mut engine, store, None, &view, T0 + 60 * SECOND).await;
+        assert_eq!(states(&engine)[0].1, "pending", "59 s of the 60 s pending period");
+        evaluate_once(&mut engine, store, None, &view, T0 + 61 * SECOND).await;
+        assert_eq!(states(&engine)[0].1, "firing");
+        set_items(store, &[(1, 3)]).await;
+        evaluate_once(&mut engine, store, None, &view, T0 + 70 * SECOND).await;
+        assert_eq!(states(&engine)[0].1, "normal");
+        // Every transition is stored, with the value that caused it (newest first).
+        let history: Vec<(String, String, Option<f64>)> =
+            store.alert_history(10).await.unwrap().into_iter().map(|t| (t.from, t.to, t.value)).collect();
+        let expected = [("firing", "normal", 3.0), ("pending", "firing", 20.0), ("normal", "pending", 20.0)];
+        let expected: Vec<(String, String, Option<f64>)> =
+            expected.iter().map(|(f, t, v)| (f.to_string(), t.to_string(), Some(*v))).collect();
+        assert_eq!(history, expected);
+        assert_eq!(view.instances()[0].severity, "critical");
+    });
+}
+
+#[test]
+fn no_rows_is_nodata_and_a_rule_that_cannot_be_evaluated_is_error() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view) = (store.as_ref(), AlertsView::default());
+        let mut engine = Engine::new(rule(""));
+        evaluate_once(&mut engine, store, None, &view, T0).await;
+        assert_eq!(states(&engine), [("".to_string(), "nodata")], "no such pipeline yet");
+        set_items(store, &[]).await;
+        evaluate_once(&mut engine, store, None, &view, T0 + SECOND).await;
+        assert_eq!(states(&engine)[0].1, "nodata", "an empty result");
+        set_items(store, &[(1, 50)]).await;
+        evaluate_once(&mut engine, store, None, &view, T0 + 2 * SECOND).await;
+        assert_eq!(states(&engine)[0].1, "firing", "no pending period: fires at once");
+
+        let mut broken = Engine::new(
+            rules::parse(
+                "[[rule]]\nname = \"b\"\npipeline = \"p\"\nvalue = \"nope\"\ncondition = \"below\"\nthreshold = 1\n",
+                "a.toml",
+            )
+            .unwrap(),
+        );
+        evaluate_once(&mut broken, store, None, &view, T0).await;
+        let instance = &broken.instances()[0];
+        assert_eq!(instance.state.as_str(), "error");
+        assert!(instance.message.as_deref().unwrap().contains("no column `nope`"), "{:?}", instance.message);
+    });
+}
+
+#[test]
+fn per_group_rules_have_one_instance_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view) = (store.as_ref(), AlertsView::default());
+        let mut engine = Engine::new(rule("per_group = true"));
+        set_items(store, &[(1, 5), (2, 20), (3, 30)]).await;
+        evaluate_once(&mut engine, store, None, &view, T0).await;
+        let expected: Vec<(String, &str)> =
+            vec![("item_id=1".into(), "normal"), ("item_id=2".into(), "firing"), ("item_id=3".into(), "firing")];
+        assert_eq!(states(&engine), expected);
+        assert_eq!(engine.instances()[2].labels, BTreeMap::from([("item_id".to_string(), "3".to_string())]));
+        // Item 3 leaves the result: its instance has no data; item 2 resolves.
+        set_items(store, &[(1, 5), (2, 1)]).await;
+        evaluate_once(&mut engine, store, None, &view, T0 + SECOND).await;
+        let expected: Vec<(String, &str)> =
+            vec![("item_id=1".into(), "normal"), ("item_id=2".into(), "normal"), ("item_id=3".into(), "nodata")];
+        assert_eq!(states(&engine), expected);
+        // With a filter, only the matching group counts.
+        let mut filtered = Engine::new(rule("filter = { item_id = 2 }"));
+        evaluate_once(&mut filtered, store, None, &view, T0).await;
+        assert_eq!(filtered.instances()[0].value, Some(1.0));
+    });
+}
+
+#[test]
+fn windowed_results_are_judged_on_their_latest_window() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let columns = vec![
+            ResultColumn { name: "window".into(), column_type: ColumnType::Window },
+            ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
+        ];
+        let window = |i: i64| {
+            Value::Struct(vec![
+                ("start".into(), Value::Timestamp(T0 + i * 300 * SECOND)),
+                ("end".into(), Value::Timestamp(T0 + (i + 1) * 300 * SECOND)),
+            ])
+        };
+        store.prepare_result_table("p", "p", &columns, true).await.unwrap();
+        // An old window above the threshold, the latest below it.
+        let rows = vec![
+            ResultRow { id: "0".into(), values: vec![window(0), Value::Integer(99)] },
+            ResultRow { id: "1".into(), values: vec![window(1), Value::Integer(4)] },
+        ];
+        let status = PipelineStatus { name: "p".into(), ..Default::default() };
+        store
+            .write_batch("p", &columns, &ResultDelta { upserts: rows, deletes: vec![] }, &status, &[], &[])
+            .await
+            .unwrap();
+        let mut engine = Engine::new(rule(""));
+        evaluate_once(&mut engine, store.as_ref(), None, &AlertsView::default(), T0).await;
+        assert_eq!((engine.instances()[0].state.as_str(), engine.instances()[0].value), ("normal", Some(4.0)));
+    });
+}
+
+/// A local HTTP server that answers 200 and hands each request body to the test.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook?token=secret", listener.local_addr().unwrap());
+    let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let body = loop {
+                let n = socket.read(&mut buffer).await.unwrap();
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break body.to_string();
+                    }
+                }
+            };
+            socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await.unwrap();
+            send.send(serde_json::from_str(&body).unwrap()).unwrap();
+        }
+    });
+    (url, receive)
+}
+
+#[test]
+fn the_webhook_receives_firing_and_resolved_with_labels_values_and_times() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view) = (store.as_ref(), AlertsView::default());
+        let (url, mut received) = receiver().await;
+        let webhook = Webhook::new(url);
+        let mut engine = Engine::new(rule("per_group = true\nseverity = \"critical\""));
+        set_items(store, &[(7, 42)]).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, T0).await;
+        let firing = received.recv().await.unwrap();
+        assert_eq!(firing["status"], "firing");
+        let alert = &firing["alerts"][0];
+        assert_eq!(alert["labels"]["alertname"], "high");
+        assert_eq!(alert["labels"]["pipeline"], "p");
+        assert_eq!(alert["labels"]["severity"], "critical");
+        assert_eq!(alert["labels"]["item_id"], "7");
+        assert_eq!(alert["values"]["value"], 42.0);
+        assert_eq!(alert["startsAt"], "2026-01-01T00:00:00.000000Z");
+        assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+
+        set_items(store, &[(7, 1)]).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, T0 + 90 * SECOND).await;
+        let resolved = received.recv().await.unwrap();
+        assert_eq!(resolved["status"], "resolved");
+        assert_eq!(resolved["alerts"][0]["startsAt"], "2026-01-01T00:00:00.000000Z");
+        assert_eq!(resolved["alerts"][0]["endsAt"], "2026-01-01T00:01:30.000000Z");
+        assert_eq!(resolved["alerts"][0]["values"]["value"], 1.0);
+        assert!(received.try_recv().is_err(), "only firing and resolved are sent");
+    });
+}
