@@ -131,9 +131,15 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(status, 200);
     assert!(page.contains("page 1 of 1 (24 rows)"), "default range: the last hour");
     assert!(
-        page.contains("name=\"from\" value=\"2026-01-01T01:55:00\""),
-        "the range starts an hour before the latest window"
+        page.contains("name=\"from\" value=\"2026-01-01T01:56:00\""),
+        "an hour before the minute after the latest window"
     );
+    assert!(page.contains("name=\"to\" value=\"2026-01-01T02:56:00\""));
+    // A sort link keeps the range, and the latest window stays in it.
+    let sorted =
+        "/pipelines/per_window?page=1&sort=interaction_count&desc=true&from=2026-01-01T01:56:00&to=2026-01-01T02:56:00";
+    let (_, _, sorted) = get(addr, sorted);
+    assert!(sorted.contains("(24 rows)") && sorted.contains("<td>35-click</td>"), "the latest window after sorting");
     assert!(page.contains("sql/per_window.sql is not readable"), "the SQL file is named when it cannot be read");
     // Sorted by count, descending, over the whole range: window 35's click (35) comes first.
     let view = json(

@@ -120,7 +120,10 @@ async fn window_range(
     query: &TableQuery,
 ) -> Result<Option<WindowRange>, StoreError> {
     let Some((_, latest)) = store.window_bounds(table, &window.name).await? else { return Ok(None) };
-    let to = query.to.as_deref().and_then(parse_time).unwrap_or(latest + 1);
+    // The whole minute after the latest window's start: it stays in the range when the
+    // shown (whole-second) times are sent back by a sort link or the form.
+    let minute = 60_000_000;
+    let to = query.to.as_deref().and_then(parse_time).unwrap_or((latest.div_euclid(minute) + 1) * minute);
     let from = query.from.as_deref().and_then(parse_time).unwrap_or(to - DEFAULT_RANGE_MICROS);
     Ok(Some(WindowRange { column: window.name.clone(), from, to }))
 }

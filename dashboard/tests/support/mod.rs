@@ -1,0 +1,170 @@
+//! Shared by the dashboard's tests: a headless Chromium driven over the DevTools
+//! protocol (started and stopped by PID), and a dashboard served on a free port.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Headless Chromium (Debian's `chromium`, or `CHROMIUM_BIN`) with one page.
+pub struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    socket: Socket,
+    session: String,
+    next_id: u64,
+}
+
+impl Browser {
+    pub async fn start() -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let binary = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "chromium".into());
+        let child = Command::new(&binary)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-port=0",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary} (Debian: apt-get install chromium): {e}"));
+        // Chromium writes its DevTools port and browser path into the profile.
+        let active = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&active)
+                && text.lines().count() >= 2
+            {
+                break text;
+            }
+            assert!(Instant::now() < deadline, "chromium did not open its DevTools port");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut lines = text.lines();
+        let (port, path) = (lines.next().unwrap(), lines.next().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}")).await.unwrap();
+        let mut browser = Browser { child, _profile: profile, socket, session: String::new(), next_id: 0 };
+        let target = browser.call("Target.createTarget", json!({"url": "about:blank"})).await;
+        let attached =
+            browser.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await;
+        browser.session = attached["sessionId"].as_str().unwrap().to_string();
+        browser.call("Page.enable", json!({})).await;
+        browser.call("Runtime.enable", json!({})).await;
+        browser
+    }
+
+    /// Sends a DevTools command (to the page once attached) and returns its result.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({"id": id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            message["sessionId"] = json!(self.session);
+        }
+        self.socket.send(Message::text(message.to_string())).await.unwrap();
+        loop {
+            let Some(Ok(Message::Text(text))) = self.socket.next().await else { continue };
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page (promises awaited).
+    pub async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}))
+            .await;
+        assert!(result.get("exceptionDetails").is_none(), "{expression}: {result}");
+        result["result"]["value"].clone()
+    }
+
+    /// Opens `url` and waits until the document has loaded.
+    pub async fn goto(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url})).await;
+        self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'").await;
+    }
+
+    /// Waits (up to 20 s) until `condition` is true in the page.
+    pub async fn wait_for(&mut self, condition: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.eval(&format!("!!({condition})")).await != json!(true) {
+            assert!(Instant::now() < deadline, "gave up waiting in the browser for: {condition}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a PNG of the page under `target/test-artifacts/dashboard/<name>.png`.
+    pub async fn screenshot(&mut self, name: &str) -> PathBuf {
+        let shot = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let png = base64_decode(shot["data"].as_str().unwrap());
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).map(value).collect();
+    bytes
+        .chunks(4)
+        .flat_map(|chunk| {
+            let n = chunk.iter().enumerate().fold(0u32, |n, (i, &v)| n | (u32::from(v) << (18 - 6 * i)));
+            let out = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.into_iter().take(chunk.len().saturating_sub(1))
+        })
+        .collect()
+}
+
+/// A dashboard on a free port of this process's runtime, until the returned sender is dropped.
+pub async fn serve(state: dashboard::AppState) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dashboard::run(listener, state, async {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+pub fn state(store: Arc<dyn store::Store>, alerts: Arc<dashboard::alerts::AlertsView>) -> dashboard::AppState {
+    dashboard::AppState { store, refresh_seconds: 0.5, alerts }
+}
+
+#[test]
+fn base64_decodes_like_the_standard() {
+    assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    assert_eq!(base64_decode("aGVsbG8h"), b"hello!");
+    assert_eq!(base64_decode("aGk="), b"hi");
+}
