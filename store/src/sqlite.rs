@@ -24,9 +24,51 @@ const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::
 /// A connection to the embedded store. One per writer thread; readers open their own
 /// (the mutex only makes one connection shareable between a server's tasks).
 pub struct SqliteStore {
+    /// The connection that writes (and reads inside its transactions).
     conn: Mutex<Connection>,
+    /// Idle read-only connections: many reads at once (the dashboard's requests) do
+    /// not queue behind each other or behind a write; WAL lets them read meanwhile.
+    readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     uri: String,
+}
+
+/// A read connection borrowed from the store; it goes back to the idle ones when dropped.
+struct Reader<'a> {
+    conn: Option<Connection>,
+    store: &'a SqliteStore,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.store.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(conn);
+        }
+    }
+}
+
+/// The start of a window column, as an SQL expression. Windows are JSON text whose
+/// `start` is fixed-width ISO-8601, so its text order is time order; the same
+/// expression is indexed (see [`window_index`]), so range reads and bounds use the index.
+fn window_start(column: &str) -> String {
+    format!("json_extract({}, '$.start')", quote(column))
+}
+
+/// The index on a window column's start, named after its table (index names are global).
+fn window_index(table: &str, column: &str) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+        quote(&format!("{table}.{column}.start")),
+        quote(table),
+        window_start(column)
+    )
 }
 
 /// Quotes an identifier for SQLite (table and column names come from users' files).
@@ -45,7 +87,7 @@ impl SqliteStore {
         let uri = format!("sqlite:{}", path.display());
         let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite { uri: uri.clone(), source })?;
         init(&conn).map_err(|source| StoreError::Sqlite { uri: uri.clone(), source })?;
-        Ok(SqliteStore { conn: Mutex::new(conn), path, uri })
+        Ok(SqliteStore { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path, uri })
     }
 
     fn error(&self, source: rusqlite::Error) -> StoreError {
@@ -55,6 +97,23 @@ impl SqliteStore {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves a connection that is still usable.
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A read-only connection: an idle one, or a new one.
+    fn reader(&self) -> Result<Reader<'_>> {
+        let idle = self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                use rusqlite::OpenFlags;
+                let flags =
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+                let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.error(e))?;
+                conn.busy_timeout(Duration::from_secs(30)).map_err(|e| self.error(e))?;
+                conn
+            }
+        };
+        Ok(Reader { conn: Some(conn), store: self })
     }
 
     /// Runs `work` in one IMMEDIATE transaction.
@@ -72,7 +131,7 @@ impl SqliteStore {
     /// The columns of `table` (besides `_id`) with their declared types, or `None`
     /// if it does not exist.
     fn table_columns(&self, table: &str) -> Result<Option<Vec<ResultColumn>>> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote(table))).map_err(|e| self.error(e))?;
         let columns: Vec<(String, String)> = stmt
             .query_map([], |row| Ok((row.get::<_, String>(1)?, row.get::<_, String>(2)?)))
@@ -172,6 +231,9 @@ impl Store for SqliteStore {
             // table plus an index (upserts by `_id` are all the pipelines do).
             ddl.push_str(") WITHOUT ROWID");
             tx.execute_batch(&ddl)?;
+            for c in columns.iter().filter(|c| c.column_type == ColumnType::Window) {
+                tx.execute_batch(&window_index(table, &c.name))?;
+            }
             if fresh {
                 tx.execute(&format!("DELETE FROM {BAD_RECORDS_TABLE} WHERE pipeline = ?1"), [pipeline])?;
                 tx.execute(&format!("DELETE FROM {LATE_RECORDS_TABLE} WHERE pipeline = ?1"), [pipeline])?;
@@ -186,7 +248,21 @@ impl Store for SqliteStore {
                 "DROP TABLE IF EXISTS {table}; ALTER TABLE {shadow} RENAME TO {table};",
                 table = quote(table),
                 shadow = quote(shadow)
-            ))
+            ))?;
+            // Indexes keep their names through a rename: give the window indexes the
+            // table's names, so the next shadow can have its own.
+            let prefix = format!("{shadow}.");
+            let indexes: Vec<String> = tx
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1")?
+                .query_map([table], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for index in indexes {
+                if let Some(column) = index.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".start")) {
+                    tx.execute_batch(&format!("DROP INDEX {}", quote(&index)))?;
+                    tx.execute_batch(&window_index(table, column))?;
+                }
+            }
+            Ok(())
         })
     }
 
@@ -221,7 +297,7 @@ impl Store for SqliteStore {
     }
 
     async fn has_table(&self, table: &str) -> Result<bool> {
-        self.conn()
+        self.reader()?
             .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(()))
             .optional()
             .map(|found| found.is_some())
@@ -230,12 +306,12 @@ impl Store for SqliteStore {
 
     async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>> {
         let Some(columns) = self.table_columns(table)? else { return Ok(None) };
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut filter = String::new();
         let mut params: Vec<String> = Vec::new();
         if let Some(range) = request.window_filter(&columns) {
             // ISO-8601 text of fixed width: text order is time order.
-            let start = format!("json_extract({}, '$.start')", quote(&range.column));
+            let start = window_start(&range.column);
             filter = format!("WHERE {start} >= ?1 AND {start} < ?2");
             params = vec![iso_micros(range.from), iso_micros(range.to)];
         }
@@ -277,9 +353,9 @@ impl Store for SqliteStore {
         if self.table_columns(table)?.is_none() {
             return Ok(None);
         }
-        let start = format!("json_extract({}, '$.start')", quote(column));
+        let start = window_start(column);
         let (min, max): (Option<String>, Option<String>) = self
-            .conn()
+            .reader()?
             .query_row(&format!("SELECT min({start}), max({start}) FROM {}", quote(table)), [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
@@ -288,7 +364,7 @@ impl Store for SqliteStore {
     }
 
     async fn statuses(&self) -> Result<Vec<PipelineStatus>> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT name, sql_file, sql_hash, state, host, started_at, events_in, events_ok,
@@ -324,7 +400,7 @@ impl Store for SqliteStore {
 
     async fn rejected_records(&self, pipeline: &str, late: bool) -> Result<Vec<RejectedRecord>> {
         let table = if late { LATE_RECORDS_TABLE } else { BAD_RECORDS_TABLE };
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT source_offset, raw, reason FROM {table} WHERE pipeline = ?1 ORDER BY source_offset"
@@ -338,7 +414,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT rule, instance, pipeline, severity, from_state, to_state, value, at, message
@@ -514,6 +590,35 @@ mod tests {
         assert_eq!(block_on(reader.read_table("p")).unwrap().unwrap().rows.len(), 0);
         tx.commit().unwrap();
         assert_eq!(block_on(reader.read_table("p")).unwrap().unwrap().rows.len(), 1);
+    }
+
+    #[test]
+    fn window_starts_are_indexed_and_the_index_follows_a_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.sqlite")).unwrap();
+        let columns = [ResultColumn { name: "window".into(), column_type: ColumnType::Window }];
+        let shadow = crate::shadow_table("t");
+        block_on(store.prepare_result_table("p", &shadow, &columns, true)).unwrap();
+        block_on(store.swap_in(&shadow, "t")).unwrap();
+        block_on(store.prepare_result_table("p", &shadow, &columns, true)).unwrap();
+        let indexes: Vec<String> = store
+            .conn()
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%.start' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(indexes, ["_shadow_t.window.start", "t.window.start"]);
+        let plan: String = store
+            .conn()
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN SELECT count(*) FROM t WHERE {} >= 'a'", window_start("window")),
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("t.window.start"), "{plan}");
     }
 
     /// Runs a future of the (synchronous inside) SQLite store to completion.
