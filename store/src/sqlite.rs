@@ -353,13 +353,14 @@ impl Store for SqliteStore {
         if self.table_columns(table)?.is_none() {
             return Ok(None);
         }
+        // Two queries: SQLite reads a lone min() or max() from the index, not both at once.
         let start = window_start(column);
-        let (min, max): (Option<String>, Option<String>) = self
-            .reader()?
-            .query_row(&format!("SELECT min({start}), max({start}) FROM {}", quote(table)), [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map_err(|e| self.error(e))?;
+        let conn = self.reader()?;
+        let bound = |aggregate: &str| -> Result<Option<String>> {
+            conn.query_row(&format!("SELECT {aggregate}({start}) FROM {}", quote(table)), [], |r| r.get(0))
+                .map_err(|e| self.error(e))
+        };
+        let (min, max) = (bound("min")?, bound("max")?);
         Ok(min.as_deref().and_then(parse_iso_micros).zip(max.as_deref().and_then(parse_iso_micros)))
     }
 
