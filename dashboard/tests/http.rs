@@ -28,15 +28,18 @@ async fn write(store: &dyn Store, name: &str, columns: &[ResultColumn], rows: Ve
         name: name.into(),
         sql_file: format!("sql/{name}.sql"),
         sql_hash: "0123456789abcdef".into(),
+        sql_text: (name == "per_item").then(|| format!("SELECT <b>avg</b> FROM SOURCE -- {name}")),
+        // `totals` sets its own result table (`-- target:` in its file).
+        result_table: if name == "totals" { "all_time_totals".into() } else { name.into() },
         state: "running".into(),
         events_in: 100 + bad.len() as u64,
         events_ok: 100,
         events_bad: bad.len() as u64,
         ..Default::default()
     };
-    store.prepare_result_table(name, name, columns, true).await.unwrap();
+    store.prepare_result_table(name, &status.result_table, columns, true).await.unwrap();
     let delta = ResultDelta { upserts: rows, deletes: vec![] };
-    store.write_batch(name, columns, &delta, &status, bad, &[]).await.unwrap();
+    store.write_batch(&status.result_table, columns, &delta, &status, bad, &[]).await.unwrap();
 }
 
 /// Known data: `per_window` has 36 windows (3 hours) × 2 types; `per_item` 5 items;
@@ -166,6 +169,10 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(chart["kind"], "bar");
     assert_eq!(chart["series"][0]["values"][0], 7.5);
     let (_, _, page) = get(addr, "/pipelines/per_item");
+    assert!(
+        page.contains("SELECT &#60;b&#62;avg&#60;/b&#62; FROM SOURCE -- per_item"),
+        "the SQL text from the status, escaped"
+    );
     assert!(!page.contains("name=\"from\""), "no time filter without a window");
 
     // Bad records: markup from the data is text.

@@ -237,6 +237,13 @@ pub struct ResultRow {
     pub values: Vec<Value>,
 }
 
+impl PipelineStatus {
+    /// The table (collection) of the pipeline's result.
+    pub fn table(&self) -> &str {
+        if self.result_table.is_empty() { &self.name } else { &self.result_table }
+    }
+}
+
 /// The table a pipeline's new version fills while it replays, until it replaces `table`.
 pub fn shadow_table(table: &str) -> String {
     format!("_shadow_{table}")
@@ -266,6 +273,12 @@ pub struct PipelineStatus {
     pub name: String,
     pub sql_file: String,
     pub sql_hash: String,
+    /// The pipeline file's text, so that readers need nothing but the store.
+    #[serde(default)]
+    pub sql_text: Option<String>,
+    /// The table (collection) holding its result: the file's name unless it sets `target`.
+    #[serde(default)]
+    pub result_table: String,
     /// `starting`, `replaying` (a new version catching up into a shadow table),
     /// `running`, `caught_up`, `stopped`, `inactive` (its file was deleted) or `failed`.
     pub state: String,

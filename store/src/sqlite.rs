@@ -179,7 +179,8 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             name TEXT PRIMARY KEY, sql_file TEXT, sql_hash TEXT, state TEXT, host TEXT,
             started_at TEXT, events_in INTEGER, events_ok INTEGER, events_bad INTEGER,
             events_late INTEGER, lag INTEGER, watermark TEXT, last_batch_at TEXT,
-            last_error TEXT, progress REAL, rows_upserted INTEGER, rows_deleted INTEGER);
+            last_error TEXT, progress REAL, rows_upserted INTEGER, rows_deleted INTEGER,
+            sql_text TEXT, result_table TEXT);
          CREATE TABLE IF NOT EXISTS {BAD_RECORDS_TABLE} (
             pipeline TEXT, source_offset TEXT, raw TEXT, reason TEXT,
             PRIMARY KEY (pipeline, source_offset));
@@ -191,7 +192,14 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             severity TEXT, from_state TEXT, to_state TEXT, value REAL, at TEXT, message TEXT);"
     ))?;
     // Stores written by earlier versions lack the status columns added since.
-    for (column, ty) in [("progress", "REAL"), ("rows_upserted", "INTEGER"), ("rows_deleted", "INTEGER")] {
+    let added = [
+        ("progress", "REAL"),
+        ("rows_upserted", "INTEGER"),
+        ("rows_deleted", "INTEGER"),
+        ("sql_text", "TEXT"),
+        ("result_table", "TEXT"),
+    ];
+    for (column, ty) in added {
         let present: bool = conn.query_row(
             &format!("SELECT count(*) FROM pragma_table_info('{STATUS_TABLE}') WHERE name = ?1"),
             [column],
@@ -370,7 +378,7 @@ impl Store for SqliteStore {
             .prepare(&format!(
                 "SELECT name, sql_file, sql_hash, state, host, started_at, events_in, events_ok,
                         events_bad, events_late, lag, watermark, last_batch_at, last_error, progress,
-                        rows_upserted, rows_deleted
+                        rows_upserted, rows_deleted, sql_text, result_table
                  FROM {STATUS_TABLE} ORDER BY name"
             ))
             .map_err(|e| self.error(e))?;
@@ -393,6 +401,8 @@ impl Store for SqliteStore {
                 progress: r.get(14)?,
                 rows_upserted: r.get::<_, Option<i64>>(15)?.unwrap_or(0) as u64,
                 rows_deleted: r.get::<_, Option<i64>>(16)?.unwrap_or(0) as u64,
+                sql_text: r.get(17)?,
+                result_table: r.get::<_, Option<String>>(18)?.unwrap_or_default(),
             })
         })
         .and_then(|rows| rows.collect())
@@ -547,8 +557,8 @@ fn upsert_status(conn: &Connection, s: &PipelineStatus) -> rusqlite::Result<()> 
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO {STATUS_TABLE} (name, sql_file, sql_hash, state, host, started_at,
             events_in, events_ok, events_bad, events_late, lag, watermark, last_batch_at, last_error, progress,
-            rows_upserted, rows_deleted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            rows_upserted, rows_deleted, sql_text, result_table)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?
     .execute(params![
         s.name,
@@ -567,7 +577,9 @@ fn upsert_status(conn: &Connection, s: &PipelineStatus) -> rusqlite::Result<()> 
         s.last_error,
         s.progress,
         s.rows_upserted as i64,
-        s.rows_deleted as i64
+        s.rows_deleted as i64,
+        s.sql_text,
+        s.result_table
     ])?;
     Ok(())
 }

@@ -243,6 +243,8 @@ async fn status_rows_round_trip_and_are_listed_by_name(store: &dyn Store, _: Sto
         name: "b_pipeline".into(),
         sql_file: "sql/b_pipeline.sql".into(),
         sql_hash: "ab12".into(),
+        sql_text: Some("SELECT count(*) FROM SOURCE -- ✓".into()),
+        result_table: "b_table".into(),
         state: "replaying".into(),
         host: "host-1".into(),
         started_at: "2026-11-22T10:00:00.000000Z".into(),

@@ -48,6 +48,8 @@ pub struct PipelineDefinition {
     pub path: PathBuf,
     /// SHA-256 of the file's text, hex.
     pub sql_hash: String,
+    /// The file's text (shown by the dashboard, through the status).
+    pub text: String,
     /// The first stage: an aggregation over `SOURCE`.
     pub stage1: String,
     /// The second stage over `AGGREGATED`, if any.
@@ -160,6 +162,7 @@ impl PipelineDefinition {
             name,
             path: path.to_path_buf(),
             sql_hash: sql_hash(text),
+            text: text.to_string(),
             stage1,
             stage2: stage2.map(clean),
             settings,

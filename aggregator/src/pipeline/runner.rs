@@ -172,6 +172,8 @@ impl Pipeline {
             name: def.name.clone(),
             sql_file: def.path.display().to_string(),
             sql_hash: def.sql_hash.clone(),
+            sql_text: Some(def.text.clone()),
+            result_table: def.settings.target.clone(),
             state: "starting".into(),
             host: host(),
             started_at: now_iso(),

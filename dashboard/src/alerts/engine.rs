@@ -75,7 +75,11 @@ impl Engine {
     pub async fn evaluate(&mut self, store: &dyn Store, now: i64) -> Vec<(AlertTransition, Instance)> {
         let mut transitions = Vec::new();
         for rule in self.rules.clone() {
-            let observations = match store.read_table(&rule.pipeline).await {
+            let table = match store.status(&rule.pipeline).await {
+                Ok(Some(status)) => status.table().to_string(),
+                _ => rule.pipeline.clone(),
+            };
+            let observations = match store.read_table(&table).await {
                 Ok(table) => observe(&rule, table.as_ref()),
                 Err(e) => vec![Observation { labels: BTreeMap::new(), value: Err(e.to_string()) }],
             };

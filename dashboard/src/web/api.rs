@@ -38,7 +38,8 @@ pub async fn rows(
     Path(name): Path<String>,
     Query(query): Query<TableQuery>,
 ) -> Result<Json<ResultView>, WebError> {
-    let view = view::result_view(state.store.as_ref(), &name, &query).await?;
+    let table = super::table_of(&state, &name).await?;
+    let view = view::result_view(state.store.as_ref(), &table, &query).await?;
     Ok(Json(view.ok_or_else(|| WebError::not_found(format!("result of {name}")))?))
 }
 
@@ -48,7 +49,8 @@ pub async fn chart(
     Path(name): Path<String>,
     Query(query): Query<TableQuery>,
 ) -> Result<Json<Chart>, WebError> {
-    let mut chart = view::chart(state.store.as_ref(), &name, &query)
+    let table = super::table_of(&state, &name).await?;
+    let mut chart = view::chart(state.store.as_ref(), &table, &query)
         .await?
         .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
     // The thresholds of the rules on this chart's value, drawn as lines.

@@ -28,6 +28,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The result table of pipeline `name` (its status says; the name itself for stores
+/// written before statuses named their table).
+pub async fn table_of(state: &AppState, name: &str) -> Result<String, WebError> {
+    let status = state.store.status(name).await?;
+    Ok(status.map_or_else(|| name.to_string(), |s| s.table().to_string()))
+}
+
 /// An error page or API error: the store's message (passwords are already hidden by
 /// the store) with a status code.
 pub struct WebError {

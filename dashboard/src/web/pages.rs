@@ -31,7 +31,7 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
     let mut tiles = Vec::new();
     for status in &statuses {
         let two = PageRequest { limit: 2, ..PageRequest::default() };
-        if let Some(page) = state.store.read_page(&status.name, &two).await?
+        if let Some(page) = state.store.read_page(status.table(), &two).await?
             && page.total == 1
         {
             let values = page.columns.iter().zip(&page.rows[0].values).map(|(c, v)| (c.name.clone(), view::text(v)));
@@ -101,11 +101,11 @@ pub async fn pipeline(
     Query(query): Query<TableQuery>,
 ) -> Result<Html<String>, WebError> {
     let status = state.store.status(&name).await?.ok_or_else(|| WebError::not_found(format!("pipeline {name}")))?;
-    let result = view::result_view(state.store.as_ref(), &name, &query)
+    let result = view::result_view(state.store.as_ref(), status.table(), &query)
         .await?
         .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
-    // The SQL as the aggregator's file has it, when this machine can read that file.
-    let sql = std::fs::read_to_string(&status.sql_file).ok();
+    // The SQL as the aggregator read it (older stores: the file, if this machine can read it).
+    let sql = status.sql_text.clone().or_else(|| std::fs::read_to_string(&status.sql_file).ok());
     Ok(Html(PipelinePage { status, result, sql, refresh_seconds: state.refresh_seconds }.render()?))
 }
 
