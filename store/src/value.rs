@@ -51,6 +51,27 @@ impl Value {
         }
     }
 
+    /// The value as a number, if it is one (integers, floats, decimals).
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            Value::Integer(v) => Some(*v as f64),
+            Value::Real(v) => Some(*v),
+            Value::Decimal(v) => v.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The start of a window (a struct whose first field is a timestamp), in microseconds.
+    pub fn window_start(&self) -> Option<i64> {
+        match self {
+            Value::Struct(fields) => match fields.first() {
+                Some((_, Value::Timestamp(t))) => Some(*t),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// A value from JSON (strings stay text: JSON has no timestamps).
     pub fn from_json(json: &serde_json::Value) -> Value {
         use serde_json::Value as Json;

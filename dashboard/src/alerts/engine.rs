@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use store::{AlertTransition, ColumnType, ResultTable, Store, Value, iso_micros};
+use store::{AlertTransition, ColumnType, ResultTable, Store, iso_micros};
 
 use super::rules::{Reduce, Rule};
 use crate::web::view::text;
@@ -171,15 +171,6 @@ fn instance_key(labels: &BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Integer(v) => Some(*v as f64),
-        Value::Real(v) => Some(*v),
-        Value::Decimal(v) => v.parse().ok(),
-        _ => None,
-    }
-}
-
 /// The rule's instances and their values in `table` (`None`: the pipeline has no result yet).
 fn observe(rule: &Rule, table: Option<&ResultTable>) -> Vec<Observation> {
     let whole = |value| vec![Observation { labels: BTreeMap::new(), value }];
@@ -191,15 +182,7 @@ fn observe(rule: &Rule, table: Option<&ResultTable>) -> Vec<Observation> {
         return whole(Err(format!("pipeline {} has no column `{missing}` to filter on", rule.pipeline)));
     }
     let window = table.columns.iter().position(|c| c.column_type == ColumnType::Window);
-    let start = |row: &store::ResultRow| {
-        window.and_then(|w| match &row.values[w] {
-            Value::Struct(fields) => match fields.first() {
-                Some((_, Value::Timestamp(t))) => Some(*t),
-                _ => None,
-            },
-            _ => None,
-        })
-    };
+    let start = |row: &store::ResultRow| window.and_then(|w| row.values[w].window_start());
     let latest = table.rows.iter().filter_map(start).max();
     let rows: Vec<&store::ResultRow> = table
         .rows
@@ -212,7 +195,7 @@ fn observe(rule: &Rule, table: Option<&ResultTable>) -> Vec<Observation> {
             })
         })
         .collect();
-    let values: Vec<Option<f64>> = rows.iter().map(|row| number(&row.values[value_column])).collect();
+    let values: Vec<Option<f64>> = rows.iter().map(|row| row.values[value_column].number()).collect();
     if rows.is_empty() {
         return whole(Ok(None));
     }

@@ -151,25 +151,6 @@ pub fn text(value: &Value) -> String {
     }
 }
 
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Integer(v) => Some(*v as f64),
-        Value::Real(v) => Some(*v),
-        Value::Decimal(v) => v.parse().ok(),
-        _ => None,
-    }
-}
-
-fn window_start(value: &Value) -> Option<i64> {
-    match value {
-        Value::Struct(fields) => match fields.first() {
-            Some((_, Value::Timestamp(t))) => Some(*t),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 /// One page of `table` as the query asks, or `None` if there is no such table.
 pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<ResultView>, StoreError> {
     let Some(head) = store.read_page(table, &PageRequest { limit: 0, ..PageRequest::default() }).await? else {
@@ -234,7 +215,7 @@ pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result
         // window start → category → sum of the value.
         let mut sums: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
         for row in &rows {
-            let (Some(start), Some(v)) = (window_start(&row.values[w]), number(&row.values[value])) else { continue };
+            let (Some(start), Some(v)) = (row.values[w].window_start(), row.values[value].number()) else { continue };
             let category = shape.category.map(|c| text(&row.values[c])).unwrap_or_else(|| value_name.clone());
             *sums.entry(start).or_default().entry(category).or_default() += v;
         }
@@ -281,7 +262,7 @@ pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result
         x: rows.iter().map(label).collect(),
         series: vec![Series {
             name: columns[value].name.clone(),
-            values: rows.iter().filter_map(|r| number(&r.values[value])).collect(),
+            values: rows.iter().filter_map(|r| r.values[value].number()).collect(),
         }],
         thresholds: Vec::new(),
     }))
