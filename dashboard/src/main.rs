@@ -67,8 +67,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), interval));
     }
     let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts };
+    // Ctrl-C, or SIGTERM from `docker stop`: finish the requests in flight, then exit.
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
     };
     dashboard::run(listener, state, shutdown).await?;
     Ok(())
