@@ -77,15 +77,27 @@ function drawTable(table, view) {
   }
 }
 
+// A windowed result: a line per category over window start (with the alert
+// thresholds), and, with a category column, the same values as stacked bars. A keyed
+// result: bars of its largest values.
 function drawChart(figure, chart) {
   figure.replaceChildren();
   if (!chart || chart.kind === "none" || chart.x.length === 0) return;
+  drawSvg(figure, chart, chart.kind, chart.thresholds || []);
+  if (chart.stacked) drawSvg(figure, chart, "stacked", []);
+  if (chart.series.length > 1) {
+    const legend = el("figcaption", { class: "legend" });
+    chart.series.forEach((s, k) => { const item = el("span", {}, "■ " + s.name); item.style.color = COLORS[k % COLORS.length]; legend.appendChild(item); });
+    figure.appendChild(legend);
+  }
+}
+
+function drawSvg(figure, chart, kind, thresholds) {
   const W = 900, H = 280, L = 60, R = 10, T = 10, B = 60;
   const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": chart.y_label });
   const n = chart.x.length;
-  const stacked = chart.kind === "stacked";
+  const stacked = kind === "stacked";
   const totals = chart.x.map((_, i) => chart.series.reduce((a, s) => stacked ? a + s.values[i] : Math.max(a, s.values[i]), 0));
-  const thresholds = chart.thresholds || [];
   const max = Math.max(...totals, ...thresholds.map(t => t.value * 1.1), 0) || 1;
   const y = v => T + (H - T - B) * (1 - v / max);
   const step = (W - L - R) / Math.max(n, 1);
@@ -93,7 +105,7 @@ function drawChart(figure, chart) {
   for (const f of [0, 0.5, 1]) {
     svg.appendChild(el("svg:text", { x: L - 6, y: y(max * f) + 4, "text-anchor": "end", "font-size": 11 }, String(+(max * f).toPrecision(3))));
   }
-  if (chart.kind === "line") {
+  if (kind === "line") {
     chart.series.forEach((s, k) => {
       const points = s.values.map((v, i) => `${L + step * (i + 0.5)},${y(v)}`).join(" ");
       svg.appendChild(el("svg:polyline", { points, fill: "none", stroke: COLORS[k % COLORS.length], "stroke-width": 2 }));
@@ -121,13 +133,8 @@ function drawChart(figure, chart) {
     if (i % every) return;
     svg.appendChild(el("svg:text", { x: L + step * (i + 0.5), y: H - B + 14, "text-anchor": "middle", "font-size": 10 }, label.length > 16 ? label.slice(-8) : label));
   });
-  svg.appendChild(el("svg:text", { x: L, y: H - 8, "font-size": 11 }, `${chart.y_label} by ${chart.x_label}`));
+  svg.appendChild(el("svg:text", { x: L, y: H - 8, "font-size": 11 }, `${chart.y_label} by ${chart.x_label}${stacked ? " (stacked)" : ""}`));
   figure.appendChild(svg);
-  if (chart.series.length > 1) {
-    const legend = el("figcaption", { class: "legend" });
-    chart.series.forEach((s, k) => { const item = el("span", {}, "■ " + s.name); item.style.color = COLORS[k % COLORS.length]; legend.appendChild(item); });
-    figure.appendChild(legend);
-  }
 }
 
 async function refreshPipeline(table, figure) {

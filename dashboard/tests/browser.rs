@@ -88,6 +88,8 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         // Pipeline page: stacked bars and the rule's threshold line, table filled.
         browser.goto(&format!("{url}/pipelines/per_window")).await;
         browser.wait_for("document.querySelectorAll('#chart svg rect').length > 0").await;
+        assert_eq!(browser.eval("document.querySelectorAll('#chart svg').length").await, 2, "lines and stacked bars");
+        assert_eq!(browser.eval("document.querySelectorAll('#chart svg polyline').length").await, 3, "a line per type");
         assert_eq!(browser.eval("document.querySelectorAll('#chart svg line.threshold').length").await, 1);
         assert_eq!(browser.eval("document.querySelectorAll('#result tbody tr').length").await, 36);
         // The hostile category is text in the table, the legend and the tooltips.

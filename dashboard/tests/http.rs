@@ -160,7 +160,7 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(second["rows"].as_array().unwrap().len(), 22);
     // Chart: stacked bars per window start by interaction type, in the range.
     let chart = json(addr, "/api/pipelines/per_window/chart?from=2026-01-01T00:00&to=2026-01-01T01:00");
-    assert_eq!(chart["kind"], "stacked");
+    assert_eq!((chart["kind"].as_str(), chart["stacked"].as_bool()), (Some("line"), Some(true)));
     assert_eq!(chart["x"].as_array().unwrap().len(), 12);
     assert_eq!(chart["series"][0]["name"], "click");
     assert_eq!(chart["series"][1]["values"][0], 10.0);

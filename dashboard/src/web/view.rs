@@ -54,9 +54,12 @@ pub struct ColumnView {
 /// A chart chosen from the result's shape.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Chart {
-    /// `line` (a value over window start), `stacked` (bars per window start, stacked by
-    /// a category column), `bar` (a value per key) or `none`.
+    /// `line` (a value over window start, one line per category), `bar` (a value per
+    /// key) or `none`.
     pub kind: String,
+    /// For a line chart with a category column: also draw the series as bars per
+    /// window start, stacked by category.
+    pub stacked: bool,
     pub x_label: String,
     pub y_label: String,
     pub x: Vec<String>,
@@ -228,7 +231,8 @@ pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result
             })
             .collect();
         return Ok(Some(Chart {
-            kind: if shape.category.is_some() { "stacked" } else { "line" }.into(),
+            kind: "line".into(),
+            stacked: shape.category.is_some(),
             x_label: format!("{}.start", window.name),
             y_label: value_name,
             x: sums.keys().map(|t| input_time(*t).replace('T', " ")).collect(),
@@ -257,6 +261,7 @@ pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result
     };
     Ok(Some(Chart {
         kind: if rows.len() > 1 { "bar" } else { "none" }.into(),
+        stacked: false,
         x_label: "key".into(),
         y_label: value_name,
         x: rows.iter().map(label).collect(),
