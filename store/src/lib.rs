@@ -120,6 +120,9 @@ pub trait Store: Send + Sync {
     /// Whether a result table with this name exists.
     async fn has_table(&self, table: &str) -> Result<bool>;
 
+    /// A result table's columns (besides `_id`), or `None` if it does not exist.
+    async fn columns(&self, table: &str) -> Result<Option<Vec<ResultColumn>>>;
+
     /// One page of a result table: rows matching the request's window range, sorted
     /// (ties broken by `_id`), `limit` of them from `offset`; `None` if it does not exist.
     async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>>;

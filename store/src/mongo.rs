@@ -210,10 +210,7 @@ impl From<ReadError> for StoreError {
 
 impl MongoStore {
     async fn read_page_once(&self, table: &str, request: &PageRequest) -> Result<Option<Page>, ReadError> {
-        if !self.has_table(table).await? {
-            return Ok(None);
-        }
-        let columns = self.schema(table).await?.unwrap_or_default();
+        let Some(columns) = self.columns(table).await? else { return Ok(None) };
         let filter = match request.window_filter(&columns) {
             Some(range) => doc! {format!("{}.start", range.column): {
                 "$gte": bson::DateTime::from_millis(range.from.div_euclid(1000)),
@@ -429,6 +426,13 @@ impl Store for MongoStore {
     async fn has_table(&self, table: &str) -> Result<bool> {
         let names = self.db.list_collection_names().filter(doc! {"name": table}).await.map_err(|e| self.error(e))?;
         Ok(!names.is_empty())
+    }
+
+    async fn columns(&self, table: &str) -> Result<Option<Vec<ResultColumn>>> {
+        if !self.has_table(table).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.schema(table).await?.unwrap_or_default()))
     }
 
     async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>> {

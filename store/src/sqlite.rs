@@ -312,6 +312,10 @@ impl Store for SqliteStore {
             .map_err(|e| self.error(e))
     }
 
+    async fn columns(&self, table: &str) -> Result<Option<Vec<ResultColumn>>> {
+        self.table_columns(table)
+    }
+
     async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>> {
         let Some(columns) = self.table_columns(table)? else { return Ok(None) };
         let conn = self.reader()?;

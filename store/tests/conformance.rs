@@ -234,6 +234,8 @@ async fn an_empty_result_is_an_existing_empty_table_with_its_columns(store: &dyn
     assert_eq!(store.read_table("empty").await.unwrap(), None);
     store.prepare_result_table("empty", "empty", &columns(), true).await.unwrap();
     assert!(store.has_table("empty").await.unwrap());
+    assert_eq!(store.columns("empty").await.unwrap(), Some(columns()));
+    assert_eq!(store.columns("nope").await.unwrap(), None);
     let table = store.read_table("empty").await.unwrap().unwrap();
     assert_eq!((table.columns, table.rows.len()), (columns(), 0));
 }

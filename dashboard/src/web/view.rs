@@ -156,10 +156,8 @@ pub fn text(value: &Value) -> String {
 
 /// One page of `table` as the query asks, or `None` if there is no such table.
 pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<ResultView>, StoreError> {
-    let Some(head) = store.read_page(table, &PageRequest { limit: 0, ..PageRequest::default() }).await? else {
-        return Ok(None);
-    };
-    let window = shape(&head.columns).window.cloned();
+    let Some(columns) = store.columns(table).await? else { return Ok(None) };
+    let window = shape(&columns).window.cloned();
     let range = match &window {
         Some(w) => window_range(store, table, w, query).await?,
         None => None,
@@ -197,10 +195,7 @@ pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> 
 
 /// The chart of `table` in the query's time range, chosen from the result's shape.
 pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<Chart>, StoreError> {
-    let Some(head) = store.read_page(table, &PageRequest { limit: 0, ..PageRequest::default() }).await? else {
-        return Ok(None);
-    };
-    let columns = head.columns;
+    let Some(columns) = store.columns(table).await? else { return Ok(None) };
     let shape = shape(&columns);
     let Some(value) = shape.value else { return Ok(Some(Chart { kind: "none".into(), ..Chart::default() })) };
     let value_name = columns[value].name.clone();
