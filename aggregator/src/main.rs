@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aggregator::pipeline::{PipelineOptions, Shutdown};
+use aggregator::sink::qlik::QlikOptions;
 use aggregator::source::SourceOptions;
 use aggregator::source::schema::SourceSchema;
 use clap::Parser;
@@ -69,9 +70,50 @@ struct Args {
     /// How often an idle pipeline looks for new events, in milliseconds.
     #[arg(long, env = "AGGREGATOR_POLL_INTERVAL_MS", default_value_t = 500)]
     poll_interval_ms: u64,
+    /// A Qlik app that receives every pipeline's result as a table, e.g.
+    /// `ws://localhost:9076/app/results.qvf` (Qlik Core) or `wss://tenant/app/<app id>`
+    /// (repeatable; `;`-separated in the environment variable). A file adds its own
+    /// with `-- qlik: <url>` lines, and names the table with `-- qlik_table:`.
+    #[arg(long = "qlik", env = "AGGREGATOR_QLIK", value_delimiter = ';')]
+    qlik: Vec<String>,
+    /// A header for the Qlik engines' WebSocket handshake, `Name: value`, e.g.
+    /// `X-Qlik-Session: aggregator` (repeatable; `;`-separated in the variable).
+    #[arg(long, env = "AGGREGATOR_QLIK_HEADERS", value_delimiter = ';', value_parser = aggregator::sink::qlik::parse_header, hide_env_values = true)]
+    qlik_header: Vec<(String, String)>,
+    /// A Bearer token for the Qlik engines (Qlik Sense JWT, Qlik Cloud API key).
+    #[arg(long, env = "AGGREGATOR_QLIK_TOKEN", hide_env_values = true)]
+    qlik_token: Option<String>,
+    /// A Qlik reload starts once this many result rows changed…
+    #[arg(long, env = "AGGREGATOR_QLIK_MIN_ROWS", default_value_t = 10_000)]
+    qlik_min_rows: u64,
+    /// …or when no change came for this many milliseconds…
+    #[arg(long, env = "AGGREGATOR_QLIK_IDLE_MS", default_value_t = 1_000)]
+    qlik_idle_ms: u64,
+    /// …or when the oldest change waiting is this many milliseconds old.
+    #[arg(long, env = "AGGREGATOR_QLIK_MAX_DELAY_MS", default_value_t = 10_000)]
+    qlik_max_delay_ms: u64,
+    /// Least time between the end of one reload of an app and the start of the next.
+    #[arg(long, env = "AGGREGATOR_QLIK_MIN_INTERVAL_MS", default_value_t = 1_000)]
+    qlik_min_interval_ms: u64,
+    /// After a reload that took D, the next one waits at least this × D.
+    #[arg(long, env = "AGGREGATOR_QLIK_PACE", default_value_t = 1.0)]
+    qlik_pace: f64,
+    /// Longest wait for a Qlik engine's answer (connect, open, set script, save).
+    #[arg(long, env = "AGGREGATOR_QLIK_CALL_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    qlik_call_timeout_seconds: f64,
+    /// Longest wait for one reload.
+    #[arg(long, env = "AGGREGATOR_QLIK_RELOAD_TIMEOUT_SECONDS", default_value_t = 600.0)]
+    qlik_reload_timeout_seconds: f64,
+    /// At exit, how long to wait for the last changes to reach the Qlik apps.
+    #[arg(long, env = "AGGREGATOR_QLIK_FLUSH_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    qlik_flush_timeout_seconds: f64,
     /// At exit, write a JSON summary here: elapsed seconds, peak RSS, each pipeline's status.
     #[arg(long, env = "AGGREGATOR_SUMMARY_JSON")]
     summary_json: Option<PathBuf>,
+}
+
+fn seconds(value: f64) -> Duration {
+    Duration::from_secs_f64(value.max(0.0))
 }
 
 /// Peak resident set size of this process in KiB (Linux; 0 elsewhere).
@@ -108,6 +150,23 @@ fn main() -> anyhow::Result<()> {
         },
         dead_letter_uri: args.dead_letter,
         producer_conf: args.producer_conf,
+        qlik: QlikOptions {
+            targets: args.qlik,
+            headers: args
+                .qlik_header
+                .into_iter()
+                .chain(args.qlik_token.map(|t| ("Authorization".to_string(), format!("Bearer {t}"))))
+                .collect(),
+            min_rows: args.qlik_min_rows.max(1),
+            idle: Duration::from_millis(args.qlik_idle_ms),
+            max_delay: Duration::from_millis(args.qlik_max_delay_ms),
+            min_interval: Duration::from_millis(args.qlik_min_interval_ms),
+            pace: args.qlik_pace.max(0.0),
+            call_timeout: seconds(args.qlik_call_timeout_seconds),
+            reload_timeout: seconds(args.qlik_reload_timeout_seconds),
+            flush_timeout: seconds(args.qlik_flush_timeout_seconds),
+        },
+        qlik_hub: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let schema = runtime.block_on(async {

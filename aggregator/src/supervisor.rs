@@ -36,6 +36,7 @@ use crate::pipeline::plan::StreamingPlan;
 use crate::pipeline::runner::{Notice, Pipeline};
 use crate::pipeline::{PipelineOptions, Shutdown};
 use crate::sink;
+use crate::sink::qlik::QlikHub;
 use crate::source::schema::SourceSchema;
 
 /// Quiet time after a file event before the files are read.
@@ -353,13 +354,24 @@ pub fn run(sql: &Path, schema: &SourceSchema, options: &PipelineOptions, shutdow
     if !sql.exists() {
         return Err(Error::user(format!("--sql {}: no such file or directory", sql.display())));
     }
+    // One Qlik push for the whole process: pipelines that target the same app share
+    // its reload orchestrator. It starts its threads now but connects only to targets.
+    let mut options = options.clone();
+    let hub = QlikHub::start(options.qlik.clone(), &options.sink_uri, options.sink_database.as_deref())?;
+    options.qlik_hub = Some(hub.clone());
     let mut supervisor = Supervisor::new(sql, schema.clone(), options.clone(), shutdown);
-    supervisor.reconcile()?;
-    if options.available_now {
-        if supervisor.running.is_empty() && supervisor.summary.failed.is_empty() {
-            return Err(Error::user(format!("--sql {}: no .sql files", sql.display())));
+    let summary = match supervisor.reconcile() {
+        Err(e) => Err(e),
+        Ok(()) if options.available_now => {
+            if supervisor.running.is_empty() && supervisor.summary.failed.is_empty() {
+                Err(Error::user(format!("--sql {}: no .sql files", sql.display())))
+            } else {
+                Ok(supervisor.wait_all())
+            }
         }
-        return Ok(supervisor.wait_all());
-    }
-    supervisor.watch()
+        Ok(()) => supervisor.watch(),
+    };
+    // The last changes reach the Qlik apps before the process exits (up to a timeout).
+    hub.finish();
+    summary
 }

@@ -8,7 +8,9 @@
 //! * `_bad_records` and `_late_records`: what a pipeline rejected
 //!   ([`RejectedRecord`]), keyed by pipeline and source offset so that
 //!   re-processing after a crash overwrites instead of duplicating;
-//! * `_alerts`: alert state transitions ([`AlertTransition`]), written by the dashboard.
+//! * `_alerts`: alert state transitions ([`AlertTransition`]), written by the dashboard;
+//! * `_qlik_targets`: one row per pipeline and Qlik app it is pushed into
+//!   ([`QlikTargetStatus`]), written by the aggregator's Qlik push.
 //!
 //! [`Store`] is the one interface to both: its write side is used by the aggregator,
 //! its read side by the dashboard, and `tests/conformance.rs` runs every behaviour
@@ -115,6 +117,9 @@ pub trait Store: Send + Sync {
     /// Appends an alert state transition (the dashboard evaluates the rules).
     async fn record_alert(&self, transition: &AlertTransition) -> Result<()>;
 
+    /// Writes the state of one pipeline's Qlik target (replacing the last one).
+    async fn write_qlik_status(&self, status: &QlikTargetStatus) -> Result<()>;
+
     // ---- read side (the dashboard, and tests) ----
 
     /// Whether a result table with this name exists.
@@ -140,6 +145,9 @@ pub trait Store: Send + Sync {
     /// The latest `limit` alert transitions, newest first.
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>>;
 
+    /// Every Qlik target's state, by pipeline and target.
+    async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>>;
+
     /// All rows of a result table ordered by `_id`, or `None` if it does not exist.
     async fn read_table(&self, table: &str) -> Result<Option<ResultTable>> {
         let all = PageRequest { limit: u64::MAX, ..PageRequest::default() };
@@ -157,6 +165,7 @@ pub const STATUS_TABLE: &str = "_pipeline_status";
 pub const BAD_RECORDS_TABLE: &str = "_bad_records";
 pub const LATE_RECORDS_TABLE: &str = "_late_records";
 pub const ALERTS_TABLE: &str = "_alerts";
+pub const QLIK_TARGETS_TABLE: &str = "_qlik_targets";
 
 /// A result table as read back: its columns (besides `_id`) and rows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -224,6 +233,33 @@ pub struct AlertTransition {
     /// ISO-8601 UTC.
     pub at: String,
     pub message: Option<String>,
+}
+
+/// The state of one pipeline's push into one Qlik app.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QlikTargetStatus {
+    pub pipeline: String,
+    /// The engine and app, as given (`ws://host:9076/app/<app>`; never a token).
+    pub target: String,
+    /// The table in the app that holds the pipeline's result.
+    pub table: String,
+    /// `connecting`, `up_to_date`, `pending` (changes wait for the next reload),
+    /// `reloading` or `error`.
+    pub state: String,
+    /// The result version the app holds (`<sql hash>:<events consumed>`), as its
+    /// marker table says.
+    pub app_version: Option<String>,
+    /// Result rows changed since the app's version.
+    pub pending_rows: u64,
+    /// Reloads that carried this table, since the aggregator started.
+    pub reloads: u64,
+    /// ISO-8601 UTC end of the last successful reload, its duration and the rows it loaded.
+    pub last_reload_at: Option<String>,
+    pub last_reload_seconds: Option<f64>,
+    pub last_reload_rows: u64,
+    pub last_error: Option<String>,
+    /// ISO-8601 UTC of this row.
+    pub updated_at: String,
 }
 
 /// One column of a pipeline's result table (besides `_id`).

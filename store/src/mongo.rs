@@ -26,8 +26,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use crate::uri::{password_of, redact_uri};
 use crate::{
     ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
-    PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError,
-    Value, iso_micros,
+    PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow,
+    STATUS_TABLE, Store, StoreError, Value, iso_micros,
 };
 
 /// Statements per bulk command: large enough that a round trip carries many rows,
@@ -423,6 +423,18 @@ impl Store for MongoStore {
         Ok(())
     }
 
+    async fn write_qlik_status(&self, status: &QlikTargetStatus) -> Result<()> {
+        let mut document = bson::to_document(status).map_err(|e| self.error(e))?;
+        let id = doc! {"pipeline": &status.pipeline, "target": &status.target};
+        document.insert("_id", id.clone());
+        self.collection(QLIK_TARGETS_TABLE)
+            .replace_one(doc! {"_id": id}, document)
+            .upsert(true)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     async fn has_table(&self, table: &str) -> Result<bool> {
         let names = self.db.list_collection_names().filter(doc! {"name": table}).await.map_err(|e| self.error(e))?;
         Ok(!names.is_empty())
@@ -464,6 +476,14 @@ impl Store for MongoStore {
             .await?
             .into_iter()
             .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{STATUS_TABLE}: {e}"))))
+            .collect()
+    }
+
+    async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>> {
+        self.find_all(QLIK_TARGETS_TABLE, doc! {}, doc! {"_id.pipeline": 1, "_id.target": 1}, 0, u64::MAX)
+            .await?
+            .into_iter()
+            .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{QLIK_TARGETS_TABLE}: {e}"))))
             .collect()
     }
 

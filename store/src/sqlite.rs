@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::{
     ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
-    PipelineStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError,
-    Value, iso_micros, parse_iso_micros,
+    PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow,
+    STATUS_TABLE, Store, StoreError, Value, iso_micros, parse_iso_micros,
 };
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
@@ -189,7 +189,9 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             PRIMARY KEY (pipeline, source_offset));
          CREATE TABLE IF NOT EXISTS {ALERTS_TABLE} (
             seq INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, instance TEXT, pipeline TEXT,
-            severity TEXT, from_state TEXT, to_state TEXT, value REAL, at TEXT, message TEXT);"
+            severity TEXT, from_state TEXT, to_state TEXT, value REAL, at TEXT, message TEXT);
+         CREATE TABLE IF NOT EXISTS {QLIK_TARGETS_TABLE} (
+            pipeline TEXT, target TEXT, status TEXT, PRIMARY KEY (pipeline, target));"
     ))?;
     // Stores written by earlier versions lack the status columns added since.
     let added = [
@@ -299,6 +301,19 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                 ),
                 params![t.rule, t.instance, t.pipeline, t.severity, t.from, t.to, t.value, t.at, t.message],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    async fn write_qlik_status(&self, status: &QlikTargetStatus) -> Result<()> {
+        // As JSON: the dashboard shows it whole, and new fields need no migration.
+        let json =
+            serde_json::to_string(status).map_err(|e| self.error(rusqlite::Error::ToSqlConversionFailure(e.into())))?;
+        self.conn()
+            .execute(
+                &format!("INSERT OR REPLACE INTO {QLIK_TARGETS_TABLE} (pipeline, target, status) VALUES (?1, ?2, ?3)"),
+                params![status.pipeline, status.target, json],
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
@@ -426,6 +441,22 @@ impl Store for SqliteStore {
         })
         .and_then(|rows| rows.collect())
         .map_err(|e| self.error(e))
+    }
+
+    async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare(&format!("SELECT status FROM {QLIK_TARGETS_TABLE} ORDER BY pipeline, target"))
+            .map_err(|e| self.error(e))?;
+        let rows: Vec<String> =
+            stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| {
+                    self.error(rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
+                })
+            })
+            .collect()
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {

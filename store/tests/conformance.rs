@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use store::{
-    AlertTransition, ColumnType, PageRequest, PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow,
-    Store, Value, WindowRange, shadow_table,
+    AlertTransition, ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, ResultColumn,
+    ResultDelta, ResultRow, Store, Value, WindowRange, shadow_table,
 };
 
 type Behaviour = for<'a> fn(&'a dyn Store, StoreKind) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -36,6 +36,7 @@ behaviours!(
     status_rows_round_trip_and_are_listed_by_name,
     alert_transitions_are_listed_newest_first,
     pages_are_sorted_filtered_by_window_start_and_counted,
+    qlik_target_states_are_replaced_per_pipeline_and_target,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -291,6 +292,29 @@ async fn alert_transitions_are_listed_newest_first(store: &dyn Store, _: StoreKi
     }
     let history = store.alert_history(2).await.unwrap();
     assert_eq!(history, vec![transition("normal", 3), transition("firing", 2)]);
+}
+
+async fn qlik_target_states_are_replaced_per_pipeline_and_target(store: &dyn Store, _: StoreKind) {
+    let state = |pipeline: &str, target: &str, reloads: u64| QlikTargetStatus {
+        pipeline: pipeline.into(),
+        target: target.into(),
+        table: pipeline.into(),
+        state: "up_to_date".into(),
+        app_version: Some("abc:10".into()),
+        reloads,
+        last_reload_at: Some("2026-11-22T10:00:00.000000Z".into()),
+        last_reload_seconds: Some(2.5),
+        last_reload_rows: 7,
+        last_error: Some("engine said \"no\"".into()),
+        updated_at: "2026-11-22T10:00:01.000000Z".into(),
+        ..Default::default()
+    };
+    let (a, b) = ("ws://a:9076/app/x", "ws://b:9076/app/x");
+    for (pipeline, target, reloads) in [("p", a, 1), ("p", b, 1), ("o", a, 1), ("p", a, 2)] {
+        store.write_qlik_status(&state(pipeline, target, reloads)).await.unwrap();
+    }
+    let states = store.qlik_statuses().await.unwrap();
+    assert_eq!(states, vec![state("o", a, 1), state("p", a, 2), state("p", b, 1)]);
 }
 
 async fn pages_are_sorted_filtered_by_window_start_and_counted(store: &dyn Store, _: StoreKind) {

@@ -36,6 +36,10 @@ pub struct Counters {
     pub upserted: u64,
     #[serde(default)]
     pub deleted: u64,
+    /// `consumed` after the last micro-batch that changed the result: the result's
+    /// version (what a Qlik app's marker records).
+    #[serde(default)]
+    pub changed_at: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,13 +5,15 @@
 //! -- allowed_delay: 10 minutes      (watermark delay; default 20 minutes)
 //! -- target: item_counts            (result table; default the file's stem)
 //! -- key: item_id                   (columns that make `_id`; default: see below)
+//! -- qlik: ws://qlik:9076/app/sales   (a Qlik app that also gets the result; repeatable)
+//! -- qlik_table: item_counts         (the table in the Qlik apps; default the pipeline's name)
 //! SELECT item_id, COUNT(*) AS interaction_count FROM SOURCE GROUP BY item_id
 //! -- for_each_batch
 //! SELECT 'all' AS _id, AVG(interaction_count) AS avg_interactions_per_item FROM AGGREGATED
 //! -- end_for
 //! ```
 //!
-//! Settings are comment lines `-- <setting>: <value>` with one of the four names
+//! Settings are comment lines `-- <setting>: <value>` with one of the names
 //! above; other comments are comments. The text between `-- for_each_batch` and
 //! `-- end_for` is the second stage, which reads the first stage's current result as
 //! the table `AGGREGATED`. The pipeline's identity is the SHA-256 of the whole file.
@@ -39,6 +41,10 @@ pub struct Settings {
     pub allowed_delay: Duration,
     pub target: String,
     pub key: Option<Vec<String>>,
+    /// Qlik apps this pipeline's result is pushed into, besides the aggregator's `--qlik`.
+    pub qlik: Vec<String>,
+    /// The table name in the Qlik apps (default: the pipeline's name).
+    pub qlik_table: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +79,8 @@ impl PipelineDefinition {
             allowed_delay: DEFAULT_ALLOWED_DELAY,
             target: name.clone(),
             key: None,
+            qlik: Vec::new(),
+            qlik_table: None,
         };
         let (mut stage1, mut stage2) = (String::new(), None::<String>);
         #[derive(PartialEq)]
@@ -126,6 +134,14 @@ impl PipelineDefinition {
                     }
                     "target" => {
                         settings.target = value.to_string();
+                        continue;
+                    }
+                    "qlik" => {
+                        settings.qlik.push(value.to_string());
+                        continue;
+                    }
+                    "qlik_table" => {
+                        settings.qlik_table = Some(value.to_string());
                         continue;
                     }
                     "key" => {
@@ -205,6 +221,7 @@ mod tests {
     #[test]
     fn splits_stages_and_reads_settings() {
         let text = "-- output_mode: complete\n-- allowed_delay: 5 minutes\n-- key: item_id\n-- a plain comment: not a setting\n\
+                    -- qlik: ws://q1:9076/app/a\n-- qlik: wss://q2/app/b\n-- qlik_table: Items\n\
                     SELECT item_id, COUNT(*) AS c FROM SOURCE GROUP BY item_id;\n\
                     -- for_each_batch\nSELECT 'all' AS _id, AVG(c) AS a FROM AGGREGATED\n-- end_for\n";
         let d = PipelineDefinition::parse(Path::new("sql/items.sql"), text).unwrap();
@@ -213,6 +230,8 @@ mod tests {
         assert_eq!(d.settings.allowed_delay, Duration::from_secs(300));
         assert_eq!(d.settings.key, Some(vec!["item_id".to_string()]));
         assert_eq!(d.settings.target, "items");
+        assert_eq!(d.settings.qlik, vec!["ws://q1:9076/app/a".to_string(), "wss://q2/app/b".to_string()]);
+        assert_eq!(d.settings.qlik_table.as_deref(), Some("Items"));
         assert!(d.stage1.ends_with("GROUP BY item_id"), "{}", d.stage1);
         assert_eq!(d.stage2.as_deref(), Some("SELECT 'all' AS _id, AVG(c) AS a FROM AGGREGATED"));
         assert_eq!(d.sql_hash.len(), 64);

@@ -50,6 +50,10 @@ pub struct PipelineOptions {
     pub dead_letter_uri: Option<String>,
     /// `key=value` settings for the dead-letter producer.
     pub producer_conf: Vec<(String, String)>,
+    /// How results are pushed into Qlik apps (`--qlik*`).
+    pub qlik: crate::sink::qlik::QlikOptions,
+    /// The process's Qlik push, shared by its pipelines (started by the supervisor).
+    pub qlik_hub: Option<crate::sink::qlik::QlikHub>,
 }
 
 impl Default for PipelineOptions {
@@ -67,6 +71,8 @@ impl Default for PipelineOptions {
             source: crate::source::SourceOptions { consumer_conf: Vec::new(), idle_timeout: DEFAULT_IDLE_TIMEOUT },
             dead_letter_uri: None,
             producer_conf: Vec::new(),
+            qlik: crate::sink::qlik::QlikOptions::default(),
+            qlik_hub: None,
         }
     }
 }

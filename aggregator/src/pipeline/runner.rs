@@ -30,6 +30,8 @@ use crate::pipeline::watermark::{Watermark, WatermarkState};
 use crate::pipeline::{PipelineOptions, Shutdown};
 use crate::sink::dead_letter::{DeadLetter, DeadRecord};
 
+use crate::sink::qlik::QlikFeed;
+use crate::sink::qlik::script::ResultVersion;
 use crate::sink::{self, Sink, TableChoice};
 use crate::source::decode::JsonDecoder;
 use crate::source::schema::SourceSchema;
@@ -58,6 +60,8 @@ pub struct Pipeline {
     notice: Notice,
     /// When a source or store outage was last shown in the status.
     outage_seen: Option<Instant>,
+    /// The pipeline's Qlik targets, if it has any.
+    qlik: Option<QlikFeed>,
 }
 
 /// Whether the pipeline is a new version still catching up into its shadow table.
@@ -217,6 +221,7 @@ impl Pipeline {
             replay: Replay::Until(None),
             notice,
             outage_seen: None,
+            qlik: None,
         };
         let columns = result_columns(&pipeline.plan);
         let choice = match &resumed {
@@ -248,9 +253,35 @@ impl Pipeline {
                 tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "new version: replaying the source from its beginning into a shadow table")
             }
         }
+        pipeline.qlik = pipeline.qlik_feed()?;
         pipeline.update_status("running");
         pipeline.sink.write_status(&pipeline.status).await?;
         Ok(pipeline)
+    }
+
+    /// Registers the pipeline with the process's Qlik push if it has targets (`--qlik`
+    /// or its file's `-- qlik:` lines); the live result's version tells the push
+    /// whether the apps hold it already.
+    fn qlik_feed(&self) -> Result<Option<QlikFeed>> {
+        let settings = &self.def.settings;
+        let Some(hub) = &self.options.qlik_hub else {
+            if !settings.qlik.is_empty() {
+                tracing::warn!(pipeline = %self.def.name, "Qlik targets ignored: this run has no Qlik push");
+            }
+            return Ok(None);
+        };
+        if hub.options().targets.is_empty() && settings.qlik.is_empty() {
+            return Ok(None);
+        }
+        let table = settings.qlik_table.as_deref().unwrap_or(&self.def.name);
+        let feed = hub.feed(&self.def.name, table, &settings.target, &settings.qlik)?;
+        feed.start((self.replay == Replay::Done).then(|| self.result_version()));
+        Ok(Some(feed))
+    }
+
+    /// The live result's version: the SQL and the events consumed when it last changed.
+    fn result_version(&self) -> ResultVersion {
+        ResultVersion { sql_hash: self.def.sql_hash.clone(), events: self.counters.changed_at }
     }
 
     /// Number of groups in the state (open windows only, for windowed pipelines).
@@ -290,6 +321,9 @@ impl Pipeline {
         let sink = &mut self.sink;
         with_retry(&self.def.name, self.options.available_now, shutdown, async || sink.swap_in_shadow().await).await?;
         self.replay = Replay::Done;
+        if let Some(qlik) = &self.qlik {
+            qlik.changed(self.result_version(), 0);
+        }
         tracing::info!(pipeline = %self.def.name, hash = %self.def.sql_hash, "replay caught up: the new results replaced the old ones");
         // The checkpoint must not say "replaying" any more (see `Sink::prepare`).
         self.checkpoint()?;
@@ -410,6 +444,10 @@ impl Pipeline {
         self.counters.ok += good.num_rows() as u64;
         self.counters.upserted += delta.upserts.len() as u64;
         self.counters.deleted += delta.deletes.len() as u64;
+        let changed = (delta.upserts.len() + delta.deletes.len()) as u64;
+        if changed > 0 {
+            self.counters.changed_at = self.counters.consumed;
+        }
         self.offset = raw.end.clone();
         self.status.last_batch_at = Some(now_iso());
         if self.outage_seen.is_none_or(|seen| seen.elapsed() >= OUTAGE_SHOWN_FOR) {
@@ -417,7 +455,15 @@ impl Pipeline {
             self.outage_seen = None;
         }
         self.update_status("running");
-        self.write_with_retry(&delta, &bad, &late, shutdown).await
+        self.write_with_retry(&delta, &bad, &late, shutdown).await?;
+        // The store has the change: the Qlik push may read it from now on.
+        if let Some(qlik) = &self.qlik
+            && changed > 0
+            && self.replay == Replay::Done
+        {
+            qlik.changed(self.result_version(), changed);
+        }
+        Ok(())
     }
 
     /// Adds the per-event watermark column and splits off late events.

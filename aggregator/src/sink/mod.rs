@@ -4,13 +4,15 @@
 //! together with the pipeline's status and the records it rejected, and applies them
 //! ([`StoreSink`] writes them to a `store::Store`: SQLite or MongoDB). [`values`]
 //! turns Arrow rows into the store's typed values and `_id`s; [`dead_letter`] also
-//! sends bad records to a Kafka topic.
+//! sends bad records to a Kafka topic; [`qlik`] keeps the result as a table in Qlik
+//! apps (reloads read it back from the store).
 //!
 //! A pipeline's new version (new SQL hash) replays the source into a *shadow* of its
 //! table and swaps it in when caught up ([`Sink::swap_in_shadow`]), so readers see the
 //! old results until then and the new ones after, never a half-filled table.
 
 pub mod dead_letter;
+pub mod qlik;
 pub mod values;
 
 use store::{PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, Store, shadow_table};
