@@ -55,13 +55,75 @@ async function refreshOverview(table) {
     for (const f of ["events_in", "events_ok", "events_late", "lag", "last_batch_at"]) set(f, s[f] ?? "");
     const bad = row.querySelector('[data-field="events_bad"] a');
     if (bad) bad.textContent = s.events_bad;
+    drawQlikIndicator(row, s);
     const last = lastCounts.get(s.name);
     if (last) set("rate", Math.round((s.events_in - last.count) / ((now - last.at) / 1000)));
     lastCounts.set(s.name, { count: s.events_in, at: now });
   }
 }
 
-// ---- pipeline page: table and chart ----
+// The compact Qlik indicator under a pipeline's state (the server words it), if it has targets.
+function drawQlikIndicator(row, s) {
+  let badge = row.querySelector('[data-field="qlik"]');
+  if (!s.qlik_summary) { if (badge) badge.parentElement.remove(); return; }
+  if (!badge) {
+    badge = el("span", { "data-field": "qlik" });
+    const link = el("a", { class: "qlik-indicator", href: "/pipelines/" + encodeURIComponent(s.name) + "#qlik" });
+    link.appendChild(badge);
+    row.querySelector('[data-field="state"]').after(" ", link);
+  }
+  badge.textContent = s.qlik_summary.text;
+  badge.className = "state state-" + s.qlik_summary.state;
+}
+
+// ---- pipeline page: Qlik targets, table and chart ----
+const QLIK_COLUMNS = ["target", "app table", "state", "reloads", "last reload", "pending rows", "app version", "last error"];
+
+// Seconds with one or two decimals (as the server writes them): 1.25, 1.5, 3.0.
+function secondsText(seconds) {
+  const text = seconds.toFixed(2);
+  return text.endsWith("0") ? text.slice(0, -1) : text;
+}
+
+function lastReloadText(q) {
+  if (q.last_reload_at == null) return "";
+  const parts = [q.last_reload_at];
+  if (q.last_reload_seconds != null) parts.push(secondsText(q.last_reload_seconds) + " s");
+  parts.push(q.last_reload_rows + " rows");
+  return parts.join(" · ");
+}
+
+// The section of the pipeline's Qlik targets: made when the first one appears, hidden
+// when there are none (or the store could not read them).
+function drawQlik(targets) {
+  let section = document.getElementById("qlik");
+  if (!section) {
+    if (targets.length === 0) return;
+    const head = el("tr");
+    for (const c of QLIK_COLUMNS) head.appendChild(el("th", {}, c));
+    const table = el("table", { class: "qlik-targets" });
+    table.append(el("thead"), el("tbody"));
+    table.tHead.appendChild(head);
+    section = el("section", { id: "qlik", class: "qlik" });
+    section.append(el("h2", {}, "Qlik targets"), table);
+    (document.querySelector("form.range") || document.getElementById("chart")).before(section);
+  }
+  section.hidden = targets.length === 0;
+  const cell = (field, text, attrs) => el("td", { "data-field": field, ...attrs }, String(text ?? ""));
+  const body = el("tbody");
+  for (const q of targets) {
+    const tr = el("tr", { "data-target": q.target });
+    const state = el("td");
+    state.appendChild(el("span", { class: "state state-" + q.state, "data-field": "state" }, q.state));
+    tr.append(cell("target", q.target), cell("table", q.table), state, cell("reloads", q.reloads),
+      cell("last_reload", lastReloadText(q)), cell("pending_rows", q.pending_rows), cell("app_version", q.app_version),
+      cell("last_error", q.last_error, { class: "error" }));
+    body.appendChild(tr);
+  }
+  const table = section.querySelector("table");
+  table.replaceChild(body, table.tBodies[0]);
+}
+
 function drawTable(table, view) {
   const body = el("tbody");
   for (const row of view.rows) {
@@ -140,9 +202,14 @@ function drawSvg(figure, chart, kind, thresholds) {
 async function refreshPipeline(table, figure) {
   const name = encodeURIComponent(table.dataset.pipeline);
   const query = location.search;
-  const [view, chart] = await Promise.all([getJson(`/api/pipelines/${name}/rows${query}`), getJson(`/api/pipelines/${name}/chart${query}`)]);
+  const [view, chart, detail] = await Promise.all([
+    getJson(`/api/pipelines/${name}/rows${query}`),
+    getJson(`/api/pipelines/${name}/chart${query}`),
+    getJson(`/api/pipelines/${name}`),
+  ]);
   drawTable(table, view);
   drawChart(figure, chart);
+  drawQlik(detail.qlik || []);
 }
 
 // ---- the refresh loop ----

@@ -1,6 +1,7 @@
 //! The dashboard: a web server (axum, askama templates) that reads the results store
 //! the aggregator writes (SQLite or MongoDB, through `store::Store`) and shows every
-//! pipeline's state, its live result as a table and a chart, and its bad records.
+//! pipeline's state, its live result as a table and a chart, its bad records, and the
+//! state of its Qlik targets (the apps the aggregator pushes its result into).
 //! It only reads: the aggregator never talks to it, and it never talks to the aggregator.
 //!
 //! Layout:
@@ -8,7 +9,8 @@
 //! * `web/pages.rs`: the HTML pages (templates in `templates/`, escaped by askama);
 //! * `web/api.rs`: the JSON API under `/api/` behind every page, and `/healthz`;
 //! * `web/view.rs`: what pages and API share: a result page request from the query
-//!   string, the default time range, values as text, the chart of a result;
+//!   string, the default time range, values as text, the chart of a result, the Qlik
+//!   targets and their summary;
 //! * `alerts/`: threshold alert rules (`rules.rs`), their state machine (`engine.rs`),
 //!   the webhook (`webhook.rs`), evaluated on an interval beside the server;
 //! * `assets/`: the page script (live refresh, charts as SVG) and style, served by

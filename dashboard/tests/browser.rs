@@ -1,14 +1,17 @@
 //! The pages in a real headless browser (Debian's `chromium`, driven over the
 //! DevTools protocol): they render with non-empty charts, an alert that starts firing
-//! appears on the open overview without a reload, and markup from the data never
-//! runs. Screenshots go to `target/test-artifacts/dashboard/`.
+//! appears on the open overview without a reload, Qlik targets appear and change on
+//! the open pages without a reload, and markup from the data never runs. Screenshots
+//! go to `target/test-artifacts/dashboard/`.
 
 mod support;
 
 use std::sync::Arc;
 
 use dashboard::alerts::{AlertsView, Engine, evaluate_once, rules};
-use store::{ColumnType, PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value};
+use store::{
+    ColumnType, PipelineStatus, QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value,
+};
 use support::{Browser, serve, state};
 
 const T0: i64 = 1_767_225_600_000_000;
@@ -57,6 +60,22 @@ async fn write(store: &dyn Store, latest: i64) {
         .unwrap();
 }
 
+/// A Qlik target of `per_window`.
+fn qlik_target(app: &str, state: &str, last_error: Option<&str>) -> QlikTargetStatus {
+    QlikTargetStatus {
+        pipeline: "per_window".into(),
+        target: format!("ws://qlik:9076/app/{app}"),
+        table: "per_window".into(),
+        state: state.into(),
+        reloads: 2,
+        last_reload_at: Some("2026-01-01T01:00:00.000000Z".into()),
+        last_reload_seconds: Some(1.25),
+        last_reload_rows: 36,
+        last_error: last_error.map(str::to_string),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -96,6 +115,37 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.wait_for(&format!("document.getElementById('result').innerText.includes({HOSTILE:?})")).await;
         assert_eq!(browser.eval("document.querySelectorAll('#result img, #chart img, script:not([src])').length").await, 0);
         browser.screenshot("pipeline").await;
+
+        // Qlik targets: the section appears with the first one and follows their
+        // states, without a reload; an error that is markup is text.
+        assert_eq!(browser.eval("document.getElementById('qlik')").await, serde_json::Value::Null);
+        browser.eval("window.__marker = 'no reload'").await;
+        store.write_qlik_status(&qlik_target("sales", "up_to_date", None)).await.unwrap();
+        browser.wait_for("document.querySelectorAll('#qlik tbody tr').length === 1").await;
+        assert_eq!(
+            browser.eval("document.querySelector('#qlik [data-field=last_reload]').textContent").await,
+            "2026-01-01T01:00:00.000000Z · 1.25 s · 36 rows"
+        );
+        store.write_qlik_status(&qlik_target("ops", "error", Some(HOSTILE))).await.unwrap();
+        browser.wait_for("document.querySelectorAll('#qlik tbody tr').length === 2").await;
+        let error = "document.querySelector('#qlik tbody tr [data-field=last_error]').textContent";
+        assert_eq!(browser.eval(error).await, HOSTILE);
+        assert_eq!(browser.eval("document.querySelector('#qlik tbody tr .state').className").await, "state state-error");
+        assert_eq!(browser.eval("document.querySelectorAll('#qlik img, script:not([src])').length").await, 0);
+        assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+        assert_eq!(browser.eval("window.__marker").await, "no reload", "the targets appeared without a reload");
+        browser.screenshot("pipeline-qlik").await;
+
+        // The overview's indicator follows the worst state.
+        browser.goto(&format!("{url}/")).await;
+        let indicator = "document.querySelector('[data-field=qlik]')";
+        assert_eq!(browser.eval(&format!("{indicator}.textContent")).await, "Qlik: 2 targets, 1 error");
+        browser.eval("window.__marker = 'no reload'").await;
+        store.write_qlik_status(&qlik_target("ops", "reloading", None)).await.unwrap();
+        browser.wait_for(&format!("{indicator}.textContent === 'Qlik: 2 targets, 1 reloading'")).await;
+        assert_eq!(browser.eval(&format!("{indicator}.className")).await, "state state-reloading");
+        assert_eq!(browser.eval("window.__marker").await, "no reload");
+        browser.screenshot("overview-qlik").await;
 
         // Bad records: the record's markup shows as text.
         browser.goto(&format!("{url}/pipelines/per_window/bad")).await;

@@ -1,12 +1,16 @@
 //! Every page and API route over HTTP, against both stores holding the same known data:
 //! a windowed result over three hours of event time, a keyed result, a single-row
-//! result, and a bad record whose text is markup.
+//! result, a bad record whose text is markup, and two Qlik targets of the windowed
+//! pipeline (one up to date, one failed with an error that is markup).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use store::{ColumnType, PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value};
+use store::{
+    ColumnType, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta,
+    ResultRow, Store, Value,
+};
 
 /// 2026-01-01T00:00:00Z in microseconds.
 const T0: i64 = 1_767_225_600_000_000;
@@ -42,8 +46,57 @@ async fn write(store: &dyn Store, name: &str, columns: &[ResultColumn], rows: Ve
     store.write_batch(&status.result_table, columns, &delta, &status, bad, &[]).await.unwrap();
 }
 
-/// Known data: `per_window` has 36 windows (3 hours) × 2 types; `per_item` 5 items;
-/// `totals` one row.
+/// The Qlik targets of `per_window` (in the store's order: by target): one failed
+/// (its error is markup), one up to date. The other pipelines have none.
+fn qlik_targets() -> Vec<QlikTargetStatus> {
+    vec![
+        QlikTargetStatus {
+            pipeline: "per_window".into(),
+            target: "ws://qlik.example:9076/app/ops".into(),
+            table: "interactions_ops".into(),
+            state: "error".into(),
+            app_version: Some("0123456789abcdef:90".into()),
+            pending_rows: 12,
+            reloads: 1,
+            last_reload_at: Some("2026-01-01T02:50:00.000000Z".into()),
+            last_reload_seconds: Some(2.5),
+            last_reload_rows: 60,
+            last_error: Some("reload failed: <script>alert(1)</script> & gave up".into()),
+            updated_at: "2026-01-01T03:00:09.000000Z".into(),
+        },
+        QlikTargetStatus {
+            pipeline: "per_window".into(),
+            target: "ws://qlik.example:9076/app/sales".into(),
+            table: "per_window".into(),
+            state: "up_to_date".into(),
+            app_version: Some("0123456789abcdef:100".into()),
+            pending_rows: 0,
+            reloads: 3,
+            last_reload_at: Some("2026-01-01T03:00:05.000000Z".into()),
+            last_reload_seconds: Some(1.25),
+            last_reload_rows: 72,
+            last_error: None,
+            updated_at: "2026-01-01T03:00:05.000000Z".into(),
+        },
+    ]
+}
+
+/// The markup of the Qlik target row of `target` on a pipeline page.
+fn qlik_row<'a>(page: &'a str, target: &str) -> &'a str {
+    let start = page.find(&format!("<tr data-target=\"{target}\">")).unwrap_or_else(|| panic!("no row of {target}"));
+    let end = start + page[start..].find("</tr>").unwrap();
+    &page[start..end]
+}
+
+/// The overview's row of `pipeline`.
+fn overview_row<'a>(page: &'a str, pipeline: &str) -> &'a str {
+    let start = page.find(&format!("<tr data-pipeline=\"{pipeline}\">")).unwrap_or_else(|| panic!("no {pipeline}"));
+    let end = start + page[start..].find("</tr>").unwrap();
+    &page[start..end]
+}
+
+/// Known data: `per_window` has 36 windows (3 hours) × 2 types and two Qlik targets;
+/// `per_item` 5 items; `totals` one row.
 async fn fill(store: &dyn Store) {
     let columns = [
         column("window", ColumnType::Window),
@@ -71,6 +124,10 @@ async fn fill(store: &dyn Store) {
     write(store, "per_item", &columns, rows, &[]).await;
     let columns = [column("average", ColumnType::Real)];
     write(store, "totals", &columns, vec![ResultRow { id: "all".into(), values: vec![Value::Real(42.25)] }], &[]).await;
+    // Written in the other order: the store gives them back by target.
+    for target in qlik_targets().iter().rev() {
+        store.write_qlik_status(target).await.unwrap();
+    }
 }
 
 /// A GET over a plain socket: (status code, content type, body).
@@ -114,6 +171,7 @@ fn check_every_route(store: Arc<dyn Store>) {
     let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
     let mut engine = dashboard::alerts::Engine::new(rules);
     runtime.block_on(dashboard::alerts::evaluate_once(&mut engine, store.as_ref(), None, &alerts, T0));
+    let state_store = store.clone();
     let state = dashboard::AppState { store, refresh_seconds: 3.0, alerts };
     let server = runtime.spawn(dashboard::run(listener, state, async {
         let _ = stopped.await;
@@ -198,6 +256,8 @@ fn check_every_route(store: Arc<dyn Store>) {
     let chart = json(addr, "/api/pipelines/per_window/chart");
     assert_eq!(chart["thresholds"][0]["value"], 30.0);
 
+    check_qlik_targets(addr);
+
     // API, health, assets, errors.
     let all = json(addr, "/api/pipelines");
     assert_eq!(all["pipelines"].as_array().unwrap().len(), 3);
@@ -210,8 +270,112 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(get(addr, "/pipelines/nope").0, 404);
     assert_eq!(get(addr, "/api/pipelines/nope/rows").0, 404);
 
+    // Qlik states the store cannot read (a table of another shape under their name, as
+    // an incompatible writer would leave): the pages show no Qlik targets, not an error.
+    let broken = [column("bogus", ColumnType::Integer)];
+    let status = PipelineStatus {
+        name: "qlik_broken".into(),
+        result_table: QLIK_TARGETS_TABLE.into(),
+        state: "running".into(),
+        ..Default::default()
+    };
+    let row = ResultRow { id: "1".into(), values: vec![Value::Integer(1)] };
+    runtime.block_on(async {
+        state_store.as_ref().prepare_result_table("qlik_broken", QLIK_TARGETS_TABLE, &broken, true).await.unwrap();
+        let delta = ResultDelta { upserts: vec![row], deletes: vec![] };
+        state_store.as_ref().write_batch(QLIK_TARGETS_TABLE, &broken, &delta, &status, &[], &[]).await.unwrap();
+        assert!(state_store.as_ref().qlik_statuses().await.is_err(), "the Qlik states are unreadable now");
+    });
+    check_unreadable_qlik_targets(addr);
+
     stop.send(()).unwrap();
     runtime.block_on(server).unwrap().unwrap();
+}
+
+/// `per_window`'s Qlik targets on its page, on the overview and in the API; none for
+/// the other pipelines.
+fn check_qlik_targets(addr: SocketAddr) {
+    let (status, _, page) = get(addr, "/pipelines/per_window");
+    assert_eq!(status, 200);
+    assert!(page.contains("<section id=\"qlik\" class=\"qlik\">\n<h2>Qlik targets</h2>"), "the Qlik section");
+    assert_eq!(page.matches("<tr data-target=").count(), 2, "one row per target");
+    let ops = page.find("app/ops\">").unwrap();
+    let sales = page.find("app/sales\">").unwrap();
+    assert!(ops < sales, "by target");
+    let up = qlik_row(&page, "ws://qlik.example:9076/app/sales");
+    for cell in [
+        "<td data-field=\"target\">ws://qlik.example:9076/app/sales</td>",
+        "<td data-field=\"table\">per_window</td>",
+        "<span class=\"state state-up_to_date\" data-field=\"state\">up_to_date</span>",
+        "<td data-field=\"reloads\">3</td>",
+        "<td data-field=\"last_reload\">2026-01-01T03:00:05.000000Z · 1.25 s · 72 rows</td>",
+        "<td data-field=\"pending_rows\">0</td>",
+        "<td data-field=\"app_version\">0123456789abcdef:100</td>",
+        "<td class=\"error\" data-field=\"last_error\"></td>",
+    ] {
+        assert!(up.contains(cell), "{cell} in {up}");
+    }
+    let failed = qlik_row(&page, "ws://qlik.example:9076/app/ops");
+    for cell in [
+        "<td data-field=\"table\">interactions_ops</td>",
+        "<span class=\"state state-error\" data-field=\"state\">error</span>",
+        "<td data-field=\"reloads\">1</td>",
+        "<td data-field=\"last_reload\">2026-01-01T02:50:00.000000Z · 2.5 s · 60 rows</td>",
+        "<td data-field=\"pending_rows\">12</td>",
+        "<td data-field=\"app_version\">0123456789abcdef:90</td>",
+        "<td class=\"error\" data-field=\"last_error\">reload failed: &#60;script&#62;alert(1)&#60;/script&#62; &#38; gave up</td>",
+    ] {
+        assert!(failed.contains(cell), "{cell} in {failed}");
+    }
+    assert!(!page.contains("<script>alert(1)"), "the error is text, not markup");
+    // The API behind the page: the same objects.
+    let api = json(addr, "/api/pipelines/per_window");
+    assert_eq!(api["qlik"], serde_json::to_value(qlik_targets()).unwrap());
+    assert_eq!(api["qlik"][0]["last_error"], "reload failed: <script>alert(1)</script> & gave up");
+    assert_eq!(api["qlik"][1]["last_reload_seconds"], 1.25);
+    assert!(api.get("qlik_error").is_none());
+
+    // Overview: the indicator with the error count, in the worst state's colour.
+    let (_, _, page) = get(addr, "/");
+    let row = overview_row(&page, "per_window");
+    assert!(
+        row.contains("<a class=\"qlik-indicator\" href=\"/pipelines/per_window#qlik\"><span class=\"state state-error\" data-field=\"qlik\">Qlik: 2 targets, 1 error</span></a>"),
+        "{row}"
+    );
+    assert_eq!(page.matches("data-field=\"qlik\"").count(), 1, "only per_window has Qlik targets");
+    let all = json(addr, "/api/pipelines");
+    let items = all["pipelines"].as_array().unwrap();
+    let item = |name: &str| items.iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("{name} in the API"));
+    assert_eq!(item("per_window")["qlik"], serde_json::to_value(qlik_targets()).unwrap());
+    assert_eq!(item("per_window")["qlik_summary"]["text"], "Qlik: 2 targets, 1 error");
+    assert_eq!(item("per_window")["qlik_summary"]["state"], "error");
+    assert_eq!(item("per_window")["events_ok"], 100, "the status's fields stay on the item");
+    assert_eq!(item("per_item")["qlik"], serde_json::json!([]));
+    assert!(item("per_item")["qlik_summary"].is_null());
+
+    // A pipeline without targets: no Qlik section.
+    let (status, _, page) = get(addr, "/pipelines/per_item");
+    assert_eq!(status, 200);
+    assert!(!page.contains("Qlik targets") && !page.contains("id=\"qlik\""), "no Qlik section");
+    assert_eq!(json(addr, "/api/pipelines/per_item")["qlik"], serde_json::json!([]));
+}
+
+/// The Qlik states cannot be read: every page still answers, without them.
+fn check_unreadable_qlik_targets(addr: SocketAddr) {
+    let (status, _, page) = get(addr, "/pipelines/per_window");
+    assert_eq!(status, 200);
+    assert!(page.contains("page 1 of 1 (24 rows)"), "the rest of the page is there");
+    assert!(!page.contains("Qlik targets") && !page.contains("data-target="), "no Qlik section");
+    let (status, _, page) = get(addr, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("href=\"/pipelines/per_window\"") && !page.contains("data-field=\"qlik\""));
+    let api = json(addr, "/api/pipelines/per_window");
+    assert_eq!(api["qlik"], serde_json::json!([]));
+    assert!(api["qlik_error"].as_str().is_some_and(|e| e.contains(QLIK_TARGETS_TABLE) || e.contains("status")));
+    let all = json(addr, "/api/pipelines");
+    assert!(all["qlik_error"].is_string());
+    let items = all["pipelines"].as_array().unwrap();
+    assert!(items.iter().all(|i| i["qlik"] == serde_json::json!([]) && i["qlik_summary"].is_null()));
 }
 
 #[test]

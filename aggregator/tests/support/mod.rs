@@ -157,6 +157,10 @@ impl StoreReader {
         self.runtime.block_on(self.store.statuses()).unwrap()
     }
 
+    pub fn qlik_statuses(&self) -> Vec<store::QlikTargetStatus> {
+        self.runtime.block_on(self.store.qlik_statuses()).unwrap()
+    }
+
     pub fn rejected(&self, pipeline: &str, late: bool) -> Vec<RejectedRecord> {
         self.runtime.block_on(self.store.rejected_records(pipeline, late)).unwrap()
     }

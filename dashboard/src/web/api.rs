@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde_json::{Value as Json_, json};
 
 use super::WebError;
-use super::view::{self, Chart, ResultView, TableQuery};
+use super::view::{self, Chart, PipelineItem, QlikTargets, ResultView, TableQuery};
 use crate::AppState;
 
 /// The alert rules, every instance's state, and the latest transitions.
@@ -19,17 +19,30 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Json<Json_>, WebErr
     })))
 }
 
-/// Every pipeline's status, and the firing alert instances.
+/// Every pipeline's status with its Qlik targets (`qlik`, `qlik_summary`), and the
+/// firing alert instances. `qlik_error` says why the Qlik targets could not be read.
 pub async fn pipelines(State(state): State<AppState>) -> Result<Json<Json_>, WebError> {
     let firing: Vec<_> =
         state.alerts.instances().into_iter().filter(|i| i.state == crate::alerts::AlertState::Firing).collect();
-    Ok(Json(json!({ "pipelines": state.store.statuses().await?, "firing": firing })))
+    let statuses = state.store.statuses().await?;
+    let mut qlik = QlikTargets::read(state.store.as_ref()).await;
+    let items: Vec<PipelineItem> = statuses.into_iter().map(|s| PipelineItem::new(s, &mut qlik)).collect();
+    let mut body = json!({ "pipelines": items, "firing": firing });
+    if let Some(error) = qlik.error {
+        body["qlik_error"] = json!(error);
+    }
+    Ok(Json(body))
 }
 
-/// One pipeline's status.
+/// One pipeline's status and its Qlik targets (`qlik`; `qlik_error` if they could not be read).
 pub async fn pipeline(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Json_>, WebError> {
     let status = state.store.status(&name).await?.ok_or_else(|| WebError::not_found(format!("pipeline {name}")))?;
-    Ok(Json(json!({ "status": status })))
+    let qlik = QlikTargets::read(state.store.as_ref()).await;
+    let mut body = json!({ "status": status, "qlik": qlik.of(&name) });
+    if let Some(error) = qlik.error {
+        body["qlik_error"] = json!(error);
+    }
+    Ok(Json(body))
 }
 
 /// A page of a pipeline's result (`?sort=&desc=&page=&from=&to=`), values as the table shows them.

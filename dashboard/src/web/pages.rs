@@ -3,12 +3,12 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
-use store::{AlertTransition, PageRequest, PipelineStatus, RejectedRecord};
+use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord};
 
 use crate::alerts::{AlertState, Instance, Rule};
 
 use super::WebError;
-use super::view::{self, ResultView, TableQuery};
+use super::view::{self, PipelineItem, QlikTargets, ResultView, TableQuery};
 use crate::AppState;
 
 /// A single-row result shown as tiles on the overview (such as all-time averages).
@@ -20,7 +20,8 @@ pub struct Tile {
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct Overview {
-    statuses: Vec<PipelineStatus>,
+    /// Each pipeline's status and Qlik targets.
+    pipelines: Vec<PipelineItem>,
     tiles: Vec<Tile>,
     firing: Vec<Instance>,
     refresh_seconds: f64,
@@ -39,7 +40,9 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
         }
     }
     let firing = state.alerts.instances().into_iter().filter(|i| i.state == AlertState::Firing).collect();
-    Ok(Html(Overview { statuses, tiles, firing, refresh_seconds: state.refresh_seconds }.render()?))
+    let mut qlik = QlikTargets::read(state.store.as_ref()).await;
+    let pipelines = statuses.into_iter().map(|s| PipelineItem::new(s, &mut qlik)).collect();
+    Ok(Html(Overview { pipelines, tiles, firing, refresh_seconds: state.refresh_seconds }.render()?))
 }
 
 #[derive(Template)]
@@ -47,6 +50,8 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
 struct PipelinePage {
     status: PipelineStatus,
     result: ResultView,
+    /// The pipeline's Qlik targets (none when the store could not read them).
+    qlik: Vec<QlikTargetStatus>,
     sql: Option<String>,
     refresh_seconds: f64,
 }
@@ -106,7 +111,8 @@ pub async fn pipeline(
         .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
     // The SQL as the aggregator read it (older stores: the file, if this machine can read it).
     let sql = status.sql_text.clone().or_else(|| std::fs::read_to_string(&status.sql_file).ok());
-    Ok(Html(PipelinePage { status, result, sql, refresh_seconds: state.refresh_seconds }.render()?))
+    let qlik = QlikTargets::read(state.store.as_ref()).await.take(&name);
+    Ok(Html(PipelinePage { status, result, qlik, sql, refresh_seconds: state.refresh_seconds }.render()?))
 }
 
 #[derive(Template)]

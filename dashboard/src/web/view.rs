@@ -1,10 +1,14 @@
 //! What pages and the API share: reading a page of a result from the query string,
-//! the default time range, values as text, and the chart of a result.
+//! the default time range, values as text, the chart of a result, and the state of
+//! the pipelines' Qlik targets.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use store::{ColumnType, PageRequest, ResultColumn, Store, StoreError, Value, WindowRange, iso_micros};
+use store::{
+    ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, ResultColumn, Store, StoreError, Value, WindowRange,
+    iso_micros,
+};
 
 /// Rows per table page.
 pub const PAGE_SIZE: u64 = 50;
@@ -266,4 +270,203 @@ pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result
         }],
         thresholds: Vec::new(),
     }))
+}
+
+/// Every pipeline's Qlik targets, as the store has them.
+#[derive(Debug, Clone, Default)]
+pub struct QlikTargets {
+    by_pipeline: BTreeMap<String, Vec<QlikTargetStatus>>,
+    /// Why the store could not give them (the pages then show none).
+    pub error: Option<String>,
+}
+
+impl QlikTargets {
+    /// Reads every Qlik target's state. A store error does not fail the page: it is
+    /// logged, and the pages show no Qlik targets.
+    pub async fn read(store: &dyn Store) -> QlikTargets {
+        QlikTargets::from_result(store.qlik_statuses().await)
+    }
+
+    fn from_result(result: Result<Vec<QlikTargetStatus>, StoreError>) -> QlikTargets {
+        match result {
+            Ok(all) => {
+                let mut by_pipeline: BTreeMap<String, Vec<QlikTargetStatus>> = BTreeMap::new();
+                for target in all {
+                    by_pipeline.entry(target.pipeline.clone()).or_default().push(target);
+                }
+                QlikTargets { by_pipeline, error: None }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the Qlik target states; showing the pages without them");
+                QlikTargets { by_pipeline: BTreeMap::new(), error: Some(e.to_string()) }
+            }
+        }
+    }
+
+    /// The targets of `pipeline`, by target.
+    pub fn of(&self, pipeline: &str) -> &[QlikTargetStatus] {
+        self.by_pipeline.get(pipeline).map_or(&[], Vec::as_slice)
+    }
+
+    /// The targets of `pipeline`, taken out.
+    pub fn take(&mut self, pipeline: &str) -> Vec<QlikTargetStatus> {
+        self.by_pipeline.remove(pipeline).unwrap_or_default()
+    }
+}
+
+/// A pipeline as the overview and `/api/pipelines` show it: its status, its Qlik
+/// targets and their summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineItem {
+    #[serde(flatten)]
+    pub status: PipelineStatus,
+    pub qlik: Vec<QlikTargetStatus>,
+    /// `None` without Qlik targets.
+    pub qlik_summary: Option<QlikSummary>,
+}
+
+impl PipelineItem {
+    pub fn new(status: PipelineStatus, qlik: &mut QlikTargets) -> PipelineItem {
+        let qlik = qlik.take(&status.name);
+        PipelineItem { qlik_summary: QlikSummary::of(&qlik), status, qlik }
+    }
+}
+
+/// The compact Qlik indicator of a pipeline: `Qlik: up to date`, `Qlik: 2 targets, 1 error`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QlikSummary {
+    pub targets: usize,
+    /// The worst of the targets' states (its colour is the indicator's).
+    pub state: String,
+    pub text: String,
+}
+
+/// How bad a Qlik target state is, worst first: `error`, then the states that wait
+/// or work (unknown ones after them), then `up_to_date`.
+fn qlik_rank(state: &str) -> u8 {
+    match state {
+        "error" => 0,
+        "connecting" => 1,
+        "reloading" => 2,
+        "pending" => 3,
+        "up_to_date" => 5,
+        _ => 4,
+    }
+}
+
+impl QlikSummary {
+    /// The summary of a pipeline's targets; `None` if it has none.
+    pub fn of(targets: &[QlikTargetStatus]) -> Option<QlikSummary> {
+        let mut states: Vec<&str> = targets.iter().map(|t| t.state.as_str()).collect();
+        // Worst first (unknown states by name).
+        states.sort_by_key(|state| (qlik_rank(state), *state));
+        let worst = (*states.first()?).to_string();
+        let human = |state: &str| state.replace('_', " ");
+        let text = if targets.len() == 1 {
+            format!("Qlik: {}", human(&worst))
+        } else {
+            let mut counts: Vec<(&str, usize)> = Vec::new();
+            for state in states.iter().filter(|s| **s != "up_to_date") {
+                match counts.last_mut() {
+                    Some((last, n)) if last == state => *n += 1,
+                    _ => counts.push((state, 1)),
+                }
+            }
+            let detail = if counts.is_empty() {
+                "up to date".to_string()
+            } else {
+                let counted = counts.iter().map(|(state, n)| {
+                    let plural = if *state == "error" && *n > 1 { "s" } else { "" };
+                    format!("{n} {}{plural}", human(state))
+                });
+                counted.collect::<Vec<_>>().join(", ")
+            };
+            format!("Qlik: {} targets, {detail}", targets.len())
+        };
+        Some(QlikSummary { targets: targets.len(), state: worst, text })
+    }
+}
+
+/// Seconds with one or two decimals: `1.25`, `1.5`, `3.0`.
+pub fn seconds_text(seconds: f64) -> String {
+    let text = format!("{seconds:.2}");
+    match text.strip_suffix('0') {
+        Some(shorter) => shorter.to_string(),
+        None => text,
+    }
+}
+
+/// A target's last successful reload: `<time> · 1.25 s · 120 rows` (empty before the first).
+pub fn last_reload_text(target: &QlikTargetStatus) -> String {
+    let Some(at) = &target.last_reload_at else { return String::new() };
+    let mut parts = vec![at.clone()];
+    if let Some(seconds) = target.last_reload_seconds {
+        parts.push(format!("{} s", seconds_text(seconds)));
+    }
+    parts.push(format!("{} rows", target.last_reload_rows));
+    parts.join(" · ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, state: &str) -> QlikTargetStatus {
+        QlikTargetStatus {
+            pipeline: "p".into(),
+            target: format!("ws://qlik:9076/app/{name}"),
+            state: state.into(),
+            ..QlikTargetStatus::default()
+        }
+    }
+
+    fn summary(states: &[&str]) -> (String, String) {
+        let targets: Vec<_> = states.iter().enumerate().map(|(i, s)| target(&i.to_string(), s)).collect();
+        let summary = QlikSummary::of(&targets).unwrap();
+        assert_eq!(summary.targets, states.len());
+        (summary.state, summary.text)
+    }
+
+    #[test]
+    fn qlik_summary_names_the_worst_state_and_counts_the_others() {
+        assert_eq!(QlikSummary::of(&[]), None);
+        assert_eq!(summary(&["up_to_date"]), ("up_to_date".into(), "Qlik: up to date".into()));
+        assert_eq!(summary(&["reloading"]), ("reloading".into(), "Qlik: reloading".into()));
+        assert_eq!(summary(&["up_to_date", "up_to_date"]), ("up_to_date".into(), "Qlik: 2 targets, up to date".into()));
+        assert_eq!(summary(&["up_to_date", "error"]), ("error".into(), "Qlik: 2 targets, 1 error".into()));
+        assert_eq!(
+            summary(&["pending", "error", "up_to_date", "error", "connecting", "pending"]),
+            ("error".into(), "Qlik: 6 targets, 2 errors, 1 connecting, 2 pending".into())
+        );
+        assert_eq!(summary(&["up_to_date", "pending", "reloading"]).0, "reloading");
+        assert_eq!(summary(&["up_to_date", "paused"]), ("paused".into(), "Qlik: 2 targets, 1 paused".into()));
+    }
+
+    #[test]
+    fn reload_times_have_one_or_two_decimals() {
+        assert_eq!(seconds_text(1.25), "1.25");
+        assert_eq!(seconds_text(1.5), "1.5");
+        assert_eq!(seconds_text(3.0), "3.0");
+        assert_eq!(seconds_text(0.123), "0.12");
+        let mut t = target("a", "up_to_date");
+        assert_eq!(last_reload_text(&t), "", "no reload yet");
+        t.last_reload_at = Some("2026-01-01T00:05:00.000000Z".into());
+        t.last_reload_seconds = Some(2.5);
+        t.last_reload_rows = 120;
+        assert_eq!(last_reload_text(&t), "2026-01-01T00:05:00.000000Z · 2.5 s · 120 rows");
+    }
+
+    #[test]
+    fn qlik_targets_group_by_pipeline_and_a_store_error_gives_none() {
+        let mut other = target("b", "error");
+        other.pipeline = "q".into();
+        let targets = QlikTargets::from_result(Ok(vec![target("a", "up_to_date"), target("c", "pending"), other]));
+        assert_eq!(targets.of("p").len(), 2);
+        assert_eq!(targets.of("q")[0].target, "ws://qlik:9076/app/b");
+        assert!(targets.of("r").is_empty() && targets.error.is_none());
+        let error = StoreError::Mongo { uri: "mongodb://db/x".into(), message: "no such collection".into() };
+        let targets = QlikTargets::from_result(Err(error));
+        assert!(targets.of("p").is_empty());
+        assert_eq!(targets.error.as_deref(), Some("store mongodb://db/x: no such collection"));
+    }
 }

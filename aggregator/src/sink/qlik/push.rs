@@ -56,8 +56,11 @@ struct HubInner {
     store_uri: String,
     store_database: Option<String>,
     store: Arc<OnceCell<Arc<dyn Store>>>,
-    apps: Mutex<BTreeMap<String, (Arc<AppShared>, tokio::task::JoinHandle<()>)>>,
+    /// By target URL: the app's state and its task.
+    apps: Mutex<BTreeMap<String, RunningApp>>,
 }
+
+type RunningApp = (Arc<AppShared>, tokio::task::JoinHandle<()>);
 
 impl std::fmt::Debug for QlikHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
