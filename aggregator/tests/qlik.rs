@@ -156,7 +156,7 @@ fn a_burst_over_several_pipelines_reloads_the_app_one_at_a_time_and_it_equals_th
     let engine = QixEngine::start(QixOptions { reload_time: Duration::from_millis(300), ..QixOptions::default() });
     let app = "burst.qvf";
     let log = tempfile::tempdir().unwrap();
-    generate_log(log.path(), 100_000, 10_000, 5);
+    generate_log(log.path(), 120_000, 10_000, 5);
     let work = tempfile::tempdir().unwrap();
     let files = ["user_interactions_5m.sql", "item_interactions_5m.sql", "avg_interactions_per_user.sql"];
     let sql = pipeline_dir(&files);
@@ -189,8 +189,8 @@ fn a_burst_over_several_pipelines_reloads_the_app_one_at_a_time_and_it_equals_th
         };
         assert_eq!(version, format!("{}:{}", def.sql_hash, status.events_in), "{}: marker", def.name);
     }
-    // 100 micro-batches per pipeline, each changing rows: a naive pusher reloads 300 times.
-    let batches = 3 * 100;
+    // 120 micro-batches per pipeline, each changing rows: a naive pusher reloads 360 times.
+    let batches = 3 * 120;
     assert!(changes >= 100_000, "the burst is 100,000 changes or more: {changes}");
     assert_eq!(engine.max_concurrent_reloads(app), 1, "never two reloads of the app at once");
     assert_eq!(engine.refused_reloads(app), 0, "no reload was started while one ran");
