@@ -395,3 +395,73 @@ fn with_two_engines_one_slow_the_fast_one_stays_fresh() {
         assert_eq!(engine.violations(), Vec::<String>::new());
     }
 }
+
+/// The QIX client alone: handshake headers (Bearer token, session), `OnConnected`
+/// error states, app creation, a failing script's errors with their line, and
+/// error 11000 for a reload while another runs on the same app.
+#[test]
+fn the_qix_client_authenticates_opens_apps_and_reports_engine_errors() {
+    use aggregator::sink::qlik::qix::{QixConnection, QixError, QixOptions as ClientOptions};
+    let engine = QixEngine::start(QixOptions {
+        bearer_token: Some("t0k3n".into()),
+        reload_time: Duration::from_millis(1_500),
+        ..QixOptions::default()
+    });
+    let url = engine.url("client.qvf");
+    let authorized = ClientOptions {
+        headers: vec![("Authorization".into(), "Bearer t0k3n".into()), ("X-Qlik-Session".into(), "s1".into())],
+        ..ClientOptions::default()
+    };
+    runtime().block_on(async {
+        let refused = QixConnection::connect(&url, &ClientOptions::default()).await.err().expect("no token: refused");
+        assert!(matches!(refused, QixError::Connect { .. }), "{refused}");
+
+        let c = QixConnection::connect(&url, &authorized).await.unwrap();
+        assert_eq!(c.engine_version().await.unwrap(), "12.612.0");
+        let doc = c.open_app("client.qvf").await.unwrap();
+        doc.set_script("[t]:\nReplace LOAD [a] AS [a]\nINLINE [\na\n1\n2\n] (txt, utf8, embedded labels, delimiter is ',');\n")
+            .await
+            .unwrap();
+        let outcome = doc.reload_partial().await.unwrap();
+        assert!(outcome.success, "{outcome:?}");
+        doc.save().await.unwrap();
+        assert_eq!(doc.table_rows("t", 10).await.unwrap(), vec![vec!["1".to_string()], vec!["2".to_string()]]);
+
+        // A script the engine cannot run: the reload fails with the line of the error.
+        doc.set_script("// first line\n[t]:\nReplace LOAD NoSuchFunction([a]) AS [a]\nINLINE [\na\n1\n];\n")
+            .await
+            .unwrap();
+        let outcome = doc.reload_partial().await.unwrap();
+        assert!(!outcome.success);
+        assert!(outcome.errors.iter().any(|e| e.starts_with("line 2")), "{:?}", outcome.errors);
+
+        // Another session reloads the same app meanwhile: 11000, as the engine answers.
+        let other = ClientOptions {
+            headers: vec![("Authorization".into(), "Bearer t0k3n".into()), ("X-Qlik-Session".into(), "s2".into())],
+            ..ClientOptions::default()
+        };
+        let c2 = QixConnection::connect(&url, &other).await.unwrap();
+        let doc2 = c2.open_app("client.qvf").await.unwrap();
+        let (first, second) = tokio::join!(doc.reload_partial(), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            doc2.reload_partial().await
+        });
+        assert!(first.is_ok());
+        assert_eq!(second.err().and_then(|e| e.code()), Some(11_000));
+    });
+    assert!(engine.headers_seen().iter().any(|h| h.contains(&("x-qlik-session".into(), "s1".into()))));
+    assert_eq!(engine.max_concurrent_reloads("client.qvf"), 1);
+    assert_eq!(engine.violations(), Vec::<String>::new());
+
+    // An engine that refuses the session (no license) says so in `OnConnected`.
+    let unlicensed =
+        QixEngine::start(QixOptions { session_state: "SESSION_ERROR_NO_LICENSE".into(), ..QixOptions::default() });
+    let error = runtime()
+        .block_on(QixConnection::connect(&unlicensed.url("x"), &ClientOptions::default()))
+        .err()
+        .expect("refused session");
+    assert!(
+        matches!(&error, QixError::Session { state, .. } if state == "SESSION_ERROR_NO_LICENSE"),
+        "{error}"
+    );
+}
