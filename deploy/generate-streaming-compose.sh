@@ -26,6 +26,9 @@ cat <<'EOF'
 # Needs the infra file's network and services (Kafka, MongoDB) running; there is no
 # depends_on across files: an aggregator retries with backoff until they answer.
 # MONGO_USER, MONGO_PASSWORD, MONGO_DATABASE as for docker-compose-infra.yaml.
+# Qlik: AGGREGATOR_QLIK=ws://qlik-engine:9076/app/results.qvf (infra's `qlik` profile)
+# pushes every result into that app too; QLIK_TOKEN for a Bearer token. Each service is
+# its own process, so they take turns on the app through the engine's 11000 answer.
 
 x-aggregator: &aggregator
   build:
@@ -36,6 +39,8 @@ x-aggregator: &aggregator
     AGGREGATOR_SOURCE: kafka://kafka:9092/events
     AGGREGATOR_SINK: mongodb://${MONGO_USER:-aggregator}:${MONGO_PASSWORD:-change-me}@mongodb:27017/${MONGO_DATABASE:-streaming}?authSource=admin
     AGGREGATOR_CHECKPOINT_DIR: /var/lib/aggregator/checkpoints
+    AGGREGATOR_QLIK: ${AGGREGATOR_QLIK:-}
+    AGGREGATOR_QLIK_TOKEN: ${QLIK_TOKEN:-}
   volumes:
     # The directory, read-only, not single files: the aggregator watches its file, and
     # an edit on the host (even an editor's write-and-rename) replays the pipeline.

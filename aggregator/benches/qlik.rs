@@ -27,7 +27,8 @@ fn main() {
     let rate = env_u64("BENCH_RATE", 5_000);
     let seconds = env_u64("BENCH_SECONDS", 60);
     let pipelines = env_list("BENCH_PIPELINES", "user_interactions_5m,item_interactions_5m");
-    let engine = QixEngine::start(QixOptions { reload_time: Duration::from_millis(reload_ms), ..QixOptions::default() });
+    let engine =
+        QixEngine::start(QixOptions { reload_time: Duration::from_millis(reload_ms), ..QixOptions::default() });
     let app = "bench.qvf";
 
     let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
@@ -118,7 +119,9 @@ fn main() {
 
     durations.sort_by(f64::total_cmp);
     let median = durations.get(durations.len() / 2).copied().unwrap_or(0.0);
-    println!("| reload time (double) | events/s | seconds | reloads | reloads/min | rows delivered | rows/s into the app | median reload s (measured) | max concurrent | app current after stream end |");
+    println!(
+        "| reload time (double) | events/s | seconds | reloads | reloads/min | rows delivered | rows/s into the app | median reload s (measured) | max concurrent | app current after stream end |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     println!(
         "| {:.1} s | {rate} | {streamed:.1} | {reloads} | {:.1} | {rows_delivered} | {:.0} | {median:.2} | {} | {settle:.1} s |",

@@ -151,11 +151,16 @@ fn main() -> anyhow::Result<()> {
         dead_letter_uri: args.dead_letter,
         producer_conf: args.producer_conf,
         qlik: QlikOptions {
-            targets: args.qlik,
+            // Empty values (an unset variable passed on by docker-compose) mean none.
+            targets: args.qlik.into_iter().filter(|t| !t.trim().is_empty()).collect(),
             headers: args
                 .qlik_header
                 .into_iter()
-                .chain(args.qlik_token.map(|t| ("Authorization".to_string(), format!("Bearer {t}"))))
+                .chain(
+                    args.qlik_token
+                        .filter(|t| !t.is_empty())
+                        .map(|t| ("Authorization".to_string(), format!("Bearer {t}"))),
+                )
                 .collect(),
             min_rows: args.qlik_min_rows.max(1),
             idle: Duration::from_millis(args.qlik_idle_ms),
@@ -168,6 +173,10 @@ fn main() -> anyhow::Result<()> {
         },
         qlik_hub: None,
     };
+    // A malformed --qlik is the command line's error, not every pipeline's.
+    for target in &options.qlik.targets {
+        aggregator::sink::qlik::QlikTarget::parse(target).map_err(anyhow::Error::msg)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let schema = runtime.block_on(async {
         match &args.source_schema {

@@ -309,7 +309,9 @@ fn an_engine_outage_loses_no_change_and_a_restart_resumes_from_the_apps_marker()
 
     release(staging.path(), log.path(), &names[..1]);
     let (shutdown, handle) = run_live(sql.path(), options.clone());
-    wait_until("the app equals the sink", || consumed(&reader, name, 4_000) && app_equals_store(&engine, app, name, &reader));
+    wait_until("the app equals the sink", || {
+        consumed(&reader, name, 4_000) && app_equals_store(&engine, app, name, &reader)
+    });
 
     // The engine dies (unsaved changes lost) while more events arrive.
     engine.stop();
@@ -419,9 +421,11 @@ fn the_qix_client_authenticates_opens_apps_and_reports_engine_errors() {
         let c = QixConnection::connect(&url, &authorized).await.unwrap();
         assert_eq!(c.engine_version().await.unwrap(), "12.612.0");
         let doc = c.open_app("client.qvf").await.unwrap();
-        doc.set_script("[t]:\nReplace LOAD [a] AS [a]\nINLINE [\na\n1\n2\n] (txt, utf8, embedded labels, delimiter is ',');\n")
-            .await
-            .unwrap();
+        doc.set_script(
+            "[t]:\nReplace LOAD [a] AS [a]\nINLINE [\na\n1\n2\n] (txt, utf8, embedded labels, delimiter is ',');\n",
+        )
+        .await
+        .unwrap();
         let outcome = doc.reload_partial().await.unwrap();
         assert!(outcome.success, "{outcome:?}");
         doc.save().await.unwrap();
@@ -460,8 +464,5 @@ fn the_qix_client_authenticates_opens_apps_and_reports_engine_errors() {
         .block_on(QixConnection::connect(&unlicensed.url("x"), &ClientOptions::default()))
         .err()
         .expect("refused session");
-    assert!(
-        matches!(&error, QixError::Session { state, .. } if state == "SESSION_ERROR_NO_LICENSE"),
-        "{error}"
-    );
+    assert!(matches!(&error, QixError::Session { state, .. } if state == "SESSION_ERROR_NO_LICENSE"), "{error}");
 }

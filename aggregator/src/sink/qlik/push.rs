@@ -33,7 +33,6 @@ use super::script::{self, ResultVersion, marker};
 use super::{QlikOptions, QlikTarget};
 use crate::error::{Error, Result};
 
-
 /// The longest wait between retries of a failing engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -307,7 +306,8 @@ impl AppPush {
         loop {
             let next = self.next(not_before);
             if let Next::WaitUntil(at) = next {
-                let sleep = at.map(|at| at.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
+                let sleep =
+                    at.map(|at| at.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
                 tokio::select! {
                     _ = self.app.wake.notified() => {}
                     _ = tokio::time::sleep(sleep) => {}
@@ -469,8 +469,15 @@ impl AppPush {
         let mut loaded = Vec::new();
         for part in &parts {
             let result = store.read_table(&part.store_table).await?.unwrap_or_default();
-            let name_error = |e: script::NameError| QixError::Protocol { method: "writing the load script".into(), message: e.to_string() };
-            script.push_str(&format!("// result of pipeline {} ({})\n", part.pipeline.replace(char::is_control, "?"), part.version));
+            let name_error = |e: script::NameError| QixError::Protocol {
+                method: "writing the load script".into(),
+                message: e.to_string(),
+            };
+            script.push_str(&format!(
+                "// result of pipeline {} ({})\n",
+                part.pipeline.replace(char::is_control, "?"),
+                part.version
+            ));
             script::replace_table(&mut script, &part.table, &result.columns, &result.rows).map_err(name_error)?;
             marker::replace(&mut script, &part.table, &part.pipeline, &part.version, result.rows.len(), &pushed_at)
                 .map_err(name_error)?;
@@ -481,7 +488,8 @@ impl AppPush {
         doc.set_script(&script).await?;
         let outcome = doc.reload_partial().await?;
         if !outcome.success {
-            let errors = if outcome.errors.is_empty() { "no error given".to_string() } else { outcome.errors.join("; ") };
+            let errors =
+                if outcome.errors.is_empty() { "no error given".to_string() } else { outcome.errors.join("; ") };
             return Err(QixError::Rpc {
                 method: "DoReloadEx".into(),
                 code: 0,

@@ -288,7 +288,9 @@ impl QixConnection {
         match open().await {
             Ok(result) => doc(result),
             // Opened meanwhile in this session (another connection of it).
-            Err(e) if e.code() == Some(codes::APP_ALREADY_OPEN) => doc(self.call(GLOBAL, "GetActiveDoc", json!([])).await?),
+            Err(e) if e.code() == Some(codes::APP_ALREADY_OPEN) => {
+                doc(self.call(GLOBAL, "GetActiveDoc", json!([])).await?)
+            }
             Err(e) if e.code() == Some(codes::APP_NOT_FOUND) => {
                 tracing::info!(app, url = %self.url, "the Qlik app does not exist; creating it");
                 let created = self.call(GLOBAL, "CreateApp", json!([app])).await?;

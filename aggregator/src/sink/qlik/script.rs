@@ -351,7 +351,10 @@ mod tests {
             ("end".into(), Value::Timestamp(1_767_226_200_000_000)),
         ]);
         let rows = [
-            ResultRow { id: "a".into(), values: vec![window, Value::Text("x,y".into()), Value::Integer(-3), Value::Real(0.5)] },
+            ResultRow {
+                id: "a".into(),
+                values: vec![window, Value::Text("x,y".into()), Value::Integer(-3), Value::Real(0.5)],
+            },
             ResultRow { id: "b".into(), values: vec![Value::Null, Value::Null, Value::Null, Value::Real(f64::NAN)] },
         ];
         let mut out = String::new();
