@@ -709,6 +709,28 @@ fn same_field_set(a: &[String], b: &[String]) -> bool {
     a.len() == b.len() && a.iter().all(|f| b.contains(f))
 }
 
+/// Appends rows to `tables[target]`, or makes a new table of them (named after `base`);
+/// returns the table's name.
+fn append_or_create(
+    tables: &mut Vec<Table>,
+    target: Option<usize>,
+    base: &str,
+    fields: Vec<String>,
+    rows: Vec<Vec<Cell>>,
+) -> String {
+    match target {
+        Some(i) => {
+            append(&mut tables[i], &fields, rows);
+            tables[i].name.clone()
+        }
+        None => {
+            let name = unique_name(tables, base);
+            tables.push(Table { name: name.clone(), fields, rows });
+            name
+        }
+    }
+}
+
 /// Appends rows (with their own field order) to a table, adding fields it lacks.
 fn append(target: &mut Table, fields: &[String], rows: Vec<Vec<Cell>>) {
     for field in fields {
@@ -779,32 +801,12 @@ fn run_load(load: &Load, tables: &mut Vec<Table>, partial: bool, progress: &mut 
             progress.push(format!("Replace table {name}: {count} rows"));
             return Ok(());
         }
-        Prefix::Add => match existing(tables) {
-            Some(i) => {
-                append(&mut tables[i], &fields, rows);
-                tables[i].name.clone()
-            }
-            None => {
-                let name = unique_name(tables, &base);
-                tables.push(Table { name: name.clone(), fields, rows });
-                name
-            }
-        },
+        Prefix::Add => append_or_create(tables, existing(tables), &base, fields, rows),
         Prefix::Merge => merge(load, tables, &fields, rows, partial, &base)?,
         Prefix::None => {
             // Automatic concatenation onto a table with the same set of fields.
             let same = tables.iter().position(|t| same_field_set(&t.fields, &fields));
-            match same.filter(|_| !load.no_concatenate) {
-                Some(i) => {
-                    append(&mut tables[i], &fields, rows);
-                    tables[i].name.clone()
-                }
-                None => {
-                    let name = unique_name(tables, &base);
-                    tables.push(Table { name: name.clone(), fields, rows });
-                    name
-                }
-            }
+            append_or_create(tables, same.filter(|_| !load.no_concatenate), &base, fields, rows)
         }
     };
     let verb = match load.prefix {
