@@ -29,6 +29,9 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 /// The Global object's handle.
 const GLOBAL: i64 = -1;
 
+/// How long to wait for the engine's `OnConnected` notification.
+const ON_CONNECTED_WAIT: Duration = Duration::from_secs(5);
+
 /// Error codes of the engine that the push acts on.
 pub mod codes {
     pub const ABORTED: i64 = 15;
@@ -196,10 +199,18 @@ impl QixConnection {
             options: options.clone(),
             reader,
         };
-        let state = tokio::time::timeout(options.call_timeout, connected_rx)
-            .await
-            .map_err(|_| fail(format!("no OnConnected within {:?}", options.call_timeout)))?
-            .map_err(|_| fail("the engine closed the connection before OnConnected".into()))?;
+        // Engines send `OnConnected` first; one that does not within a few seconds is
+        // used anyway (enigma.js does not wait for it either) unless it closed.
+        let wait = options.call_timeout.min(ON_CONNECTED_WAIT);
+        let state = match tokio::time::timeout(wait, connected_rx).await {
+            Ok(Ok(state)) => state,
+            Ok(Err(_)) => return Err(fail("the engine closed the connection before OnConnected".into())),
+            Err(_) if connection.is_closed() => return Err(fail("the engine closed the connection".into())),
+            Err(_) => {
+                tracing::debug!(url, "no OnConnected from the engine; going on");
+                "SESSION_CREATED".to_string()
+            }
+        };
         match state.as_str() {
             "SESSION_CREATED" | "SESSION_ATTACHED" => Ok(connection),
             _ => Err(QixError::Session { url: url.to_string(), state }),
