@@ -53,7 +53,8 @@ fn main() {
         .spawn()
         .unwrap();
 
-    // The stream: one batch file per second, in event time too.
+    // The stream: one batch file per second, covering 100 s of event time each, so the
+    // windowed results grow by a 5-minute window every 3 s (the tables reloaded grow).
     let writer = {
         let log = log.clone();
         std::thread::spawn(move || {
@@ -62,7 +63,7 @@ fn main() {
                 users: 1_000,
                 items: 100,
                 start_time_micros: 1_767_225_600_000_000,
-                events_per_second: rate as f64,
+                events_per_second: rate as f64 / 100.0,
                 out_of_order_share: 0.01,
                 out_of_order_seconds: 60.0,
                 late_share: 0.0,

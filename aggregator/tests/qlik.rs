@@ -188,6 +188,15 @@ fn a_burst_over_several_pipelines_reloads_the_app_one_at_a_time_and_it_equals_th
             Cell::Null => panic!("no version in the marker"),
         };
         assert_eq!(version, format!("{}:{}", def.sql_hash, status.events_in), "{}: marker", def.name);
+        // And the target's status, as the dashboard shows it.
+        let target = qlik_status(&reader, &def.name, &engine.url(app)).unwrap();
+        assert_eq!(
+            (target.state.as_str(), target.app_version.as_deref(), target.pending_rows, target.last_error.as_deref()),
+            ("up_to_date", Some(version.as_str()), 0, None),
+            "{}: {target:?}",
+            def.name
+        );
+        assert!(target.reloads >= 1 && target.last_reload_rows > 0, "{target:?}");
     }
     // 120 micro-batches per pipeline, each changing rows: a naive pusher reloads 360 times.
     let batches = 3 * 120;

@@ -512,6 +512,8 @@ impl AppPush {
                     state.pending_rows = 0;
                     state.pending_since = None;
                 }
+                // Changes that came during the reload wait for the next one.
+                state.status.state = if state.needs_push() { "pending" } else { "up_to_date" }.into();
                 let s = &mut state.status;
                 s.reloads += 1;
                 s.last_reload_at = Some(at.clone());
