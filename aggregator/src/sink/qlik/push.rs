@@ -33,6 +33,35 @@ use super::script::{self, ResultVersion, marker};
 use super::{QlikOptions, QlikTarget};
 use crate::error::{Error, Result};
 
+/// Why a push step failed: the engine, the store it reads from, a name that cannot be
+/// written into a script, or a reload the engine ran but that failed.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    #[error(transparent)]
+    Engine(#[from] QixError),
+    #[error("reading the result from the store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("writing the load script: {0}")]
+    Script(#[from] script::NameError),
+    #[error("the reload failed: {0}")]
+    ReloadFailed(String),
+}
+
+impl PushError {
+    /// The engine's error code, if the engine answered with an error.
+    fn code(&self) -> Option<i64> {
+        match self {
+            PushError::Engine(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the engine connection is unusable after this error.
+    fn breaks_connection(&self) -> bool {
+        matches!(self, PushError::Engine(e) if e.breaks_connection())
+    }
+}
+
 /// The longest wait between retries of a failing engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -389,7 +418,7 @@ impl AppPush {
     }
 
     /// The store the results are read from, opened on first use.
-    async fn store(&self) -> Result<Arc<dyn Store>, QixError> {
+    async fn store(&self) -> Result<Arc<dyn Store>, store::StoreError> {
         let hub = &self.hub;
         let store = hub
             .store
@@ -402,7 +431,7 @@ impl AppPush {
     }
 
     /// Reads the marker of every table not read on this connection.
-    async fn read_markers(&self, c: &QixConnection) -> Result<(), QixError> {
+    async fn read_markers(&self, c: &QixConnection) -> Result<(), PushError> {
         let doc = c.open_app(&self.app.target.app).await?;
         let unread: Vec<String> = {
             let tables = self.app.tables.lock().expect("app tables");
@@ -412,7 +441,7 @@ impl AppPush {
             // A missing marker table is an app that never got this table.
             let version = match doc.table_rows(&marker::table(&table), 1).await {
                 Ok(rows) => rows.first().and_then(|row| row.get(1)).and_then(|v| ResultVersion::parse(v)),
-                Err(e) if e.breaks_connection() => return Err(e),
+                Err(e) if e.breaks_connection() => return Err(e.into()),
                 Err(_) => None,
             };
             let mut tables = self.app.tables.lock().expect("app tables");
@@ -437,7 +466,7 @@ impl AppPush {
     }
 
     /// One reload of every table with changes. Returns how long the engine took.
-    async fn reload(&self, c: &QixConnection) -> Result<Duration, QixError> {
+    async fn reload(&self, c: &QixConnection) -> Result<Duration, PushError> {
         struct Part {
             table: String,
             pipeline: String,
@@ -469,18 +498,13 @@ impl AppPush {
         let mut loaded = Vec::new();
         for part in &parts {
             let result = store.read_table(&part.store_table).await?.unwrap_or_default();
-            let name_error = |e: script::NameError| QixError::Protocol {
-                method: "writing the load script".into(),
-                message: e.to_string(),
-            };
             script.push_str(&format!(
                 "// result of pipeline {} ({})\n",
                 part.pipeline.replace(char::is_control, "?"),
                 part.version
             ));
-            script::replace_table(&mut script, &part.table, &result.columns, &result.rows).map_err(name_error)?;
-            marker::replace(&mut script, &part.table, &part.pipeline, &part.version, result.rows.len(), &pushed_at)
-                .map_err(name_error)?;
+            script::replace_table(&mut script, &part.table, &result.columns, &result.rows)?;
+            marker::replace(&mut script, &part.table, &part.pipeline, &part.version, result.rows.len(), &pushed_at)?;
             loaded.push(result.rows.len());
         }
         let doc = c.open_app(&self.app.target.app).await?;
@@ -490,12 +514,7 @@ impl AppPush {
         if !outcome.success {
             let errors =
                 if outcome.errors.is_empty() { "no error given".to_string() } else { outcome.errors.join("; ") };
-            return Err(QixError::Rpc {
-                method: "DoReloadEx".into(),
-                code: 0,
-                message: format!("the reload failed: {errors}"),
-                parameter: String::new(),
-            });
+            return Err(PushError::ReloadFailed(errors));
         }
         doc.save().await?;
         let took = started.elapsed();
@@ -530,7 +549,7 @@ impl AppPush {
     }
 
     /// Notes an error in the status of every table of the app.
-    async fn failed(&self, e: &QixError, state: &str) {
+    async fn failed(&self, e: &(dyn std::fmt::Display + Sync), state: &str) {
         tracing::warn!(target = %self.app.target.display(), error = %e, "Qlik push");
         self.each_table(|s| {
             s.status.last_error = Some(e.to_string());
@@ -568,11 +587,5 @@ impl AppPush {
                 return;
             }
         }
-    }
-}
-
-impl From<store::StoreError> for QixError {
-    fn from(e: store::StoreError) -> Self {
-        QixError::Protocol { method: "reading the result from the store".into(), message: e.to_string() }
     }
 }
