@@ -9,12 +9,14 @@
 //!   output modes, checkpoints;
 //! * [`sink`] — where results go (`sqlite:<path>`), as upserts and deletes by `_id`;
 //! * [`supervisor`] — runs every pipeline of a file or directory, one thread each;
+//! * [`metrics`] — Prometheus metrics (`--metrics-listen`);
 //! * [`batch`] — the same SQL as one batch query (the oracle the tests compare with).
 //!
 //! `main.rs` is only the command line.
 
 pub mod batch;
 pub mod error;
+pub mod metrics;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

@@ -107,6 +107,9 @@ struct Args {
     /// At exit, how long to wait for the last changes to reach the Qlik apps.
     #[arg(long, env = "AGGREGATOR_QLIK_FLUSH_TIMEOUT_SECONDS", default_value_t = 30.0)]
     qlik_flush_timeout_seconds: f64,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, e.g. `0.0.0.0:9464` (off by default).
+    #[arg(long, env = "AGGREGATOR_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// At exit, write a JSON summary here: elapsed seconds, peak RSS, each pipeline's status.
     #[arg(long, env = "AGGREGATOR_SUMMARY_JSON")]
     summary_json: Option<PathBuf>,
@@ -131,8 +134,12 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: in log files they are escape codes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    // Fail points from `FAILPOINTS` (test builds only; nothing in a normal build).
+    let _fail_points = fail::FailScenario::setup();
     let started = std::time::Instant::now();
     let options = PipelineOptions {
         source_uri: args.source,
@@ -176,6 +183,9 @@ fn main() -> anyhow::Result<()> {
     // A malformed --qlik is the command line's error, not every pipeline's.
     for target in &options.qlik.targets {
         aggregator::sink::qlik::QlikTarget::parse(target).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(listen) = args.metrics_listen.as_deref().filter(|l| !l.trim().is_empty()) {
+        aggregator::metrics::serve(listen)?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let schema = runtime.block_on(async {

@@ -8,7 +8,9 @@
 //! * a changed hash → plan the new version first; if it plans, stop the old version
 //!   and start the new one, which replays into a shadow table (see `runner`); if it
 //!   does not, the old version keeps running and its status shows the error;
-//! * a deleted file → stop; its results stay, its status says `inactive`.
+//! * a deleted file → stop; its results stay, its status says `inactive` (also for a
+//!   pipeline that had failed, and, at start-up, for files deleted while the
+//!   aggregator was not running).
 //!
 //! While running (not `--available-now`), the directory is watched with `notify`.
 //! Editors save in several steps (truncate, write, rename), so events only arm a
@@ -18,7 +20,9 @@
 //!
 //! A pipeline that fails (its file does not parse or plan, or a fatal error) fails
 //! alone: its error, naming the file, is logged and written to its status row, and
-//! the others run on.
+//! the others run on. A panic is such a failure too: it ends the pipeline's thread,
+//! is caught, and becomes the pipeline's error; the process and its other pipelines
+//! go on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,12 +90,19 @@ pub fn run_one(
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;
-    runtime
-        .block_on(async {
+    // A panic is a bug of ours (or of a library) that some input triggers: it must
+    // end this pipeline with its message, not the process with every pipeline.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
             let pipeline = Pipeline::start(def, schema, options, &shutdown, notice).await?;
             pipeline.run(shutdown).await
         })
-        .map_err(|e| name_file(e, &file))
+    }));
+    let result = ran.unwrap_or_else(|panic| {
+        let message = crate::source::decode::panic_message(panic.as_ref());
+        Err(Error::internal(format!("the pipeline panicked: {message}")))
+    });
+    result.map_err(|e| name_file(e, &file))
 }
 
 /// Every error names the pipeline's file (planner errors already do).
@@ -108,6 +119,9 @@ fn record_state(
     last: Option<PipelineStatus>,
 ) {
     let name = pipeline_name(file);
+    if state == "failed" {
+        crate::metrics::metrics().pipeline_failures.get_or_create(&crate::metrics::Metrics::pipeline(&name)).inc();
+    }
     let mut status = last.unwrap_or_else(|| PipelineStatus {
         name: name.clone(),
         sql_file: file.display().to_string(),
@@ -150,6 +164,8 @@ pub struct Supervisor {
     running: BTreeMap<String, Running>,
     /// Hashes that failed to plan or run, by pipeline: retried only when the file changes.
     failed_hashes: BTreeMap<String, String>,
+    /// The files of pipelines that failed (and are not running), by pipeline.
+    failed_files: BTreeMap<String, PathBuf>,
     summary: Summary,
 }
 
@@ -162,6 +178,7 @@ impl Supervisor {
             shutdown,
             running: BTreeMap::new(),
             failed_hashes: BTreeMap::new(),
+            failed_files: BTreeMap::new(),
             summary: Summary::default(),
         }
     }
@@ -185,7 +202,16 @@ impl Supervisor {
             let last = self.stop(running);
             record_state(&file, &self.options, "inactive", None, last);
         }
-        self.failed_hashes.retain(|name, _| wanted.contains_key(name));
+        // A failed pipeline whose file is deleted is not failed any more: inactive.
+        let failed_gone: Vec<String> =
+            self.failed_hashes.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
+        for name in failed_gone {
+            self.failed_hashes.remove(&name);
+            if let Some(file) = self.failed_files.remove(&name) {
+                tracing::info!(pipeline = %name, file = %file.display(), "file of a failed pipeline deleted");
+                record_state(&file, &self.options, "inactive", None, None);
+            }
+        }
         for (name, (file, text, hash)) in wanted {
             if let Some(running) = self.running.get(&name)
                 && running.hash == hash
@@ -208,6 +234,7 @@ impl Supervisor {
                         }
                         None => {
                             record_state(&file, &self.options, "failed", Some(&e), None);
+                            self.failed_files.insert(name.clone(), file.clone());
                             self.summary.failed.push((file.clone(), e));
                         }
                     }
@@ -218,11 +245,48 @@ impl Supervisor {
                         self.stop(old);
                     }
                     self.failed_hashes.remove(&name);
+                    self.failed_files.remove(&name);
                     self.spawn(def, file, hash);
                 }
             }
         }
         Ok(())
+    }
+
+    /// At start-up: pipelines whose status the store still shows as not inactive
+    /// although their file (among those this aggregator runs) was deleted while no
+    /// aggregator ran are marked inactive. Statuses of files elsewhere (another
+    /// aggregator's) are left alone.
+    fn retire_vanished(&self) -> Result<()> {
+        let files: Vec<String> = pipeline_files(&self.sql)?.iter().map(|f| pipeline_name(f)).collect();
+        let statuses = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?
+            .block_on(async {
+                let store = store::open(&self.options.sink_uri, self.options.sink_database.as_deref()).await?;
+                store.statuses().await
+            })?;
+        for status in statuses {
+            if status.state != "inactive" && !files.contains(&status.name) && self.runs(Path::new(&status.sql_file)) {
+                tracing::info!(pipeline = %status.name, file = %status.sql_file, "file deleted while stopped");
+                record_state(&PathBuf::from(&status.sql_file), &self.options, "inactive", None, Some(status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `file` is (or was) one of the pipeline files at `--sql`.
+    fn runs(&self, file: &Path) -> bool {
+        let dir_of = |path: &Path| {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            dir.canonicalize().ok()
+        };
+        if self.sql.is_dir() {
+            file.extension().is_some_and(|x| x == "sql") && dir_of(file) == self.sql.canonicalize().ok()
+        } else {
+            file.file_name() == self.sql.file_name() && dir_of(file) == dir_of(&self.sql)
+        }
     }
 
     /// Parses and plans a file without running it.
@@ -266,14 +330,18 @@ impl Supervisor {
             }
             Ok(Err(e)) => {
                 tracing::error!(file = %running.file.display(), error = %e, "pipeline failed");
-                self.failed_hashes.insert(name, running.hash);
+                record_state(&running.file, &self.options, "failed", Some(&e), None);
+                self.failed_hashes.insert(name.clone(), running.hash);
+                self.failed_files.insert(name, running.file.clone());
                 self.summary.failed.push((running.file, e));
                 None
             }
-            Err(_) => {
-                let e = Error::internal(format!("{}: pipeline thread panicked", running.file.display()));
+            Err(panic) => {
+                let message = crate::source::decode::panic_message(panic.as_ref());
+                let e = Error::internal(format!("{}: the pipeline panicked: {message}", running.file.display()));
                 record_state(&running.file, &self.options, "failed", Some(&e), None);
-                self.failed_hashes.insert(name, running.hash);
+                self.failed_hashes.insert(name.clone(), running.hash);
+                self.failed_files.insert(name, running.file.clone());
                 self.summary.failed.push((running.file, e));
                 None
             }
@@ -360,6 +428,9 @@ pub fn run(sql: &Path, schema: &SourceSchema, options: &PipelineOptions, shutdow
     let hub = QlikHub::start(options.qlik.clone(), &options.sink_uri, options.sink_database.as_deref())?;
     options.qlik_hub = Some(hub.clone());
     let mut supervisor = Supervisor::new(sql, schema.clone(), options.clone(), shutdown);
+    if let Err(e) = supervisor.retire_vanished() {
+        tracing::warn!(error = %e, "could not look for pipelines whose files were deleted");
+    }
     let summary = match supervisor.reconcile() {
         Err(e) => Err(e),
         Ok(()) if options.available_now => {

@@ -51,7 +51,8 @@ fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
         let mut source = FileLog::open(log.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
         let mut peak = 0;
         while let Some(batch) = source.next_batch(500).unwrap() {
-            pipeline.process(&batch, &Shutdown::default()).await.unwrap();
+            let logged = pipeline.log_batch(&batch, source.partitions()).unwrap();
+            pipeline.process(&batch, &logged, &Shutdown::default()).await.unwrap();
             peak = peak.max(pipeline.state_groups());
         }
         (peak, 60_000 * 2 / 300)

@@ -331,9 +331,10 @@ fn an_engine_outage_loses_no_change_and_a_restart_resumes_from_the_apps_marker()
     });
     engine.start_again();
     wait_until("the app catches up after the outage", || app_equals_store(&engine, app, name, &reader));
-    let status = qlik_status(&reader, name, &target).unwrap();
-    assert_eq!(status.state, "up_to_date");
-    assert_eq!(status.last_error, None);
+    // The target's status is written just after the reload that caught up.
+    wait_until("the target is up to date, its error gone", || {
+        qlik_status(&reader, name, &target).is_some_and(|s| s.state == "up_to_date" && s.last_error.is_none())
+    });
     shutdown.trigger();
     assert!(handle.join().unwrap().failed.is_empty());
 

@@ -32,3 +32,40 @@ fn a_broken_sql_file_fails_alone_with_its_name_and_the_planners_message() {
     assert!(broken.last_error.unwrap().contains("nonexistent"));
     assert_eq!(store.table("good").unwrap().rows.len(), 50);
 }
+
+/// A deleted file's pipeline is `inactive`, whatever it was doing: also when it had
+/// failed, and also when the file was deleted while no aggregator ran.
+#[test]
+fn deleting_a_failed_or_stopped_pipelines_file_leaves_it_inactive() {
+    let log = tempfile::tempdir().unwrap();
+    generate_log(log.path(), 1_000, 500, 4);
+    let sql = tempfile::tempdir().unwrap();
+    let good = sql.path().join("good.sql");
+    let broken = sql.path().join("broken.sql");
+    std::fs::write(&good, "SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id").unwrap();
+    std::fs::write(&broken, "SELECT nonexistent FROM SOURCE GROUP BY nonexistent").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut options = options(log.path(), work.path(), 300);
+    options.available_now = false;
+    let store = || StoreReader::sqlite(&work.path().join("results.sqlite"));
+    let state = |name: &str| store().status(name).map(|s| s.state);
+
+    let (shutdown, handle) = run_live(sql.path(), options.clone());
+    wait_until("the broken file failed", || state("broken").as_deref() == Some("failed"));
+    wait_until("the good one caught up", || state("good").as_deref() == Some("caught_up"));
+    std::fs::remove_file(&broken).unwrap();
+    wait_until("the failed pipeline's file deleted: inactive", || state("broken").as_deref() == Some("inactive"));
+    shutdown.trigger();
+    handle.join().unwrap();
+    assert_eq!(state("good").as_deref(), Some("stopped"));
+
+    // Deleted while no aggregator runs: the next start marks it inactive.
+    std::fs::remove_file(&good).unwrap();
+    std::fs::write(sql.path().join("other.sql"), "SELECT COUNT(*) AS n FROM SOURCE").unwrap();
+    let (shutdown, handle) = run_live(sql.path(), options);
+    wait_until("the pipeline of the file deleted meanwhile: inactive", || state("good").as_deref() == Some("inactive"));
+    shutdown.trigger();
+    handle.join().unwrap();
+    let good = store().status("good").unwrap();
+    assert_eq!(good.events_in, 1_000, "the last counters stay");
+}

@@ -142,6 +142,17 @@ impl KafkaBroker {
         self.process.stop();
     }
 
+    /// Stops the broker, deletes its data (as resetting the infra volumes would) and
+    /// starts it again, empty, on the same port.
+    pub fn reset(&mut self) {
+        self.stop();
+        let data = self.process.data().join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data).expect("delete the broker's data");
+        }
+        self.start_again();
+    }
+
     /// The broker's own log, for assertion messages.
     pub fn log(&self) -> String {
         self.process.log()

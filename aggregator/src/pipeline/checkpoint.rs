@@ -7,8 +7,9 @@
 //! leaves either the old checkpoint or the new one, never a torn file.
 //!
 //! Sinks are written *before* the checkpoint. After a crash the pipeline resumes from
-//! the checkpoint and re-processes what came after it; since batches and their results
-//! are deterministic and sinks upsert by `_id`, the results end up the same.
+//! the checkpoint and runs again the batches the offset log holds beyond it, over the
+//! same records (see [`crate::pipeline::offset_log`]); since those batches and their
+//! results are the same as before, the results end up the same.
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read, Write};
@@ -55,6 +56,9 @@ pub struct CheckpointHeader {
     pub counters: Counters,
     /// For pipelines that diff whole results: `_id` → fingerprint of the row written.
     pub written: HashMap<String, u64>,
+    /// The number of the last micro-batch the state holds (see the offset log).
+    #[serde(default)]
+    pub batch: u64,
 }
 
 #[derive(Debug, Default)]
@@ -89,8 +93,8 @@ fn read_ipc(bytes: &[u8]) -> Result<Option<RecordBatch>> {
 }
 
 impl Checkpoint {
-    /// Writes the checkpoint atomically (dot-file, fsync, rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Writes the checkpoint atomically (dot-file, fsync, rename); returns its size.
+    pub fn save(&self, path: &Path) -> Result<u64> {
         let fail = |e: std::io::Error| Error::external(format!("checkpoint {}: {e}", path.display()));
         let header = serde_json::to_vec(&self.header).map_err(|e| Error::internal(e.to_string()))?;
         let parts = [header, ipc_bytes(self.state.as_ref())?, ipc_bytes(self.finalized.as_ref())?];
@@ -101,12 +105,25 @@ impl Checkpoint {
         let tmp = path.with_file_name(format!(".{name}.tmp"));
         let mut file = std::fs::File::create(&tmp).map_err(fail)?;
         file.write_all(MAGIC).map_err(fail)?;
+        let mut size = MAGIC.len() as u64;
         for part in &parts {
             file.write_all(&(part.len() as u64).to_le_bytes()).map_err(fail)?;
             file.write_all(part).map_err(fail)?;
+            size += 8 + part.len() as u64;
         }
         file.sync_all().map_err(fail)?;
-        std::fs::rename(&tmp, path).map_err(fail)
+        std::fs::rename(&tmp, path).map_err(fail)?;
+        Ok(size)
+    }
+
+    /// Deletes the checkpoint, if there is one.
+    pub fn remove(path: &Path) -> Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::external(format!("checkpoint {}: {e}", path.display())))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Reads a checkpoint; `None` if there is none.

@@ -3,6 +3,7 @@
 //! ```sql
 //! -- output_mode: update            (update | complete | append; default update)
 //! -- allowed_delay: 10 minutes      (watermark delay; default 20 minutes)
+//! -- max_future: 1 day              (later event times are bad records; default 1 day; `none`)
 //! -- target: item_counts            (result table; default the file's stem)
 //! -- key: item_id                   (columns that make `_id`; default: see below)
 //! -- qlik: ws://qlik:9076/app/sales   (a Qlik app that also gets the result; repeatable)
@@ -39,6 +40,9 @@ pub enum OutputMode {
 pub struct Settings {
     pub output_mode: OutputMode,
     pub allowed_delay: Duration,
+    /// Events stamped further than this ahead of the wall clock are bad records (they
+    /// would move the watermark past every later event); `None`: no limit.
+    pub max_future: Option<Duration>,
     pub target: String,
     pub key: Option<Vec<String>>,
     /// Qlik apps this pipeline's result is pushed into, besides the aggregator's `--qlik`.
@@ -65,6 +69,10 @@ pub struct PipelineDefinition {
 
 pub const DEFAULT_ALLOWED_DELAY: Duration = Duration::from_secs(20 * 60);
 
+/// Producers' clocks drift, and local times written without an offset read as UTC
+/// (up to 14 hours ahead): a day ahead of the clock is still plausible, a year is not.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
+
 impl PipelineDefinition {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::user(format!("{}: {e}", path.display())))?;
@@ -77,6 +85,7 @@ impl PipelineDefinition {
         let mut settings = Settings {
             output_mode: OutputMode::Update,
             allowed_delay: DEFAULT_ALLOWED_DELAY,
+            max_future: Some(DEFAULT_MAX_FUTURE),
             target: name.clone(),
             key: None,
             qlik: Vec::new(),
@@ -130,6 +139,13 @@ impl PipelineDefinition {
                     }
                     "allowed_delay" | "watermark_delay" => {
                         settings.allowed_delay = parse_duration(value).map_err(|e| fail(n, e))?;
+                        continue;
+                    }
+                    "max_future" => {
+                        settings.max_future = match value.to_ascii_lowercase().as_str() {
+                            "none" | "off" | "unlimited" => None,
+                            _ => Some(parse_duration(value).map_err(|e| fail(n, format!("max_future: {e}")))?),
+                        };
                         continue;
                     }
                     "target" => {
@@ -214,6 +230,21 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A duration as a setting would say it: `1 day`, `90 seconds`, `2 hours`.
+pub fn describe_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let unit = [(86_400, "day"), (3_600, "hour"), (60, "minute"), (1, "second")]
+        .into_iter()
+        .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size));
+    match unit {
+        Some((size, name)) if duration.subsec_nanos() == 0 => {
+            let n = seconds / size;
+            format!("{n} {name}{}", if n == 1 { "" } else { "s" })
+        }
+        _ => format!("{:?}", duration),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +259,7 @@ mod tests {
         assert_eq!(d.name, "items");
         assert_eq!(d.settings.output_mode, OutputMode::Complete);
         assert_eq!(d.settings.allowed_delay, Duration::from_secs(300));
+        assert_eq!(d.settings.max_future, Some(DEFAULT_MAX_FUTURE));
         assert_eq!(d.settings.key, Some(vec!["item_id".to_string()]));
         assert_eq!(d.settings.target, "items");
         assert_eq!(d.settings.qlik, vec!["ws://q1:9076/app/a".to_string(), "wss://q2/app/b".to_string()]);
@@ -235,6 +267,15 @@ mod tests {
         assert!(d.stage1.ends_with("GROUP BY item_id"), "{}", d.stage1);
         assert_eq!(d.stage2.as_deref(), Some("SELECT 'all' AS _id, AVG(c) AS a FROM AGGREGATED"));
         assert_eq!(d.sql_hash.len(), 64);
+    }
+
+    #[test]
+    fn max_future_is_a_duration_or_none() {
+        let parse = |text: &str| PipelineDefinition::parse(Path::new("p.sql"), text).map(|d| d.settings.max_future);
+        assert_eq!(parse("-- max_future: 2 hours\nSELECT 1").unwrap(), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("-- max_future: none\nSELECT 1").unwrap(), None);
+        let err = parse("-- max_future: later\nSELECT 1").unwrap_err();
+        assert!(err.to_string().starts_with("p.sql:1: max_future"), "{err}");
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //! * [`state`] — per-group mergeable aggregate state, eviction of closed windows;
 //! * [`emit`] — which result rows a micro-batch changes, per output mode;
 //! * [`checkpoint`] — state + offsets in one atomically replaced file;
+//! * [`offset_log`] — each micro-batch's input, logged before it runs, so a crash
+//!   re-runs exactly the same batches;
 //! * [`runner`] — the micro-batch loop that ties them together.
 
 pub mod checkpoint;
 pub mod definition;
 pub mod emit;
 pub mod live_table;
+pub mod offset_log;
 pub mod plan;
 pub mod runner;
 pub mod spark;

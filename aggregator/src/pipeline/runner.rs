@@ -1,29 +1,40 @@
 //! The micro-batch loop of one pipeline.
 //!
 //! ```text
-//! read records → decode (bad records out) → judge lateness (late records out)
+//! read records → log the batch (offset log) → decode (bad records out)
+//!   → reject event times implausibly far ahead (bad records out) → judge lateness (late records out)
 //!   → partial aggregation (DataFusion) → merge into group state → evict closed windows
 //!   → result changes → sink (with status and rejected records, one transaction)
-//!   → every checkpoint interval: checkpoint (state + offset)
+//!   → every checkpoint interval: checkpoint (state + offset), empty the offset log
 //! ```
+//!
+//! After a crash the batches the offset log holds beyond the checkpoint run again first,
+//! over exactly the same records, with the same clock and idle partitions (see
+//! [`crate::pipeline::offset_log`]): then the sink ends exactly as after an
+//! uninterrupted run.
 //!
 //! A pipeline whose SQL hash has no checkpoint is a new version: it starts from the
 //! beginning of the source, writes into a shadow table, and swaps it in once it has
 //! read what the source held when the replay began (status `replaying`, with progress).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{AsArray, BooleanArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::arrow::record_batch::RecordBatch;
 use store::{PipelineStatus, RejectedRecord, ResultDelta, iso_micros};
 
 use crate::error::Result;
+use crate::metrics::{
+    Metrics, Outcome, OutcomeLabels, PartitionLabels, RetryLabels, RetryTarget, RowLabels, RowOp, metrics,
+};
 use crate::pipeline::checkpoint::{self, Checkpoint, CheckpointHeader, Counters};
 use crate::pipeline::definition::PipelineDefinition;
 use crate::pipeline::emit::{Emitter, result_columns};
+use crate::pipeline::offset_log::{self, LoggedBatch, OffsetLog};
 use crate::pipeline::plan::StreamingPlan;
 use crate::pipeline::state::GroupStore;
 use crate::pipeline::watermark::{Watermark, WatermarkState};
@@ -33,7 +44,7 @@ use crate::sink::dead_letter::{DeadLetter, DeadRecord};
 use crate::sink::qlik::QlikFeed;
 use crate::sink::qlik::script::ResultVersion;
 use crate::sink::{self, Sink, TableChoice};
-use crate::source::decode::JsonDecoder;
+use crate::source::decode::{Decoded, JsonDecoder};
 use crate::source::schema::SourceSchema;
 use crate::source::{self, RawBatch, SourceOffset};
 
@@ -50,6 +61,13 @@ pub struct Pipeline {
     watermark: Watermark,
     counters: Counters,
     offset: SourceOffset,
+    /// The number of the last micro-batch processed (of this version).
+    batch: u64,
+    /// Each batch's input, written down before it runs.
+    offset_log: OffsetLog,
+    /// Batches the offset log holds beyond the checkpoint: after a crash, they run
+    /// again, first and exactly.
+    rerun: VecDeque<LoggedBatch>,
     sink: Box<dyn Sink>,
     dead_letter: Option<DeadLetter>,
     status: PipelineStatus,
@@ -89,11 +107,12 @@ const OUTAGE_SHOWN_FOR: Duration = Duration::from_secs(60);
 /// or with `--available-now` a bounded number of times; other errors return at once.
 async fn with_retry<T>(
     pipeline: &str,
+    target: RetryTarget,
     available_now: bool,
     shutdown: &Shutdown,
     mut attempt: impl AsyncFnMut() -> Result<T>,
 ) -> Result<T> {
-    with_retry_reporting(pipeline, available_now, shutdown, &mut (), async |_| attempt().await).await
+    with_retry_reporting(pipeline, target, available_now, shutdown, &mut (), async |_| attempt().await).await
 }
 
 /// Something that shows a retried error: `()` (only the log), or [`StatusReport`].
@@ -125,6 +144,7 @@ impl Report for StatusReport<'_> {
 /// `attempt` gets too (to write through the same sink).
 async fn with_retry_reporting<T, R: Report>(
     pipeline: &str,
+    target: RetryTarget,
     available_now: bool,
     shutdown: &Shutdown,
     report: &mut R,
@@ -142,6 +162,7 @@ async fn with_retry_reporting<T, R: Report>(
             {
                 attempts += 1;
                 tracing::warn!(pipeline, error = %e, retry_in = ?backoff, "outage; retrying");
+                metrics().retries.get_or_create(&RetryLabels { pipeline: pipeline.to_string(), target }).inc();
                 report.show(&e).await;
                 shutdown.sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -184,7 +205,7 @@ impl Pipeline {
             ..Default::default()
         };
         let database = options.sink_database.as_deref();
-        let mut sink = with_retry(&def.name, options.available_now, shutdown, async || {
+        let mut sink = with_retry(&def.name, RetryTarget::sink, options.available_now, shutdown, async || {
             sink::open(&options.sink_uri, database, &def.name, &def.settings.target).await
         })
         .await?;
@@ -204,6 +225,12 @@ impl Pipeline {
         let checkpoint_path = checkpoint::path_for(&options.checkpoint_dir, &def.name);
         let resumed = Checkpoint::load(&checkpoint_path)?.filter(|c| c.header.sql_hash == def.sql_hash);
         let delay = def.settings.allowed_delay.as_micros() as i64;
+        let after = resumed.as_ref().map_or(0, |c| c.header.batch);
+        let (offset_log, rerun) =
+            OffsetLog::open(offset_log::path_for(&options.checkpoint_dir, &def.name), &def.sql_hash, after)?;
+        if !rerun.is_empty() {
+            tracing::info!(pipeline = %def.name, batches = rerun.len(), "running again the batches that ran after the last checkpoint");
+        }
         let mut pipeline = Pipeline {
             decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
             groups: GroupStore::new(&plan)?,
@@ -211,6 +238,9 @@ impl Pipeline {
             watermark: Watermark::new(delay, WatermarkState::default()),
             counters: Counters::default(),
             offset: SourceOffset::Start,
+            batch: 0,
+            offset_log,
+            rerun: rerun.into(),
             sink,
             dead_letter,
             status,
@@ -230,7 +260,7 @@ impl Pipeline {
             Some(_) => TableChoice::Live,
         };
         let sink = &mut pipeline.sink;
-        let shadow = with_retry(&pipeline.def.name, options.available_now, shutdown, async || {
+        let shadow = with_retry(&pipeline.def.name, RetryTarget::sink, options.available_now, shutdown, async || {
             sink.prepare(&columns, choice).await
         })
         .await?;
@@ -243,6 +273,7 @@ impl Pipeline {
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
                 pipeline.offset = checkpoint.header.offset;
+                pipeline.batch = checkpoint.header.batch;
                 pipeline.replay = match checkpoint.header.replay_until {
                     Some(until) if shadow => Replay::Until(Some(until)),
                     _ => Replay::Done,
@@ -319,7 +350,8 @@ impl Pipeline {
             return Ok(());
         }
         let sink = &mut self.sink;
-        with_retry(&self.def.name, self.options.available_now, shutdown, async || sink.swap_in_shadow().await).await?;
+        let swap = async || sink.swap_in_shadow().await;
+        with_retry(&self.def.name, RetryTarget::sink, self.options.available_now, shutdown, swap).await?;
         self.replay = Replay::Done;
         if let Some(qlik) = &self.qlik {
             qlik.changed(self.result_version(), 0);
@@ -332,16 +364,65 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs until shutdown (or, with `available_now`, until the source is drained).
-    pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
+    /// Opens the source where the state stands; while it is down, its error shows in
+    /// the status (the sink is up).
+    async fn open_source(&mut self, shutdown: &Shutdown) -> Result<Box<dyn source::Source>> {
         let (name, available_now) = (self.def.name.clone(), self.options.available_now);
         let (uri, source_options) = (self.options.source_uri.clone(), self.options.source.clone());
-        // While the source is down, its error shows in the status (the sink is up).
         let offset = self.offset.clone();
-        let mut source = with_retry_reporting(&name, available_now, &shutdown, &mut self.status_report(), async |_| {
-            source::open(&uri, &offset, &source_options)
+        with_retry_reporting(
+            &name,
+            RetryTarget::source,
+            available_now,
+            shutdown,
+            &mut self.status_report(),
+            async |_| source::open(&uri, &offset, &source_options),
+        )
+        .await
+    }
+
+    /// Forgets the state and starts over as a new version would: from the source's
+    /// beginning, into a shadow table swapped in when caught up.
+    async fn start_over(&mut self, shutdown: &Shutdown) -> Result<()> {
+        self.groups = GroupStore::new(&self.plan)?;
+        self.emitter = Emitter::default();
+        self.watermark = Watermark::new(self.watermark.delay_micros, WatermarkState::default());
+        self.counters = Counters::default();
+        self.offset = SourceOffset::Start;
+        self.batch = 0;
+        self.rerun.clear();
+        self.offset_log.keep_only(&[])?;
+        self.replay = Replay::Until(None);
+        let columns = result_columns(&self.plan);
+        let sink = &mut self.sink;
+        with_retry(&self.def.name, RetryTarget::sink, self.options.available_now, shutdown, async || {
+            sink.prepare(&columns, TableChoice::NewShadow).await
         })
         .await?;
+        // A crash from here on restarts like a new version: no checkpoint.
+        Checkpoint::remove(&checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name))
+    }
+
+    /// Runs until shutdown (or, with `available_now`, until the source is drained).
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
+        let available_now = self.options.available_now;
+        let mut source = self.open_source(&shutdown).await?;
+        // A log that no longer reaches where the state stands (the topic was deleted and
+        // created again, the broker's volume reset) is another log: the state counts
+        // events it does not hold, and reading on would skip or double them.
+        let furthest = self.rerun.back().map_or(&self.offset, |b| &b.end).clone();
+        if !source.holds(&furthest) {
+            let message = format!(
+                "the source {} no longer holds the checkpoint's position {furthest:?} (ends at {:?}): it was reset or recreated; starting over from its beginning",
+                self.options.source_uri,
+                source.end_at_open()
+            );
+            tracing::warn!(pipeline = %self.def.name, "{message}");
+            self.start_over(&shutdown).await?;
+            self.status.last_error = Some(message);
+            self.outage_seen = Some(Instant::now());
+            source = self.open_source(&shutdown).await?;
+        }
         let end_at_open = source.end_at_open();
         if self.replay == Replay::Until(None) {
             self.replay = Replay::Until(Some(end_at_open.clone()));
@@ -350,27 +431,23 @@ impl Pipeline {
         let mut dirty = false;
         while !shutdown.is_triggered() {
             self.finish_replay(source.as_ref(), &shutdown).await?;
-            let max = self.options.max_batch_records;
-            let mut report = self.status_report();
-            let next =
-                with_retry_reporting(&name, available_now, &shutdown, &mut report, async |_| source.next_batch(max));
-            let batch = match next.await {
-                Ok(batch) => batch,
+            let next = match self.next_batch(source.as_mut(), &shutdown).await {
+                Ok(next) => next,
                 // Stopping during an outage: checkpoint what was done and stop.
                 Err(e) if e.is_retryable() && shutdown.is_triggered() => break,
                 Err(e) => return Err(e),
             };
-            match batch {
-                Some(raw) => {
-                    self.status.lag = source.lag();
-                    self.watermark.set_partitions(source.partitions());
-                    self.process(&raw, &shutdown).await?;
+            let drained = self.rerun.is_empty() && source.reached(&end_at_open);
+            match next {
+                Some((raw, logged)) => {
+                    self.record_lag(source.as_ref());
+                    self.process(&raw, &logged, &shutdown).await?;
                     dirty = true;
                 }
-                None if self.options.available_now && source.reached(&end_at_open) => break,
+                None if available_now && drained => break,
                 None => {
                     let notice_unseen = self.status.last_error.is_none() && self.notice_text().is_some();
-                    if (dirty && self.status.state != "caught_up") || notice_unseen {
+                    if self.rerun.is_empty() && ((dirty && self.status.state != "caught_up") || notice_unseen) {
                         self.update_status("caught_up");
                         self.write_status().await;
                     }
@@ -382,7 +459,7 @@ impl Pipeline {
                 last_checkpoint = Instant::now();
                 dirty = false;
             }
-            if self.options.available_now && source.reached(&end_at_open) {
+            if available_now && self.rerun.is_empty() && source.reached(&end_at_open) {
                 break;
             }
         }
@@ -390,10 +467,52 @@ impl Pipeline {
             self.finish_replay(source.as_ref(), &shutdown).await?;
         }
         self.checkpoint()?;
-        self.update_status(if self.options.available_now { "caught_up" } else { "stopped" });
+        self.update_status(if available_now { "caught_up" } else { "stopped" });
         self.write_status().await;
         tracing::info!(pipeline = %self.def.name, counters = ?self.counters, "pipeline stopped");
         Ok(self.status.clone())
+    }
+
+    /// The next micro-batch and its entry in the offset log: first the batches that
+    /// ran after the last checkpoint, read again up to where each ended; then new
+    /// records, logged before they are processed. `None`: nothing to read right now.
+    async fn next_batch(
+        &mut self,
+        source: &mut dyn source::Source,
+        shutdown: &Shutdown,
+    ) -> Result<Option<(RawBatch, LoggedBatch)>> {
+        let (name, available_now) = (self.def.name.clone(), self.options.available_now);
+        if let Some(logged) = self.rerun.front().cloned() {
+            let mut report = self.status_report();
+            let raw =
+                with_retry_reporting(&name, RetryTarget::source, available_now, shutdown, &mut report, async |_| {
+                    source.read_until(&logged.end)
+                })
+                .await?;
+            return Ok(raw.map(|raw| (raw, self.rerun.pop_front().expect("looked at above"))));
+        }
+        let max = self.options.max_batch_records;
+        let mut report = self.status_report();
+        let read = async |_: &mut StatusReport<'_>| source.next_batch(max);
+        let next = with_retry_reporting(&name, RetryTarget::source, available_now, shutdown, &mut report, read);
+        let Some(raw) = next.await? else { return Ok(None) };
+        let logged = self.log_batch(&raw, source.partitions())?;
+        Ok(Some((raw, logged)))
+    }
+
+    /// Writes a new batch into the offset log, with the clock now and the source's
+    /// partitions as they are now (idle or not), before it runs.
+    pub fn log_batch(&mut self, raw: &RawBatch, partitions: Vec<(i32, bool)>) -> Result<LoggedBatch> {
+        let logged = LoggedBatch {
+            batch: self.batch + 1,
+            sql_hash: self.def.sql_hash.clone(),
+            start: self.offset.clone(),
+            end: raw.end.clone(),
+            clock_micros: chrono::Utc::now().timestamp_micros(),
+            partitions,
+        };
+        self.offset_log.append(&logged)?;
+        Ok(logged)
     }
 
     /// Where retried outages are shown: this pipeline's status row.
@@ -407,10 +526,22 @@ impl Pipeline {
         }
     }
 
-    /// Processes one micro-batch end to end.
-    pub async fn process(&mut self, raw: &RawBatch, shutdown: &Shutdown) -> Result<()> {
+    /// Processes one micro-batch end to end: `logged` is its entry in the offset log
+    /// (the clock and idle partitions it runs with).
+    pub async fn process(&mut self, raw: &RawBatch, logged: &LoggedBatch, shutdown: &Shutdown) -> Result<()> {
+        if logged.batch != self.batch + 1 || logged.start != self.offset {
+            return Err(crate::error::Error::internal(format!(
+                "pipeline {}: batch {} from {:?} does not follow batch {} ending at {:?}",
+                self.def.name, logged.batch, logged.start, self.batch, self.offset
+            )));
+        }
+        // Tests inject a panic here (`FAILPOINTS=pipeline_batch.<name>=panic`); nothing otherwise.
+        fail::fail_point!(&format!("pipeline_batch.{}", self.def.name));
+        let started = Instant::now();
+        self.watermark.set_partitions(logged.partitions.clone());
         let records = raw.records();
-        let decoded = self.decoder.decode(&records)?;
+        let mut decoded = self.decoder.decode(&records)?;
+        self.reject_far_future(&mut decoded, logged.clock_micros)?;
         let rejected = |i: usize, reason: String| RejectedRecord {
             source_offset: raw.location(i),
             raw: String::from_utf8_lossy(&raw.record(i)[..raw.record(i).len().min(MAX_RAW_KEPT)]).into_owned(),
@@ -427,8 +558,8 @@ impl Pipeline {
                 .map(|((i, reason), at)| DeadRecord { raw: raw.record(*i), reason, source_offset: at })
                 .collect();
             let name = &self.def.name;
-            with_retry(name, self.options.available_now, shutdown, async || dead_letter.publish(name, &records))
-                .await?;
+            let publish = async || dead_letter.publish(name, &records);
+            with_retry(name, RetryTarget::dead_letter, self.options.available_now, shutdown, publish).await?;
         }
         let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
 
@@ -449,6 +580,7 @@ impl Pipeline {
             self.counters.changed_at = self.counters.consumed;
         }
         self.offset = raw.end.clone();
+        self.batch = logged.batch;
         self.status.last_batch_at = Some(now_iso());
         if self.outage_seen.is_none_or(|seen| seen.elapsed() >= OUTAGE_SHOWN_FOR) {
             self.status.last_error = None;
@@ -456,6 +588,7 @@ impl Pipeline {
         }
         self.update_status("running");
         self.write_with_retry(&delta, &bad, &late, shutdown).await?;
+        self.record_batch_metrics(records.len(), bad.len(), late.len(), &delta, started.elapsed());
         // The store has the change: the Qlik push may read it from now on.
         if let Some(qlik) = &self.qlik
             && changed > 0
@@ -464,6 +597,59 @@ impl Pipeline {
             qlik.changed(self.result_version(), changed);
         }
         Ok(())
+    }
+
+    fn record_batch_metrics(&self, consumed: usize, bad: usize, late: usize, delta: &ResultDelta, took: Duration) {
+        let m = metrics();
+        let pipeline = Metrics::pipeline(&self.def.name);
+        let name = || self.def.name.clone();
+        m.events_consumed.get_or_create(&pipeline).inc_by(consumed as u64);
+        for (outcome, n) in [(Outcome::ok, consumed - bad - late), (Outcome::bad, bad), (Outcome::late, late)] {
+            m.events.get_or_create(&OutcomeLabels { pipeline: name(), outcome }).inc_by(n as u64);
+        }
+        for (op, n) in [(RowOp::upsert, delta.upserts.len()), (RowOp::delete, delta.deletes.len())] {
+            m.rows_written.get_or_create(&RowLabels { pipeline: name(), op }).inc_by(n as u64);
+        }
+        m.batch_duration.get_or_create(&pipeline).observe(took.as_secs_f64());
+        m.batch_records.get_or_create(&pipeline).observe(consumed as f64);
+        m.state_groups.get_or_create(&pipeline).set(self.groups.len() as i64);
+        if let Some(watermark) = self.watermark.current() {
+            let behind = chrono::Utc::now().timestamp_micros() - watermark;
+            m.watermark_delay.get_or_create(&pipeline).set(behind as f64 / 1e6);
+        }
+    }
+
+    /// Records each partition's lag (after a batch).
+    fn record_lag(&mut self, source: &dyn source::Source) {
+        let lags = source.lag();
+        self.status.lag = lags.iter().map(|(_, lag)| lag).sum();
+        for (partition, lag) in lags {
+            let labels = PartitionLabels { pipeline: self.def.name.clone(), partition };
+            metrics().source_lag.get_or_create(&labels).set(lag as i64);
+        }
+    }
+
+    /// Event times further ahead of the clock than `max_future` are bad records: one
+    /// such event would move its partition's watermark so far that every later event
+    /// is late. They never reach the watermark.
+    fn reject_far_future(&self, decoded: &mut Decoded, clock_micros: i64) -> Result<()> {
+        let (Some(limit), Some(times)) = (self.def.settings.max_future, self.event_times(&decoded.batch)) else {
+            return Ok(());
+        };
+        let latest = clock_micros.saturating_add(limit.as_micros() as i64);
+        let reasons = (0..times.len())
+            .map(|i| {
+                (times.is_valid(i) && times.value(i) > latest).then(|| {
+                    format!(
+                        "event time {} is more than {} ahead of the clock ({}): implausible (the pipeline's max_future)",
+                        iso_micros(times.value(i)),
+                        crate::pipeline::definition::describe_duration(limit),
+                        iso_micros(clock_micros),
+                    )
+                })
+            })
+            .collect();
+        decoded.reject_rows(reasons)
     }
 
     /// Adds the per-event watermark column and splits off late events.
@@ -518,7 +704,7 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> Result<()> {
         let (name, available_now) = (self.def.name.clone(), self.options.available_now);
-        with_retry_reporting(&name, available_now, shutdown, &mut self.status_report(), async |r| {
+        with_retry_reporting(&name, RetryTarget::sink, available_now, shutdown, &mut self.status_report(), async |r| {
             r.sink.write(delta, r.status, bad, late).await
         })
         .await
@@ -526,6 +712,9 @@ impl Pipeline {
 
     /// Saves state and offset together.
     pub fn checkpoint(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let state = self.groups.checkpoint_batch()?;
+        let state_bytes = state.get_array_memory_size();
         let checkpoint = Checkpoint {
             header: CheckpointHeader {
                 sql_hash: self.def.sql_hash.clone(),
@@ -538,10 +727,18 @@ impl Pipeline {
                 evicted_until: self.groups.evicted_until(),
                 counters: self.counters,
                 written: self.emitter.written.clone(),
+                batch: self.batch,
             },
-            state: Some(self.groups.checkpoint_batch()?),
+            state: Some(state),
             finalized: self.emitter.finalized.clone(),
         };
-        checkpoint.save(&checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name))
+        let bytes = checkpoint.save(&checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name))?;
+        // The checkpoint holds every logged batch now, but those still to run again.
+        self.offset_log.keep_only(self.rerun.make_contiguous())?;
+        let (m, pipeline) = (metrics(), Metrics::pipeline(&self.def.name));
+        m.checkpoint_duration.get_or_create(&pipeline).observe(started.elapsed().as_secs_f64());
+        m.checkpoint_bytes.get_or_create(&pipeline).set(bytes as i64);
+        m.state_bytes.get_or_create(&pipeline).set(state_bytes as i64);
+        Ok(())
     }
 }

@@ -26,6 +26,11 @@ use crate::source::schema::{EVENT_TIME_TYPE, SourceSchema};
 /// Records longer than this are rejected without being parsed (default of `--max-record-bytes`).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 
+/// Records whose objects and arrays nest deeper than this are rejected without being
+/// parsed: decoders recurse per level, and 100,000 levels (200 KB) would overflow the
+/// thread's stack and abort the process. serde_json stops at the same depth.
+pub const MAX_NESTING: usize = 128;
+
 pub struct JsonDecoder {
     declared: SchemaRef,
     /// The declared schema with top-level timestamps as text and every top-level field
@@ -95,6 +100,8 @@ impl JsonDecoder {
                 ));
             } else if let Err(e) = std::str::from_utf8(record) {
                 bad.push((i, format!("not valid UTF-8 (at byte {})", e.valid_up_to())));
+            } else if nests_deeper_than(record, MAX_NESTING) {
+                bad.push((i, format!("nested deeper than {MAX_NESTING} levels")));
             } else {
                 candidates.push(i);
             }
@@ -116,6 +123,9 @@ impl JsonDecoder {
     }
 
     /// Decodes `idx` in one go if it can, else halves it; single failures become bad records.
+    /// A panic in the decoder (a bug of arrow-json's or ours that some record triggers)
+    /// is a failure like any other: the record that causes it becomes a bad record, and
+    /// the pipeline goes on.
     fn decode_range(
         &self,
         records: &[&[u8]],
@@ -126,7 +136,10 @@ impl JsonDecoder {
         if idx.is_empty() {
             return;
         }
-        match self.decode_all(records, idx) {
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_all(records, idx)));
+        let result =
+            attempt.unwrap_or_else(|panic| Err(format!("the decoder failed on it: {}", panic_message(&panic))));
+        match result {
             Ok(batch) => out.push((batch, idx.to_vec())),
             Err(reason) if idx.len() == 1 => bad.push((idx[0], reason)),
             Err(_) => {
@@ -218,6 +231,69 @@ impl JsonDecoder {
         let rows = rows.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect();
         Ok((batch, rows))
     }
+}
+
+impl Decoded {
+    /// Moves the rows that have a reason out of the batch into the bad records.
+    pub fn reject_rows(&mut self, reasons: Vec<Option<String>>) -> Result<()> {
+        if reasons.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let keep: Vec<bool> = reasons.iter().map(Option::is_none).collect();
+        self.batch = filter_record_batch(&self.batch, &BooleanArray::from(keep))?;
+        let mut rows = Vec::with_capacity(self.batch.num_rows());
+        for (row, reason) in self.rows.iter().zip(reasons) {
+            match reason {
+                None => rows.push(*row),
+                Some(reason) => self.bad.push((*row, reason)),
+            }
+        }
+        self.rows = rows;
+        self.bad.sort_by_key(|(i, _)| *i);
+        Ok(())
+    }
+}
+
+/// Whether `record`'s objects and arrays nest deeper than `max` levels (brackets
+/// inside strings do not count). A record can nest no deeper than it is long, so
+/// short records are not scanned.
+pub fn nests_deeper_than(record: &[u8], max: usize) -> bool {
+    if record.len() <= max {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in record {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 /// Parses an event time: epoch milliseconds (all digits), or ISO-8601 with or without

@@ -88,24 +88,28 @@ impl FileLog {
     }
 }
 
-impl Source for FileLog {
-    fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>> {
+impl FileLog {
+    /// Reads the next batch: at most `max_records` records of one file, and never past
+    /// `stop_at`'s line of its file.
+    fn read(&mut self, max_records: usize, stop_at: Option<(&str, u64)>) -> Result<Option<RawBatch>> {
         loop {
             if self.current.is_none() && !self.open_next()? {
                 return Ok(None);
             }
             let (name, reader, lines_read) = self.current.as_mut().expect("a file is open");
             let mut batch = RawBatch::default();
-            while batch.len() < max_records {
+            let mut at_end = false;
+            let stop = stop_at.filter(|(file, _)| file == name).map_or(u64::MAX, |(_, line)| line);
+            while batch.len() < max_records && *lines_read < stop {
                 let n = batch
                     .read_line(reader, name, *lines_read + 1)
                     .map_err(|e| Error::external(format!("source file:{}/{name}: {e}", self.dir.display())))?;
                 if n == 0 {
+                    at_end = true;
                     break;
                 }
                 *lines_read += 1;
             }
-            let at_end = batch.len() < max_records;
             let name = name.clone();
             self.position = SourceOffset::File { file: name.clone(), line: *lines_read };
             batch.end = self.position.clone();
@@ -121,6 +125,36 @@ impl Source for FileLog {
             }
             return Ok(Some(batch));
         }
+    }
+}
+
+impl Source for FileLog {
+    fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>> {
+        self.read(max_records, None)
+    }
+
+    fn read_until(&mut self, end: &SourceOffset) -> Result<Option<RawBatch>> {
+        let SourceOffset::File { file, line } = end else {
+            return Err(Error::internal(format!(
+                "source file:{}: {end:?} is not a file-log offset",
+                self.dir.display()
+            )));
+        };
+        // A batch never spans two files: `end` is in the file read next.
+        let Some(batch) = self.read(usize::MAX, Some((file, *line)))? else {
+            return Err(Error::user(format!(
+                "source file:{}: {file}, read before a crash, is gone; remove the pipeline's checkpoint to start over",
+                self.dir.display()
+            )));
+        };
+        if &batch.end != end {
+            return Err(Error::internal(format!(
+                "source file:{}: re-reading a logged batch ended at {:?}, not at {file}:{line} (the log changed?)",
+                self.dir.display(),
+                batch.end
+            )));
+        }
+        Ok(Some(batch))
     }
 
     fn end_at_open(&self) -> SourceOffset {
@@ -140,6 +174,11 @@ impl Source for FileLog {
         }
     }
 
+    /// Files may be deleted once read (retention), so their absence says nothing.
+    fn holds(&self, _offset: &SourceOffset) -> bool {
+        true
+    }
+
     fn progress(&self, until: &SourceOffset) -> f64 {
         // By files: lines of files not yet opened are unknown.
         let (SourceOffset::File { file, .. }, SourceOffset::File { file: end, .. }) = (&self.position, until) else {
@@ -151,8 +190,8 @@ impl Source for FileLog {
         (done / total).min(1.0)
     }
 
-    fn lag(&self) -> u64 {
-        self.waiting_files
+    fn lag(&self) -> Vec<(i32, u64)> {
+        vec![(0, self.waiting_files)]
     }
 
     /// One partition, never idle: with a single partition its watermark is the watermark.
@@ -206,6 +245,29 @@ mod tests {
         write(dir.path(), "b.jsonl", "4\n");
         assert_eq!(drain(&mut resumed, 10), ["b.jsonl:1=4"]);
         assert_eq!(drain(&mut log, 10), ["a.jsonl:3=3", "b.jsonl:1=4"]);
+    }
+
+    #[test]
+    fn a_batch_read_again_up_to_its_end_has_the_same_records() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.jsonl", "1\n2\n3\n4\n");
+        write(dir.path(), "b.jsonl", "5\n\n6\n");
+        let path = dir.path().to_str().unwrap();
+        let mut log = FileLog::open(path, &SourceOffset::Start).unwrap();
+        let mut batches = Vec::new();
+        while let Some(batch) = log.next_batch(2).unwrap() {
+            batches.push(batch);
+        }
+        assert_eq!(batches.len(), 3, "a batch never spans two files");
+        let mut again = FileLog::open(path, &SourceOffset::Start).unwrap();
+        for batch in &batches {
+            let read = again.read_until(&batch.end).unwrap().unwrap();
+            assert_eq!(read.records(), batch.records());
+            assert_eq!(read.end, batch.end);
+        }
+        let mut other = FileLog::open(path, &SourceOffset::Start).unwrap();
+        let wrong = SourceOffset::File { file: "b.jsonl".into(), line: 1 };
+        assert!(other.read_until(&wrong).is_err(), "a batch that does not start where the log is");
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //! pipeline's checkpoint next to its state, so both always agree (as in Spark
 //! Structured Streaming). A `group.id` is set only because librdkafka wants one.
 //!
+//! A micro-batch is, for each partition, the records from where the last batch ended
+//! up to some offset, in partition order then offset order — never in the order the
+//! polls happened to bring them. So a batch is described by where it ends, and reading
+//! the same range again (after a crash, from the offset log) gives the same batch.
+//! Records polled beyond a batch wait in a buffer for the next one.
+//!
 //! Partitions added to the topic while a pipeline runs are picked up at its next
 //! start. librdkafka reconnects by itself; while a broker is down, polls return
 //! errors, which the pipeline retries with backoff (see `runner::with_retry`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kafka_conf::KafkaUri;
@@ -34,6 +40,8 @@ const HIGH_WATERMARK_REFRESH: Duration = Duration::from_secs(2);
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the first poll of a micro-batch waits for a record.
 const FIRST_POLL: Duration = Duration::from_millis(100);
+/// How long one call reading a logged batch again polls before it reports "not yet".
+const READ_UNTIL_BUDGET: Duration = Duration::from_secs(1);
 
 /// Where a partition stands.
 #[derive(Debug, Clone)]
@@ -44,8 +52,12 @@ struct PartitionState {
     low: i64,
     /// The offset after the last record, at the last refresh.
     high: i64,
-    /// The offset of the next record to read.
+    /// The offset of the next record to hand out in a batch.
     next: i64,
+    /// The offset after the last record polled (`next` plus what waits in `buffered`).
+    polled: i64,
+    /// Records polled but not handed out yet: (offset, payload), in offset order.
+    buffered: VecDeque<(i64, Vec<u8>)>,
     /// When the partition last had something to read.
     last_busy: Instant,
 }
@@ -109,7 +121,10 @@ impl KafkaSource {
                 .add_partition_offset(&uri.topic, p, Offset::Offset(next))
                 .map_err(|e| Error::internal(e.to_string()))?;
             let name = format!("{}/{p}", uri.topic);
-            partitions.insert(p, PartitionState { name, low, high, next, last_busy: now });
+            partitions.insert(
+                p,
+                PartitionState { name, low, high, next, polled: next, buffered: VecDeque::new(), last_busy: now },
+            );
         }
         consumer.assign(&assignment).map_err(|e| external(&uri, e))?;
         let end_at_open = partitions.iter().map(|(p, s)| (*p, s.high)).collect();
@@ -151,38 +166,117 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// Polls once (waiting up to `wait`) into the partitions' buffers. Returns whether
+    /// a record came.
+    fn poll_once(&mut self, wait: Duration) -> bool {
+        match self.consumer.poll(wait) {
+            None => {
+                self.drained = true;
+                false
+            }
+            Some(Ok(message)) => {
+                let Some(state) = self.partitions.get_mut(&message.partition()) else { return true };
+                // After a reconnect librdkafka may hand out a record again: keep one copy.
+                if message.offset() >= state.polled {
+                    state.buffered.push_back((message.offset(), message.payload().unwrap_or_default().to_vec()));
+                    state.polled = message.offset() + 1;
+                }
+                state.last_busy = Instant::now();
+                self.unreachable = None;
+                true
+            }
+            Some(Err(e)) => {
+                tracing::debug!(source = %self.uri, error = %e, "consumer error");
+                self.unreachable = Some(format!("broker not answering: {e}"));
+                false
+            }
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.partitions.values().map(|s| s.buffered.len()).sum()
+    }
+
+    /// Hands out the first `count(partition)` buffered records of each partition, as
+    /// one batch in partition order.
+    fn take(&mut self, mut count: impl FnMut(i32, &PartitionState) -> usize) -> RawBatch {
+        let mut batch = RawBatch::default();
+        for (p, state) in &mut self.partitions {
+            let n = count(*p, state);
+            for (offset, payload) in state.buffered.drain(..n) {
+                batch.push_record(&payload, &state.name, *p, offset as u64);
+                state.next = offset + 1;
+            }
+        }
+        batch
+    }
+
+    fn nothing_read(&self) -> Result<Option<RawBatch>> {
+        match &self.unreachable {
+            Some(why) => Err(external(&self.uri, why)),
+            None => Ok(None),
+        }
+    }
+}
+
 impl Source for KafkaSource {
     fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>> {
         self.refresh_high_watermarks();
-        let mut batch = RawBatch::default();
-        let now = Instant::now();
         self.drained = false;
-        while batch.len() < max_records {
-            let wait = if batch.is_empty() { FIRST_POLL } else { Duration::ZERO };
-            match self.consumer.poll(wait) {
-                None => {
-                    self.drained = true;
-                    break;
-                }
-                Some(Ok(message)) => {
-                    let p = message.partition();
-                    let Some(state) = self.partitions.get_mut(&p) else { continue };
-                    batch.push_record(message.payload().unwrap_or_default(), &state.name, p, message.offset() as u64);
-                    state.next = message.offset() + 1;
-                    state.last_busy = now;
-                    self.unreachable = None;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(source = %self.uri, error = %e, "consumer error");
-                    self.unreachable = Some(format!("broker not answering: {e}"));
-                }
+        while self.buffered() < max_records {
+            let wait = if self.buffered() == 0 { FIRST_POLL } else { Duration::ZERO };
+            if !self.poll_once(wait) && (self.drained || self.unreachable.is_some()) {
+                break;
             }
         }
-        if batch.is_empty() {
-            return match &self.unreachable {
-                Some(why) => Err(external(&self.uri, why)),
-                None => Ok(None),
-            };
+        if self.buffered() == 0 {
+            return self.nothing_read();
+        }
+        // A fair share of the batch for every partition with records waiting.
+        let mut share: BTreeMap<i32, usize> = BTreeMap::new();
+        let mut left = max_records;
+        while left > 0 {
+            let before = left;
+            for (p, state) in &self.partitions {
+                let taken = share.entry(*p).or_default();
+                if left > 0 && *taken < state.buffered.len() {
+                    *taken += 1;
+                    left -= 1;
+                }
+            }
+            if left == before {
+                break;
+            }
+        }
+        let mut batch = self.take(|p, _| share.get(&p).copied().unwrap_or(0));
+        batch.end = self.position();
+        Ok(Some(batch))
+    }
+
+    fn read_until(&mut self, end: &SourceOffset) -> Result<Option<RawBatch>> {
+        let SourceOffset::Kafka { next: end } = end else {
+            return Err(Error::internal(format!("source {}: {end:?} is not a Kafka offset", self.uri)));
+        };
+        let reached = |partitions: &BTreeMap<i32, PartitionState>| {
+            end.iter().all(|(p, at)| partitions.get(p).is_none_or(|s| s.polled >= *at))
+        };
+        let started = Instant::now();
+        self.drained = false;
+        while !reached(&self.partitions) {
+            let polled = self.poll_once(FIRST_POLL);
+            if !polled && started.elapsed() >= READ_UNTIL_BUDGET {
+                return self.nothing_read();
+            }
+        }
+        let mut batch = self.take(|p, state| {
+            let at = end.get(&p).copied().unwrap_or(state.next);
+            state.buffered.iter().take_while(|(offset, _)| *offset < at).count()
+        });
+        for (p, at) in end {
+            if let Some(state) = self.partitions.get_mut(p) {
+                state.next = state.next.max(*at);
+            }
         }
         batch.end = self.position();
         Ok(Some(batch))
@@ -202,6 +296,11 @@ impl Source for KafkaSource {
         }
     }
 
+    fn holds(&self, offset: &SourceOffset) -> bool {
+        let SourceOffset::Kafka { next } = offset else { return true };
+        next.iter().all(|(p, at)| self.end_at_open.get(p).is_some_and(|end| at <= end))
+    }
+
     fn progress(&self, until: &SourceOffset) -> f64 {
         let SourceOffset::Kafka { next } = until else { return if self.reached(until) { 1.0 } else { 0.0 } };
         let (mut done, mut total) = (0i64, 0i64);
@@ -214,8 +313,8 @@ impl Source for KafkaSource {
         if total == 0 { 1.0 } else { done as f64 / total as f64 }
     }
 
-    fn lag(&self) -> u64 {
-        self.partitions.values().map(|s| (s.high - s.next).max(0) as u64).sum()
+    fn lag(&self) -> Vec<(i32, u64)> {
+        self.partitions.iter().map(|(p, s)| (*p, (s.high - s.next).max(0) as u64)).collect()
     }
 
     fn partitions(&self) -> Vec<(i32, bool)> {

@@ -116,15 +116,23 @@ pub trait Source: Send {
     /// The next micro-batch of at most `max_records` records, or `None` if nothing
     /// is available right now.
     fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>>;
+    /// The micro-batch of every record from here to `end` (a batch's end, from the
+    /// offset log), in the same order as any other read of that range; `None` while
+    /// not all of it has arrived (call again; what was read is kept).
+    fn read_until(&mut self, end: &SourceOffset) -> Result<Option<RawBatch>>;
     /// The end of what was available when the source was opened: `--available-now`
     /// stops there, and a replay swaps its results in once it gets there.
     fn end_at_open(&self) -> SourceOffset;
     /// Whether everything before `until` has been handed out.
     fn reached(&self, until: &SourceOffset) -> bool;
+    /// Whether the log still reaches `offset` (a checkpoint's, or a logged batch's
+    /// end). Not when it was reset or recreated since: a partition gone, or an offset
+    /// beyond the partition's end.
+    fn holds(&self, offset: &SourceOffset) -> bool;
     /// How far along the way to `until` the source is, 0.0 ..= 1.0.
     fn progress(&self, until: &SourceOffset) -> f64;
-    /// Records (or files) known to be waiting, if the source can tell cheaply.
-    fn lag(&self) -> u64;
+    /// Records (or files) known to be waiting, per partition, if the source can tell cheaply.
+    fn lag(&self) -> Vec<(i32, u64)>;
     /// The source's partitions, each with whether it is idle: nothing to read for a
     /// while, so it must not hold the watermark back.
     fn partitions(&self) -> Vec<(i32, bool)>;

@@ -206,7 +206,13 @@ pub fn oracle_of(file: &Path, records: &[(i32, Vec<u8>)], max_record_bytes: usiz
     let plan = rt.block_on(StreamingPlan::new(&def, &schema)).unwrap();
     let slices: Vec<&[u8]> = records.iter().map(|(_, r)| r.as_slice()).collect();
     let decoded = JsonDecoder::new(&schema, max_record_bytes).decode(&slices).unwrap();
-    let batch = decoded.batch;
+    let times = decoded.batch.column(schema.event_time.unwrap()).as_primitive::<TimestampMicrosecondType>().clone();
+    // Events stamped further ahead of the clock than `max_future` are bad records.
+    let latest = def.settings.max_future.map(|d| chrono::Utc::now().timestamp_micros() + d.as_micros() as i64);
+    let plausible: Vec<bool> = (0..times.len()).map(|i| latest.is_none_or(|l| times.value(i) <= l)).collect();
+    let far_future = plausible.iter().filter(|p| !**p).count() as u64;
+    let batch = filter_record_batch(&decoded.batch, &BooleanArray::from(plausible.clone())).unwrap();
+    let rows: Vec<usize> = decoded.rows.iter().zip(&plausible).filter(|(_, p)| **p).map(|(r, _)| *r).collect();
     let times = batch.column(schema.event_time.unwrap()).as_primitive::<TimestampMicrosecondType>().clone();
     let delay = def.settings.allowed_delay.as_micros() as i64;
     let spec: Option<WindowSpec> = plan.window.as_ref().map(|w| w.call.spec);
@@ -216,7 +222,7 @@ pub fn oracle_of(file: &Path, records: &[(i32, Vec<u8>)], max_record_bytes: usiz
     let (mut watermarks, mut keep) = (Vec::new(), Vec::new());
     for i in 0..times.len() {
         let t = times.value(i);
-        let partition = records[decoded.rows[i]].0;
+        let partition = records[rows[i]].0;
         let max = max_by_partition.get(&partition).copied();
         let watermark = max.map(|m| m - delay);
         let late = match (spec, watermark) {
@@ -262,7 +268,7 @@ pub fn oracle_of(file: &Path, records: &[(i32, Vec<u8>)], max_record_bytes: usiz
         rows.push(row_text(id.into_iter().chain(cells)));
     }
     rows.sort();
-    Oracle { rows, with_id, good, bad: decoded.bad.len() as u64, late }
+    Oracle { rows, with_id, good, bad: decoded.bad.len() as u64 + far_future, late }
 }
 
 /// Asserts the pipeline's sink equals the oracle, with a readable difference.

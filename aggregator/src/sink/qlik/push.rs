@@ -320,6 +320,17 @@ enum Next {
     Stop,
 }
 
+/// Counts a reload of `target`'s app in the metrics, with its duration if it succeeded.
+fn record_reload(target: &QlikTarget, took: Option<Duration>) {
+    use crate::metrics::{AppLabel, AppOutcomeLabels, Outcome, metrics};
+    let app = target.display();
+    let outcome = if took.is_some() { Outcome::ok } else { Outcome::error };
+    metrics().qlik_reloads.get_or_create(&AppOutcomeLabels { app: app.clone(), outcome }).inc();
+    if let Some(took) = took {
+        metrics().qlik_reload_duration.get_or_create(&AppLabel { app }).observe(took.as_secs_f64());
+    }
+}
+
 impl AppPush {
     async fn run(self) {
         let options = QixOptions {
@@ -367,10 +378,15 @@ impl AppPush {
             let c = connection.as_ref().expect("connected above");
             let result = match next {
                 Next::ReadMarkers => self.read_markers(c).await,
-                _ => self.reload(c).await.map(|took| {
-                    let gap = took.mul_f64(self.hub.options.pace.max(0.0)).max(self.hub.options.min_interval);
-                    not_before = Instant::now() + gap;
-                }),
+                _ => self
+                    .reload(c)
+                    .await
+                    .inspect(|took| record_reload(target, Some(*took)))
+                    .inspect_err(|_| record_reload(target, None))
+                    .map(|took| {
+                        let gap = took.mul_f64(self.hub.options.pace.max(0.0)).max(self.hub.options.min_interval);
+                        not_before = Instant::now() + gap;
+                    }),
             };
             match result {
                 Ok(()) => backoff = Duration::from_millis(200),
