@@ -447,7 +447,8 @@ impl Pipeline {
                 None if available_now && drained => break,
                 None => {
                     let notice_unseen = self.status.last_error.is_none() && self.notice_text().is_some();
-                    if self.rerun.is_empty() && ((dirty && self.status.state != "caught_up") || notice_unseen) {
+                    let idle_now = self.rerun.is_empty() && self.replay == Replay::Done;
+                    if idle_now && (self.status.state != "caught_up" || notice_unseen) {
                         self.update_status("caught_up");
                         self.write_status().await;
                     }
