@@ -71,7 +71,13 @@ fn main() {
         fill(store.as_ref(), rows).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = dashboard::AppState { store, refresh_seconds: 3.0, alerts: Default::default() };
+        let state = dashboard::AppState {
+            store,
+            refresh_seconds: 3.0,
+            alerts: Default::default(),
+            access: Arc::new(dashboard::auth::Access::Open),
+            metrics: Default::default(),
+        };
         tokio::spawn(dashboard::run(listener, state, std::future::pending()));
         let client = reqwest::Client::new();
 
