@@ -172,8 +172,11 @@ impl Running {
             let line =
                 line.unwrap_or_else(|_| panic!("the dashboard did not start listening:\n{}", self.log.join("\n")));
             self.log.push(line.clone());
-            if let Some(url) = line.split_once("url=http://").map(|(_, url)| url.split_whitespace().next().unwrap()) {
-                return url.rsplit_once(':').unwrap().1.parse().unwrap();
+            // `… dashboard listening store=… url=http://0.0.0.0:<port>` (colour codes or not).
+            if line.contains("dashboard listening") {
+                let url = line.split_once("http://").unwrap().1;
+                let port = url.split_once(':').unwrap().1;
+                return port.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
             }
         }
     }

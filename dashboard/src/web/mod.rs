@@ -28,8 +28,8 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/app.js", get(assets::script))
         .route("/assets/app.css", get(assets::style))
         .route("/metrics", get(crate::metrics::scrape))
-        // Layers run outside in: the metrics see every answer, 401s included, and the
-        // credentials are checked before any handler (or the 404 fallback) runs.
+        // The layer added last runs first: the metrics see every answer, 401s included;
+        // the credentials are checked before any handler (or the 404 fallback) runs.
         .layer(from_fn_with_state(state.access.clone(), crate::auth::require))
         .layer(from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
