@@ -143,7 +143,10 @@ fn every_sql_file_has_its_streaming_service_and_every_service_its_file() {
 
 /// Runs `docker-compose` with `args` in the repository root.
 fn docker_compose(root: &Path, args: &[&str]) -> Output {
-    match Command::new("docker-compose").args(args).current_dir(root).output() {
+    // The app file requires the dashboard's password (it has no default).
+    let command =
+        Command::new("docker-compose").args(args).current_dir(root).env("DASHBOARD_PASSWORD", "compose-check").output();
+    match command {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "docker-compose is not installed; it validates the compose files offline, without a Docker \

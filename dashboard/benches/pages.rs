@@ -1,7 +1,8 @@
 //! `cargo bench -p dashboard`: requests per second and latency percentiles of the
 //! pipeline page (and its chart and rows API) with `BENCH_ROWS` (default 100,000)
 //! result rows in an SQLite store, under `BENCH_CONNECTIONS` (default 8) concurrent
-//! clients for `BENCH_SECONDS` (default 10) per route, all on this machine.
+//! clients for `BENCH_SECONDS` (default 10) per route, all on this machine. Every
+//! request logs in with basic auth and is counted in the metrics, as in compose.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use store::{ColumnType, PipelineStatus, ResultColumn, ResultDelta, ResultRow, St
 
 const T0: i64 = 1_767_225_600_000_000;
 const MINUTE: i64 = 60_000_000;
+const PASSWORD: &str = "bench-password";
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -71,7 +73,16 @@ fn main() {
         fill(store.as_ref(), rows).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = dashboard::AppState { store, refresh_seconds: 3.0, alerts: Default::default() };
+        let metrics = Arc::new(dashboard::metrics::Metrics::new());
+        let password = dashboard::auth::Secret::new(PASSWORD, "bench").unwrap();
+        let credentials = dashboard::auth::Credentials::new("admin", Some(password), None).unwrap().unwrap();
+        let state = dashboard::AppState {
+            store: Arc::new(dashboard::metrics::MeteredStore::new(store, metrics.clone())),
+            refresh_seconds: 3.0,
+            alerts: Default::default(),
+            access: Arc::new(dashboard::auth::Access::Protected(credentials)),
+            metrics,
+        };
         tokio::spawn(dashboard::run(listener, state, std::future::pending()));
         let client = reqwest::Client::new();
 
@@ -95,7 +106,7 @@ fn main() {
                         let mut latencies = Vec::new();
                         while Instant::now() < deadline {
                             let t = Instant::now();
-                            let response = client.get(&url).send().await.unwrap();
+                            let response = client.get(&url).basic_auth("admin", Some(PASSWORD)).send().await.unwrap();
                             assert!(response.status().is_success(), "{url}: {}", response.status());
                             response.bytes().await.unwrap();
                             latencies.push(t.elapsed());

@@ -13,13 +13,21 @@
 //!   targets and their summary;
 //! * `alerts/`: threshold alert rules (`rules.rs`), their state machine (`engine.rs`),
 //!   the webhook (`webhook.rs`), evaluated on an interval beside the server;
+//! * `auth.rs`: who may see it ([`auth::Access`]: basic auth and/or a bearer token,
+//!   required unless it listens on loopback only), checked before every route but
+//!   `/healthz`;
+//! * `metrics/`: its own Prometheus metrics at `/metrics` (requests, store reads,
+//!   alert evaluations, webhook), and the store wrapper that measures every read;
 //! * `assets/`: the page script (live refresh, charts as SVG) and style, served by
 //!   the dashboard itself: nothing is fetched from the internet.
 
 pub mod alerts;
+pub mod auth;
+pub mod metrics;
 mod web;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use store::Store;
@@ -32,6 +40,12 @@ pub struct AppState {
     pub refresh_seconds: f64,
     /// The alert rules and their instances' current states (see [`alerts`]).
     pub alerts: Arc<alerts::AlertsView>,
+    /// Who may see it: [`auth::Access::Open`], or the credentials every route but
+    /// `/healthz` requires.
+    pub access: Arc<auth::Access>,
+    /// What `/metrics` serves. Store reads are measured when `store` is a
+    /// [`metrics::MeteredStore`] of the same metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The routes of the dashboard.
@@ -45,5 +59,7 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // With the client's address, for the log of refused requests.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

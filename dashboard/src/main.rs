@@ -1,9 +1,12 @@
 //! `dashboard --store <uri> [--listen ADDR]`: the web dashboard (see the library's docs).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
 use dashboard::AppState;
+use dashboard::auth::{Access, Credentials, Secret};
 
 /// Serves the dashboard: pipeline status, live results and charts from the store.
 #[derive(Debug, Parser)]
@@ -15,9 +18,25 @@ struct Args {
     /// The MongoDB database, if the store URI does not name one.
     #[arg(long, env = "DASHBOARD_DATABASE")]
     database: Option<String>,
-    /// Address to listen on (`0.0.0.0:8501` to be reachable from other machines).
+    /// Address to listen on (`0.0.0.0:8501` to be reachable from other machines: then a
+    /// password or token is required, or --allow-unauthenticated).
     #[arg(long, env = "DASHBOARD_LISTEN", default_value = "127.0.0.1:8501")]
     listen: String,
+    /// The user name of HTTP basic auth (with the password).
+    #[arg(long, env = "DASHBOARD_AUTH_USER", default_value = "admin")]
+    auth_user: String,
+    /// A file holding the password of HTTP basic auth (a trailing newline is ignored).
+    /// Or the password itself in env DASHBOARD_PASSWORD (no flag takes it: other local
+    /// users can read command lines).
+    #[arg(long, env = "DASHBOARD_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// A file holding a token accepted as `Authorization: Bearer <token>` (API clients,
+    /// Prometheus). Or the token itself in env DASHBOARD_TOKEN.
+    #[arg(long, env = "DASHBOARD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve without credentials on an address reachable from other machines.
+    #[arg(long, env = "DASHBOARD_ALLOW_UNAUTHENTICATED", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_unauthenticated: bool,
     /// Seconds between the pages' live refreshes.
     #[arg(long, env = "DASHBOARD_REFRESH_SECONDS", default_value_t = 3.0)]
     refresh_seconds: f64,
@@ -32,13 +51,58 @@ struct Args {
     webhook: Option<String>,
 }
 
+/// A secret from the environment variable `var` or from `file`, not both. An empty
+/// variable counts as unset (compose passes unset variables as empty ones).
+fn secret(var: &str, file: Option<&PathBuf>, flag: &str) -> anyhow::Result<Option<Secret>> {
+    let from_env = std::env::var_os(var).filter(|v| !v.is_empty());
+    match (from_env, file) {
+        (Some(_), Some(_)) => anyhow::bail!("both {var} and {flag} are set: use one"),
+        (Some(value), None) => Ok(Some(Secret::new(value.into_encoded_bytes(), var)?)),
+        (None, Some(path)) => Ok(Some(Secret::from_file(path)?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Who may see the dashboard on `listen` (see `dashboard::auth`), logged without secrets.
+async fn access(args: &Args) -> anyhow::Result<Access> {
+    let password = secret("DASHBOARD_PASSWORD", args.password_file.as_ref(), "--password-file")?;
+    let token = secret("DASHBOARD_TOKEN", args.token_file.as_ref(), "--token-file")?;
+    let credentials = Credentials::new(&args.auth_user, password, token)?;
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.listen)
+        .await
+        .with_context(|| format!("--listen {}: not an address to listen on", args.listen))?
+        .collect();
+    let access = Access::decide(credentials, &args.listen, &addresses, args.allow_unauthenticated)?;
+    match &access {
+        Access::Protected(c) => tracing::info!(
+            basic_auth_user = c.has_password().then_some(c.user()),
+            bearer_token = c.has_token(),
+            "credentials required on every route but /healthz"
+        ),
+        Access::Open if dashboard::auth::is_loopback(&addresses) => {
+            tracing::info!("no credentials: listening on loopback, only this machine can connect")
+        }
+        Access::Open => tracing::warn!(
+            listen = %args.listen,
+            "--allow-unauthenticated: every result and the SQL of every pipeline are served to anyone who can reach \
+             this address"
+        ),
+    }
+    Ok(access)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in log files or `docker logs`.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    // Before the store, which may be waited for: a dashboard that would serve openly
+    // where it must not stops at once.
+    let access = Arc::new(access(&args).await?);
     let rules = match &args.alerts {
         Some(path) => dashboard::alerts::rules::load(path)?,
         None => Vec::new(),
@@ -58,15 +122,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("listen on {}: {e}", args.listen))?;
     tracing::info!(store = %store.uri(), url = %format!("http://{}", listener.local_addr()?), "dashboard listening");
-    let store: Arc<dyn store::Store> = Arc::from(store);
+    let metrics = Arc::new(dashboard::metrics::Metrics::new());
+    let store: Arc<dyn store::Store> =
+        Arc::new(dashboard::metrics::MeteredStore::new(Arc::from(store), metrics.clone()));
     let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
     if !rules.is_empty() {
         let engine = dashboard::alerts::Engine::new(rules);
         let webhook = args.webhook.clone().map(dashboard::alerts::webhook::Webhook::new);
         let interval = std::time::Duration::from_secs_f64(args.alerts_interval_seconds.max(0.1));
-        tokio::spawn(dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), interval));
+        tokio::spawn(dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), metrics.clone(), interval));
     }
-    let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts };
+    let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts, access, metrics };
     // Ctrl-C, or SIGTERM from `docker stop`: finish the requests in flight, then exit.
     let shutdown = async {
         let mut terminate =

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use dashboard::alerts::{AlertsView, Engine, evaluate_once, rules, webhook::Webhook};
+use dashboard::metrics::Metrics;
 use store::{ColumnType, PipelineStatus, ResultColumn, ResultDelta, ResultRow, Store, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -53,20 +54,20 @@ fn the_pending_period_is_honoured_then_it_fires_and_resolves() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let store = sqlite(&dir).await;
-        let (store, view) = (store.as_ref(), AlertsView::default());
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         let mut engine = Engine::new(rule("pending_seconds = 60\nseverity = \"critical\""));
         set_items(store, &[(1, 5)]).await;
-        evaluate_once(&mut engine, store, None, &view, T0).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0).await;
         assert_eq!(states(&engine), [("".to_string(), "normal")]);
         set_items(store, &[(1, 20)]).await;
-        evaluate_once(&mut engine, store, None, &view, T0 + SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + SECOND).await;
         assert_eq!(states(&engine)[0].1, "pending");
-        evaluate_once(&mut engine, store, None, &view, T0 + 60 * SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + 60 * SECOND).await;
         assert_eq!(states(&engine)[0].1, "pending", "59 s of the 60 s pending period");
-        evaluate_once(&mut engine, store, None, &view, T0 + 61 * SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + 61 * SECOND).await;
         assert_eq!(states(&engine)[0].1, "firing");
         set_items(store, &[(1, 3)]).await;
-        evaluate_once(&mut engine, store, None, &view, T0 + 70 * SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + 70 * SECOND).await;
         assert_eq!(states(&engine)[0].1, "normal");
         // Every transition is stored, with the value that caused it (newest first).
         let history: Vec<(String, String, Option<f64>)> =
@@ -84,15 +85,15 @@ fn no_rows_is_nodata_and_a_rule_that_cannot_be_evaluated_is_error() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let store = sqlite(&dir).await;
-        let (store, view) = (store.as_ref(), AlertsView::default());
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         let mut engine = Engine::new(rule(""));
-        evaluate_once(&mut engine, store, None, &view, T0).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0).await;
         assert_eq!(states(&engine), [("".to_string(), "nodata")], "no such pipeline yet");
         set_items(store, &[]).await;
-        evaluate_once(&mut engine, store, None, &view, T0 + SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + SECOND).await;
         assert_eq!(states(&engine)[0].1, "nodata", "an empty result");
         set_items(store, &[(1, 50)]).await;
-        evaluate_once(&mut engine, store, None, &view, T0 + 2 * SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + 2 * SECOND).await;
         assert_eq!(states(&engine)[0].1, "firing", "no pending period: fires at once");
 
         let mut broken = Engine::new(
@@ -102,7 +103,7 @@ fn no_rows_is_nodata_and_a_rule_that_cannot_be_evaluated_is_error() {
             )
             .unwrap(),
         );
-        evaluate_once(&mut broken, store, None, &view, T0).await;
+        evaluate_once(&mut broken, store, None, &view, &metrics, T0).await;
         let instance = &broken.instances()[0];
         assert_eq!(instance.state.as_str(), "error");
         assert!(instance.message.as_deref().unwrap().contains("no column `nope`"), "{:?}", instance.message);
@@ -114,23 +115,23 @@ fn per_group_rules_have_one_instance_per_key() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let store = sqlite(&dir).await;
-        let (store, view) = (store.as_ref(), AlertsView::default());
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         let mut engine = Engine::new(rule("per_group = true"));
         set_items(store, &[(1, 5), (2, 20), (3, 30)]).await;
-        evaluate_once(&mut engine, store, None, &view, T0).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0).await;
         let expected: Vec<(String, &str)> =
             vec![("item_id=1".into(), "normal"), ("item_id=2".into(), "firing"), ("item_id=3".into(), "firing")];
         assert_eq!(states(&engine), expected);
         assert_eq!(engine.instances()[2].labels, BTreeMap::from([("item_id".to_string(), "3".to_string())]));
         // Item 3 leaves the result: its instance has no data; item 2 resolves.
         set_items(store, &[(1, 5), (2, 1)]).await;
-        evaluate_once(&mut engine, store, None, &view, T0 + SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + SECOND).await;
         let expected: Vec<(String, &str)> =
             vec![("item_id=1".into(), "normal"), ("item_id=2".into(), "normal"), ("item_id=3".into(), "nodata")];
         assert_eq!(states(&engine), expected);
         // With a filter, only the matching group counts.
         let mut filtered = Engine::new(rule("filter = { item_id = 2 }"));
-        evaluate_once(&mut filtered, store, None, &view, T0).await;
+        evaluate_once(&mut filtered, store, None, &view, &metrics, T0).await;
         assert_eq!(filtered.instances()[0].value, Some(1.0));
     });
 }
@@ -162,7 +163,7 @@ fn windowed_results_are_judged_on_their_latest_window() {
             .await
             .unwrap();
         let mut engine = Engine::new(rule(""));
-        evaluate_once(&mut engine, store.as_ref(), None, &AlertsView::default(), T0).await;
+        evaluate_once(&mut engine, store.as_ref(), None, &AlertsView::default(), &Metrics::new(), T0).await;
         assert_eq!((engine.instances()[0].state.as_str(), engine.instances()[0].value), ("normal", Some(4.0)));
     });
 }
@@ -205,12 +206,12 @@ fn the_webhook_receives_firing_and_resolved_with_labels_values_and_times() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let store = sqlite(&dir).await;
-        let (store, view) = (store.as_ref(), AlertsView::default());
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         let (url, mut received) = receiver().await;
         let webhook = Webhook::new(url);
         let mut engine = Engine::new(rule("per_group = true\nseverity = \"critical\""));
         set_items(store, &[(7, 42)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, T0).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0).await;
         let firing = received.recv().await.unwrap();
         assert_eq!(firing["status"], "firing");
         let alert = &firing["alerts"][0];
@@ -223,7 +224,7 @@ fn the_webhook_receives_firing_and_resolved_with_labels_values_and_times() {
         assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
 
         set_items(store, &[(7, 1)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, T0 + 90 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 90 * SECOND).await;
         let resolved = received.recv().await.unwrap();
         assert_eq!(resolved["status"], "resolved");
         assert_eq!(resolved["alerts"][0]["startsAt"], "2026-01-01T00:00:00.000000Z");

@@ -1,14 +1,17 @@
 //! The pages in a real headless browser (Debian's `chromium`, driven over the
 //! DevTools protocol): they render with non-empty charts, an alert that starts firing
 //! appears on the open overview without a reload, Qlik targets appear and change on
-//! the open pages without a reload, and markup from the data never runs. Screenshots
-//! go to `target/test-artifacts/dashboard/`.
+//! the open pages without a reload, and markup from the data never runs; behind
+//! credentials, the browser's login prompt comes up, a cancelled one shows a 401 and no
+//! data, and once logged in the pages render and refresh live. Screenshots go to
+//! `target/test-artifacts/dashboard/`.
 
 mod support;
 
 use std::sync::Arc;
 
 use dashboard::alerts::{AlertsView, Engine, evaluate_once, rules};
+use dashboard::metrics::Metrics;
 use store::{
     ColumnType, PipelineStatus, QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value,
 };
@@ -89,7 +92,7 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         let rules = rules::parse(text, "alerts.toml").unwrap();
         let alerts = Arc::new(AlertsView { rules: rules.clone(), ..Default::default() });
         let mut engine = Engine::new(rules);
-        evaluate_once(&mut engine, store.as_ref(), None, &alerts, T0).await;
+        evaluate_once(&mut engine, store.as_ref(), None, &alerts, &Metrics::new(), T0).await;
         let (url, _stop) = serve(state(store.clone(), alerts.clone())).await;
         let mut browser = Browser::start().await;
 
@@ -99,7 +102,7 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.eval("window.__marker = 'no reload'").await;
         // The latest window crosses the threshold; the evaluation fires the rule.
         write(store.as_ref(), 80).await;
-        evaluate_once(&mut engine, store.as_ref(), None, &alerts, T0 + MINUTE).await;
+        evaluate_once(&mut engine, store.as_ref(), None, &alerts, &Metrics::new(), T0 + MINUTE).await;
         browser.wait_for("!document.getElementById('firing').hidden && document.getElementById('firing-list').textContent.includes('busy')").await;
         assert_eq!(browser.eval("window.__marker").await, "no reload", "the alert appeared without a reload");
         browser.screenshot("overview-firing").await;
@@ -156,5 +159,72 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.goto(&format!("{url}/alerts")).await;
         assert_eq!(browser.eval("document.body.innerText.includes('normal → firing')").await, true);
         browser.screenshot("alerts").await;
+    });
+}
+
+#[test]
+fn behind_credentials_the_browser_prompts_shows_nothing_without_them_and_refreshes_with_them() {
+    const USER: &str = "admin";
+    const PASSWORD: &str = "p@ss: word";
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
+        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
+        write(store.as_ref(), 5).await;
+        let password = dashboard::auth::Secret::new(PASSWORD, "test").unwrap();
+        let credentials = dashboard::auth::Credentials::new(USER, Some(password), None).unwrap().unwrap();
+        let state = dashboard::AppState {
+            access: Arc::new(dashboard::auth::Access::Protected(credentials)),
+            ..state(store.clone(), Arc::new(AlertsView::default()))
+        };
+        let (url, _stop) = serve(state).await;
+        let mut browser = Browser::start().await;
+
+        // The browser's own prompt comes up (a basic-auth challenge of realm
+        // "dashboard"); cancelled, the page is the 401 and shows no data.
+        browser.answer_auth(None).await;
+        browser.goto(&format!("{url}/pipelines/per_window")).await;
+        let challenge = browser.auth_challenges.first().cloned().expect("the browser asked for a login");
+        assert_eq!((challenge["scheme"].as_str(), challenge["realm"].as_str()), (Some("basic"), Some("dashboard")));
+        assert_eq!(browser.eval("performance.getEntriesByType('navigation')[0].responseStatus").await, 401);
+        let text = browser.eval("document.body.innerText").await;
+        assert!(text.as_str().unwrap().contains("401 Unauthorized"), "{text}");
+        for data in ["per_window", "interaction_count", "click", "running"] {
+            assert!(!text.as_str().unwrap().contains(data), "{data} shown without credentials: {text}");
+        }
+        assert_eq!(browser.eval("document.querySelectorAll('table, svg, script').length").await, 0);
+        // Its API neither (a script of another page trying it gets the 401).
+        assert_eq!(browser.eval("fetch('/api/pipelines').then(r => r.status)").await, 401);
+        browser.screenshot("login-cancelled").await;
+
+        // Logged in: the pages render, their scripts and the API behind them answer.
+        browser.answer_auth(Some((USER, PASSWORD))).await;
+        browser.goto(&format!("{url}/")).await;
+        assert!(!browser.auth_challenges.is_empty(), "the login was asked for and answered");
+        assert_eq!(browser.eval("performance.getEntriesByType('navigation')[0].responseStatus").await, 200);
+        let row = "document.querySelector('tr[data-pipeline=per_window] [data-field=events_in]')";
+        assert_eq!(browser.eval(&format!("{row}.textContent")).await, "100");
+        // Live refresh from the JSON API, no reload: the counter follows the store.
+        browser.eval("window.__marker = 'no reload'").await;
+        let status = PipelineStatus {
+            name: "per_window".into(),
+            state: "running".into(),
+            events_in: 4321,
+            ..Default::default()
+        };
+        store.write_status(&status).await.unwrap();
+        browser.wait_for(&format!("{row}.textContent === '4321'")).await;
+        assert_eq!(browser.eval("window.__marker").await, "no reload");
+        browser.screenshot("logged-in-overview").await;
+        browser.goto(&format!("{url}/pipelines/per_window")).await;
+        browser.wait_for("document.querySelectorAll('#chart svg rect').length > 0").await;
+        assert_eq!(browser.eval("document.querySelectorAll('#result tbody tr').length").await, 36);
+        assert_eq!(browser.eval("fetch('/api/pipelines').then(r => r.status)").await, 200);
+        browser.screenshot("logged-in-pipeline").await;
+        // One login for the whole visit: the browser sends it again by itself, with
+        // every fetch of the live refresh and on the next page.
+        assert_eq!(browser.auth_challenges.len(), 1, "{:?}", browser.auth_challenges);
     });
 }

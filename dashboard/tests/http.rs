@@ -170,9 +170,11 @@ fn check_every_route(store: Arc<dyn Store>) {
     .unwrap();
     let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
     let mut engine = dashboard::alerts::Engine::new(rules);
-    runtime.block_on(dashboard::alerts::evaluate_once(&mut engine, store.as_ref(), None, &alerts, T0));
+    let metrics = Arc::new(dashboard::metrics::Metrics::new());
+    runtime.block_on(dashboard::alerts::evaluate_once(&mut engine, store.as_ref(), None, &alerts, &metrics, T0));
     let state_store = store.clone();
-    let state = dashboard::AppState { store, refresh_seconds: 3.0, alerts };
+    let access = Arc::new(dashboard::auth::Access::Open);
+    let state = dashboard::AppState { store, refresh_seconds: 3.0, alerts, access, metrics };
     let server = runtime.spawn(dashboard::run(listener, state, async {
         let _ = stopped.await;
     }));

@@ -19,6 +19,9 @@ pub enum AlertState {
 }
 
 impl AlertState {
+    pub const ALL: [AlertState; 5] =
+        [AlertState::Normal, AlertState::Pending, AlertState::Firing, AlertState::NoData, AlertState::Error];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertState::Normal => "normal",

@@ -19,6 +19,8 @@ use std::sync::{Arc, RwLock};
 
 use store::Store;
 
+use crate::metrics::Metrics;
+
 /// What the pages show of the alerts: the rules and every instance's current state.
 #[derive(Default)]
 pub struct AlertsView {
@@ -33,16 +35,20 @@ impl AlertsView {
 }
 
 /// One evaluation at `now` (microseconds): every transition is stored in the store's
-/// alert collection, and sent to the webhook if it is to firing or a resolve.
+/// alert collection, and sent to the webhook if it is to firing or a resolve; `metrics`
+/// count the evaluation, its transitions and webhook requests, and the instances' states.
 pub async fn evaluate_once(
     engine: &mut Engine,
     store: &dyn Store,
     webhook: Option<&webhook::Webhook>,
     view: &AlertsView,
+    metrics: &Metrics,
     now: i64,
 ) {
+    let started = std::time::Instant::now();
     for (transition, instance) in engine.evaluate(store, now).await {
         tracing::info!(rule = %transition.rule, instance = %transition.instance, from = %transition.from, to = %transition.to, value = ?transition.value, "alert");
+        metrics.alert_transition(&transition.rule, &transition.to);
         if let Err(e) = store.record_alert(&transition).await {
             tracing::warn!(error = %e, "could not store an alert transition");
         }
@@ -50,25 +56,32 @@ pub async fn evaluate_once(
         if let Some(webhook) = webhook
             && (instance.state == AlertState::Firing || resolved)
         {
-            webhook.send(&webhook::payload(&instance, now)).await;
+            let sent = webhook.send(&webhook::payload(&instance, now)).await;
+            if let Err(e) = &sent {
+                tracing::warn!(error = %e, rule = %transition.rule, "alert webhook failed");
+            }
+            metrics.webhook_request(sent.is_ok());
         }
     }
+    let instances = engine.instances();
+    metrics.alert_evaluation(started.elapsed().as_secs_f64(), &instances);
     if let Ok(mut shown) = view.instances.write() {
-        *shown = engine.instances();
+        *shown = instances;
     }
 }
 
-/// Evaluates the rules every `interval` until `shutdown` is set.
+/// Evaluates the rules every `interval`, for ever (the task is dropped at shutdown).
 pub async fn run(
     mut engine: Engine,
     store: Arc<dyn Store>,
     webhook: Option<webhook::Webhook>,
     view: Arc<AlertsView>,
+    metrics: Arc<Metrics>,
     interval: std::time::Duration,
 ) {
     loop {
         let now = chrono::Utc::now().timestamp_micros();
-        evaluate_once(&mut engine, store.as_ref(), webhook.as_ref(), &view, now).await;
+        evaluate_once(&mut engine, store.as_ref(), webhook.as_ref(), &view, &metrics, now).await;
         tokio::time::sleep(interval).await;
     }
 }

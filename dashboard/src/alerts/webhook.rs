@@ -9,6 +9,15 @@ use store::iso_micros;
 
 use super::{AlertState, Instance};
 
+/// Why a notification did not arrive (without the URL, which often carries a token).
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the webhook answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("the webhook request failed: {0}")]
+    Request(reqwest::Error),
+}
+
 pub struct Webhook {
     url: String,
     client: reqwest::Client,
@@ -58,12 +67,12 @@ impl Webhook {
         Webhook { url, client }
     }
 
-    /// Sends `payload`; failures are logged (without the URL) and not retried.
-    pub async fn send(&self, payload: &Value) {
+    /// Sends `payload`, once (no retry). The error never holds the URL.
+    pub async fn send(&self, payload: &Value) -> Result<(), WebhookError> {
         match self.client.post(&self.url).json(payload).send().await {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => tracing::warn!(status = %response.status(), "alert webhook answered with an error"),
-            Err(e) => tracing::warn!(error = %e.without_url(), "alert webhook failed"),
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(WebhookError::Status(response.status())),
+            Err(e) => Err(WebhookError::Request(e.without_url())),
         }
     }
 }

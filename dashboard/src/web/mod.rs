@@ -1,4 +1,5 @@
-//! Routes: pages (HTML), the JSON API, static assets.
+//! Routes: pages (HTML), the JSON API, static assets, `/metrics`; every one behind the
+//! credentials check (but `/healthz`) and counted in the metrics.
 
 mod api;
 mod assets;
@@ -6,6 +7,7 @@ mod pages;
 pub(crate) mod view;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 
 use crate::AppState;
@@ -25,6 +27,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/assets/app.js", get(assets::script))
         .route("/assets/app.css", get(assets::style))
+        .route("/metrics", get(crate::metrics::scrape))
+        // The layer added last runs first: the metrics see every answer, 401s included;
+        // the credentials are checked before any handler (or the 404 fallback) runs.
+        .layer(from_fn_with_state(state.access.clone(), crate::auth::require))
+        .layer(from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
 }
 

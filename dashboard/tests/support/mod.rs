@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -20,6 +21,12 @@ pub struct Browser {
     socket: Socket,
     session: String,
     next_id: u64,
+    /// After [`Browser::answer_auth`]: what to type into the login prompt (`None`: cancel it).
+    login: Option<(String, String)>,
+    /// Whether requests are intercepted (to answer login prompts).
+    intercepting: bool,
+    /// The login prompts the browser raised (DevTools `AuthChallenge`s).
+    pub auth_challenges: Vec<Value>,
 }
 
 impl Browser {
@@ -56,7 +63,16 @@ impl Browser {
         let mut lines = text.lines();
         let (port, path) = (lines.next().unwrap(), lines.next().unwrap());
         let (socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}")).await.unwrap();
-        let mut browser = Browser { child, _profile: profile, socket, session: String::new(), next_id: 0 };
+        let mut browser = Browser {
+            child,
+            _profile: profile,
+            socket,
+            session: String::new(),
+            next_id: 0,
+            login: None,
+            intercepting: false,
+            auth_challenges: Vec::new(),
+        };
         let target = browser.call("Target.createTarget", json!({"url": "about:blank"})).await;
         let attached =
             browser.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await;
@@ -67,14 +83,9 @@ impl Browser {
     }
 
     /// Sends a DevTools command (to the page once attached) and returns its result.
+    /// Events that arrive meanwhile are answered (see [`Browser::answer_auth`]).
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut message = json!({"id": id, "method": method, "params": params});
-        if !self.session.is_empty() {
-            message["sessionId"] = json!(self.session);
-        }
-        self.socket.send(Message::text(message.to_string())).await.unwrap();
+        let id = self.send(method, params).await;
         loop {
             let Some(Ok(Message::Text(text))) = self.socket.next().await else { continue };
             let reply: Value = serde_json::from_str(&text).unwrap();
@@ -82,6 +93,52 @@ impl Browser {
                 assert!(reply.get("error").is_none(), "{method}: {reply}");
                 return reply["result"].clone();
             }
+            self.on_event(&reply).await;
+        }
+    }
+
+    /// Sends a DevTools command without waiting for its result; returns its id.
+    async fn send(&mut self, method: &str, params: Value) -> u64 {
+        self.next_id += 1;
+        let mut message = json!({"id": self.next_id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            message["sessionId"] = json!(self.session);
+        }
+        self.socket.send(Message::text(message.to_string())).await.unwrap();
+        self.next_id
+    }
+
+    /// From now on, answers the browser's login prompt (HTTP auth) with `login`, or
+    /// cancels it with `None`, as a person would. Every request of the page is then
+    /// paused by DevTools until continued: they are continued while a command runs
+    /// (`wait_for` runs one every 100 ms).
+    pub async fn answer_auth(&mut self, login: Option<(&str, &str)>) {
+        if !self.intercepting {
+            self.call("Fetch.enable", json!({"handleAuthRequests": true, "patterns": [{"urlPattern": "*"}]})).await;
+            self.intercepting = true;
+        }
+        self.login = login.map(|(user, password)| (user.to_string(), password.to_string()));
+        self.auth_challenges.clear();
+    }
+
+    async fn on_event(&mut self, event: &Value) {
+        let request_id = event["params"]["requestId"].clone();
+        match event["method"].as_str() {
+            Some("Fetch.requestPaused") => {
+                self.send("Fetch.continueRequest", json!({"requestId": request_id})).await;
+            }
+            Some("Fetch.authRequired") => {
+                self.auth_challenges.push(event["params"]["authChallenge"].clone());
+                let answer = match &self.login {
+                    Some((user, password)) => {
+                        json!({"response": "ProvideCredentials", "username": user, "password": password})
+                    }
+                    None => json!({"response": "CancelAuth"}),
+                };
+                self.send("Fetch.continueWithAuth", json!({"requestId": request_id, "authChallengeResponse": answer}))
+                    .await;
+            }
+            _ => {}
         }
     }
 
@@ -112,7 +169,7 @@ impl Browser {
     /// Saves a PNG of the page under `target/test-artifacts/dashboard/<name>.png`.
     pub async fn screenshot(&mut self, name: &str) -> PathBuf {
         let shot = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
-        let png = base64_decode(shot["data"].as_str().unwrap());
+        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
@@ -128,25 +185,6 @@ impl Drop for Browser {
     }
 }
 
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).map(value).collect();
-    bytes
-        .chunks(4)
-        .flat_map(|chunk| {
-            let n = chunk.iter().enumerate().fold(0u32, |n, (i, &v)| n | (u32::from(v) << (18 - 6 * i)));
-            let out = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            out.into_iter().take(chunk.len().saturating_sub(1))
-        })
-        .collect()
-}
-
 /// A dashboard on a free port of this process's runtime, until the returned sender is dropped.
 pub async fn serve(state: dashboard::AppState) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,13 +196,10 @@ pub async fn serve(state: dashboard::AppState) -> (String, tokio::sync::oneshot:
     (url, stop)
 }
 
+/// A dashboard's state: open (no credentials), its store reads measured.
 pub fn state(store: Arc<dyn store::Store>, alerts: Arc<dashboard::alerts::AlertsView>) -> dashboard::AppState {
-    dashboard::AppState { store, refresh_seconds: 0.5, alerts }
-}
-
-#[test]
-fn base64_decodes_like_the_standard() {
-    assert_eq!(base64_decode("aGVsbG8="), b"hello");
-    assert_eq!(base64_decode("aGVsbG8h"), b"hello!");
-    assert_eq!(base64_decode("aGk="), b"hi");
+    let metrics = Arc::new(dashboard::metrics::Metrics::new());
+    let store = Arc::new(dashboard::metrics::MeteredStore::new(store, metrics.clone()));
+    let access = Arc::new(dashboard::auth::Access::Open);
+    dashboard::AppState { store, refresh_seconds: 0.5, alerts, access, metrics }
 }
