@@ -416,3 +416,46 @@ fn a_log_reset_under_a_checkpoint_is_recognised_and_the_pipeline_starts_over() {
     let error = status.last_error.unwrap_or_default();
     assert!(error.contains("no longer holds the checkpoint's position") && error.contains("starting over"), "{error}");
 }
+
+/// Tansu's high watermarks count record batches, not records (see above), so a
+/// checkpoint's offsets lie beyond them although the log holds every record: a
+/// restart must resume (the broker still serves the records), not take the log for
+/// a reset one and start over.
+#[test]
+fn tansu_a_restart_resumes_although_its_high_watermarks_lie_below_the_checkpoint() {
+    let broker = KafkaBroker::start(BrokerKind::Tansu);
+    let log = tempfile::tempdir().unwrap();
+    generate_log(log.path(), 6_000, 2_000, 23);
+    let files = files_of(log.path());
+    let sql = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_root().join("sql/user_interactions_5m.sql"), sql.path().join("user_interactions_5m.sql"))
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let sqlite = work.path().join("results.sqlite");
+    let options = kafka_options(&broker, "events", work.path(), false);
+    let mut sent = 0;
+    let mut run_until_consumed = |sent: usize| {
+        let (shutdown, handle) = run_live(sql.path(), options.clone());
+        wait_until("every event consumed", || {
+            status_of(&sqlite, "user_interactions_5m")
+                .is_some_and(|s| s.events_in == sent as u64 && s.state == "caught_up")
+        });
+        shutdown.trigger();
+        assert!(handle.join().unwrap().failed.is_empty());
+    };
+    for part in [&files[..1], &files[1..2], &files[2..]] {
+        sent += publish_files(&broker, "events", part, None) as usize;
+        run_until_consumed(sent);
+    }
+    let high_watermarks = broker.message_count("events");
+    assert!(high_watermarks < sent, "tansu's high watermarks ({high_watermarks}) lag behind the {sent} records");
+    // A restart with nothing new: the checkpoint lies beyond the high watermarks.
+    run_until_consumed(sent);
+    let status = status_of(&sqlite, "user_interactions_5m").unwrap();
+    assert!(status.last_error.is_none(), "{:?}", status.last_error);
+    assert_table_is_oracle(
+        &sql.path().join("user_interactions_5m.sql"),
+        &topic_records(&broker, "events", sent),
+        &sqlite,
+    );
+}

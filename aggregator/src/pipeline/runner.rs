@@ -411,7 +411,12 @@ impl Pipeline {
         // created again, the broker's volume reset) is another log: the state counts
         // events it does not hold, and reading on would skip or double them.
         let furthest = self.rerun.back().map_or(&self.offset, |b| &b.end).clone();
-        if !source.holds(&furthest) {
+        let (name, report) = (self.def.name.clone(), &mut self.status_report());
+        let holds = with_retry_reporting(&name, RetryTarget::source, available_now, &shutdown, report, async |_| {
+            source.holds(&furthest)
+        })
+        .await?;
+        if !holds {
             let message = format!(
                 "the source {} no longer holds the checkpoint's position {furthest:?} (ends at {:?}): it was reset or recreated; starting over from its beginning",
                 self.options.source_uri,

@@ -175,8 +175,8 @@ impl Source for FileLog {
     }
 
     /// Files may be deleted once read (retention), so their absence says nothing.
-    fn holds(&self, _offset: &SourceOffset) -> bool {
-        true
+    fn holds(&self, _offset: &SourceOffset) -> Result<bool> {
+        Ok(true)
     }
 
     fn progress(&self, until: &SourceOffset) -> f64 {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use kafka_conf::KafkaUri;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -64,6 +65,8 @@ struct PartitionState {
 
 pub struct KafkaSource {
     uri: KafkaUri,
+    /// `--consumer-conf`, for the probe of [`KafkaSource::serves`].
+    consumer_conf: Vec<(String, String)>,
     consumer: BaseConsumer,
     partitions: BTreeMap<i32, PartitionState>,
     /// High watermarks when the source was opened.
@@ -131,6 +134,7 @@ impl KafkaSource {
         tracing::info!(source = %uri, partitions = count, "assigned");
         Ok(KafkaSource {
             uri,
+            consumer_conf: options.consumer_conf.clone(),
             consumer,
             partitions,
             end_at_open,
@@ -210,6 +214,40 @@ impl KafkaSource {
             }
         }
         batch
+    }
+
+    /// Whether partition `p` still serves the record at `offset`. Asked only when the
+    /// partition's high watermark is below a position the pipeline reached: a log that
+    /// was reset answers "out of range"; a broker whose high watermark counts record
+    /// batches rather than records (tansu does) serves the record.
+    fn serves(&self, p: i32, offset: i64) -> Result<bool> {
+        const PROBE: &[(&str, &str)] = &[
+            ("group.id", "sql-aggregator-probe"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            // Out of range is the answer we look for, not a reason to jump elsewhere.
+            ("auto.offset.reset", "error"),
+            ("enable.partition.eof", "true"),
+        ];
+        let probe: BaseConsumer = kafka_conf::client_config(&self.uri, PROBE, &self.consumer_conf)
+            .create()
+            .map_err(|e| Error::user(format!("source {}: {e}", self.uri)))?;
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset(&self.uri.topic, p, Offset::Offset(offset))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        probe.assign(&at).map_err(|e| external(&self.uri, e))?;
+        let deadline = Instant::now() + kafka_conf::METADATA_TIMEOUT;
+        while Instant::now() < deadline {
+            match probe.poll(FIRST_POLL) {
+                Some(Ok(message)) if message.partition() == p => return Ok(message.offset() >= offset),
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(false),
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                ))) => return Ok(false),
+                _ => {}
+            }
+        }
+        Err(external(&self.uri, format!("partition {p}: no answer whether offset {offset} still exists")))
     }
 
     fn nothing_read(&self) -> Result<Option<RawBatch>> {
@@ -296,9 +334,18 @@ impl Source for KafkaSource {
         }
     }
 
-    fn holds(&self, offset: &SourceOffset) -> bool {
-        let SourceOffset::Kafka { next } = offset else { return true };
-        next.iter().all(|(p, at)| self.end_at_open.get(p).is_some_and(|end| at <= end))
+    fn holds(&self, offset: &SourceOffset) -> Result<bool> {
+        let SourceOffset::Kafka { next } = offset else { return Ok(true) };
+        for (p, at) in next {
+            match self.end_at_open.get(p) {
+                None => return Ok(false),
+                Some(end) if at > end && !self.serves(*p, at - 1)? => {
+                    return Ok(false);
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(true)
     }
 
     fn progress(&self, until: &SourceOffset) -> f64 {

@@ -128,7 +128,7 @@ pub trait Source: Send {
     /// Whether the log still reaches `offset` (a checkpoint's, or a logged batch's
     /// end). Not when it was reset or recreated since: a partition gone, or an offset
     /// beyond the partition's end.
-    fn holds(&self, offset: &SourceOffset) -> bool;
+    fn holds(&self, offset: &SourceOffset) -> Result<bool>;
     /// How far along the way to `until` the source is, 0.0 ..= 1.0.
     fn progress(&self, until: &SourceOffset) -> f64;
     /// Records (or files) known to be waiting, per partition, if the source can tell cheaply.
