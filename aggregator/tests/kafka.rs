@@ -434,7 +434,7 @@ fn tansu_a_restart_resumes_although_its_high_watermarks_lie_below_the_checkpoint
     let sqlite = work.path().join("results.sqlite");
     let options = kafka_options(&broker, "events", work.path(), false);
     let mut sent = 0;
-    let mut run_until_consumed = |sent: usize| {
+    let run_until_consumed = |sent: usize| {
         let (shutdown, handle) = run_live(sql.path(), options.clone());
         wait_until("every event consumed", || {
             status_of(&sqlite, "user_interactions_5m")

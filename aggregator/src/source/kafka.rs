@@ -45,7 +45,7 @@ const FIRST_POLL: Duration = Duration::from_millis(100);
 const READ_UNTIL_BUDGET: Duration = Duration::from_secs(1);
 
 /// Where a partition stands.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct PartitionState {
     /// `topic/partition`, shown in bad and late records.
     name: String,
@@ -57,8 +57,8 @@ struct PartitionState {
     next: i64,
     /// The offset after the last record polled (`next` plus what waits in `buffered`).
     polled: i64,
-    /// Records polled but not handed out yet: (offset, payload), in offset order.
-    buffered: VecDeque<(i64, Vec<u8>)>,
+    /// Records polled but not handed out yet.
+    buffered: Buffer,
     /// When the partition last had something to read.
     last_busy: Instant,
 }
@@ -78,10 +78,56 @@ pub struct KafkaSource {
     /// its errors for the poll, in order with the records.) A slow broker is not a
     /// down one: a watermark request that times out does not count.
     unreachable: Option<String>,
+    /// Records polled and not handed out yet, over all partitions.
+    buffered: usize,
     /// Whether the last micro-batch emptied librdkafka's local queue. While records
     /// stream in, the watermark requests wait (they would queue behind large fetch
     /// responses on the same connection and time out).
     drained: bool,
+}
+
+/// Records polled but not handed out yet, in offset order: their bytes back to back, so
+/// that buffering costs a copy, not an allocation per record.
+#[derive(Debug, Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    /// (offset, start, end) of each record in `bytes`.
+    records: VecDeque<(i64, usize, usize)>,
+}
+
+impl Buffer {
+    fn push(&mut self, offset: i64, payload: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(payload);
+        self.records.push_back((offset, start, self.bytes.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn offsets(&self) -> impl Iterator<Item = i64> + '_ {
+        self.records.iter().map(|(offset, _, _)| *offset)
+    }
+
+    /// Moves the first `n` records into `batch`; returns the offset of the last one.
+    fn take_into(&mut self, n: usize, batch: &mut RawBatch, name: &str, partition: i32) -> Option<i64> {
+        let mut last = None;
+        for (offset, start, end) in self.records.drain(..n) {
+            batch.push_record(&self.bytes[start..end], name, partition, offset as u64);
+            last = Some(offset);
+        }
+        // Drop the bytes handed out: all of them, or move the rest to the front.
+        match self.records.front() {
+            None => self.bytes.clear(),
+            Some(&(_, first, _)) if first > 0 => {
+                self.bytes.drain(..first);
+                self.records.iter_mut().for_each(|(_, start, end)| (*start, *end) = (*start - first, *end - first));
+            }
+            Some(_) => {}
+        }
+        last
+    }
 }
 
 fn external(uri: &KafkaUri, what: impl std::fmt::Display) -> Error {
@@ -126,7 +172,7 @@ impl KafkaSource {
             let name = format!("{}/{p}", uri.topic);
             partitions.insert(
                 p,
-                PartitionState { name, low, high, next, polled: next, buffered: VecDeque::new(), last_busy: now },
+                PartitionState { name, low, high, next, polled: next, buffered: Buffer::default(), last_busy: now },
             );
         }
         consumer.assign(&assignment).map_err(|e| external(&uri, e))?;
@@ -141,6 +187,7 @@ impl KafkaSource {
             high_refreshed: now,
             idle_timeout: options.idle_timeout,
             unreachable: None,
+            buffered: 0,
             drained: true,
         })
     }
@@ -183,7 +230,8 @@ impl KafkaSource {
                 let Some(state) = self.partitions.get_mut(&message.partition()) else { return true };
                 // After a reconnect librdkafka may hand out a record again: keep one copy.
                 if message.offset() >= state.polled {
-                    state.buffered.push_back((message.offset(), message.payload().unwrap_or_default().to_vec()));
+                    state.buffered.push(message.offset(), message.payload().unwrap_or_default());
+                    self.buffered += 1;
                     state.polled = message.offset() + 1;
                 }
                 state.last_busy = Instant::now();
@@ -198,20 +246,16 @@ impl KafkaSource {
         }
     }
 
-    fn buffered(&self) -> usize {
-        self.partitions.values().map(|s| s.buffered.len()).sum()
-    }
-
     /// Hands out the first `count(partition)` buffered records of each partition, as
     /// one batch in partition order.
     fn take(&mut self, mut count: impl FnMut(i32, &PartitionState) -> usize) -> RawBatch {
         let mut batch = RawBatch::default();
         for (p, state) in &mut self.partitions {
             let n = count(*p, state);
-            for (offset, payload) in state.buffered.drain(..n) {
-                batch.push_record(&payload, &state.name, *p, offset as u64);
-                state.next = offset + 1;
+            if let Some(last) = state.buffered.take_into(n, &mut batch, &state.name, *p) {
+                state.next = last + 1;
             }
+            self.buffered -= n;
         }
         batch
     }
@@ -262,13 +306,13 @@ impl Source for KafkaSource {
     fn next_batch(&mut self, max_records: usize) -> Result<Option<RawBatch>> {
         self.refresh_high_watermarks();
         self.drained = false;
-        while self.buffered() < max_records {
-            let wait = if self.buffered() == 0 { FIRST_POLL } else { Duration::ZERO };
+        while self.buffered < max_records {
+            let wait = if self.buffered == 0 { FIRST_POLL } else { Duration::ZERO };
             if !self.poll_once(wait) && (self.drained || self.unreachable.is_some()) {
                 break;
             }
         }
-        if self.buffered() == 0 {
+        if self.buffered == 0 {
             return self.nothing_read();
         }
         // A fair share of the batch for every partition with records waiting.
@@ -309,7 +353,7 @@ impl Source for KafkaSource {
         }
         let mut batch = self.take(|p, state| {
             let at = end.get(&p).copied().unwrap_or(state.next);
-            state.buffered.iter().take_while(|(offset, _)| *offset < at).count()
+            state.buffered.offsets().take_while(|offset| *offset < at).count()
         });
         for (p, at) in end {
             if let Some(state) = self.partitions.get_mut(p) {
@@ -369,5 +413,30 @@ impl Source for KafkaSource {
             .iter()
             .map(|(p, s)| (*p, s.high <= s.next && s.last_busy.elapsed() >= self.idle_timeout))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_hands_out_records_in_order_whatever_was_taken_before() {
+        let mut buffer = Buffer::default();
+        for (offset, payload) in [(5, "a"), (6, "bb"), (8, "ccc"), (9, "")] {
+            buffer.push(offset, payload.as_bytes());
+        }
+        let mut batch = RawBatch::default();
+        assert_eq!(buffer.take_into(2, &mut batch, "t/0", 0), Some(6));
+        buffer.push(10, b"dddd");
+        assert_eq!(buffer.offsets().collect::<Vec<_>>(), [8, 9, 10]);
+        assert_eq!(buffer.take_into(3, &mut batch, "t/0", 0), Some(10));
+        assert_eq!(buffer.take_into(0, &mut batch, "t/0", 0), None);
+        assert_eq!(buffer.len(), 0);
+        assert!(buffer.bytes.is_empty(), "nothing kept once everything is handed out");
+        let records: Vec<&[u8]> = batch.records();
+        assert_eq!(records, [&b"a"[..], b"bb", b"ccc", b"", b"dddd"]);
+        let locations: Vec<String> = (0..batch.len()).map(|i| batch.location(i)).collect();
+        assert_eq!(locations, ["t/0@5", "t/0@6", "t/0@8", "t/0@9", "t/0@10"]);
     }
 }
