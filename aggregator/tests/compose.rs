@@ -208,7 +208,7 @@ fn published_ports_listen_on_loopback_unless_bind_address_says_otherwise() {
     let published: BTreeSet<(&str, &str)> = config
         .services
         .values()
-        .flat_map(|service| service.ports.iter().map(|port| (service.name.as_str(), port.as_str())))
+        .flat_map(|service| service.ports.iter().map(move |port| (service.name.as_str(), port.as_str())))
         .collect();
     let expected = BTreeSet::from([
         ("kafka", "127.0.0.1:9094:9094/tcp"),
