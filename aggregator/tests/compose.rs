@@ -173,7 +173,11 @@ fn the_compose_files_validate_offline() {
         String::from_utf8_lossy(&output.stderr)
     );
     let listed: BTreeSet<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
-    assert_eq!(listed, sql_stems(&repo_root()), "docker-compose-streaming.yaml's services are not the stems of sql/*.sql");
+    assert_eq!(
+        listed,
+        sql_stems(&repo_root()),
+        "docker-compose-streaming.yaml's services are not the stems of sql/*.sql"
+    );
 }
 
 /// No default database password: without one, every file that uses it refuses, naming it.
@@ -259,7 +263,8 @@ fn every_aggregator_has_the_time_to_stop_cleanly() {
 fn the_checkpoints_volume_belongs_to_the_infra_file() {
     let infra = resolve(&["docker-compose-infra.yaml"]);
     let streaming = resolve(&["docker-compose-streaming.yaml"]);
-    let name = infra.volumes.get("checkpoints").cloned().flatten().expect("infra declares the checkpoints volume, named");
+    let name =
+        infra.volumes.get("checkpoints").cloned().flatten().expect("infra declares the checkpoints volume, named");
     assert_eq!(streaming.volumes.get("checkpoints").cloned().flatten().as_deref(), Some(name.as_str()));
     assert_eq!(streaming.external_volumes, ["checkpoints"], "the streaming file does not create it");
     for service in streaming.services.values() {

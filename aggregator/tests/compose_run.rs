@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compose_files::{ImageTarget, Service, TEST_VARIABLES, compose_seconds, dockerfile_target, docker_compose};
+use compose_files::{ImageTarget, Service, TEST_VARIABLES, compose_seconds, docker_compose, dockerfile_target};
 use testkit::{BrokerKind, KafkaBroker, MongoServer};
 
 /// How many events the generator is told to publish (`EVENTS`, the app file's variable).
@@ -106,7 +106,11 @@ fn free_port() -> u16 {
 /// Where `cargo test` put the workspace's binaries (the aggregator's directory).
 fn binary(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_aggregator")).with_file_name(name);
-    assert!(path.is_file(), "{} is not built: cargo build -p {name} (cargo test --workspace builds it)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is not built: cargo build -p {name} (cargo test --workspace builds it)",
+        path.display()
+    );
     path
 }
 
@@ -115,7 +119,8 @@ impl Container {
     fn prepare(service: &Service, network: &Network, volumes: &Path, work: &Path) -> Container {
         let target = service.build_target.as_deref().unwrap_or_else(|| panic!("{} builds no image", service.name));
         let image: ImageTarget = dockerfile_target(target);
-        let entrypoint = image.entrypoint.first().unwrap_or_else(|| panic!("Dockerfile target {target}: no ENTRYPOINT"));
+        let entrypoint =
+            image.entrypoint.first().unwrap_or_else(|| panic!("Dockerfile target {target}: no ENTRYPOINT"));
         let program = binary(Path::new(entrypoint).file_name().expect("a binary").to_str().expect("UTF-8"));
         let workdir = image.workdir.clone().unwrap_or_else(|| "/".into());
         let dir = work.join(&service.name);
@@ -445,8 +450,12 @@ fn the_compose_services_run_together() {
                 assert_eq!(status, 200, "{}: /metrics: {body}", container.service.name);
                 assert!(body.contains("# TYPE"), "{}: /metrics is not Prometheus text: {body}", container.service.name);
             }
-            (None, true) => panic!("{}: the aggregator has --metrics-listen, compose does not set it", container.service.name),
-            (_, false) => eprintln!("{}: this aggregator has no --metrics-listen; metrics not checked", container.service.name),
+            (None, true) => {
+                panic!("{}: the aggregator has --metrics-listen, compose does not set it", container.service.name)
+            }
+            (_, false) => {
+                eprintln!("{}: this aggregator has no --metrics-listen; metrics not checked", container.service.name)
+            }
         }
     }
 
@@ -462,7 +471,10 @@ fn the_compose_services_run_together() {
     }
     let checkpoints = volumes.join("checkpoints");
     for name in &names {
-        assert!(checkpoints.join(format!("{name}.checkpoint")).is_file(), "{name}: no checkpoint in the checkpoints volume");
+        assert!(
+            checkpoints.join(format!("{name}.checkpoint")).is_file(),
+            "{name}: no checkpoint in the checkpoints volume"
+        );
     }
     let status = dashboard_process.stop(dashboard_container.grace());
     assert!(status.success(), "the dashboard exited with {status}:\n{}", dashboard_process.log());

@@ -23,7 +23,10 @@ fn repo_root() -> PathBuf {
 fn bin_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_aggregator")).parent().expect("bin dir").to_path_buf();
     for name in ["generator", "dashboard"] {
-        assert!(dir.join(name).is_file(), "{name} is not built: cargo build -p {name} (cargo test --workspace builds it)");
+        assert!(
+            dir.join(name).is_file(),
+            "{name} is not built: cargo build -p {name} (cargo test --workspace builds it)"
+        );
     }
     dir
 }

@@ -118,7 +118,9 @@ impl Config {
             let environment = body
                 .get("environment")
                 .and_then(|e| e.as_mapping())
-                .map(|m| m.iter().map(|(k, v)| (scalar(k).unwrap_or_default(), scalar(v).unwrap_or_default())).collect())
+                .map(|m| {
+                    m.iter().map(|(k, v)| (scalar(k).unwrap_or_default(), scalar(v).unwrap_or_default())).collect()
+                })
                 .unwrap_or_default();
             let depends_on = match body.get("depends_on") {
                 Some(serde_yaml::Value::Mapping(m)) => m
@@ -179,7 +181,8 @@ pub fn compose_seconds(text: &str) -> f64 {
             number.push(c);
             continue;
         }
-        let unit: String = std::iter::once(c).chain(std::iter::from_fn(|| chars.next_if(|c| c.is_alphabetic()))).collect();
+        let unit: String =
+            std::iter::once(c).chain(std::iter::from_fn(|| chars.next_if(|c| c.is_alphabetic()))).collect();
         let value: f64 = number.parse().unwrap_or_else(|_| panic!("duration {text:?}"));
         number.clear();
         total += value
@@ -216,7 +219,9 @@ pub fn dockerfile_target(target: &str) -> ImageTarget {
         .collect::<Vec<_>>()
         .join("\n")
         .replace("\\\n", " ");
-    let mut stages: BTreeMap<String, (Option<String>, Vec<(String, String)>)> = BTreeMap::new();
+    // Stage name → (the stage it is `FROM`, its instructions as (INSTRUCTION, rest)).
+    type Stage = (Option<String>, Vec<(String, String)>);
+    let mut stages: BTreeMap<String, Stage> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in joined.lines() {
         let line = line.trim();
