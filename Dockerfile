@@ -1,12 +1,13 @@
 # syntax=docker/dockerfile:1
 # Images for the three binaries, one target each:
 #
-#   docker build --target aggregator -t sql-aggregator/aggregator .
-#   docker build --target generator  -t sql-aggregator/generator .
-#   docker build --target dashboard  -t sql-aggregator/dashboard .
+#   DOCKER_BUILDKIT=1 docker build --target aggregator -t sql-aggregator/aggregator .
+#   DOCKER_BUILDKIT=1 docker build --target generator  -t sql-aggregator/generator .
+#   DOCKER_BUILDKIT=1 docker build --target dashboard  -t sql-aggregator/dashboard .
 #
-# Needs BuildKit (the default of `docker build` since Docker 23; with docker-compose
-# 1.x set COMPOSE_DOCKER_CLI_BUILD=1 DOCKER_BUILDKIT=1).
+# Needs BuildKit (Docker 18.09+; the default of `docker build` since Docker 23 and of
+# Compose v2). With Docker < 23 or docker-compose 1.x, export DOCKER_BUILDKIT=1
+# COMPOSE_DOCKER_CLI_BUILD=1 first, else the build stops at the first `RUN --mount`.
 
 FROM rust:1.95-slim-bookworm AS builder
 # librdkafka is built from source by rdkafka-sys (its configure script and make):

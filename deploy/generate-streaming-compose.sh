@@ -23,12 +23,14 @@ cat <<'EOF'
 #
 #   docker-compose -f docker-compose-streaming.yaml up -d user_interactions_5m avg_interactions_5m
 #
-# Needs the infra file's network and services (Kafka, MongoDB) running; there is no
-# depends_on across files: an aggregator retries with backoff until they answer.
-# MONGO_USER, MONGO_PASSWORD, MONGO_DATABASE as for docker-compose-infra.yaml.
-# Qlik: AGGREGATOR_QLIK=ws://qlik-engine:9076/app/results.qvf (infra's `qlik` profile)
-# pushes every result into that app too; QLIK_TOKEN for a Bearer token. Each service is
-# its own process, so they take turns on the app through the engine's 11000 answer.
+# Needs the infra file's network, checkpoints volume and services (Kafka, MongoDB)
+# running; there is no depends_on across files: an aggregator retries with backoff until
+# they answer. MONGO_USER, MONGO_PASSWORD, MONGO_DATABASE as for docker-compose-infra.yaml.
+#
+# Qlik (Qlik Sense Enterprise or Qlik Cloud; see the README): AGGREGATOR_QLIK is the app's
+# WebSocket URL (wss://<tenant>/app/<app id>; `;` separates several), QLIK_TOKEN its API key
+# or JWT (sent as a Bearer token). Each service is its own process, so they take turns on a
+# shared app through the engine's 11000 answer.
 
 x-aggregator: &aggregator
   build:
@@ -37,8 +39,10 @@ x-aggregator: &aggregator
   image: sql-aggregator/aggregator:latest
   environment:
     AGGREGATOR_SOURCE: kafka://kafka:9092/events
-    AGGREGATOR_SINK: mongodb://${MONGO_USER:-aggregator}:${MONGO_PASSWORD:-change-me}@mongodb:27017/${MONGO_DATABASE:-streaming}?authSource=admin
+    AGGREGATOR_SINK: mongodb://${MONGO_USER:-aggregator}:${MONGO_PASSWORD:?set MONGO_PASSWORD (see the README)}@mongodb:27017/${MONGO_DATABASE:-streaming}?authSource=admin
     AGGREGATOR_CHECKPOINT_DIR: /var/lib/aggregator/checkpoints
+    # Prometheus /metrics, for a scraper on the network (not published on the host).
+    AGGREGATOR_METRICS_LISTEN: 0.0.0.0:9464
     AGGREGATOR_QLIK: ${AGGREGATOR_QLIK:-}
     AGGREGATOR_QLIK_TOKEN: ${QLIK_TOKEN:-}
   volumes:
@@ -47,6 +51,9 @@ x-aggregator: &aggregator
     - ./sql:/app/sql:ro
     # One file per pipeline (<name>.checkpoint), so the services can share it.
     - checkpoints:/var/lib/aggregator/checkpoints
+  # `stop` sends SIGTERM, then SIGKILL after this long: enough for the last batch, the
+  # checkpoint and the Qlik flush (--qlik-flush-timeout-seconds, 30 s).
+  stop_grace_period: 60s
   restart: unless-stopped
 
 services:
@@ -74,6 +81,9 @@ networks:
     name: sql-aggregator
     external: true
 
+# Created by docker-compose-infra.yaml (so `down -v` there resets it with Kafka's log).
 volumes:
   checkpoints:
+    name: sql-aggregator-checkpoints
+    external: true
 EOF

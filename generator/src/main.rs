@@ -3,6 +3,7 @@
 //! Memory does not depend on the batch size: lines go straight to a buffered writer,
 //! and are read back one at a time to publish.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -54,6 +55,11 @@ struct Args {
     /// With --to: the JSON field whose value is the message key.
     #[arg(long, env = "GENERATOR_KEY_FIELD", default_value = "user_id")]
     key_field: String,
+    /// With --to: --count is how many events the topic should hold. Publish only the
+    /// difference from what it has ever received (nothing if it holds that many), so a
+    /// second run (a one-shot container started again) does not publish twice.
+    #[arg(long, env = "GENERATOR_TOP_UP", requires = "to")]
+    top_up: bool,
     /// With --to: create the topic with this many partitions if it does not exist
     /// (otherwise the broker's auto-creation decides).
     #[arg(long, env = "GENERATOR_PARTITIONS")]
@@ -80,7 +86,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    // Colours only on a terminal: log files and `docker logs` get plain text.
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
     let args = Args::parse();
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(args.users > 0 && args.items > 0, "--users and --items must be at least 1");
@@ -109,6 +116,19 @@ fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let count = match &publish {
+        Some(options) if args.top_up => {
+            let held = publish::messages_in_topic(options)?;
+            let missing = args.count.saturating_sub(held);
+            if missing == 0 {
+                tracing::info!(topic = %options.uri, held, wanted = args.count, "the topic already holds the events; nothing to publish");
+                return Ok(());
+            }
+            tracing::info!(topic = %options.uri, held, wanted = args.count, publishing = missing, "topping the topic up");
+            missing
+        }
+        _ => args.count,
+    };
     let seed = args.seed.unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64);
     let mut generator = EventGenerator::new(EventOptions {
         seed,
@@ -126,15 +146,15 @@ fn main() -> anyhow::Result<()> {
     let written = batch_files::write_batches(
         &args.out,
         &mut generator,
-        args.count,
+        count,
         args.batch_size,
         std::time::Duration::from_secs_f64(write_pause),
     )
     .with_context(|| format!("writing batch files into {}", args.out.display()))?;
-    tracing::info!(files = written.len(), events = args.count, out = %args.out.display(), "written");
+    tracing::info!(files = written.len(), events = count, out = %args.out.display(), "written");
     if let Some(options) = publish {
         let started = std::time::Instant::now();
-        let sent = publish::publish(&written, args.count, &options)?;
+        let sent = publish::publish(&written, count, &options)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(events = sent, to = %options.uri, seconds, events_per_second = sent as f64 / seconds.max(1e-9), "published");
     }

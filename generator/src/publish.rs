@@ -31,6 +31,9 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("queue.buffering.max.kbytes", "16384"),
 ];
 
+/// How long to wait for a partition's watermarks.
+const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long to wait at the end for the broker to acknowledge everything.
 const FINAL_FLUSH: Duration = Duration::from_secs(120);
 
@@ -111,6 +114,26 @@ pub fn check_reachable(options: &PublishOptions) -> Result<(), PublishError> {
         .map_err(|e| PublishError::Config(format!("{uri}: {e}")))?;
     kafka_conf::partition_count(producer.client(), uri).map_err(PublishError::Unreachable)?;
     Ok(())
+}
+
+/// How many messages the topic has ever received: the sum of its partitions' high
+/// watermarks (0 if it does not exist). Retention does not lower it, so `--top-up`
+/// never publishes again what the topic once held.
+pub fn messages_in_topic(options: &PublishOptions) -> Result<u64, PublishError> {
+    let uri = &options.uri;
+    let producer: BaseProducer = kafka_conf::client_config(uri, &[], &options.producer_conf)
+        .create()
+        .map_err(|e| PublishError::Config(format!("{uri}: {e}")))?;
+    let partitions = kafka_conf::partition_count(producer.client(), uri).map_err(PublishError::Unreachable)?;
+    let mut total = 0u64;
+    for partition in 0..partitions as i32 {
+        let (_, high) = producer
+            .client()
+            .fetch_watermarks(&uri.topic, partition, WATERMARKS_TIMEOUT)
+            .map_err(|source| PublishError::Kafka { uri: uri.to_string(), source })?;
+        total += high.max(0) as u64;
+    }
+    Ok(total)
 }
 
 /// Publishes every line of `files` (in order) to the topic. Returns the number sent.

