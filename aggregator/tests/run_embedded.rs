@@ -160,7 +160,11 @@ fn sigterm_or_sigint_to_the_scripts_pid_stops_everything() {
     let (script, children) = start(dir.path(), port, &runtime);
     stop(script, &children, "TERM", 143);
     // The aggregator was stopped with SIGTERM, not killed: it wrote its checkpoints.
-    let checkpoints = std::fs::read_dir(dir.path().join("data/checkpoints")).map(|d| d.count()).unwrap_or(0);
+    let checkpoints = std::fs::read_dir(dir.path().join("data/checkpoints"))
+        .map(|d| {
+            d.filter(|f| f.as_ref().is_ok_and(|f| f.path().extension().is_some_and(|e| e == "checkpoint"))).count()
+        })
+        .unwrap_or(0);
     let pipelines = std::fs::read_dir(dir.path().join("sql")).unwrap().count();
     assert_eq!(checkpoints, pipelines, "a checkpoint per pipeline");
 
