@@ -403,18 +403,20 @@ impl Pipeline {
         Checkpoint::remove(&checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name))
     }
 
-    /// Runs until shutdown (or, with `available_now`, until the source is drained).
-    pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
-        let available_now = self.options.available_now;
-        let mut source = self.open_source(&shutdown).await?;
-        // A log that no longer reaches where the state stands (the topic was deleted and
-        // created again, the broker's volume reset) is another log: the state counts
-        // events it does not hold, and reading on would skip or double them.
+    /// Whether the source's log still reaches where the state stands. Not when it was
+    /// reset or recreated (the topic deleted and created again, the broker's volume
+    /// wiped): then it is another log, and the state counts events it does not hold.
+    async fn log_holds_state(&mut self, source: &dyn source::Source, shutdown: &Shutdown) -> Result<bool> {
         let furthest = self.rerun.back().map_or(&self.offset, |b| &b.end).clone();
-        let (name, report) = (self.def.name.clone(), &mut self.status_report());
-        let holds = with_retry_reporting(&name, RetryTarget::source, available_now, &shutdown, report, async |_| {
-            source.holds(&furthest)
-        })
+        let (name, available_now) = (self.def.name.clone(), self.options.available_now);
+        let holds = with_retry_reporting(
+            &name,
+            RetryTarget::source,
+            available_now,
+            shutdown,
+            &mut self.status_report(),
+            async |_| source.holds(&furthest),
+        )
         .await?;
         if !holds {
             let message = format!(
@@ -423,9 +425,19 @@ impl Pipeline {
                 source.end_at_open()
             );
             tracing::warn!(pipeline = %self.def.name, "{message}");
-            self.start_over(&shutdown).await?;
+            // Shown like an outage: in the status, for a while.
             self.status.last_error = Some(message);
             self.outage_seen = Some(Instant::now());
+        }
+        Ok(holds)
+    }
+
+    /// Runs until shutdown (or, with `available_now`, until the source is drained).
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<PipelineStatus> {
+        let available_now = self.options.available_now;
+        let mut source = self.open_source(&shutdown).await?;
+        if !self.log_holds_state(source.as_ref(), &shutdown).await? {
+            self.start_over(&shutdown).await?;
             source = self.open_source(&shutdown).await?;
         }
         let end_at_open = source.end_at_open();
