@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kafka_conf::KafkaUri;
+use kafka_conf::{ClientError, ClientErrors, KafkaUri};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -52,7 +52,7 @@ struct PartitionState {
 
 pub struct KafkaSource {
     uri: KafkaUri,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ClientErrors>,
     partitions: BTreeMap<i32, PartitionState>,
     /// High watermarks when the source was opened.
     end_at_open: BTreeMap<i32, i64>,
@@ -87,10 +87,16 @@ impl KafkaSource {
                 )));
             }
         };
-        let consumer: BaseConsumer = kafka_conf::client_config(&uri, CONSUMER_DEFAULTS, &options.consumer_conf)
-            .create()
-            .map_err(|e| Error::user(format!("source {uri}: {e}")))?;
-        let count = kafka_conf::partition_count(consumer.client(), &uri).map_err(Error::external)?;
+        let consumer: BaseConsumer<ClientErrors> =
+            kafka_conf::client_config(&uri, CONSUMER_DEFAULTS, &options.consumer_conf)
+                .create_with_context(ClientErrors::default())
+                .map_err(|e| Error::user(format!("source {}", ClientError::setting(&uri, &e))))?;
+        // Polling (nothing is assigned yet) delivers librdkafka's error reports, so a
+        // wrong password or an untrusted certificate fails at once, as a user error.
+        let count = kafka_conf::connect(consumer.client(), &uri, || {
+            let _ = consumer.poll(Duration::ZERO);
+        })
+        .map_err(|e| if e.is_permanent() { Error::user(format!("source {e}")) } else { Error::external(e.to_string()) })?;
         if count == 0 {
             return Err(external(&uri, "the topic does not exist (yet)"));
         }
