@@ -127,7 +127,7 @@ pub fn check_reachable(options: &PublishOptions) -> Result<(), PublishError> {
     let producer: BaseProducer<ClientErrors> = kafka_conf::client_config(uri, &[], &options.producer_conf)
         .create_with_context(ClientErrors::default())
         .map_err(|e| ClientError::setting(uri, &e))?;
-    kafka_conf::connect(producer.client(), uri, || producer.poll(Duration::ZERO))?;
+    kafka_conf::connect(producer.client(), uri, |wait| producer.poll(wait))?;
     Ok(())
 }
 
@@ -138,7 +138,7 @@ pub fn publish(files: &[PathBuf], total_events: u64, options: &PublishOptions) -
     let config = kafka_conf::client_config(uri, PRODUCER_DEFAULTS, &options.producer_conf);
     let producer: BaseProducer<Deliveries> =
         config.create_with_context(Deliveries::default()).map_err(|e| ClientError::setting(uri, &e))?;
-    let partitions = kafka_conf::connect(producer.client(), uri, || producer.poll(Duration::ZERO))?;
+    let partitions = kafka_conf::connect(producer.client(), uri, |wait| producer.poll(wait))?;
     if partitions == 0
         && let Some(wanted) = options.partitions
     {

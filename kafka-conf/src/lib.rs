@@ -317,12 +317,17 @@ pub fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, message: &str) {
 }
 
 /// Asks the cluster for its metadata until it answers, and returns the number of
-/// partitions of `uri`'s topic (0 if it does not exist). `serve` polls the client
-/// (the producer's or consumer's `poll`), so that librdkafka's error reports reach
-/// its context between tries: an authentication or TLS failure ends the wait at
-/// once, with its reason; silence for [`METADATA_TIMEOUT`] is
+/// partitions of `uri`'s topic (0 if it does not exist). `serve(wait)` polls the
+/// client for up to `wait` (the producer's or consumer's `poll`), so that
+/// librdkafka's error reports (queued behind its log lines) reach its context
+/// between tries: an authentication or TLS failure ends the wait within a second or
+/// so, with its reason; silence for [`METADATA_TIMEOUT`] is
 /// [`ClientError::Unreachable`], with the last error librdkafka reported.
-pub fn connect<C: RecordsErrors>(client: &Client<C>, uri: &KafkaUri, mut serve: impl FnMut()) -> Result<usize, ClientError> {
+pub fn connect<C: RecordsErrors>(
+    client: &Client<C>,
+    uri: &KafkaUri,
+    mut serve: impl FnMut(Duration),
+) -> Result<usize, ClientError> {
     let deadline = Instant::now() + METADATA_TIMEOUT;
     // Short tries first (a failed handshake shows within one), longer ones after,
     // so that a slow broker still gets a long enough wait.
@@ -330,7 +335,7 @@ pub fn connect<C: RecordsErrors>(client: &Client<C>, uri: &KafkaUri, mut serve: 
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let result = client.fetch_metadata(None, wait.min(left));
-        serve();
+        serve(Duration::from_millis(100));
         let errors = client.context().errors();
         match result {
             Ok(metadata) => return Ok(partitions_of(&metadata, uri)),

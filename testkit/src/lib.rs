@@ -18,10 +18,18 @@
 //! the workspace's `.venv/`, which `install-servers.sh` fills on first use (once per
 //! machine; it needs python3 with venv and PyPI).
 //!
-//! Kafka security ([`tls`], [`sasl`]): tansu advertises any address, so it runs behind
-//! a TLS-terminating proxy (Debian's `socat`, certificates from a test CA made at test
-//! time) and, with `--authentication`, requires SASL (PLAIN, SCRAM-SHA-256/512):
-//! [`KafkaBroker::start_tansu`]. noida-db advertises its own port and has no SASL.
+//! Kafka security ([`tls`]): tansu advertises any address, so it runs behind a
+//! TLS-terminating proxy (Debian's `socat`, certificates from a test CA made at test
+//! time): [`KafkaBroker::start_tansu`]. Neither broker here can check a SASL password:
+//!
+//! * tansu 0.6.0 with `--authentication` requires SASL and runs SCRAM-SHA-256/512 (its
+//!   `rsasl` server), but its only storage engines in this build (`memory://`,
+//!   `s3://`: "dynostore") keep no SCRAM users (tansu-storage/src/dynostore.rs at
+//!   v0.6.0: `upsert_user_scram_credential` does nothing, `user_scram_credential`
+//!   returns none), so every login is refused (`unknown-user`); PLAIN is not built in
+//!   (its log: `Auth(Sasl(NoSharedMechanism))`). Good for the refusal path only.
+//! * noida-db 0.2.3 answers SASL without being asked to: PLAIN with any password is
+//!   accepted, SCRAM gets a malformed answer. Good for the way in with PLAIN only.
 //!
 //! No Qlik engine can be run either; [`qix`] is an in-process test double of it
 //! ([`QixEngine`]): the QIX JSON-RPC API over WebSocket, every request checked against
@@ -31,7 +39,6 @@
 mod mongo;
 mod process;
 pub mod qix;
-pub mod sasl;
 pub mod tls;
 mod wire;
 
@@ -85,7 +92,7 @@ pub struct TansuOptions {
     /// Advertise this port (a [`tls::TlsProxy`]'s) in metadata instead of its own, so
     /// that clients connect only through it.
     pub advertised_port: Option<u16>,
-    /// Require SASL authentication (`--authentication`; see [`sasl`]).
+    /// Require SASL authentication (`--authentication`): every login is refused, see above.
     pub authentication: bool,
 }
 

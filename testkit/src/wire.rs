@@ -1,7 +1,6 @@
 //! One plaintext connection speaking the Kafka protocol, a request at a time, with
 //! requests and responses encoded by the `kafka-protocol` crate: for what librdkafka
-//! does not offer through rust-rdkafka (creating SCRAM users, see [`crate::sasl`];
-//! looking at record batches as the broker stores them, see
+//! does not show (the record batches as the broker stores them, see
 //! [`crate::KafkaBroker::stored_codecs`]).
 
 use std::io::{Read, Write};

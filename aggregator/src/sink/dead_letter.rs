@@ -37,7 +37,7 @@ impl DeadLetter {
             .map_err(|e| Error::user(format!("dead letter {}", ClientError::setting(&uri, &e))))?;
         // Wrong credentials or an untrusted certificate: fail now, not at the first
         // bad record. A broker that is down is only a warning: publishing retries.
-        match kafka_conf::connect(producer.client(), &uri, || producer.poll(Duration::ZERO)) {
+        match kafka_conf::connect(producer.client(), &uri, |wait| producer.poll(wait)) {
             Ok(_) => {}
             Err(e) if e.is_permanent() => return Err(Error::user(format!("dead letter {e}"))),
             Err(e) => tracing::warn!(error = %e, "dead-letter topic not reachable yet; sending will retry"),

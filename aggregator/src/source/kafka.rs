@@ -93,8 +93,8 @@ impl KafkaSource {
                 .map_err(|e| Error::user(format!("source {}", ClientError::setting(&uri, &e))))?;
         // Polling (nothing is assigned yet) delivers librdkafka's error reports, so a
         // wrong password or an untrusted certificate fails at once, as a user error.
-        let count = kafka_conf::connect(consumer.client(), &uri, || {
-            let _ = consumer.poll(Duration::ZERO);
+        let count = kafka_conf::connect(consumer.client(), &uri, |wait| {
+            let _ = consumer.poll(wait);
         })
         .map_err(|e| if e.is_permanent() { Error::user(format!("source {e}")) } else { Error::external(e.to_string()) })?;
         if count == 0 {
