@@ -243,6 +243,7 @@ fn with_sasl_plain_every_event_is_read_and_the_password_is_in_no_log() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("librdkafka") && stderr.contains("SASL"), "librdkafka's debug log is there");
+    assert!(stderr.contains("sasl.password=***"), "the settings in use are logged, redacted");
     assert!(!stderr.contains(PASSWORD), "the password is in the log");
     let status = StoreReader::sqlite(&work.path().join("results.sqlite")).status(PIPELINE).unwrap();
     assert!(!format!("{status:?}").contains(PASSWORD));

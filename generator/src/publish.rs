@@ -124,6 +124,7 @@ pub fn key_of<'a>(line: &'a [u8], field: &str) -> Option<&'a [u8]> {
 /// answer, or refuses the credentials or the TLS handshake.
 pub fn check_reachable(options: &PublishOptions) -> Result<(), PublishError> {
     let uri = &options.uri;
+    tracing::debug!(to = %uri, settings = %kafka_conf::redacted(&options.producer_conf), "connecting");
     let producer: BaseProducer<ClientErrors> = kafka_conf::client_config(uri, &[], &options.producer_conf)
         .create_with_context(ClientErrors::default())
         .map_err(|e| ClientError::setting(uri, &e))?;

@@ -150,7 +150,10 @@ fn settings_this_build_lacks_or_rejects_are_clear_errors_naming_the_uri() {
         let (output, _) = generate(work.path(), &uri, 10, &["--producer-conf", conf]);
         let text = stderr(&output);
         assert!(!output.status.success(), "{conf}: {text}");
-        assert!(text.contains(&format!("{uri}: invalid Kafka client setting")) && text.contains(named), "{conf}: {text}");
+        assert!(
+            text.contains(&format!("{uri}: invalid Kafka client setting")) && text.contains(named),
+            "{conf}: {text}"
+        );
     }
 }
 

@@ -89,8 +89,8 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), ConfError> {
 /// cluster's security settings, so the password is in neither the command line
 /// nor the environment.
 pub fn read_conf_file(path: &Path) -> Result<Vec<(String, String)>, ConfError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfError::Read { path: path.to_path_buf(), what: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfError::Read { path: path.to_path_buf(), what: e.to_string() })?;
     let mut settings = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -122,10 +122,8 @@ pub fn is_secret(key: &str) -> bool {
 
 /// `key=value` pairs for display, secrets shown as `***`.
 pub fn redacted(settings: &[(String, String)]) -> String {
-    let shown: Vec<String> = settings
-        .iter()
-        .map(|(k, v)| if is_secret(k) { format!("{k}=***") } else { format!("{k}={v}") })
-        .collect();
+    let shown: Vec<String> =
+        settings.iter().map(|(k, v)| if is_secret(k) { format!("{k}=***") } else { format!("{k}={v}") }).collect();
     shown.join(";")
 }
 
@@ -161,15 +159,11 @@ pub enum ClientError {
     #[error("{uri}: invalid Kafka client setting: {reason}")]
     Setting { uri: String, reason: String },
     /// The broker refused the credentials (or the mechanism).
-    #[error(
-        "{uri}: SASL authentication failed (check sasl.mechanism, sasl.username and sasl.password): {reason}"
-    )]
+    #[error("{uri}: SASL authentication failed (check sasl.mechanism, sasl.username and sasl.password): {reason}")]
     Authentication { uri: String, reason: String },
     /// The TLS handshake failed: a certificate not signed by a trusted CA, expired,
     /// for another host name, or a broker that does not speak TLS.
-    #[error(
-        "{uri}: SSL handshake failed (check ssl.ca.location and the broker's certificate and host name): {reason}"
-    )]
+    #[error("{uri}: SSL handshake failed (check ssl.ca.location and the broker's certificate and host name): {reason}")]
     Tls { uri: String, reason: String },
     /// No answer: down, unreachable, or too slow. Worth retrying.
     #[error("{uri}: broker unreachable or not answering: {reason}")]
@@ -429,7 +423,13 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        for key in ["sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem", "sasl.oauthbearer.client.secret"] {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+        ] {
             assert!(is_secret(key), "{key}");
         }
         for key in ["security.protocol", "sasl.mechanism", "sasl.username", "ssl.ca.location", "compression.type"] {

@@ -127,16 +127,24 @@ pub(crate) fn free_port() -> u16 {
 impl KafkaBroker {
     /// Starts a broker of `kind` on a free port and waits until it answers.
     pub fn start(kind: BrokerKind) -> Self {
-        let mut broker =
-            KafkaBroker { kind, process: ServerProcess::new(), tansu: TansuOptions::default(), client_conf: Vec::new() };
+        let mut broker = KafkaBroker {
+            kind,
+            process: ServerProcess::new(),
+            tansu: TansuOptions::default(),
+            client_conf: Vec::new(),
+        };
         broker.start_again();
         broker
     }
 
     /// Starts tansu on a free port with `options` (behind a TLS proxy, requiring SASL).
     pub fn start_tansu(options: TansuOptions) -> Self {
-        let mut broker =
-            KafkaBroker { kind: BrokerKind::Tansu, process: ServerProcess::new(), tansu: options, client_conf: Vec::new() };
+        let mut broker = KafkaBroker {
+            kind: BrokerKind::Tansu,
+            process: ServerProcess::new(),
+            tansu: options,
+            client_conf: Vec::new(),
+        };
         broker.start_again();
         broker
     }
@@ -173,7 +181,8 @@ impl KafkaBroker {
             }
             BrokerKind::Tansu => {
                 let url = format!("tcp://127.0.0.1:{port}");
-                let advertised = format!("tcp://127.0.0.1:{}", self.tansu.advertised_port.map_or(port, |p| p.to_string()));
+                let advertised =
+                    format!("tcp://127.0.0.1:{}", self.tansu.advertised_port.map_or(port, |p| p.to_string()));
                 let mut c = Command::new(binary("TANSU_BIN", "bin/tansu"));
                 c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised]);
                 c.args(["--storage-engine", "memory://tansu/"]);
@@ -231,7 +240,9 @@ impl KafkaBroker {
         let uri = kafka_conf::KafkaUri::parse(&self.uri(topic)).expect("uri");
         let partitions = kafka_conf::partition_count(consumer.client(), &uri).expect("metadata");
         let partitions = (0..partitions as i32)
-            .map(|p| FetchPartition::default().with_partition(p).with_fetch_offset(0).with_partition_max_bytes(16 << 20))
+            .map(|p| {
+                FetchPartition::default().with_partition(p).with_fetch_offset(0).with_partition_max_bytes(16 << 20)
+            })
             .collect();
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))

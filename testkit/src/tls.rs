@@ -70,8 +70,10 @@ impl TestCa {
         }
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &*self.issuer).expect("server certificate");
-        let paths =
-            ServerCert { cert: self.dir.path().join(format!("{name}.pem")), key: self.dir.path().join(format!("{name}.key")) };
+        let paths = ServerCert {
+            cert: self.dir.path().join(format!("{name}.pem")),
+            key: self.dir.path().join(format!("{name}.key")),
+        };
         std::fs::write(&paths.cert, cert.pem()).expect("write certificate");
         std::fs::write(&paths.key, key.serialize_pem()).expect("write key");
         paths

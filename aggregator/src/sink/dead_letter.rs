@@ -32,6 +32,7 @@ pub struct DeadRecord<'a> {
 impl DeadLetter {
     pub fn open(uri: &str, producer_conf: &[(String, String)]) -> Result<Self> {
         let uri = KafkaUri::parse(uri).map_err(|e| Error::user(format!("--dead-letter: {e}")))?;
+        tracing::debug!(dead_letter = %uri, settings = %kafka_conf::redacted(producer_conf), "connecting");
         let producer: BaseProducer<ClientErrors> = kafka_conf::client_config(&uri, &[], producer_conf)
             .create_with_context(ClientErrors::default())
             .map_err(|e| Error::user(format!("dead letter {}", ClientError::setting(&uri, &e))))?;

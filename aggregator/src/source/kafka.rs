@@ -87,6 +87,7 @@ impl KafkaSource {
                 )));
             }
         };
+        tracing::debug!(source = %uri, settings = %kafka_conf::redacted(&options.consumer_conf), "connecting");
         let consumer: BaseConsumer<ClientErrors> =
             kafka_conf::client_config(&uri, CONSUMER_DEFAULTS, &options.consumer_conf)
                 .create_with_context(ClientErrors::default())
@@ -96,7 +97,9 @@ impl KafkaSource {
         let count = kafka_conf::connect(consumer.client(), &uri, |wait| {
             let _ = consumer.poll(wait);
         })
-        .map_err(|e| if e.is_permanent() { Error::user(format!("source {e}")) } else { Error::external(e.to_string()) })?;
+        .map_err(|e| {
+            if e.is_permanent() { Error::user(format!("source {e}")) } else { Error::external(e.to_string()) }
+        })?;
         if count == 0 {
             return Err(external(&uri, "the topic does not exist (yet)"));
         }
