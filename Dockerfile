@@ -11,8 +11,10 @@
 
 FROM rust:1.95-slim-bookworm AS builder
 # librdkafka is built from source by rdkafka-sys (its configure script and make):
-# a C/C++ toolchain, python3, perl and pkg-config. No cmake (no cmake-build
-# feature) and no OpenSSL (Kafka without SSL; MongoDB's TLS is rustls).
+# a C/C++ toolchain, python3, perl and pkg-config. So are the libraries it uses for
+# Kafka TLS and SASL SCRAM (OpenSSL, by openssl-src: perl and make) and for gzip and
+# zstd topics (zlib, zstd): no -dev packages. No cmake (no cmake-build feature).
+# MongoDB's TLS is rustls.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential python3 perl pkg-config \
     && rm -rf /var/lib/apt/lists/*
@@ -27,7 +29,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && mkdir -p /out \
     && cp target/release/aggregator target/release/generator target/release/dashboard /out/
 
-# What every runtime image has: CA certificates, a non-root user (app, uid 10001), /app.
+# What every runtime image has: CA certificates (Kafka's TLS finds them with
+# ssl.ca.location=probe, our default), a non-root user (app, uid 10001), /app.
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \

@@ -27,15 +27,21 @@ struct Args {
     #[arg(long, env = "AGGREGATOR_SOURCE", default_value = "file:data/events")]
     source: String,
     /// A librdkafka consumer setting, `key=value` (repeatable; `;`-separated in the
-    /// environment variable), e.g. `security.protocol=plaintext`.
-    #[arg(long, env = "AGGREGATOR_CONSUMER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value)]
+    /// environment variable), e.g. `security.protocol=SASL_SSL`. Overrides --kafka-conf-file.
+    #[arg(long, env = "AGGREGATOR_CONSUMER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value, hide_env_values = true)]
     consumer_conf: Vec<(String, String)>,
+    /// A file of librdkafka settings for the consumer and the dead-letter producer,
+    /// `key=value` lines, `#` comments (e.g. a mounted secret with `security.protocol`,
+    /// `sasl.username`, `sasl.password`).
+    #[arg(long, env = "AGGREGATOR_KAFKA_CONF_FILE")]
+    kafka_conf_file: Option<PathBuf>,
     /// A Kafka topic that also receives every bad record, unchanged, with the reason
     /// and source offset in the headers `x-reason` and `x-source-offset`.
     #[arg(long, env = "AGGREGATOR_DEAD_LETTER")]
     dead_letter: Option<String>,
     /// A librdkafka producer setting for --dead-letter, `key=value` (repeatable).
-    #[arg(long, env = "AGGREGATOR_PRODUCER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value)]
+    /// Overrides --kafka-conf-file.
+    #[arg(long, env = "AGGREGATOR_PRODUCER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value, hide_env_values = true)]
     producer_conf: Vec<(String, String)>,
     /// A partition with nothing to read for this many seconds stops holding the
     /// watermark back (so windows of the busy partitions still close).
@@ -141,6 +147,13 @@ fn main() -> anyhow::Result<()> {
     // Fail points from `FAILPOINTS` (test builds only; nothing in a normal build).
     let _fail_points = fail::FailScenario::setup();
     let started = std::time::Instant::now();
+    // The file's Kafka settings first, so that the flags override them.
+    let kafka_file = match &args.kafka_conf_file {
+        Some(path) => kafka_conf::read_conf_file(path)?,
+        None => Vec::new(),
+    };
+    let consumer_conf = kafka_file.iter().cloned().chain(args.consumer_conf).collect();
+    let producer_conf = kafka_file.into_iter().chain(args.producer_conf).collect();
     let options = PipelineOptions {
         source_uri: args.source,
         sink_uri: args.sink,
@@ -152,11 +165,11 @@ fn main() -> anyhow::Result<()> {
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval_seconds.max(0.0)),
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         source: SourceOptions {
-            consumer_conf: args.consumer_conf,
+            consumer_conf,
             idle_timeout: Duration::from_secs_f64(args.idle_timeout_seconds.max(0.0)),
         },
         dead_letter_uri: args.dead_letter,
-        producer_conf: args.producer_conf,
+        producer_conf,
         qlik: QlikOptions {
             // Empty values (an unset variable passed on by docker-compose) mean none.
             targets: args.qlik.into_iter().filter(|t| !t.trim().is_empty()).collect(),

@@ -49,9 +49,14 @@ struct Args {
     #[arg(long, env = "GENERATOR_RATE")]
     rate: Option<f64>,
     /// With --to: a librdkafka producer setting, `key=value` (repeatable; `;`-separated
-    /// in the environment variable), e.g. `compression.type=lz4`.
-    #[arg(long, env = "GENERATOR_PRODUCER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value)]
+    /// in the environment variable), e.g. `compression.type=zstd`, `security.protocol=SASL_SSL`.
+    /// Overrides --kafka-conf-file.
+    #[arg(long, env = "GENERATOR_PRODUCER_CONF", value_delimiter = ';', value_parser = kafka_conf::parse_key_value, hide_env_values = true)]
     producer_conf: Vec<(String, String)>,
+    /// With --to: a file of librdkafka settings, `key=value` lines, `#` comments (e.g. a
+    /// mounted secret with `security.protocol`, `sasl.username`, `sasl.password`).
+    #[arg(long, env = "GENERATOR_KAFKA_CONF_FILE")]
+    kafka_conf_file: Option<PathBuf>,
     /// With --to: the JSON field whose value is the message key.
     #[arg(long, env = "GENERATOR_KEY_FIELD", default_value = "user_id")]
     key_field: String,
@@ -101,9 +106,14 @@ fn main() -> anyhow::Result<()> {
     let publish = match &args.to {
         Some(to) => {
             anyhow::ensure!(args.rate.is_none_or(|r| r > 0.0), "--rate must be positive");
+            let mut producer_conf = match &args.kafka_conf_file {
+                Some(path) => kafka_conf::read_conf_file(path)?,
+                None => Vec::new(),
+            };
+            producer_conf.extend(args.producer_conf.iter().cloned());
             let options = PublishOptions {
                 uri: KafkaUri::parse(to)?,
-                producer_conf: args.producer_conf.clone(),
+                producer_conf,
                 key_field: args.key_field.clone(),
                 interval: std::time::Duration::from_secs_f64(args.interval_seconds.max(0.0)),
                 rate: args.rate,

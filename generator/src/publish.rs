@@ -13,10 +13,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kafka_conf::KafkaUri;
+use kafka_conf::{ClientError, ClientErrors, KafkaUri, RecordsErrors};
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
@@ -39,10 +39,11 @@ const FINAL_FLUSH: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// A bad setting, wrong credentials, an untrusted certificate, an unreachable broker.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("{0}")]
     Config(String),
-    #[error("{0}")]
-    Unreachable(String),
     #[error("{path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{uri}: {failed} of {sent} messages were not delivered; first error: {first}")]
@@ -68,15 +69,31 @@ pub struct PublishOptions {
     pub progress_bar: bool,
 }
 
-/// Counts deliveries as the broker acknowledges them.
+/// Counts deliveries as the broker acknowledges them, and keeps librdkafka's error
+/// reports (to tell a wrong password from an outage).
 #[derive(Default)]
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    errors: ClientErrors,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        kafka_conf::log_to_tracing(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.record(&error, reason);
+    }
+}
+
+impl RecordsErrors for Deliveries {
+    fn errors(&self) -> &ClientErrors {
+        &self.errors
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -106,13 +123,15 @@ pub fn key_of<'a>(line: &'a [u8], field: &str) -> Option<&'a [u8]> {
     Some(&rest[..end])
 }
 
-/// Fails early, with the URI, when the broker does not answer.
+/// Fails early, with the URI, when the settings are refused, the broker does not
+/// answer, or refuses the credentials or the TLS handshake.
 pub fn check_reachable(options: &PublishOptions) -> Result<(), PublishError> {
     let uri = &options.uri;
-    let producer: BaseProducer = kafka_conf::client_config(uri, &[], &options.producer_conf)
-        .create()
-        .map_err(|e| PublishError::Config(format!("{uri}: {e}")))?;
-    kafka_conf::partition_count(producer.client(), uri).map_err(PublishError::Unreachable)?;
+    tracing::debug!(to = %uri, settings = %kafka_conf::redacted(&options.producer_conf), "connecting");
+    let producer: BaseProducer<ClientErrors> = kafka_conf::client_config(uri, &[], &options.producer_conf)
+        .create_with_context(ClientErrors::default())
+        .map_err(|e| ClientError::setting(uri, &e))?;
+    kafka_conf::connect(producer.client(), uri, |wait| producer.poll(wait))?;
     Ok(())
 }
 
@@ -142,8 +161,8 @@ pub fn publish(files: &[PathBuf], total_events: u64, options: &PublishOptions) -
     let uri = &options.uri;
     let config = kafka_conf::client_config(uri, PRODUCER_DEFAULTS, &options.producer_conf);
     let producer: BaseProducer<Deliveries> =
-        config.create_with_context(Deliveries::default()).map_err(|e| PublishError::Config(format!("{uri}: {e}")))?;
-    let partitions = kafka_conf::partition_count(producer.client(), uri).map_err(PublishError::Unreachable)?;
+        config.create_with_context(Deliveries::default()).map_err(|e| ClientError::setting(uri, &e))?;
+    let partitions = kafka_conf::connect(producer.client(), uri, |wait| producer.poll(wait))?;
     if partitions == 0
         && let Some(wanted) = options.partitions
     {
@@ -190,9 +209,17 @@ pub fn publish(files: &[PathBuf], total_events: u64, options: &PublishOptions) -
             std::thread::sleep(options.interval);
         }
     }
-    producer.flush(FINAL_FLUSH).map_err(|source| PublishError::Kafka { uri: uri.to_string(), source })?;
-    progress.show(sent, true);
+    let flushed = producer.flush(FINAL_FLUSH);
     let context = producer.context();
+    // Undelivered because the broker refused us (a password changed, a certificate
+    // expired): say so rather than "timed out".
+    if let Some(error) = context.errors.permanent_error(uri)
+        && (flushed.is_err() || context.failed.load(Ordering::Relaxed) > 0)
+    {
+        return Err(error.into());
+    }
+    flushed.map_err(|source| PublishError::Kafka { uri: uri.to_string(), source })?;
+    progress.show(sent, true);
     let failed = context.failed.load(Ordering::Relaxed);
     if failed > 0 {
         let first = context.first_error.lock().expect("lock").clone().unwrap_or_default();
@@ -217,8 +244,9 @@ fn send(producer: &BaseProducer<Deliveries>, uri: &KafkaUri, key: &[u8], payload
 }
 
 fn create_topic(uri: &KafkaUri, partitions: i32, conf: &[(String, String)]) -> Result<(), PublishError> {
-    let admin: AdminClient<DefaultClientContext> =
-        kafka_conf::client_config(uri, &[], conf).create().map_err(|e| PublishError::Config(format!("{uri}: {e}")))?;
+    let admin: AdminClient<ClientErrors> = kafka_conf::client_config(uri, &[], conf)
+        .create_with_context(ClientErrors::default())
+        .map_err(|e| ClientError::setting(uri, &e))?;
     let topic = NewTopic::new(&uri.topic, partitions, TopicReplication::Fixed(1));
     let results = futures::executor::block_on(admin.create_topics(&[topic], &AdminOptions::new()))
         .map_err(|source| PublishError::Kafka { uri: uri.to_string(), source })?;

@@ -19,7 +19,20 @@
 //! machine; it needs python3 with venv and PyPI).
 //!
 //! [`tools`] finds, or installs on first use, the programs the tests run besides the
-//! servers: `docker-compose`, `chromium`, python3's venv, `mongosh`.
+//! servers: `docker-compose`, `chromium`, python3's venv, `mongosh`, `socat`.
+//!
+//! Kafka security ([`tls`]): tansu advertises any address, so it runs behind a
+//! TLS-terminating proxy (Debian's `socat`, certificates from a test CA made at test
+//! time): [`KafkaBroker::start_tansu`]. Neither broker here can check a SASL password:
+//!
+//! * tansu 0.6.0 with `--authentication` requires SASL and runs SCRAM-SHA-256/512 (its
+//!   `rsasl` server), but its only storage engines in this build (`memory://`,
+//!   `s3://`: "dynostore") keep no SCRAM users (tansu-storage/src/dynostore.rs at
+//!   v0.6.0: `upsert_user_scram_credential` does nothing, `user_scram_credential`
+//!   returns none), so every login is refused (`unknown-user`); PLAIN is not built in
+//!   (its log: `Auth(Sasl(NoSharedMechanism))`). Good for the refusal path only.
+//! * noida-db 0.2.3 answers SASL without being asked to: PLAIN with any password is
+//!   accepted, SCRAM gets a malformed answer. Good for the way in with PLAIN only.
 //!
 //! No Qlik engine can be run either; [`qix`] is an in-process test double of it
 //! ([`QixEngine`]): the QIX JSON-RPC API over WebSocket, every request checked against
@@ -30,6 +43,8 @@ mod mongo;
 mod process;
 pub mod qix;
 pub mod tools;
+pub mod tls;
+mod wire;
 
 pub use mongo::MongoServer;
 use process::ServerProcess;
@@ -70,9 +85,22 @@ impl TopicMessage {
 pub struct KafkaBroker {
     kind: BrokerKind,
     process: ServerProcess,
+    tansu: TansuOptions,
+    /// librdkafka settings of this module's own clients ([`KafkaBroker::consumer`]).
+    client_conf: Vec<(String, String)>,
 }
 
-fn workspace_root() -> PathBuf {
+/// How [`KafkaBroker::start_tansu`] starts tansu.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TansuOptions {
+    /// Advertise this port (a [`tls::TlsProxy`]'s) in metadata instead of its own, so
+    /// that clients connect only through it.
+    pub advertised_port: Option<u16>,
+    /// Require SASL authentication (`--authentication`): every login is refused, see above.
+    pub authentication: bool,
+}
+
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
 
@@ -104,14 +132,41 @@ pub(crate) fn free_port() -> u16 {
 impl KafkaBroker {
     /// Starts a broker of `kind` on a free port and waits until it answers.
     pub fn start(kind: BrokerKind) -> Self {
-        let mut broker = KafkaBroker { kind, process: ServerProcess::new() };
+        let mut broker = KafkaBroker {
+            kind,
+            process: ServerProcess::new(),
+            tansu: TansuOptions::default(),
+            client_conf: Vec::new(),
+        };
         broker.start_again();
         broker
     }
 
-    /// `host:port` for `bootstrap.servers`.
+    /// Starts tansu on a free port with `options` (behind a TLS proxy, requiring SASL).
+    pub fn start_tansu(options: TansuOptions) -> Self {
+        let mut broker = KafkaBroker {
+            kind: BrokerKind::Tansu,
+            process: ServerProcess::new(),
+            tansu: options,
+            client_conf: Vec::new(),
+        };
+        broker.start_again();
+        broker
+    }
+
+    /// The settings this module's own clients use from now on (`security.protocol`, …).
+    pub fn set_client_conf(&mut self, conf: &[(&str, &str)]) {
+        self.client_conf = conf.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// `host:port` for `bootstrap.servers`: the advertised address (a proxy's, if any).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.process.port)
+        format!("127.0.0.1:{}", self.tansu.advertised_port.unwrap_or(self.process.port))
+    }
+
+    /// The broker's own plaintext port (behind any proxy).
+    pub fn own_port(&self) -> u16 {
+        self.process.port
     }
 
     /// `kafka://host:port/topic`.
@@ -131,9 +186,14 @@ impl KafkaBroker {
             }
             BrokerKind::Tansu => {
                 let url = format!("tcp://127.0.0.1:{port}");
+                let advertised =
+                    format!("tcp://127.0.0.1:{}", self.tansu.advertised_port.map_or(port, |p| p.to_string()));
                 let mut c = Command::new(binary("TANSU_BIN", "bin/tansu"));
-                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url]);
+                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised]);
                 c.args(["--storage-engine", "memory://tansu/"]);
+                if self.tansu.authentication {
+                    c.arg("--authentication");
+                }
                 c
             }
         };
@@ -165,12 +225,12 @@ impl KafkaBroker {
 
     /// A consumer with librdkafka's settings for this broker.
     pub fn consumer(&self) -> BaseConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", "testkit")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer")
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap()).set("group.id", "testkit").set("enable.auto.commit", "false");
+        for (k, v) in &self.client_conf {
+            config.set(k, v);
+        }
+        config.create().expect("consumer")
     }
 
     /// Messages in `topic` by its high watermarks (0 if it does not exist yet).
@@ -182,6 +242,49 @@ impl KafkaBroker {
             .filter_map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).ok())
             .map(|(_, high)| high as usize)
             .sum()
+    }
+
+    /// The compression codecs of the record batches of `topic` as the broker stores and
+    /// serves them (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd: the low bits of each batch's
+    /// attributes), read with one plain Fetch per partition from offset 0 (the first
+    /// 16 MiB of each). Shows whether a broker keeps a producer's compression.
+    pub fn stored_codecs(&self, topic: &str) -> std::collections::BTreeSet<i16> {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let consumer = self.consumer();
+        let uri = kafka_conf::KafkaUri::parse(&self.uri(topic)).expect("uri");
+        let partitions = kafka_conf::partition_count(consumer.client(), &uri).expect("metadata");
+        let partitions = (0..partitions as i32)
+            .map(|p| {
+                FetchPartition::default().with_partition(p).with_fetch_offset(0).with_partition_max_bytes(16 << 20)
+            })
+            .collect();
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(64 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(partitions),
+            ]);
+        let response = wire::Connection::open(&format!("127.0.0.1:{}", self.process.port)).call(&request, 11);
+        let mut codecs = std::collections::BTreeSet::new();
+        for data in response.responses.iter().flat_map(|t| &t.partitions) {
+            let records = data.records.clone().unwrap_or_default();
+            // A record batch: baseOffset i64, batchLength i32 (bytes after it), ...,
+            // magic i8 at 16, crc i32, attributes i16 at 21.
+            let mut at = 0;
+            while at + 23 <= records.len() {
+                let length = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+                codecs.insert(i16::from_be_bytes(records[at + 21..at + 23].try_into().unwrap()) & 0x7);
+                at += 12 + length;
+            }
+        }
+        codecs
     }
 
     /// Every message of `topic`, by partition in offset order.

@@ -17,6 +17,11 @@ impl ServerProcess {
         ServerProcess { port: crate::free_port(), data_dir: tempfile::tempdir().expect("temp dir"), child: None }
     }
 
+    /// `port` (chosen by the caller) and a fresh data directory; nothing started yet.
+    pub fn on_port(port: u16) -> Self {
+        ServerProcess { port, data_dir: tempfile::tempdir().expect("temp dir"), child: None }
+    }
+
     pub fn data(&self) -> &Path {
         self.data_dir.path()
     }

@@ -33,6 +33,12 @@ pub fn chromium() -> PathBuf {
     FOUND.get_or_init(|| find_or_apt_install("CHROMIUM_BIN", "chromium", "chromium")).clone()
 }
 
+/// `socat`, the TLS-terminating proxy of the Kafka TLS tests (`SOCAT_BIN` overrides).
+pub fn socat() -> PathBuf {
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND.get_or_init(|| find_or_apt_install("SOCAT_BIN", "socat", "socat")).clone()
+}
+
 /// Makes sure `python3 -m venv` works (Debian splits the module into `python3-venv`).
 pub fn ensure_python_venv() {
     static DONE: OnceLock<()> = OnceLock::new();

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use kafka_conf::KafkaUri;
+use kafka_conf::{ClientError, ClientErrors, KafkaUri};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -67,7 +67,7 @@ pub struct KafkaSource {
     uri: KafkaUri,
     /// `--consumer-conf`, for the probe of [`KafkaSource::serves`].
     consumer_conf: Vec<(String, String)>,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ClientErrors>,
     partitions: BTreeMap<i32, PartitionState>,
     /// High watermarks when the source was opened.
     end_at_open: BTreeMap<i32, i64>,
@@ -148,10 +148,19 @@ impl KafkaSource {
                 )));
             }
         };
-        let consumer: BaseConsumer = kafka_conf::client_config(&uri, CONSUMER_DEFAULTS, &options.consumer_conf)
-            .create()
-            .map_err(|e| Error::user(format!("source {uri}: {e}")))?;
-        let count = kafka_conf::partition_count(consumer.client(), &uri).map_err(Error::external)?;
+        tracing::debug!(source = %uri, settings = %kafka_conf::redacted(&options.consumer_conf), "connecting");
+        let consumer: BaseConsumer<ClientErrors> =
+            kafka_conf::client_config(&uri, CONSUMER_DEFAULTS, &options.consumer_conf)
+                .create_with_context(ClientErrors::default())
+                .map_err(|e| Error::user(format!("source {}", ClientError::setting(&uri, &e))))?;
+        // Polling (nothing is assigned yet) delivers librdkafka's error reports, so a
+        // wrong password or an untrusted certificate fails at once, as a user error.
+        let count = kafka_conf::connect(consumer.client(), &uri, |wait| {
+            let _ = consumer.poll(wait);
+        })
+        .map_err(|e| {
+            if e.is_permanent() { Error::user(format!("source {e}")) } else { Error::external(e.to_string()) }
+        })?;
         if count == 0 {
             return Err(external(&uri, "the topic does not exist (yet)"));
         }
