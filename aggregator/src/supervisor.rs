@@ -110,29 +110,45 @@ fn name_file(e: Error, file: &str) -> Error {
     if e.message.contains(file) { e } else { e.context(format!("pipeline {file}")) }
 }
 
+/// Which status row a pipeline that is not running (failed or inactive) gets.
+enum StatusBase {
+    /// This one (its last status, known to the caller).
+    Last(Box<PipelineStatus>),
+    /// The row the store holds (whatever version wrote it).
+    Stored,
+    /// The row the store holds if that version wrote it (its counters, SQL…), else a
+    /// new row for that version: the file's hash and text.
+    Version { sql_hash: String, sql_text: Option<String> },
+}
+
 /// Writes a status row for a pipeline that is not running (failed or inactive).
-fn record_state(
-    file: &Path,
-    options: &PipelineOptions,
-    state: &str,
-    error: Option<&Error>,
-    last: Option<PipelineStatus>,
-) {
+fn record_state(file: &Path, options: &PipelineOptions, state: &str, error: Option<&Error>, base: StatusBase) {
     let name = pipeline_name(file);
     if state == "failed" {
         crate::metrics::metrics().pipeline_failures.get_or_create(&crate::metrics::Metrics::pipeline(&name)).inc();
     }
-    let mut status = last.unwrap_or_else(|| PipelineStatus {
-        name: name.clone(),
-        sql_file: file.display().to_string(),
-        ..Default::default()
-    });
-    status.state = state.into();
-    status.progress = None;
-    if let Some(error) = error {
-        status.last_error = Some(error.to_string());
-    }
+    let fresh = || PipelineStatus { name: name.clone(), sql_file: file.display().to_string(), ..Default::default() };
     let write = async {
+        let stored = match &base {
+            StatusBase::Last(_) => None,
+            _ => {
+                let store = store::open(&options.sink_uri, options.sink_database.as_deref()).await?;
+                store.status(&name).await?
+            }
+        };
+        let mut status = match base {
+            StatusBase::Last(last) => *last,
+            StatusBase::Stored => stored.unwrap_or_else(fresh),
+            StatusBase::Version { sql_hash, sql_text } => match stored {
+                Some(stored) if stored.sql_hash == sql_hash => stored,
+                _ => PipelineStatus { sql_hash, sql_text, ..fresh() },
+            },
+        };
+        status.state = state.into();
+        status.progress = None;
+        if let Some(error) = error {
+            status.last_error = Some(error.to_string());
+        }
         let mut sink = sink::open(&options.sink_uri, options.sink_database.as_deref(), &name, &name).await?;
         sink.write_status(&status).await
     };
@@ -200,7 +216,8 @@ impl Supervisor {
             tracing::info!(pipeline = %name, file = %running.file.display(), "file deleted: stopping the pipeline");
             let file = running.file.clone();
             let last = self.stop(running);
-            record_state(&file, &self.options, "inactive", None, last);
+            let base = last.map_or(StatusBase::Stored, |last| StatusBase::Last(Box::new(last)));
+            record_state(&file, &self.options, "inactive", None, base);
         }
         // A failed pipeline whose file is deleted is not failed any more: inactive.
         let failed_gone: Vec<String> =
@@ -209,7 +226,7 @@ impl Supervisor {
             self.failed_hashes.remove(&name);
             if let Some(file) = self.failed_files.remove(&name) {
                 tracing::info!(pipeline = %name, file = %file.display(), "file of a failed pipeline deleted");
-                record_state(&file, &self.options, "inactive", None, None);
+                record_state(&file, &self.options, "inactive", None, StatusBase::Stored);
             }
         }
         for (name, (file, text, hash)) in wanted {
@@ -226,14 +243,15 @@ impl Supervisor {
             match self.plan(&file, &text) {
                 Err(e) => {
                     tracing::error!(file = %file.display(), error = %e, "pipeline file does not plan");
-                    self.failed_hashes.insert(name.clone(), hash);
+                    self.failed_hashes.insert(name.clone(), hash.clone());
                     match self.running.get(&name) {
                         Some(old) => {
                             let message = format!("edit not applied, the previous version keeps running: {e}");
                             *old.notice.lock().expect("notice lock") = Some(message);
                         }
                         None => {
-                            record_state(&file, &self.options, "failed", Some(&e), None);
+                            let version = StatusBase::Version { sql_hash: hash, sql_text: Some(text.clone()) };
+                            record_state(&file, &self.options, "failed", Some(&e), version);
                             self.failed_files.insert(name.clone(), file.clone());
                             self.summary.failed.push((file.clone(), e));
                         }
@@ -270,7 +288,13 @@ impl Supervisor {
         for status in statuses {
             if status.state != "inactive" && !files.contains(&status.name) && self.runs(Path::new(&status.sql_file)) {
                 tracing::info!(pipeline = %status.name, file = %status.sql_file, "file deleted while stopped");
-                record_state(&PathBuf::from(&status.sql_file), &self.options, "inactive", None, Some(status));
+                record_state(
+                    &PathBuf::from(&status.sql_file),
+                    &self.options,
+                    "inactive",
+                    None,
+                    StatusBase::Last(Box::new(status)),
+                );
             }
         }
         Ok(())
@@ -330,7 +354,8 @@ impl Supervisor {
             }
             Ok(Err(e)) => {
                 tracing::error!(file = %running.file.display(), error = %e, "pipeline failed");
-                record_state(&running.file, &self.options, "failed", Some(&e), None);
+                let version = StatusBase::Version { sql_hash: running.hash.clone(), sql_text: None };
+                record_state(&running.file, &self.options, "failed", Some(&e), version);
                 self.failed_hashes.insert(name.clone(), running.hash);
                 self.failed_files.insert(name, running.file.clone());
                 self.summary.failed.push((running.file, e));
@@ -339,7 +364,8 @@ impl Supervisor {
             Err(panic) => {
                 let message = crate::source::decode::panic_message(panic.as_ref());
                 let e = Error::internal(format!("{}: the pipeline panicked: {message}", running.file.display()));
-                record_state(&running.file, &self.options, "failed", Some(&e), None);
+                let version = StatusBase::Version { sql_hash: running.hash.clone(), sql_text: None };
+                record_state(&running.file, &self.options, "failed", Some(&e), version);
                 self.failed_hashes.insert(name.clone(), running.hash);
                 self.failed_files.insert(name, running.file.clone());
                 self.summary.failed.push((running.file, e));

@@ -140,10 +140,11 @@ pub fn check_reachable(options: &PublishOptions) -> Result<(), PublishError> {
 /// never publishes again what the topic once held.
 pub fn messages_in_topic(options: &PublishOptions) -> Result<u64, PublishError> {
     let uri = &options.uri;
-    let producer: BaseProducer = kafka_conf::client_config(uri, &[], &options.producer_conf)
-        .create()
-        .map_err(|e| PublishError::Config(format!("{uri}: {e}")))?;
-    let partitions = kafka_conf::partition_count(producer.client(), uri).map_err(PublishError::Unreachable)?;
+    let producer: BaseProducer<ClientErrors> = kafka_conf::client_config(uri, &[], &options.producer_conf)
+        .create_with_context(ClientErrors::default())
+        .map_err(|e| ClientError::setting(uri, &e))?;
+    kafka_conf::connect(producer.client(), uri, |wait| producer.poll(wait))?;
+    let partitions = kafka_conf::partition_count(producer.client(), uri)?;
     let mut total = 0u64;
     for partition in 0..partitions as i32 {
         let (_, high) = producer

@@ -42,8 +42,8 @@
 mod mongo;
 mod process;
 pub mod qix;
-pub mod tools;
 pub mod tls;
+pub mod tools;
 mod wire;
 
 pub use mongo::MongoServer;

@@ -33,7 +33,7 @@ use std::time::Duration;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a pipeline runs (the same for every pipeline of an aggregator).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PipelineOptions {
     pub source_uri: String,
     /// `sqlite:<path>` or `mongodb://…` (may hold a password: show it only through
@@ -57,6 +57,27 @@ pub struct PipelineOptions {
     pub qlik: crate::sink::qlik::QlikOptions,
     /// The process's Qlik push, shared by its pipelines (started by the supervisor).
     pub qlik_hub: Option<crate::sink::qlik::QlikHub>,
+}
+
+/// Shows the sink URI's password and the producer's secrets as `***`.
+impl std::fmt::Debug for PipelineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineOptions")
+            .field("source_uri", &self.source_uri)
+            .field("sink_uri", &store::redact_uri(&self.sink_uri))
+            .field("sink_database", &self.sink_database)
+            .field("checkpoint_dir", &self.checkpoint_dir)
+            .field("available_now", &self.available_now)
+            .field("max_batch_records", &self.max_batch_records)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("poll_interval", &self.poll_interval)
+            .field("source", &self.source)
+            .field("dead_letter_uri", &self.dead_letter_uri)
+            .field("producer_conf", &kafka_conf::redacted(&self.producer_conf))
+            .field("qlik", &self.qlik)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for PipelineOptions {

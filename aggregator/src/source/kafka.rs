@@ -304,6 +304,11 @@ impl KafkaSource {
     }
 
     fn nothing_read(&self) -> Result<Option<RawBatch>> {
+        // A login refused or a certificate rejected mid-run (a rotated password, an
+        // expired certificate) is the user's to fix, not an outage to wait out.
+        if let Some(e) = self.consumer.context().permanent_error(&self.uri) {
+            return Err(Error::user(format!("source {e}")));
+        }
         match &self.unreachable {
             Some(why) => Err(external(&self.uri, why)),
             None => Ok(None),

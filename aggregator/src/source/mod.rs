@@ -139,7 +139,7 @@ pub trait Source: Send {
 }
 
 /// How a source is opened (the same for every pipeline of an aggregator).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SourceOptions {
     /// `key=value` settings passed to librdkafka's consumer (`--consumer-conf`).
     pub consumer_conf: Vec<(String, String)>,
@@ -157,4 +157,14 @@ pub fn open(uri: &str, offset: &SourceOffset, options: &SourceOptions) -> Result
         return Ok(Box::new(kafka::KafkaSource::open(uri, offset, options)?));
     }
     Err(Error::user(format!("source URI {uri:?} is not supported (expected file:<dir> or kafka://host:port/topic)")))
+}
+
+/// Shows the consumer's secrets (`sasl.password`, …) as `***`.
+impl std::fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("consumer_conf", &kafka_conf::redacted(&self.consumer_conf))
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
 }

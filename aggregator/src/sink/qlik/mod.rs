@@ -29,7 +29,7 @@ use std::time::Duration;
 pub use push::{QlikFeed, QlikHub};
 
 /// How results are pushed to Qlik (flags `--qlik*`; every knob has a default).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QlikOptions {
     /// Apps every pipeline pushes to (`--qlik`), besides a file's own `-- qlik:` lines.
     pub targets: Vec<String>,
@@ -51,6 +51,27 @@ pub struct QlikOptions {
     pub reload_timeout: Duration,
     /// At exit, how long to wait for the last changes to reach the apps.
     pub flush_timeout: Duration,
+}
+
+/// Shows the headers' names only: their values are credentials (Bearer tokens, sessions).
+impl std::fmt::Debug for QlikOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self.headers.iter().map(|(name, _)| format!("{name}: ***")).collect();
+        let targets: Vec<String> =
+            self.targets.iter().map(|t| QlikTarget::parse(t).map_or_else(|_| "?".into(), |t| t.display())).collect();
+        f.debug_struct("QlikOptions")
+            .field("targets", &targets)
+            .field("headers", &headers)
+            .field("min_rows", &self.min_rows)
+            .field("idle", &self.idle)
+            .field("max_delay", &self.max_delay)
+            .field("min_interval", &self.min_interval)
+            .field("pace", &self.pace)
+            .field("call_timeout", &self.call_timeout)
+            .field("reload_timeout", &self.reload_timeout)
+            .field("flush_timeout", &self.flush_timeout)
+            .finish()
+    }
 }
 
 impl Default for QlikOptions {
