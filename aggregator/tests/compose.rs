@@ -16,7 +16,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use compose_files::{Config, TEST_VARIABLES, compose_seconds, docker_compose, repo_root, resolve};
+use compose_files::{
+    TEST_VARIABLES, compose_seconds, docker_compose, docker_compose_ok, repo_root, resolve, resolve_with,
+};
 
 const REGENERATE: &str = "deploy/generate-streaming-compose.sh > docker-compose-streaming.yaml";
 
@@ -154,25 +156,12 @@ fn the_compose_files_validate_offline() {
         &["-f", "docker-compose-streaming.yaml", "config", "-q"],
     ];
     for args in checks {
-        let output = docker_compose(args, TEST_VARIABLES);
-        assert!(
-            output.status.success(),
-            "docker-compose {} failed ({}):\n{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        docker_compose_ok(args, TEST_VARIABLES);
     }
     // The streaming file on its own defines exactly one service per pipeline file.
     let args = ["-f", "docker-compose-streaming.yaml", "config", "--services"];
-    let output = docker_compose(&args, TEST_VARIABLES);
-    assert!(
-        output.status.success(),
-        "docker-compose {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let listed: BTreeSet<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
+    let output = docker_compose_ok(&args, TEST_VARIABLES);
+    let listed: BTreeSet<String> = output.lines().map(str::to_string).collect();
     assert_eq!(
         listed,
         sql_stems(&repo_root()),
@@ -224,10 +213,7 @@ fn published_ports_listen_on_loopback_unless_bind_address_says_otherwise() {
 
     let mut variables = TEST_VARIABLES.to_vec();
     variables.push(("BIND_ADDRESS", "0.0.0.0"));
-    let args = ["-f", "docker-compose-infra.yaml", "-f", "docker-compose-app.yaml", "config"];
-    let output = docker_compose(&args, &variables);
-    let text = String::from_utf8_lossy(&output.stdout);
-    let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    let config = resolve_with(&["docker-compose-infra.yaml", "docker-compose-app.yaml"], &variables);
     for service in config.services.values() {
         for port in &service.ports {
             assert!(port.starts_with("0.0.0.0:"), "{}: {port} with BIND_ADDRESS=0.0.0.0", service.name);

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compose_files::{ImageTarget, Service, TEST_VARIABLES, compose_seconds, docker_compose, dockerfile_target};
+use compose_files::{ImageTarget, Service, TEST_VARIABLES, compose_seconds, dockerfile_target};
 use testkit::{BrokerKind, KafkaBroker, MongoServer};
 
 /// How many events the generator is told to publish (`EVENTS`, the app file's variable).
@@ -322,13 +322,7 @@ fn the_compose_services_run_together() {
     let mut variables = TEST_VARIABLES.to_vec();
     let events = EVENTS.to_string();
     variables.push(("EVENTS", &events));
-    let resolve = |files: &[&str]| {
-        let mut args: Vec<&str> = files.iter().flat_map(|f| ["-f", *f]).collect();
-        args.push("config");
-        let output = docker_compose(&args, &variables);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        compose_files::Config::parse(&String::from_utf8_lossy(&output.stdout)).expect("config")
-    };
+    let resolve = |files: &[&str]| compose_files::resolve_with(files, &variables);
     let infra_app = resolve(&["docker-compose-infra.yaml", "docker-compose-app.yaml"]);
     let streaming = resolve(&["docker-compose-streaming.yaml"]);
     assert!(!streaming.services.is_empty());

@@ -40,11 +40,9 @@ pub fn docker_compose(args: &[&str], variables: &[(&str, &str)]) -> Output {
     command.output().unwrap_or_else(|e| panic!("running docker-compose {}: {e}", args.join(" ")))
 }
 
-/// `docker-compose -f <file>… config` with [`TEST_VARIABLES`]: the files as compose runs them.
-pub fn resolve(files: &[&str]) -> Config {
-    let mut args: Vec<&str> = files.iter().flat_map(|file| ["-f", *file]).collect();
-    args.push("config");
-    let output = docker_compose(&args, TEST_VARIABLES);
+/// [`docker_compose`] that must succeed: its standard output.
+pub fn docker_compose_ok(args: &[&str], variables: &[(&str, &str)]) -> String {
+    let output = docker_compose(args, variables);
     assert!(
         output.status.success(),
         "docker-compose {} failed ({}):\n{}",
@@ -52,7 +50,19 @@ pub fn resolve(files: &[&str]) -> Config {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = String::from_utf8(output.stdout).expect("docker-compose prints UTF-8");
+    String::from_utf8(output.stdout).expect("docker-compose prints UTF-8")
+}
+
+/// `docker-compose -f <file>… config` with [`TEST_VARIABLES`]: the files as compose runs them.
+pub fn resolve(files: &[&str]) -> Config {
+    resolve_with(files, TEST_VARIABLES)
+}
+
+/// [`resolve`] with these variables.
+pub fn resolve_with(files: &[&str], variables: &[(&str, &str)]) -> Config {
+    let mut args: Vec<&str> = files.iter().flat_map(|file| ["-f", *file]).collect();
+    args.push("config");
+    let text = docker_compose_ok(&args, variables);
     Config::parse(&text).unwrap_or_else(|e| panic!("docker-compose {}: {e}\n{text}", args.join(" ")))
 }
 
