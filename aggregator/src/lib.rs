@@ -5,8 +5,10 @@
 //! * [`source`] — where events come from (`file:<dir>`), their declared schema, and
 //!   decoding JSON into Arrow with a reason for every bad record;
 //! * [`pipeline`] — a `.sql` file planned by DataFusion and run as micro-batches:
-//!   partial aggregation per batch, mergeable per-group state, watermark, windows,
-//!   output modes, checkpoints;
+//!   watermark, windows, output modes, the offset log, the micro-batch loop;
+//! * [`operators`] — streaming operators (the grouped aggregation) with their state;
+//! * [`state`] — columnar state (group index, state columns) and incremental
+//!   checkpoints;
 //! * [`sink`] — where results go (`sqlite:<path>`), as upserts and deletes by `_id`;
 //! * [`supervisor`] — runs every pipeline of a file or directory, one thread each;
 //! * [`metrics`] — Prometheus metrics (`--metrics-listen`);
@@ -17,9 +19,11 @@
 pub mod batch;
 pub mod error;
 pub mod metrics;
+pub mod operators;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod supervisor;
 
 pub use error::{Error, ErrorKind, Result};

@@ -231,6 +231,16 @@ fn main() -> anyhow::Result<()> {
             "elapsed_seconds": started.elapsed().as_secs_f64(),
             "peak_rss_kib": peak_rss_kib(),
             "pipelines": summary.finished,
+            // The state as the pipelines' last checkpoint found it (the metrics'
+            // `aggregator_state_groups` and `aggregator_state_bytes`).
+            "state": summary.finished.iter().map(|s| {
+                let (m, labels) = (aggregator::metrics::metrics(), aggregator::metrics::Metrics::pipeline(&s.name));
+                serde_json::json!({
+                    "pipeline": s.name,
+                    "groups": m.state_groups.get_or_create(&labels).get(),
+                    "bytes": m.state_bytes.get_or_create(&labels).get(),
+                })
+            }).collect::<Vec<_>>(),
             "failed": summary.failed.iter().map(|(file, e)| serde_json::json!({"file": file, "error": e.to_string()})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;

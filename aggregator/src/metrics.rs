@@ -16,10 +16,10 @@
 //! | `aggregator_watermark_delay_seconds` | pipeline | wall clock − the pipeline's watermark |
 //! | `aggregator_batch_duration_seconds` | pipeline | histogram: one micro-batch, read to written |
 //! | `aggregator_batch_records` | pipeline | histogram: records per micro-batch |
-//! | `aggregator_checkpoint_duration_seconds` | pipeline | histogram: writing a checkpoint |
-//! | `aggregator_checkpoint_bytes` | pipeline | size of the last checkpoint |
+//! | `aggregator_checkpoint_duration_seconds` | pipeline | histogram: the time a checkpoint holds the pipeline up (collecting what changed; the writing runs on a writer thread) |
+//! | `aggregator_checkpoint_bytes` | pipeline | size of the last checkpoint written (its state file + manifest) |
 //! | `aggregator_state_groups` | pipeline | groups held in the state |
-//! | `aggregator_state_bytes` | pipeline | the state's size in columnar form, at the last checkpoint |
+//! | `aggregator_state_bytes` | pipeline | the state's size in memory (group index and state columns), at the last checkpoint |
 //! | `aggregator_retries_total` | pipeline, target (`sink`, `source`, `dead_letter`) | outages retried |
 //! | `aggregator_pipeline_failures_total` | pipeline | pipelines that failed (planner error, fatal error, panic) |
 //! | `aggregator_qlik_reloads_total` | app, outcome (`ok`, `error`) | reloads of a Qlik app |
@@ -178,12 +178,20 @@ impl Metrics {
         );
         registry.register("batch_duration_seconds", "One micro-batch, from read to written", m.batch_duration.clone());
         registry.register("batch_records", "Records per micro-batch", m.batch_records.clone());
-        registry.register("checkpoint_duration_seconds", "Writing one checkpoint", m.checkpoint_duration.clone());
-        registry.register("checkpoint_bytes", "Size of the last checkpoint", m.checkpoint_bytes.clone());
+        registry.register(
+            "checkpoint_duration_seconds",
+            "The time a checkpoint holds the pipeline up (the writing runs on a writer thread)",
+            m.checkpoint_duration.clone(),
+        );
+        registry.register(
+            "checkpoint_bytes",
+            "Size of the last checkpoint written (its state file and manifest)",
+            m.checkpoint_bytes.clone(),
+        );
         registry.register("state_groups", "Groups held in the state", m.state_groups.clone());
         registry.register(
             "state_bytes",
-            "The state's size in columnar form, at the last checkpoint",
+            "The state's size in memory (group index and state columns), at the last checkpoint",
             m.state_bytes.clone(),
         );
         registry.register("retries", "Outages retried, by what was down", m.retries.clone());

@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 use store::{ResultColumn, ResultDelta, ResultRow, Value};
 
 use crate::error::Result;
+use crate::operators::aggregate::{Aggregate, Merged};
 use crate::pipeline::definition::OutputMode;
 use crate::pipeline::plan::{Emission, StreamingPlan};
-use crate::pipeline::state::{GroupStore, Merged};
 use crate::sink::values;
 
 /// The result table's columns: the output's columns except `_id`.
@@ -53,7 +53,7 @@ impl Emitter {
     pub async fn emit(
         &mut self,
         plan: &StreamingPlan,
-        groups: &mut GroupStore,
+        groups: &mut Aggregate,
         merged: Merged,
         watermark: Option<i64>,
     ) -> Result<ResultDelta> {

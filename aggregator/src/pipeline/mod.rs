@@ -5,14 +5,14 @@
 //! * [`plan`] — DataFusion plans the SQL; we cut the plan at the aggregation;
 //! * [`windows`] — `window` / `tumble` / `hop` for `GROUP BY`;
 //! * [`watermark`] — event time and lateness;
-//! * [`state`] — per-group mergeable aggregate state, eviction of closed windows;
+//! * [`crate::operators::aggregate`] — the aggregation's columnar state, eviction of
+//!   closed windows;
 //! * [`emit`] — which result rows a micro-batch changes, per output mode;
-//! * [`checkpoint`] — state + offsets in one atomically replaced file;
+//! * [`crate::state::checkpoint`] — state + offsets, saved incrementally;
 //! * [`offset_log`] — each micro-batch's input, logged before it runs, so a crash
 //!   re-runs exactly the same batches;
 //! * [`runner`] — the micro-batch loop that ties them together.
 
-pub mod checkpoint;
 pub mod definition;
 pub mod emit;
 pub mod live_table;
@@ -20,7 +20,6 @@ pub mod offset_log;
 pub mod plan;
 pub mod runner;
 pub mod spark;
-pub mod state;
 pub mod watermark;
 pub mod windows;
 

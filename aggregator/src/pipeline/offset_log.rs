@@ -55,6 +55,8 @@ pub struct OffsetLog {
     path: PathBuf,
     /// Open for appending once the first entry is written.
     file: Option<File>,
+    /// What the file holds.
+    entries: Vec<LoggedBatch>,
 }
 
 impl OffsetLog {
@@ -90,7 +92,7 @@ impl OffsetLog {
                 pending.push(entry);
             }
         }
-        let mut log = OffsetLog { path, file: None };
+        let mut log = OffsetLog { path, file: None, entries: Vec::new() };
         // Rewrite the file with exactly the batches still to run (no torn line to
         // append after, nothing obsolete).
         log.rewrite(&pending)?;
@@ -107,13 +109,16 @@ impl OffsetLog {
         let mut line = serde_json::to_vec(entry).map_err(|e| Error::internal(e.to_string()))?;
         line.push(b'\n');
         file.write_all(&line).map_err(fail)?;
-        file.sync_data().map_err(fail)
+        file.sync_data().map_err(fail)?;
+        self.entries.push(entry.clone());
+        Ok(())
     }
 
-    /// After a checkpoint: keeps only `entries`, the logged batches the checkpoint does
-    /// not hold yet (those still to run again after a crash; usually none).
-    pub fn keep_only(&mut self, entries: &[LoggedBatch]) -> Result<()> {
-        self.rewrite(entries)
+    /// Once a checkpoint holding batches up to `batch` is on disk: drops their entries,
+    /// keeping those of later batches (run since, or still to run again).
+    pub fn drop_through(&mut self, batch: u64) -> Result<()> {
+        let keep: Vec<LoggedBatch> = self.entries.iter().filter(|e| e.batch > batch).cloned().collect();
+        self.rewrite(&keep)
     }
 
     /// Replaces the file's content by `entries` (written to a dot-file, synced, renamed).
@@ -132,7 +137,9 @@ impl OffsetLog {
             file.write_all(&line).map_err(fail)?;
         }
         file.sync_all().map_err(fail)?;
-        std::fs::rename(&tmp, &self.path).map_err(fail)
+        std::fs::rename(&tmp, &self.path).map_err(fail)?;
+        self.entries = entries.to_vec();
+        Ok(())
     }
 }
 
@@ -197,13 +204,13 @@ mod tests {
         for batch in 1..=3 {
             log.append(&entry(batch, "h")).unwrap();
         }
-        // A checkpoint after batch 1, while batches 2 and 3 are still to run again.
-        log.keep_only(&[entry(2, "h"), entry(3, "h")]).unwrap();
+        // A checkpoint after batch 1 is on disk; batches 2 and 3 ran since.
+        log.drop_through(1).unwrap();
         log.append(&entry(4, "h")).unwrap();
         drop(log);
         let (mut log, pending) = OffsetLog::open(path.clone(), "h", 1).unwrap();
         assert_eq!(pending, [entry(2, "h"), entry(3, "h"), entry(4, "h")]);
-        log.keep_only(&[]).unwrap();
+        log.drop_through(4).unwrap();
         drop(log);
         let (_, pending) = OffsetLog::open(path, "h", 4).unwrap();
         assert!(pending.is_empty());

@@ -4,15 +4,14 @@
 //! ```text
 //!   stage 2 (optional)     … FROM AGGREGATED            runs over stage 1's current result
 //!   top                    HAVING, SELECT expressions   runs over final values of groups
-//!   ── cut ──              the AggregateExec            replaced by our GroupStore
-//!   partial                AggregateExec(Partial)       runs over each micro-batch
-//!   input                  WHERE, window expressions    over SOURCE
+//!   ── cut ──              the AggregateExec            replaced by operators::aggregate
+//!   input                  WHERE, window expressions    over SOURCE, per micro-batch
 //! ```
 //!
-//! Per micro-batch, DataFusion's own `Partial` aggregation reduces the batch to one row
-//! of mergeable state per group it touches; [`super::state::GroupStore`] merges those
-//! into the state it keeps; the final values of the groups that changed go through
-//! `top` (and stage 2) to the sink.
+//! Per micro-batch, `input` runs over the batch's events; the streaming
+//! [`crate::operators::aggregate::Aggregate`] (given DataFusion's group and aggregate
+//! expressions) folds its rows into the groups they touch; the final values of the
+//! groups that changed go through `top` (and stage 2) to the sink.
 
 use std::sync::Arc;
 
@@ -25,7 +24,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -33,6 +32,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
+use crate::operators::aggregate::AggregateSpec;
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
 use crate::pipeline::windows::{self, ExpandHoppingWindows, SessionWindows, WATERMARK_COLUMN, WindowCall};
@@ -111,13 +111,11 @@ pub struct PlannedWindow {
 pub struct StreamingPlan {
     pub source_schema: SchemaRef,
     source_slot: LiveSlot,
-    partial: Arc<dyn ExecutionPlan>,
-    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
-    /// Number of state columns of each aggregate.
-    pub state_widths: Vec<usize>,
-    pub num_group_columns: usize,
-    /// Group columns + state columns: the partial aggregation's output.
-    pub partial_schema: SchemaRef,
+    /// The rows the aggregation reads, from a micro-batch of `SOURCE`.
+    input: Arc<dyn ExecutionPlan>,
+    group_by: PhysicalGroupBy,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    filters: Vec<Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>>,
     /// Group columns + final values: what the aggregation hands to `top`.
     pub final_schema: SchemaRef,
     top_slot: LiveSlot,
@@ -194,28 +192,9 @@ impl StreamingPlan {
                 "`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"
             ))
         })?;
-        let partial: Arc<dyn ExecutionPlan> = Arc::new(
-            AggregateExec::try_new(
-                AggregateMode::Partial,
-                raw_exec.group_expr().clone(),
-                raw_exec.aggr_expr().to_vec(),
-                raw_exec.filter_expr().to_vec(),
-                raw_exec.input().clone(),
-                raw_exec.input_schema(),
-            )
-            .map_err(|e| user(&e))?,
-        );
-        let aggregate_exprs = raw_exec.aggr_expr().to_vec();
-        let state_widths = aggregate_exprs
-            .iter()
-            .map(|a| a.state_fields().map(|f| f.len()))
-            .collect::<datafusion::common::Result<Vec<_>>>()
-            .map_err(|e| user(&e))?;
-        let partial_schema = partial.schema();
-        let num_group_columns = partial_schema.fields().len() - state_widths.iter().sum::<usize>();
         let groups_are_plain = raw_exec.group_expr().is_single();
-
         let final_schema = top_aggregate.schema();
+        let num_group_columns = final_schema.fields().len() - raw_exec.aggr_expr().len();
         let top_slot = LiveSlot::default();
         let replacement: Arc<dyn ExecutionPlan> =
             Arc::new(LiveExec::new(final_schema.clone(), top_slot.clone(), None).map_err(|e| user(&e))?);
@@ -292,11 +271,10 @@ impl StreamingPlan {
         Ok(StreamingPlan {
             source_schema,
             source_slot,
-            partial,
-            aggregates: aggregate_exprs,
-            state_widths,
-            num_group_columns,
-            partial_schema,
+            input: raw_exec.input().clone(),
+            group_by: raw_exec.group_expr().clone(),
+            aggregates: raw_exec.aggr_expr().to_vec(),
+            filters: raw_exec.filter_expr().to_vec(),
             final_schema,
             top_slot,
             top,
@@ -309,10 +287,22 @@ impl StreamingPlan {
         })
     }
 
-    /// Runs the partial aggregation over one micro-batch of `SOURCE` rows.
-    pub async fn partial_aggregate(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    /// What the streaming aggregation needs of DataFusion's plan.
+    pub fn aggregate_spec(&self) -> AggregateSpec {
+        AggregateSpec {
+            group_by: self.group_by.clone(),
+            aggregates: self.aggregates.clone(),
+            filters: self.filters.clone(),
+            final_schema: self.final_schema.clone(),
+            window: self.window.as_ref().map(|w| (w.call.group_index, w.call.spec)),
+        }
+    }
+
+    /// Runs the part of stage 1 below the aggregation over one micro-batch of
+    /// `SOURCE` rows: the rows the aggregation reads.
+    pub async fn aggregate_input(&self, batch: RecordBatch) -> Result<RecordBatch> {
         self.source_slot.set(vec![batch]);
-        let out = self.execute(&self.partial).await;
+        let out = self.execute(&self.input).await;
         self.source_slot.set(vec![]);
         out
     }

@@ -3,9 +3,11 @@
 //! ```text
 //! read records → log the batch (offset log) → decode (bad records out)
 //!   → reject event times implausibly far ahead (bad records out) → judge lateness (late records out)
-//!   → partial aggregation (DataFusion) → merge into group state → evict closed windows
-//!   → result changes → sink (with status and rejected records, one transaction)
-//!   → every checkpoint interval: checkpoint (state + offset), empty the offset log
+//!   → rows below the aggregation (DataFusion) → aggregate into the groups they touch
+//!   → evict closed windows → result changes → sink (with status and rejected records,
+//!   one transaction)
+//!   → every checkpoint interval: checkpoint (what changed + offset, written on a writer
+//!   thread); once it is on disk, the offset log forgets the batches it holds
 //! ```
 //!
 //! After a crash the batches the offset log holds beyond the checkpoint run again first,
@@ -31,15 +33,15 @@ use crate::error::Result;
 use crate::metrics::{
     Metrics, Outcome, OutcomeLabels, PartitionLabels, RetryLabels, RetryTarget, RowLabels, RowOp, metrics,
 };
-use crate::pipeline::checkpoint::{self, Checkpoint, CheckpointHeader, Counters};
+use crate::operators::aggregate::Aggregate;
 use crate::pipeline::definition::PipelineDefinition;
 use crate::pipeline::emit::{Emitter, result_columns};
 use crate::pipeline::offset_log::{self, LoggedBatch, OffsetLog};
 use crate::pipeline::plan::StreamingPlan;
-use crate::pipeline::state::GroupStore;
 use crate::pipeline::watermark::{Watermark, WatermarkState};
 use crate::pipeline::{PipelineOptions, Shutdown};
 use crate::sink::dead_letter::{DeadLetter, DeadRecord};
+use crate::state::checkpoint::{self, Checkpoint, CheckpointHeader, CheckpointWriter, Counters, StateChange};
 
 use crate::sink::qlik::QlikFeed;
 use crate::sink::qlik::script::ResultVersion;
@@ -56,7 +58,7 @@ pub struct Pipeline {
     options: PipelineOptions,
     plan: StreamingPlan,
     decoder: JsonDecoder,
-    groups: GroupStore,
+    aggregate: Aggregate,
     emitter: Emitter,
     watermark: Watermark,
     counters: Counters,
@@ -65,6 +67,7 @@ pub struct Pipeline {
     batch: u64,
     /// Each batch's input, written down before it runs.
     offset_log: OffsetLog,
+    checkpoints: CheckpointWriter,
     /// Batches the offset log holds beyond the checkpoint: after a crash, they run
     /// again, first and exactly.
     rerun: VecDeque<LoggedBatch>,
@@ -233,13 +236,14 @@ impl Pipeline {
         }
         let mut pipeline = Pipeline {
             decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
-            groups: GroupStore::new(&plan)?,
+            aggregate: Aggregate::new(plan.aggregate_spec())?,
             emitter: Emitter::default(),
             watermark: Watermark::new(delay, WatermarkState::default()),
             counters: Counters::default(),
             offset: SourceOffset::Start,
             batch: 0,
             offset_log,
+            checkpoints: CheckpointWriter::new(checkpoint_path.clone(), resumed.as_ref().map(|c| &c.header)),
             rerun: rerun.into(),
             sink,
             dead_letter,
@@ -266,9 +270,15 @@ impl Pipeline {
         .await?;
         match resumed {
             Some(checkpoint) => {
-                if let Some(state) = &checkpoint.state {
-                    pipeline.groups.restore(state, checkpoint.header.evicted_until)?;
+                for saved in &checkpoint.state {
+                    if let Some(removed) = &saved.removed {
+                        pipeline.aggregate.restore_removed(removed)?;
+                    }
+                    if let Some(written) = &saved.written {
+                        pipeline.aggregate.restore(written)?;
+                    }
                 }
+                pipeline.aggregate.set_evicted_until(checkpoint.header.evicted_until);
                 pipeline.emitter = Emitter { written: checkpoint.header.written, finalized: checkpoint.finalized };
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
@@ -278,7 +288,7 @@ impl Pipeline {
                     Some(until) if shadow => Replay::Until(Some(until)),
                     _ => Replay::Done,
                 };
-                tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.groups.len(), replaying = shadow, "resuming from checkpoint");
+                tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.aggregate.len(), replaying = shadow, "resuming from checkpoint");
             }
             None => {
                 tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "new version: replaying the source from its beginning into a shadow table")
@@ -317,7 +327,12 @@ impl Pipeline {
 
     /// Number of groups in the state (open windows only, for windowed pipelines).
     pub fn state_groups(&self) -> usize {
-        self.groups.len()
+        self.aggregate.len()
+    }
+
+    /// Bytes the aggregation's state holds.
+    pub fn state_bytes(&self) -> usize {
+        self.aggregate.size()
     }
 
     fn update_status(&mut self, state: &str) {
@@ -359,6 +374,7 @@ impl Pipeline {
         tracing::info!(pipeline = %self.def.name, hash = %self.def.sql_hash, "replay caught up: the new results replaced the old ones");
         // The checkpoint must not say "replaying" any more (see `Sink::prepare`).
         self.checkpoint()?;
+        self.checkpoint_written()?;
         self.update_status("running");
         self.write_status().await;
         Ok(())
@@ -384,14 +400,14 @@ impl Pipeline {
     /// Forgets the state and starts over as a new version would: from the source's
     /// beginning, into a shadow table swapped in when caught up.
     async fn start_over(&mut self, shutdown: &Shutdown) -> Result<()> {
-        self.groups = GroupStore::new(&self.plan)?;
+        self.aggregate = Aggregate::new(self.plan.aggregate_spec())?;
         self.emitter = Emitter::default();
         self.watermark = Watermark::new(self.watermark.delay_micros, WatermarkState::default());
         self.counters = Counters::default();
         self.offset = SourceOffset::Start;
         self.batch = 0;
         self.rerun.clear();
-        self.offset_log.keep_only(&[])?;
+        self.offset_log.drop_through(u64::MAX)?;
         self.replay = Replay::Until(None);
         let columns = result_columns(&self.plan);
         let sink = &mut self.sink;
@@ -400,7 +416,11 @@ impl Pipeline {
         })
         .await?;
         // A crash from here on restarts like a new version: no checkpoint.
-        Checkpoint::remove(&checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name))
+        self.checkpoints.finish()?;
+        let path = checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name);
+        Checkpoint::remove(&path)?;
+        self.checkpoints = CheckpointWriter::new(path, None);
+        Ok(())
     }
 
     /// Whether the source's log still reaches where the state stands. Not when it was
@@ -485,6 +505,7 @@ impl Pipeline {
             self.finish_replay(source.as_ref(), &shutdown).await?;
         }
         self.checkpoint()?;
+        self.checkpoint_written()?;
         self.update_status(if available_now { "caught_up" } else { "stopped" });
         self.write_status().await;
         tracing::info!(pipeline = %self.def.name, counters = ?self.counters, "pipeline stopped");
@@ -582,10 +603,10 @@ impl Pipeline {
         let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
 
         let (good, late) = self.split_late(decoded.batch, &decoded.rows, raw, rejected)?;
-        let partial = self.plan.partial_aggregate(good.clone()).await?;
-        let merged = self.groups.merge(&partial)?;
+        let input = self.plan.aggregate_input(good.clone()).await?;
+        let merged = self.aggregate.update(&input)?;
         let close_at = self.watermark.close_windows();
-        let delta = self.emitter.emit(&self.plan, &mut self.groups, merged, close_at).await?;
+        let delta = self.emitter.emit(&self.plan, &mut self.aggregate, merged, close_at).await?;
 
         self.counters.consumed += records.len() as u64;
         self.counters.bad += bad.len() as u64;
@@ -630,7 +651,7 @@ impl Pipeline {
         }
         m.batch_duration.get_or_create(&pipeline).observe(took.as_secs_f64());
         m.batch_records.get_or_create(&pipeline).observe(consumed as f64);
-        m.state_groups.get_or_create(&pipeline).set(self.groups.len() as i64);
+        m.state_groups.get_or_create(&pipeline).set(self.aggregate.len() as i64);
         if let Some(watermark) = self.watermark.current() {
             let behind = chrono::Utc::now().timestamp_micros() - watermark;
             m.watermark_delay.get_or_create(&pipeline).set(behind as f64 / 1e6);
@@ -728,35 +749,49 @@ impl Pipeline {
         .await
     }
 
-    /// Saves state and offset together.
+    /// Saves state and offset together: what changed since the last checkpoint (or,
+    /// now and then, the whole state) is collected here and written on the writer
+    /// thread while the next batches run. The offset log forgets the batches a
+    /// checkpoint holds once that checkpoint is on disk.
     pub fn checkpoint(&mut self) -> Result<()> {
         let started = Instant::now();
-        let state = self.groups.checkpoint_batch()?;
-        let state_bytes = state.get_array_memory_size();
-        let checkpoint = Checkpoint {
-            header: CheckpointHeader {
-                sql_hash: self.def.sql_hash.clone(),
-                offset: self.offset.clone(),
-                watermark: self.watermark.state.clone(),
-                replay_until: match &self.replay {
-                    Replay::Until(until) => until.clone(),
-                    Replay::Done => None,
-                },
-                evicted_until: self.groups.evicted_until(),
-                counters: self.counters,
-                written: self.emitter.written.clone(),
-                batch: self.batch,
-            },
-            state: Some(state),
-            finalized: self.emitter.finalized.clone(),
+        self.checkpoint_written()?;
+        let state = match self.checkpoints.wants_full() {
+            true => StateChange::Full(self.aggregate.full_state()?),
+            false => {
+                let (written, removed) = self.aggregate.take_changes()?;
+                StateChange::Delta { written, removed }
+            }
         };
-        let bytes = checkpoint.save(&checkpoint::path_for(&self.options.checkpoint_dir, &self.def.name))?;
-        // The checkpoint holds every logged batch now, but those still to run again.
-        self.offset_log.keep_only(self.rerun.make_contiguous())?;
+        let header = CheckpointHeader {
+            sql_hash: self.def.sql_hash.clone(),
+            offset: self.offset.clone(),
+            watermark: self.watermark.state.clone(),
+            replay_until: match &self.replay {
+                Replay::Until(until) => until.clone(),
+                Replay::Done => None,
+            },
+            evicted_until: self.aggregate.evicted_until(),
+            counters: self.counters,
+            written: self.emitter.written.clone(),
+            batch: self.batch,
+            state_files: Vec::new(),
+        };
+        self.checkpoints.start(header, state, self.emitter.finalized.clone())?;
         let (m, pipeline) = (metrics(), Metrics::pipeline(&self.def.name));
         m.checkpoint_duration.get_or_create(&pipeline).observe(started.elapsed().as_secs_f64());
-        m.checkpoint_bytes.get_or_create(&pipeline).set(bytes as i64);
-        m.state_bytes.get_or_create(&pipeline).set(state_bytes as i64);
+        m.state_bytes.get_or_create(&pipeline).set(self.aggregate.size() as i64);
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written, if any; once it is on disk, the offset
+    /// log no longer needs the batches it holds.
+    pub fn checkpoint_written(&mut self) -> Result<()> {
+        if let Some(written) = self.checkpoints.finish()? {
+            self.offset_log.drop_through(written.batch)?;
+            let (m, pipeline) = (metrics(), Metrics::pipeline(&self.def.name));
+            m.checkpoint_bytes.get_or_create(&pipeline).set(written.bytes as i64);
+        }
         Ok(())
     }
 }

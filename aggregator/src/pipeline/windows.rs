@@ -10,7 +10,7 @@
 //! at its first event and ends `gap` after its last (as in Spark). In a batch query
 //! the [`SessionWindows`] analyzer rule computes sessions with standard window
 //! functions; in a pipeline each event starts as its own session `[t, t + gap)` and
-//! the state store merges overlapping sessions of a key (`pipeline::state`).
+//! the aggregation merges overlapping sessions of a key (`operators::aggregate`).
 //!
 //! Sizes are strings like `'5 minutes'` (Spark's form) or `INTERVAL` literals. Windows
 //! are aligned to the Unix epoch, as in Spark. A hopping window puts an event into

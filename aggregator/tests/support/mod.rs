@@ -255,7 +255,7 @@ pub fn oracle_of(file: &Path, records: &[(i32, Vec<u8>)], max_record_bytes: usiz
     for row in 0..result.num_rows() {
         if def.settings.output_mode == OutputMode::Append {
             let window = result.column(window_column.expect("append cases name their window column `window`"));
-            let end = aggregator::pipeline::state::window_end(window, row).unwrap();
+            let end = aggregator::operators::aggregate::window_end(window, row).unwrap();
             if final_watermark.is_none_or(|w| end > w) {
                 continue;
             }

@@ -1,0 +1,173 @@
+//! Benchmark: the size of columnar state and of incremental checkpoints.
+//!
+//! ```text
+//! cargo bench -p aggregator --bench state                  # 10M distinct users
+//! BENCH_USERS=1000000 cargo bench -p aggregator --bench state
+//! ```
+//!
+//! 1. `SELECT user_id, COUNT(*) … GROUP BY user_id` over a log in which every event has
+//!    its own user (10M events → 10M groups), in one `aggregator --available-now`
+//!    process: events/s, peak RSS, and the state's bytes per group (the process's
+//!    `aggregator_state_bytes`, from its summary).
+//! 2. 10,000 more events for 10,000 of those users, in a second run resuming from the
+//!    first one's checkpoint: the size of the checkpoint that run writes (the changes,
+//!    not the 10M groups) next to the full state's file.
+//!
+//! The log is written once under `target/bench-data/` and reused.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+mod common;
+
+use common::{env_list, repo_root};
+
+/// `count` events, event `i` by user `first_user + i`, one second apart.
+fn write_log(dir: &Path, first_user: u64, count: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let start = 1_767_225_600i64; // 2026-01-01T00:00:00Z
+    let files = std::fs::read_dir(dir).unwrap().count() as u64;
+    for (n, chunk_start) in (0..count).step_by(100_000).enumerate() {
+        let path = dir.join(format!("batch-{:08}.jsonl", files + n as u64));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for i in chunk_start..(chunk_start + 100_000).min(count) {
+            let user = first_user + i;
+            let time = chrono::DateTime::from_timestamp(start + i as i64, 0).unwrap();
+            writeln!(
+                out,
+                r#"{{"user_id": {user}, "item_id": {}, "interaction_type": "view", "timestamp": "{}"}}"#,
+                user % 1000,
+                time.format("%Y-%m-%dT%H:%M:%S")
+            )
+            .unwrap();
+        }
+        out.flush().unwrap();
+    }
+}
+
+fn log(users: u64) -> PathBuf {
+    let dir = repo_root().join(format!("target/bench-data/distinct-users-{users}"));
+    if !dir.join(".complete").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        write_log(&dir, 0, users);
+        std::fs::write(dir.join(".complete"), b"").unwrap();
+    }
+    dir
+}
+
+struct Run {
+    events: u64,
+    seconds: f64,
+    peak_rss_kib: u64,
+    groups: u64,
+    state_bytes: u64,
+}
+
+fn run(sql: &Path, log: &Path, work: &Path) -> Run {
+    let summary = work.join("summary.json");
+    let started = Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
+        .args(["--sql", sql.to_str().unwrap()])
+        .arg("--source")
+        .arg(format!("file:{}", log.display()))
+        .arg("--sink")
+        .arg(format!("sqlite:{}", work.join("results.sqlite").display()))
+        .arg("--checkpoint-dir")
+        .arg(work.join("checkpoints"))
+        .arg("--available-now")
+        .arg("--summary-json")
+        .arg(&summary)
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    Run {
+        events: report["pipelines"][0]["events_in"].as_u64().unwrap(),
+        seconds: report["elapsed_seconds"].as_f64().unwrap_or(started.elapsed().as_secs_f64()),
+        peak_rss_kib: report["peak_rss_kib"].as_u64().unwrap(),
+        groups: report["state"][0]["groups"].as_u64().unwrap_or(0),
+        state_bytes: report["state"][0]["bytes"].as_u64().unwrap_or(0),
+    }
+}
+
+/// The state files of the pipeline `name`, newest last, with their sizes.
+fn state_files(work: &Path, name: &str) -> Vec<(String, u64)> {
+    let dir = work.join("checkpoints").join(format!("{name}.state"));
+    let mut files: Vec<(u64, String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.split('.').next().unwrap().parse().unwrap();
+            (n, name, e.metadata().unwrap().len())
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, name, size)| (name, size)).collect()
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let users: u64 = env_list("BENCH_USERS", "10000000")[0].parse().unwrap();
+    let touched: u64 = 10_000.min(users);
+    let log = log(users);
+    let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
+    let sql = work.path().join("per_user.sql");
+    std::fs::write(&sql, "SELECT user_id, COUNT(*) AS interactions FROM SOURCE GROUP BY user_id\n").unwrap();
+
+    let first = run(&sql, &log, work.path());
+    let full = state_files(work.path(), "per_user");
+    eprintln!("first run: {} events in {:.1} s; state files {full:?}", first.events, first.seconds);
+
+    // 10,000 more events of existing users, spread over the whole key range.
+    let more = work.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    for entry in std::fs::read_dir(&log).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("batch-") {
+            std::os::unix::fs::symlink(entry.path(), more.join(entry.file_name())).unwrap();
+        }
+    }
+    let step = users / touched;
+    let extra = more.join(format!("batch-{:08}.jsonl", 99_999_999));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&extra).unwrap());
+    for k in 0..touched {
+        let user = k * step;
+        writeln!(
+            out,
+            r#"{{"user_id": {user}, "item_id": 1, "interaction_type": "click", "timestamp": "2027-01-01T00:00:00"}}"#
+        )
+        .unwrap();
+    }
+    drop(out);
+    let second = run(&sql, &more, work.path());
+    let after = state_files(work.path(), "per_user");
+    let delta = after.iter().find(|(name, _)| !full.iter().any(|(n, _)| n == name)).cloned();
+
+    println!("\n| measure | value |");
+    println!("| --- | ---: |");
+    println!("| groups (distinct users) | {} |", first.groups);
+    println!(
+        "| events/s, first run (decode + aggregate + SQLite writes) | {:.0} |",
+        first.events as f64 / first.seconds
+    );
+    println!("| peak RSS, first run | {:.0} MiB |", first.peak_rss_kib as f64 / 1024.0);
+    println!("| state bytes (aggregator_state_bytes) | {:.0} MiB |", first.state_bytes as f64 / (1 << 20) as f64);
+    println!("| state bytes per group | {:.1} |", first.state_bytes as f64 / first.groups.max(1) as f64);
+    if let Some((name, size)) = full.first() {
+        println!("| full state file ({name}) | {:.1} MB |", *size as f64 / 1e6);
+    }
+    match delta {
+        Some((name, size)) => println!(
+            "| checkpoint after {touched} of {} groups changed ({name}) | {:.3} MB |",
+            second.groups,
+            size as f64 / 1e6
+        ),
+        None => println!("| checkpoint after {touched} groups changed | no new state file: {after:?} |"),
+    }
+    println!("| peak RSS, resumed run | {:.0} MiB |", second.peak_rss_kib as f64 / 1024.0);
+}

@@ -1,0 +1,442 @@
+//! Checkpoints: a pipeline's state and source offset, saved together, incrementally.
+//!
+//! ```text
+//! <checkpoint-dir>/<pipeline>.checkpoint        the manifest: format, SQL hash, offset,
+//!                                               watermark, counters, the state files
+//! <checkpoint-dir>/<pipeline>.state/<n>.full    every group's state (Arrow IPC)
+//! <checkpoint-dir>/<pipeline>.state/<n>.delta   the groups written and removed since <n-1>
+//! ```
+//!
+//! A checkpoint writes the state that changed since the last one (a delta), so its cost
+//! follows the batches since, not the size of the state; once the deltas add up to
+//! more than the full state, the next checkpoint writes the full state again and the
+//! older files go. A restart reads the full state and applies the deltas in order.
+//!
+//! The pipeline's thread only collects what changed (the groups it touched); encoding,
+//! writing and syncing happen on a writer thread while the next batches run
+//! ([`CheckpointWriter`]). Every file is written to a dot-file, synced and renamed; the
+//! manifest is renamed last, so a crash leaves the old checkpoint or the new one,
+//! never a torn one, and files no manifest names are removed at the next start.
+//!
+//! Sinks are written *before* the checkpoint. After a crash the pipeline resumes from
+//! the checkpoint and runs again the batches the offset log holds beyond it, over the
+//! same records (see [`crate::pipeline::offset_log`]); since those batches and their
+//! results are the same as before, the results end up the same.
+//!
+//! The format is versioned by the manifest's first bytes (`SQLAGG02`). A checkpoint of
+//! another version (`SQLAGG01`, whole state in one file, before columnar state) is not
+//! read: the pipeline starts as a new version and replays its source.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::pipeline::watermark::WatermarkState;
+use crate::source::SourceOffset;
+
+/// The manifest's first bytes: the format's version is in them.
+const MAGIC: &[u8; 8] = b"SQLAGG02";
+/// The first bytes of a state file.
+const STATE_MAGIC: &[u8; 8] = b"SQLAGGST";
+/// A full state is written again once the changes written since the last one add up
+/// to more than it (and at least this much), or are this many files.
+const MIN_REWRITE_BYTES: u64 = 1 << 20;
+const MAX_DELTAS: usize = 64;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub consumed: u64,
+    pub ok: u64,
+    pub bad: u64,
+    pub late: u64,
+    #[serde(default)]
+    pub upserted: u64,
+    #[serde(default)]
+    pub deleted: u64,
+    /// `consumed` after the last micro-batch that changed the result: the result's
+    /// version (what a Qlik app's marker records).
+    #[serde(default)]
+    pub changed_at: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    pub sql_hash: String,
+    pub offset: SourceOffset,
+    #[serde(default)]
+    pub watermark: WatermarkState,
+    /// While a new version replays into its shadow table: where the replay ends.
+    #[serde(default)]
+    pub replay_until: Option<SourceOffset>,
+    pub evicted_until: Option<i64>,
+    pub counters: Counters,
+    /// For pipelines that diff whole results: `_id` → fingerprint of the row written.
+    pub written: HashMap<String, u64>,
+    /// The number of the last micro-batch the state holds (see the offset log).
+    #[serde(default)]
+    pub batch: u64,
+    /// The state files, in the order they apply: a full state, then changes.
+    #[serde(default)]
+    pub state_files: Vec<StateFile>,
+}
+
+/// One file of saved state: a full state or the changes since the file before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    pub name: String,
+    pub bytes: u64,
+    pub full: bool,
+}
+
+/// A checkpoint as read back: the manifest, and the state files' contents in order.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    pub header: CheckpointHeader,
+    pub finalized: Option<RecordBatch>,
+    pub state: Vec<SavedState>,
+}
+
+/// The saved state of one file: groups written (their full state) and groups removed
+/// (their keys).
+#[derive(Debug, Clone)]
+pub struct SavedState {
+    pub written: Option<RecordBatch>,
+    pub removed: Option<RecordBatch>,
+}
+
+/// What one checkpoint saves of the state.
+pub enum StateChange {
+    /// Every group.
+    Full(RecordBatch),
+    /// The groups written and removed since the last checkpoint.
+    Delta { written: RecordBatch, removed: RecordBatch },
+}
+
+/// The manifest of a pipeline.
+pub fn path_for(dir: &Path, pipeline: &str) -> PathBuf {
+    dir.join(format!("{pipeline}.checkpoint"))
+}
+
+/// The folder of a pipeline's state files.
+fn state_dir(manifest: &Path) -> PathBuf {
+    manifest.with_extension("state")
+}
+
+fn ipc_bytes(batch: Option<&RecordBatch>) -> Result<Vec<u8>> {
+    let Some(batch) = batch else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn read_ipc(bytes: &[u8]) -> Result<Option<RecordBatch>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Some(datafusion::arrow::compute::concat_batches(&schema, &batches)?))
+}
+
+/// Writes `magic` and length-prefixed `parts` atomically (dot-file, fsync, rename);
+/// returns the size.
+fn write_atomically(path: &Path, magic: &[u8; 8], parts: &[Vec<u8>]) -> Result<u64> {
+    let fail = |e: std::io::Error| Error::external(format!("checkpoint {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
+    let mut out = Vec::with_capacity(8 + parts.iter().map(|p| 8 + p.len()).sum::<usize>());
+    out.extend_from_slice(magic);
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    file.write_all(&out).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    Ok(out.len() as u64)
+}
+
+/// Reads what [`write_atomically`] wrote: `None` if the magic is another one.
+fn read_parts(path: &Path, bytes: &[u8], magic: &[u8; 8], count: usize) -> Result<Option<Vec<Vec<u8>>>> {
+    let corrupt = |what: &str| Error::internal(format!("checkpoint {}: {what}", path.display()));
+    let mut cursor = Cursor::new(bytes);
+    let mut found = [0u8; 8];
+    cursor.read_exact(&mut found).map_err(|_| corrupt("too short"))?;
+    if &found != magic {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    for _ in 0..count {
+        let mut len = [0u8; 8];
+        cursor.read_exact(&mut len).map_err(|_| corrupt("truncated"))?;
+        let mut part = vec![0u8; u64::from_le_bytes(len) as usize];
+        cursor.read_exact(&mut part).map_err(|_| corrupt("truncated"))?;
+        parts.push(part);
+    }
+    Ok(Some(parts))
+}
+
+impl Checkpoint {
+    /// Deletes the checkpoint (manifest and state files), if there is one.
+    pub fn remove(path: &Path) -> Result<()> {
+        let fail = |e: std::io::Error| Error::external(format!("checkpoint {}: {e}", path.display()));
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
+        match std::fs::remove_dir_all(state_dir(path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a checkpoint; `None` if there is none, or one of another format version
+    /// (which is then left to be replaced). State files no manifest names (a crash
+    /// between writing one and the manifest) are removed.
+    pub fn load(path: &Path) -> Result<Option<Checkpoint>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::external(format!("checkpoint {}: {e}", path.display()))),
+        };
+        let corrupt = |what: &str| Error::internal(format!("checkpoint {}: {what}", path.display()));
+        let Some(parts) = read_parts(path, &bytes, MAGIC, 2)? else {
+            if bytes.starts_with(b"SQLAGG") {
+                tracing::warn!(checkpoint = %path.display(), "checkpoint of another format version: starting over");
+                return Ok(None);
+            }
+            return Err(corrupt("not a checkpoint file"));
+        };
+        let header: CheckpointHeader =
+            serde_json::from_slice(&parts[0]).map_err(|e| corrupt(&format!("header: {e}")))?;
+        let dir = state_dir(path);
+        let mut state = Vec::new();
+        for file in &header.state_files {
+            let file_path = dir.join(&file.name);
+            let bytes = std::fs::read(&file_path)
+                .map_err(|e| Error::external(format!("checkpoint {}: {e}", file_path.display())))?;
+            let parts = read_parts(&file_path, &bytes, STATE_MAGIC, 2)?
+                .ok_or_else(|| corrupt(&format!("{} is not a state file", file.name)))?;
+            state.push(SavedState { written: read_ipc(&parts[0])?, removed: read_ipc(&parts[1])? });
+        }
+        remove_unnamed(&dir, &header.state_files);
+        Ok(Some(Checkpoint { header, finalized: read_ipc(&parts[1])?, state }))
+    }
+}
+
+/// Removes the files of `dir` the manifest does not name.
+fn remove_unnamed(dir: &Path, named: &[StateFile]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !named.iter().any(|f| f.name == name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Writes a pipeline's checkpoints, each on a writer thread while the pipeline goes
+/// on; one at a time.
+pub struct CheckpointWriter {
+    manifest: PathBuf,
+    /// The files of the last checkpoint written.
+    files: Vec<StateFile>,
+    next: u64,
+    pending: Option<std::thread::JoinHandle<Result<WriterDone>>>,
+}
+
+/// What the writer thread hands back: the checkpoint written and its state files.
+type WriterDone = (Written, Vec<StateFile>);
+
+/// A checkpoint on disk: the batch it holds and its size.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub batch: u64,
+    pub bytes: u64,
+}
+
+impl CheckpointWriter {
+    /// A writer continuing `resumed`'s files (none for a new version).
+    pub fn new(manifest: PathBuf, resumed: Option<&CheckpointHeader>) -> Self {
+        let files = resumed.map(|h| h.state_files.clone()).unwrap_or_default();
+        // Numbers go on after every file there, also those of another version of the
+        // pipeline (whose manifest may still name them until this one replaces it).
+        let there = std::fs::read_dir(state_dir(&manifest))
+            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_else(|_| Vec::new());
+        let numbers = there.iter().map(String::as_str).chain(files.iter().map(|f| f.name.as_str()));
+        let next = numbers.filter_map(|name| name.split('.').next()?.parse::<u64>().ok()).max().map_or(1, |n| n + 1);
+        CheckpointWriter { manifest, files, next, pending: None }
+    }
+
+    /// Whether the next checkpoint should save every group rather than the changes.
+    pub fn wants_full(&self) -> bool {
+        let Some(full) = self.files.first().filter(|f| f.full) else { return true };
+        let deltas: u64 = self.files[1..].iter().map(|f| f.bytes).sum();
+        deltas > full.bytes.max(MIN_REWRITE_BYTES) || self.files.len() > MAX_DELTAS
+    }
+
+    /// Starts writing a checkpoint (after the one before, if it is still being
+    /// written: call [`Self::finish`] first to learn when that one is on disk).
+    pub fn start(
+        &mut self,
+        mut header: CheckpointHeader,
+        state: StateChange,
+        finalized: Option<RecordBatch>,
+    ) -> Result<()> {
+        self.finish()?;
+        let (full, written, removed) = match state {
+            StateChange::Full(written) => (true, written, None),
+            StateChange::Delta { written, removed } => (false, written, Some(removed)),
+        };
+        let name = format!("{}.{}", self.next, if full { "full" } else { "delta" });
+        self.next += 1;
+        let dir = state_dir(&self.manifest);
+        let manifest = self.manifest.clone();
+        let mut files = if full { Vec::new() } else { self.files.clone() };
+        // The file's size is known once encoded: the writer thread fills it in.
+        files.push(StateFile { name: name.clone(), bytes: 0, full });
+        let batch = header.batch;
+        let job = move || -> Result<WriterDone> {
+            let parts = [ipc_bytes(Some(&written))?, ipc_bytes(removed.as_ref().filter(|r| r.num_rows() > 0))?];
+            let size = write_atomically(&dir.join(&name), STATE_MAGIC, &parts)?;
+            files.last_mut().expect("pushed above").bytes = size;
+            header.state_files = files.clone();
+            let header_bytes = serde_json::to_vec(&header).map_err(|e| Error::internal(e.to_string()))?;
+            let bytes = write_atomically(&manifest, MAGIC, &[header_bytes, ipc_bytes(finalized.as_ref())?])?;
+            if full {
+                // The files before it, and any of another version of the pipeline.
+                remove_unnamed(&dir, &files);
+            }
+            Ok((Written { batch, bytes: bytes + size }, files))
+        };
+        let handle = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(job)
+            .map_err(|e| Error::internal(format!("checkpoint writer thread: {e}")))?;
+        self.pending = Some(handle);
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written, if any; returns it once written.
+    pub fn finish(&mut self) -> Result<Option<Written>> {
+        let Some(handle) = self.pending.take() else { return Ok(None) };
+        let (written, files) =
+            handle.join().map_err(|_| Error::internal("the checkpoint writer thread panicked".to_string()))??;
+        self.files = files;
+        Ok(Some(written))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use std::sync::Arc;
+
+    fn batch(values: Vec<i64>) -> RecordBatch {
+        RecordBatch::try_from_iter([("k", Arc::new(Int64Array::from(values)) as _)]).unwrap()
+    }
+
+    fn header(batch: u64) -> CheckpointHeader {
+        CheckpointHeader {
+            sql_hash: "abc".into(),
+            offset: SourceOffset::File { file: "f".into(), line: batch },
+            batch,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_full_state_then_deltas_load_back_in_order_and_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "p");
+        assert!(Checkpoint::load(&path).unwrap().is_none());
+        let mut writer = CheckpointWriter::new(path.clone(), None);
+        assert!(writer.wants_full());
+        writer.start(header(1), StateChange::Full(batch(vec![1, 2])), None).unwrap();
+        let done = writer.finish().unwrap().unwrap();
+        assert_eq!(done.batch, 1);
+        assert!(!writer.wants_full(), "a small delta after a full state");
+        let delta = StateChange::Delta { written: batch(vec![3]), removed: batch(vec![1]) };
+        writer.start(header(2), delta, Some(batch(vec![9]))).unwrap();
+        writer.finish().unwrap();
+
+        let loaded = Checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.header.batch, 2);
+        assert_eq!(
+            loaded.header.state_files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            ["1.full", "2.delta"]
+        );
+        assert_eq!(loaded.state[0].written, Some(batch(vec![1, 2])));
+        assert_eq!(loaded.state[0].removed, None);
+        assert_eq!(loaded.state[1].written, Some(batch(vec![3])));
+        assert_eq!(loaded.state[1].removed, Some(batch(vec![1])));
+        assert_eq!(loaded.finalized, Some(batch(vec![9])));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["p.checkpoint", "p.state"]);
+    }
+
+    #[test]
+    fn a_new_full_state_replaces_the_older_files_and_a_restarted_writer_continues_the_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "p");
+        let mut writer = CheckpointWriter::new(path.clone(), None);
+        writer.start(header(1), StateChange::Full(batch(vec![1])), None).unwrap();
+        writer.start(header(2), StateChange::Delta { written: batch(vec![2]), removed: batch(vec![]) }, None).unwrap();
+        writer.start(header(3), StateChange::Full(batch(vec![1, 2])), None).unwrap();
+        writer.finish().unwrap();
+        let loaded = Checkpoint::load(&path).unwrap().unwrap();
+        let files: Vec<_> = std::fs::read_dir(state_dir(&path)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files, ["3.full"]);
+        let mut writer = CheckpointWriter::new(path.clone(), Some(&loaded.header));
+        writer.start(header(4), StateChange::Delta { written: batch(vec![3]), removed: batch(vec![]) }, None).unwrap();
+        writer.finish().unwrap();
+        let loaded = Checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(
+            loaded.header.state_files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            ["3.full", "4.delta"]
+        );
+        // A new version of the pipeline starts its own files after those, and its first
+        // (full) checkpoint removes the old version's.
+        let mut writer = CheckpointWriter::new(path.clone(), None);
+        writer.start(header(1), StateChange::Full(batch(vec![7])), None).unwrap();
+        writer.finish().unwrap();
+        let files: Vec<_> = std::fs::read_dir(state_dir(&path)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files, ["5.full"]);
+    }
+
+    #[test]
+    fn a_state_file_without_a_manifest_is_removed_and_an_old_format_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "p");
+        let mut writer = CheckpointWriter::new(path.clone(), None);
+        writer.start(header(1), StateChange::Full(batch(vec![1])), None).unwrap();
+        writer.finish().unwrap();
+        // A crash after a state file was written, before the manifest.
+        write_atomically(&state_dir(&path).join("2.delta"), STATE_MAGIC, &[vec![], vec![]]).unwrap();
+        let loaded = Checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.header.batch, 1);
+        let files: Vec<_> = std::fs::read_dir(state_dir(&path)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files, ["1.full"]);
+        std::fs::write(&path, b"SQLAGG01whatever").unwrap();
+        assert!(Checkpoint::load(&path).unwrap().is_none());
+        std::fs::write(&path, b"garbage!garbage!").unwrap();
+        assert!(Checkpoint::load(&path).is_err());
+    }
+}

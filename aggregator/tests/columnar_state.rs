@@ -1,0 +1,151 @@
+//! Columnar aggregation state: what a group costs, what a batch touches, and what a
+//! checkpoint saves. Sizes are counted by the state itself, never timed.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aggregator::operators::aggregate::Aggregate;
+use aggregator::pipeline::definition::PipelineDefinition;
+use aggregator::pipeline::plan::StreamingPlan;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringViewArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::concat_batches;
+use support::*;
+
+fn plan(sql: &str) -> StreamingPlan {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.sql");
+    std::fs::write(&file, sql).unwrap();
+    let def = PipelineDefinition::from_file(&file).unwrap();
+    runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
+}
+
+/// Source rows: one event per user in `users`, all at the same time.
+fn events(plan: &StreamingPlan, users: impl Iterator<Item = i64>) -> RecordBatch {
+    let users: Vec<i64> = users.collect();
+    let n = users.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(users.clone())),
+        Arc::new(Int64Array::from(users.iter().map(|u| u % 7).collect::<Vec<_>>())),
+        Arc::new(StringViewArray::from(vec!["view"; n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![1_767_225_600_000_000; n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![None; n])),
+    ];
+    RecordBatch::try_new(plan.source_schema.clone(), columns).unwrap()
+}
+
+fn update(plan: &StreamingPlan, aggregate: &mut Aggregate, events: RecordBatch) -> RecordBatch {
+    let input = runtime().block_on(plan.aggregate_input(events)).unwrap();
+    aggregate.update(&input).unwrap().finals
+}
+
+fn sorted(batch: &RecordBatch) -> Vec<String> {
+    let mut rows: Vec<String> = (0..batch.num_rows())
+        .map(|r| {
+            (0..batch.num_columns())
+                .map(|c| datafusion::arrow::util::display::array_value_to_string(batch.column(c), r).unwrap())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_count_by_a_bigint_key_costs_tens_of_bytes_per_group() {
+    let plan = plan("SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id");
+    let mut aggregate = Aggregate::new(plan.aggregate_spec()).unwrap();
+    let groups = 400_000;
+    for start in (0..groups).step_by(50_000) {
+        update(&plan, &mut aggregate, events(&plan, start..start + 50_000));
+    }
+    assert_eq!(aggregate.len(), groups as usize);
+    let per_group = aggregate.size() as f64 / groups as f64;
+    // Key (9 bytes in row format) + its offset + the table slot + the count (8 bytes
+    // and a validity bit), with the slack of growing vectors and tables.
+    assert!(per_group < 80.0, "{per_group:.1} bytes per group");
+}
+
+#[test]
+fn a_batch_reports_and_checkpoints_only_the_groups_it_touches() {
+    let plan = plan(
+        "SELECT user_id, COUNT(*) AS n, COUNT(DISTINCT item_id) AS items, MAX(item_id) AS top FROM SOURCE GROUP BY user_id",
+    );
+    let mut aggregate = Aggregate::new(plan.aggregate_spec()).unwrap();
+    update(&plan, &mut aggregate, events(&plan, 0..100_000));
+    let full = aggregate.full_state().unwrap();
+    assert_eq!(full.num_rows(), 100_000);
+
+    let finals = update(&plan, &mut aggregate, events(&plan, (0..100_000).step_by(10_000)));
+    assert_eq!(finals.num_rows(), 10, "the final values of the touched groups only");
+    let (first_change, removed) = aggregate.take_changes().unwrap();
+    assert_eq!(first_change.num_rows(), 10);
+    assert_eq!(removed.num_rows(), 0);
+    let (written, _) = aggregate.take_changes().unwrap();
+    assert_eq!(written.num_rows(), 0, "nothing changed since the last checkpoint");
+
+    // The full state and the changes after it restore the same groups.
+    let finals = update(&plan, &mut aggregate, events(&plan, [5, 6].into_iter()));
+    let (second_change, _) = aggregate.take_changes().unwrap();
+    let mut restored = Aggregate::new(plan.aggregate_spec()).unwrap();
+    for saved in [&full, &first_change, &second_change] {
+        restored.restore(saved).unwrap();
+    }
+    let (restored, original) = (sorted(&restored.evaluate_all().unwrap()), sorted(&aggregate.evaluate_all().unwrap()));
+    let differ: Vec<_> = restored.iter().zip(&original).filter(|(a, b)| a != b).take(3).collect();
+    assert!(restored.len() == original.len() && differ.is_empty(), "restored state differs: {differ:?}");
+    assert_eq!(sorted(&finals), ["5|2|1|5", "6|2|1|6"]);
+}
+
+#[test]
+fn closed_windows_leave_the_state_and_their_keys_go_into_the_next_checkpoint() {
+    let plan = plan(
+        "SELECT window(timestamp, '5 minutes') AS window, user_id, COUNT(*) AS n FROM SOURCE GROUP BY window(timestamp, '5 minutes'), user_id",
+    );
+    let mut aggregate = Aggregate::new(plan.aggregate_spec()).unwrap();
+    update(&plan, &mut aggregate, events(&plan, 0..3_000));
+    aggregate.full_state().unwrap();
+    let closed = aggregate.evict(1_767_225_600_000_000 + 300_000_000, true).unwrap().unwrap();
+    assert_eq!(closed.num_rows(), 3_000);
+    assert!(aggregate.is_empty());
+    let (written, removed) = aggregate.take_changes().unwrap();
+    assert_eq!((written.num_rows(), removed.num_rows()), (0, 3_000));
+    // Space is given back: a new window's groups get the ids from 0 again.
+    update(&plan, &mut aggregate, events(&plan, 0..10).map_time(600_000_000));
+    assert_eq!(aggregate.len(), 10);
+    assert!(aggregate.size() < 3_000 * 16, "{} bytes after compaction", aggregate.size());
+}
+
+#[test]
+fn grouping_sets_and_aggregate_filters_match_the_batch_query() {
+    let log = tempfile::tempdir().unwrap();
+    generate_log(log.path(), 3_000, 500, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rollup.sql");
+    std::fs::write(
+        &file,
+        "-- key: item_id, interaction_type\n\
+         SELECT COALESCE(CAST(item_id AS VARCHAR), 'all') AS item_id, COALESCE(interaction_type, 'all') AS interaction_type,\n\
+         COUNT(*) AS n, COUNT(*) FILTER (WHERE user_id % 2 = 0) AS even_users, AVG(user_id) AS avg_user\n\
+         FROM SOURCE GROUP BY ROLLUP (item_id, interaction_type)\n",
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    assert_matches_oracle(Path::new(&file), log.path(), work.path(), 333);
+}
+
+trait MapTime {
+    fn map_time(self, plus_micros: i64) -> RecordBatch;
+}
+
+impl MapTime for RecordBatch {
+    fn map_time(self, plus_micros: i64) -> RecordBatch {
+        let mut columns = self.columns().to_vec();
+        let n = self.num_rows();
+        columns[3] = Arc::new(TimestampMicrosecondArray::from(vec![1_767_225_600_000_000 + plus_micros; n]));
+        let batch = RecordBatch::try_new(self.schema(), columns).unwrap();
+        concat_batches(&batch.schema(), [&batch]).unwrap()
+    }
+}
