@@ -67,6 +67,7 @@ fn every_sql_case_matches_the_batch_query_or_fails_as_expected() {
                     "{}: the error must name the file: {text}",
                     file.display()
                 );
+                assert!(!text.contains("__watermark"), "{}: an internal column in the error: {text}", file.display());
             }
             None => assert_matches_oracle(&file, log.path(), work.path(), 700),
         }

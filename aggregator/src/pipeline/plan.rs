@@ -19,6 +19,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, SchemaError};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -162,10 +163,10 @@ impl StreamingPlan {
         ctx.register_table(SOURCE_TABLE, Arc::new(LiveTable::new(source_schema.clone(), source_slot.clone())))
             .map_err(|e| user(&e))?;
 
-        let frame = ctx.sql(&def.stage1).await.map_err(|e| user(&e))?;
+        let frame = ctx.sql(&def.stage1).await.map_err(|e| user(&without_internal_columns(e)))?;
         let logical = frame.logical_plan().clone();
         let window = find_window(&logical, source).map_err(|e| user(&e))?;
-        let physical = frame.create_physical_plan().await.map_err(|e| user(&e))?;
+        let physical = frame.create_physical_plan().await.map_err(|e| user(&without_internal_columns(e)))?;
 
         let mut aggregates: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         physical
@@ -216,8 +217,9 @@ impl StreamingPlan {
                 let slot = LiveSlot::default();
                 ctx.register_table(AGGREGATED_TABLE, Arc::new(LiveTable::new(top.schema(), slot.clone())))
                     .map_err(|e| user(&e))?;
-                let frame = ctx.sql(sql).await.map_err(|e| user(&format!("second stage: {e}")))?;
-                let plan = frame.create_physical_plan().await.map_err(|e| user(&format!("second stage: {e}")))?;
+                let second = |e| user(&format!("second stage: {}", without_internal_columns(e)));
+                let frame = ctx.sql(sql).await.map_err(second)?;
+                let plan = frame.create_physical_plan().await.map_err(second)?;
                 Some((slot, plan))
             }
         };
@@ -330,6 +332,30 @@ impl StreamingPlan {
         let schema = plan.schema();
         let batches = collect(plan, self.task_ctx.clone()).await?;
         Ok(concat_batches(&schema, &batches)?)
+    }
+}
+
+/// The error without our internal columns among the "valid fields" it lists (a user
+/// never wrote `__watermark` and cannot use it).
+fn without_internal_columns(error: DataFusionError) -> DataFusionError {
+    match error {
+        DataFusionError::SchemaError(schema_error, backtrace) => match *schema_error {
+            SchemaError::FieldNotFound { field, valid_fields } => DataFusionError::SchemaError(
+                Box::new(SchemaError::FieldNotFound {
+                    field,
+                    valid_fields: valid_fields.into_iter().filter(|c| c.name != WATERMARK_COLUMN).collect(),
+                }),
+                backtrace,
+            ),
+            other => DataFusionError::SchemaError(Box::new(other), backtrace),
+        },
+        DataFusionError::Context(context, inner) => {
+            DataFusionError::Context(context, Box::new(without_internal_columns(*inner)))
+        }
+        DataFusionError::Diagnostic(diagnostic, inner) => {
+            DataFusionError::Diagnostic(diagnostic, Box::new(without_internal_columns(*inner)))
+        }
+        other => other,
     }
 }
 
