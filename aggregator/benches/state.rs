@@ -16,45 +16,12 @@
 //! The log is written once under `target/bench-data/` and reused.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 mod common;
 
-use common::{env_list, repo_root};
-
-/// `count` events, event `i` by user `first_user + i`, one second apart.
-fn write_log(dir: &Path, first_user: u64, count: u64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let start = 1_767_225_600i64; // 2026-01-01T00:00:00Z
-    let files = std::fs::read_dir(dir).unwrap().count() as u64;
-    for (n, chunk_start) in (0..count).step_by(100_000).enumerate() {
-        let path = dir.join(format!("batch-{:08}.jsonl", files + n as u64));
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        for i in chunk_start..(chunk_start + 100_000).min(count) {
-            let user = first_user + i;
-            let time = chrono::DateTime::from_timestamp(start + i as i64, 0).unwrap();
-            writeln!(
-                out,
-                r#"{{"user_id": {user}, "item_id": {}, "interaction_type": "view", "timestamp": "{}"}}"#,
-                user % 1000,
-                time.format("%Y-%m-%dT%H:%M:%S")
-            )
-            .unwrap();
-        }
-        out.flush().unwrap();
-    }
-}
-
-fn log(users: u64) -> PathBuf {
-    let dir = repo_root().join(format!("target/bench-data/distinct-users-{users}"));
-    if !dir.join(".complete").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        write_log(&dir, 0, users);
-        std::fs::write(dir.join(".complete"), b"").unwrap();
-    }
-    dir
-}
+use common::{distinct_users_log, env_list, repo_root};
 
 struct Run {
     events: u64,
@@ -114,7 +81,7 @@ fn main() {
     }
     let users: u64 = env_list("BENCH_USERS", "10000000")[0].parse().unwrap();
     let touched: u64 = 10_000.min(users);
-    let log = log(users);
+    let log = distinct_users_log(users);
     let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
     let sql = work.path().join("per_user.sql");
     std::fs::write(&sql, "SELECT user_id, COUNT(*) AS interactions FROM SOURCE GROUP BY user_id\n").unwrap();

@@ -87,6 +87,25 @@ fn results_do_not_depend_on_the_micro_batch_size() {
     assert_eq!(results[0], results[1]);
 }
 
+/// Second stages run over stage 1's changes (retractions included): whatever the
+/// micro-batches, they end with the batch query's result.
+#[test]
+fn second_stages_match_the_batch_query_at_any_micro_batch_size() {
+    let log = shared_log();
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
+    let files = [
+        cases.join("second_stage_retractions.sql"),
+        cases.join("second_stage_windowed.sql"),
+        repo_root().join("sql/avg_interactions_per_item.sql"),
+    ];
+    for file in &files {
+        for batch in [13, 97, 2_500] {
+            let work = tempfile::tempdir().unwrap();
+            assert_matches_oracle(file, log.path(), work.path(), batch);
+        }
+    }
+}
+
 /// Golden outputs: every case over the small hand-written log in `sql_cases/input/`
 /// (out-of-order, late and bad records included) in micro-batches of 3 records,
 /// against `<case>.expected` — one sorted row per line — and against the oracle.

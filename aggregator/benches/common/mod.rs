@@ -90,3 +90,33 @@ pub fn run_aggregator_into(pipeline: &Path, source: &str, sink: Option<&str>, ex
         rows_upserted: report["pipelines"][0]["rows_upserted"].as_u64().unwrap_or(0),
     }
 }
+
+/// A log of `users` events in which every event has its own user (`user_id` 0, 1, 2 …,
+/// one second apart): as many groups as events for a `GROUP BY user_id`. Written once.
+pub fn distinct_users_log(users: u64) -> PathBuf {
+    use std::io::Write;
+    let dir = repo_root().join(format!("target/bench-data/distinct-users-{users}"));
+    if dir.join(".complete").exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = 1_767_225_600i64; // 2026-01-01T00:00:00Z
+    for (n, first) in (0..users).step_by(100_000).enumerate() {
+        let path = dir.join(format!("batch-{n:08}.jsonl"));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for user in first..(first + 100_000).min(users) {
+            let time = chrono::DateTime::from_timestamp(start + user as i64, 0).unwrap();
+            writeln!(
+                out,
+                r#"{{"user_id": {user}, "item_id": {}, "interaction_type": "view", "timestamp": "{}"}}"#,
+                user % 1000,
+                time.format("%Y-%m-%dT%H:%M:%S")
+            )
+            .unwrap();
+        }
+        out.flush().unwrap();
+    }
+    std::fs::write(dir.join(".complete"), b"").unwrap();
+    dir
+}

@@ -19,6 +19,13 @@
 //! Either way the work per batch is the batch plus the groups it touches, and every
 //! built-in aggregate computes exactly what the batch query computes.
 //!
+//! Over a **changelog** (a second stage reading the first one's changes: rows inserted
+//! and retracted, [`Aggregate::update_changelog`]) every group counts its rows and
+//! leaves when it has none; COUNT, SUM and AVG keep a DataFusion *sliding* accumulator
+//! per group and retract by negation (`retract_batch`, as window frames do), and every
+//! other aggregate keeps the counted multiset of its argument rows and is evaluated
+//! afresh from it for the groups a batch touches.
+//!
 //! Groups of a window are indexed by the window's end: when the watermark passes it
 //! they leave the state in one step (and, in append mode, go to the sink). Session
 //! windows start as one session `[t, t + gap)` per event and merge with the held
@@ -33,6 +40,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat, take};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -53,10 +61,28 @@ pub struct AggregateSpec {
     pub final_schema: SchemaRef,
     /// The window among the group columns, if any.
     pub window: Option<(usize, WindowSpec)>,
+    pub input: InputKind,
+    /// The schema of the rows the aggregation reads.
+    pub input_schema: SchemaRef,
+    /// Whether [`Aggregate::update`] also returns the touched groups' values from
+    /// before the batch (for a stage that consumes this one's changes).
+    pub emit_previous: bool,
+}
+
+/// What the aggregation reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Rows that are only ever added (events): state is merged, never retracted.
+    InsertOnly,
+    /// A changelog (another aggregation's changes): rows are added and retracted.
+    Changelog,
 }
 
 pub struct Aggregate {
     group_by: PhysicalGroupBy,
+    emit_previous: bool,
+    /// Over a changelog: each group's number of rows (a group with none leaves).
+    row_counts: Option<Vec<i64>>,
     slots: Vec<Slot>,
     index: GroupIndex,
     num_group_columns: usize,
@@ -67,6 +93,8 @@ pub struct Aggregate {
     changes: Changes,
     /// Per id: its position among the targets of the batch running (scratch).
     target_of: Vec<u32>,
+    /// Input rows read so far (the work done, for tests and metrics).
+    rows_read: u64,
 }
 
 /// One aggregate function and its state.
@@ -82,6 +110,16 @@ struct Slot {
 enum SlotStore {
     Columnar(Vec<StateColumn>),
     InPlace(Vec<Option<Box<dyn Accumulator>>>),
+    /// Over a changelog: COUNT, SUM and AVG keep a sliding accumulator per group and
+    /// retract by negation (DataFusion's `retract_batch`, as window frames do).
+    Sliding(Vec<Option<Box<dyn Accumulator>>>),
+    /// Over a changelog: every other aggregate keeps the counted multiset of its
+    /// argument rows per group, and is evaluated afresh from it for the groups a batch
+    /// touches (exact for every aggregate; the cost follows the group's distinct values).
+    Multiset {
+        converter: RowConverter,
+        sets: Vec<Option<HashMap<Box<[u8]>, i64>>>,
+    },
 }
 
 /// Window ends → groups, for eviction.
@@ -116,6 +154,18 @@ pub struct Merged {
     pub finals: RecordBatch,
     /// Group columns of groups merged into others (session windows only).
     pub removed: Option<RecordBatch>,
+    /// With `emit_previous`: group columns + final values, before the batch, of the
+    /// groups it wrote or merged away that existed before it.
+    pub previous: Option<RecordBatch>,
+}
+
+/// What a batch of changes did to an aggregation over a changelog.
+#[derive(Debug)]
+pub struct Changed {
+    /// Group columns + final values of the touched groups that have rows.
+    pub finals: RecordBatch,
+    /// Group columns of the touched groups left without rows.
+    pub gone: RecordBatch,
 }
 
 /// The groups one batch writes: `rows[i]` goes into target `row_targets[i]`, held
@@ -134,9 +184,16 @@ struct Targets {
 
 const NO_TARGET: u32 = u32::MAX;
 
+/// An aggregation over a changelog is not saved: it is rebuilt from the result of the
+/// stage it reads (see `pipeline::emit`).
+fn not_saved() -> crate::error::Error {
+    crate::error::Error::internal("an aggregation over a changelog is rebuilt from its input, not saved".to_string())
+}
+
 impl Aggregate {
     pub fn new(spec: AggregateSpec) -> Result<Self> {
-        let AggregateSpec { group_by, aggregates, filters, final_schema, window } = spec;
+        let AggregateSpec { group_by, aggregates, filters, final_schema, window, input, input_schema, emit_previous } =
+            spec;
         let num_group_columns = final_schema.fields().len() - aggregates.len();
         let group_fields = &final_schema.fields()[..num_group_columns];
         let args = aggregate_expressions(&aggregates, &AggregateMode::Partial, 0)?;
@@ -146,10 +203,21 @@ impl Aggregate {
         for ((expr, args), filter) in aggregates.into_iter().zip(args).zip(filters) {
             let state_fields = expr.state_fields()?;
             checkpoint_fields.extend(state_fields.iter().map(|f| f.as_ref().clone().with_nullable(true)));
-            let store = if state_fields.iter().all(|f| small_state(f.data_type())) {
-                SlotStore::Columnar(state_fields.iter().map(|f| StateColumn::new(f.data_type())).collect())
-            } else {
-                SlotStore::InPlace(Vec::new())
+            let retractable = ["count", "sum", "avg"].contains(&expr.fun().name()) && !expr.is_distinct();
+            let store = match input {
+                InputKind::Changelog if retractable => SlotStore::Sliding(Vec::new()),
+                InputKind::Changelog => SlotStore::Multiset {
+                    converter: RowConverter::new(
+                        args.iter()
+                            .map(|a| Ok(SortField::new(a.data_type(&input_schema)?)))
+                            .collect::<Result<Vec<_>>>()?,
+                    )?,
+                    sets: Vec::new(),
+                },
+                InputKind::InsertOnly if state_fields.iter().all(|f| small_state(f.data_type())) => {
+                    SlotStore::Columnar(state_fields.iter().map(|f| StateColumn::new(f.data_type())).collect())
+                }
+                InputKind::InsertOnly => SlotStore::InPlace(Vec::new()),
             };
             slots.push(Slot { expr, args, filter, state_fields, store });
         }
@@ -163,6 +231,8 @@ impl Aggregate {
         };
         Ok(Aggregate {
             group_by,
+            emit_previous,
+            row_counts: (input == InputKind::Changelog).then(Vec::new),
             slots,
             index: GroupIndex::new(group_fields)?,
             num_group_columns,
@@ -172,6 +242,7 @@ impl Aggregate {
             sessions,
             changes: Changes::default(),
             target_of: Vec::new(),
+            rows_read: 0,
         })
     }
 
@@ -182,6 +253,11 @@ impl Aggregate {
 
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Input rows read so far (a changelog's inserted and retracted rows alike).
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read
     }
 
     pub fn evicted_until(&self) -> Option<i64> {
@@ -196,9 +272,13 @@ impl Aggregate {
             .iter()
             .map(|s| match &s.store {
                 SlotStore::Columnar(columns) => columns.iter().map(|c| c.size()).sum(),
-                SlotStore::InPlace(accumulators) => {
+                SlotStore::InPlace(accumulators) | SlotStore::Sliding(accumulators) => {
                     accumulators.capacity() * size_of::<Option<Box<dyn Accumulator>>>()
                         + accumulators.iter().flatten().map(|a| a.size()).sum::<usize>()
+                }
+                SlotStore::Multiset { sets, .. } => {
+                    sets.capacity() * size_of::<Option<HashMap<Box<[u8]>, i64>>>()
+                        + sets.iter().flatten().flat_map(|set| set.keys()).map(|k| k.len() + 40).sum::<usize>()
                 }
             })
             .sum();
@@ -213,6 +293,74 @@ impl Aggregate {
     /// Aggregates a batch of input rows into the groups it touches; returns their
     /// final values (and, for sessions, the groups merged away).
     pub fn update(&mut self, input: &RecordBatch) -> Result<Merged> {
+        let (group_columns, arguments, m) = self.evaluate_input(input)?;
+        let targets = match &self.sessions {
+            Some(_) => self.session_targets(&group_columns, m)?,
+            None => self.plain_targets(&group_columns, m)?,
+        };
+        // Before the batch: what a later stage retracts (merged-away sessions too).
+        let previous = match self.emit_previous {
+            true => Some(self.evaluate_ids(&targets.held)?),
+            false => None,
+        };
+        let finals = self.apply(&targets, &arguments, m)?;
+        let removed = match targets.removed.is_empty() {
+            true => None,
+            false => Some(self.group_batch(self.index.columns(&targets.removed)?, targets.removed.len())?),
+        };
+        for &id in &targets.removed {
+            self.forget(id);
+        }
+        let mut columns = targets.columns;
+        columns.extend(finals);
+        let finals = self.final_batch(columns)?;
+        self.compact()?;
+        Ok(Merged { finals, removed, previous })
+    }
+
+    /// Aggregates a changelog (an aggregation over another one's result): `inserted`
+    /// rows are added to their groups, `retracted` rows taken out. Returns the touched
+    /// groups that still have rows (group columns + final values) and the group columns
+    /// of those left with none, which leave.
+    pub fn update_changelog(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<Changed> {
+        let input = datafusion::arrow::compute::concat_batches(&inserted.schema(), [inserted, retracted])?;
+        let (group_columns, arguments, m) = self.evaluate_input(&input)?;
+        let sets = m / input.num_rows().max(1);
+        let weights: Vec<i64> = (0..sets)
+            .flat_map(|_| {
+                std::iter::repeat_n(1, inserted.num_rows()).chain(std::iter::repeat_n(-1, retracted.num_rows()))
+            })
+            .collect();
+        let targets = self.plain_targets(&group_columns, m)?;
+        let counts = self.row_counts.as_mut().expect("an aggregation over a changelog counts rows");
+        counts.resize(self.index.id_bound(), 0);
+        for (&row, &target) in targets.rows.iter().zip(&targets.row_targets) {
+            counts[targets.ids[target] as usize] += weights[row as usize];
+        }
+        let present: Vec<usize> = (0..targets.ids.len())
+            .filter(|&t| self.num_group_columns == 0 || counts[targets.ids[t] as usize] > 0)
+            .collect();
+        let finals = self.apply_changelog(&targets, &arguments, &weights, &present)?;
+        let gone: Vec<GroupId> =
+            (0..targets.ids.len()).filter(|t| !present.contains(t)).map(|t| targets.ids[t]).collect();
+        let gone_columns = self.group_batch(self.index.columns(&gone)?, gone.len())?;
+        for &id in &gone {
+            self.forget(id);
+        }
+        let mut columns = take_all(&targets.columns, &present.iter().map(|&t| t as u32).collect::<Vec<_>>())?;
+        columns.extend(finals);
+        let finals = self.final_batch(columns)?;
+        self.compact()?;
+        Ok(Changed { finals, gone: gone_columns })
+    }
+
+    /// The group columns and, per aggregate, the arguments (and FILTER) of `input`'s
+    /// rows; and the number of rows they make (GROUPING SETS: one per set and row).
+    #[allow(clippy::type_complexity)]
+    fn evaluate_input(
+        &mut self,
+        input: &RecordBatch,
+    ) -> Result<(Vec<ArrayRef>, Vec<(Vec<ArrayRef>, Option<ArrayRef>)>, usize)> {
         let n = input.num_rows();
         let sets = evaluate_group_by(&self.group_by, input)?;
         // GROUPING SETS: each set's rows in turn, the arguments repeated.
@@ -229,10 +377,7 @@ impl Aggregate {
             }
         };
         let m = group_columns.first().map_or(n, |c| c.len());
-        let targets = match &self.sessions {
-            Some(_) => self.session_targets(&group_columns, m)?,
-            None => self.plain_targets(&group_columns, m)?,
-        };
+        self.rows_read += n as u64;
         let mut arguments = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let mut args = slot
@@ -250,19 +395,7 @@ impl Aggregate {
             }
             arguments.push((args, filter));
         }
-        let finals = self.apply(&targets, &arguments, m)?;
-        let removed = match targets.removed.is_empty() {
-            true => None,
-            false => Some(self.group_batch(self.index.columns(&targets.removed)?, targets.removed.len())?),
-        };
-        for &id in &targets.removed {
-            self.forget(id);
-        }
-        let mut columns = targets.columns;
-        columns.extend(finals);
-        let finals = self.final_batch(columns)?;
-        self.compact()?;
-        Ok(Merged { finals, removed })
+        Ok((group_columns, arguments, m))
     }
 
     /// Rows go into the group of their key.
@@ -462,6 +595,11 @@ impl Aggregate {
                     }
                     finals.push(evaluate_states(&expr, &states)?);
                 }
+                SlotStore::Sliding(_) | SlotStore::Multiset { .. } => {
+                    return Err(crate::error::Error::internal(
+                        "a changelog aggregate got insert-only rows".to_string(),
+                    ));
+                }
                 SlotStore::InPlace(accumulators) => {
                     if accumulators.len() < self.index.id_bound() {
                         accumulators.resize_with(self.index.id_bound(), || None);
@@ -522,6 +660,86 @@ impl Aggregate {
         Ok(finals)
     }
 
+    /// Carries out a changelog batch's targets over every aggregate; returns the final
+    /// values of the targets at `present` (those with rows), one array per aggregate.
+    fn apply_changelog(
+        &mut self,
+        targets: &Targets,
+        arguments: &[(Vec<ArrayRef>, Option<ArrayRef>)],
+        weights: &[i64],
+        present: &[usize],
+    ) -> Result<Vec<ArrayRef>> {
+        let bound = self.index.id_bound();
+        let mut finals = Vec::with_capacity(self.slots.len());
+        for (slot, (args, filter)) in self.slots.iter_mut().zip(arguments) {
+            let filter = filter.as_ref().map(|f| f.as_boolean().clone());
+            // Per target: the rows it gains and the rows it loses (FILTER applied).
+            let mut per_target: Vec<(Vec<u32>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); targets.ids.len()];
+            for (&row, &t) in targets.rows.iter().zip(&targets.row_targets) {
+                if filter.as_ref().is_some_and(|f| !(f.is_valid(row as usize) && f.value(row as usize))) {
+                    continue;
+                }
+                match weights[row as usize] > 0 {
+                    true => per_target[t].0.push(row),
+                    false => per_target[t].1.push(row),
+                }
+            }
+            let expr = slot.expr.clone();
+            let mut values = Vec::with_capacity(present.len());
+            match &mut slot.store {
+                SlotStore::Sliding(accumulators) => {
+                    accumulators.resize_with(bound.max(accumulators.len()), || None);
+                    for (t, (added, retracted)) in per_target.iter().enumerate() {
+                        let accumulator = match &mut accumulators[targets.ids[t] as usize] {
+                            Some(a) => a,
+                            none => none.insert(expr.create_sliding_accumulator()?),
+                        };
+                        if !added.is_empty() {
+                            accumulator.update_batch(&take_all(args, added)?)?;
+                        }
+                        if !retracted.is_empty() {
+                            accumulator.retract_batch(&take_all(args, retracted)?)?;
+                        }
+                    }
+                    for &t in present {
+                        let accumulator = accumulators[targets.ids[t] as usize].as_mut().expect("a present group");
+                        values.push(accumulator.evaluate()?);
+                    }
+                }
+                SlotStore::Multiset { converter, sets } => {
+                    sets.resize_with(bound.max(sets.len()), || None);
+                    let rows = converter.convert_columns(args)?;
+                    for (t, (added, retracted)) in per_target.iter().enumerate() {
+                        let set = sets[targets.ids[t] as usize].get_or_insert_with(HashMap::new);
+                        for (&row, weight) in added.iter().map(|r| (r, 1)).chain(retracted.iter().map(|r| (r, -1))) {
+                            let key = rows.row(row as usize).data();
+                            if let Some(count) = set.get_mut(key) {
+                                *count += weight;
+                                if *count == 0 {
+                                    set.remove(key);
+                                }
+                            } else {
+                                set.insert(key.into(), weight);
+                            }
+                        }
+                    }
+                    for &t in present {
+                        let set = sets[targets.ids[t] as usize].as_ref().expect("a present group");
+                        values.push(evaluate_multiset(&expr, converter, set)?);
+                    }
+                }
+                SlotStore::Columnar(_) | SlotStore::InPlace(_) => {
+                    return Err(crate::error::Error::internal("an insert-only aggregate got a changelog".to_string()));
+                }
+            }
+            finals.push(scalars_to_array(values, expr.field().data_type())?);
+        }
+        for &t in present {
+            self.changes.touch(targets.ids[t]);
+        }
+        Ok(finals)
+    }
+
     /// Drops a group from the state and its indexes (its key goes into the next
     /// checkpoint as removed).
     fn forget(&mut self, id: GroupId) {
@@ -530,10 +748,18 @@ impl Aggregate {
         }
         self.changes.removed.push(self.index.key_bytes(id));
         for slot in &mut self.slots {
-            if let SlotStore::InPlace(accumulators) = &mut slot.store
-                && let Some(a) = accumulators.get_mut(id as usize)
-            {
-                *a = None;
+            match &mut slot.store {
+                SlotStore::InPlace(accumulators) | SlotStore::Sliding(accumulators) => {
+                    if let Some(a) = accumulators.get_mut(id as usize) {
+                        *a = None;
+                    }
+                }
+                SlotStore::Multiset { sets, .. } => {
+                    if let Some(set) = sets.get_mut(id as usize) {
+                        *set = None;
+                    }
+                }
+                SlotStore::Columnar(_) => {}
             }
         }
         if let Some(sessions) = &mut self.sessions {
@@ -553,12 +779,22 @@ impl Aggregate {
                         column.compact(&mapping)?;
                     }
                 }
-                SlotStore::InPlace(accumulators) => {
+                SlotStore::InPlace(accumulators) | SlotStore::Sliding(accumulators) => {
                     let old = std::mem::take(accumulators);
                     *accumulators =
                         old.into_iter().enumerate().filter(|(i, _)| mapping[*i].is_some()).map(|(_, a)| a).collect();
                 }
+                SlotStore::Multiset { sets, .. } => {
+                    let old = std::mem::take(sets);
+                    *sets =
+                        old.into_iter().enumerate().filter(|(i, _)| mapping[*i].is_some()).map(|(_, s)| s).collect();
+                }
             }
+        }
+        if let Some(counts) = &mut self.row_counts {
+            let old = std::mem::take(counts);
+            let live = |i: usize| mapping.get(i).is_some_and(|m| m.is_some());
+            *counts = old.into_iter().enumerate().filter(|(i, _)| live(*i)).map(|(_, c)| c).collect();
         }
         if let Some(window) = &mut self.window {
             for ids in window.by_end.values_mut() {
@@ -607,11 +843,21 @@ impl Aggregate {
         for slot in &mut self.slots {
             columns.push(match &mut slot.store {
                 SlotStore::Columnar(state) => evaluate_states(&slot.expr, &gather(state, &slot.state_fields, ids)?)?,
-                SlotStore::InPlace(accumulators) => {
+                SlotStore::InPlace(accumulators) | SlotStore::Sliding(accumulators) => {
                     let values = ids
                         .iter()
                         .map(|&id| accumulators[id as usize].as_mut().expect("live group").evaluate())
                         .collect::<datafusion::common::Result<Vec<_>>>()?;
+                    scalars_to_array(values, slot.expr.field().data_type())?
+                }
+                SlotStore::Multiset { converter, sets } => {
+                    let empty = HashMap::new();
+                    let values = ids
+                        .iter()
+                        .map(|&id| {
+                            evaluate_multiset(&slot.expr, converter, sets[id as usize].as_ref().unwrap_or(&empty))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
                     scalars_to_array(values, slot.expr.field().data_type())?
                 }
             });
@@ -647,10 +893,14 @@ impl Aggregate {
 
     /// The saved form of groups `ids`: group columns + state columns.
     fn state_batch(&mut self, ids: &[GroupId]) -> Result<RecordBatch> {
+        if self.row_counts.is_some() {
+            return Err(not_saved());
+        }
         let mut columns = self.index.columns(ids)?;
         for slot in &mut self.slots {
             match &mut slot.store {
                 SlotStore::Columnar(state) => columns.extend(gather(state, &slot.state_fields, ids)?),
+                SlotStore::Sliding(_) | SlotStore::Multiset { .. } => return Err(not_saved()),
                 SlotStore::InPlace(accumulators) => {
                     let mut rows = Vec::with_capacity(ids.len());
                     for &id in ids {
@@ -698,6 +948,9 @@ impl Aggregate {
     /// Restores saved groups (a batch of [`Self::full_state`] or of the written
     /// part of [`Self::take_changes`]); a group already held is replaced.
     pub fn restore(&mut self, saved: &RecordBatch) -> Result<()> {
+        if self.row_counts.is_some() {
+            return Err(not_saved());
+        }
         let n = saved.num_rows();
         let group_columns = &saved.columns()[..self.num_group_columns];
         let keys = self.index.rows(group_columns, n)?;
@@ -728,6 +981,7 @@ impl Aggregate {
                         column.scatter(&ids, &as_type(state.clone(), field.data_type())?)?;
                     }
                 }
+                SlotStore::Sliding(_) | SlotStore::Multiset { .. } => return Err(not_saved()),
                 SlotStore::InPlace(accumulators) => {
                     if accumulators.len() < self.index.id_bound() {
                         accumulators.resize_with(self.index.id_bound(), || None);
@@ -833,6 +1087,28 @@ fn evaluate_states(expr: &Arc<AggregateFunctionExpr>, states: &[ArrayRef]) -> Re
     let index: Vec<usize> = (0..rows).collect();
     accumulator.merge_batch(states, &index, rows)?;
     Ok(accumulator.evaluate(EmitTo::All)?)
+}
+
+/// An aggregate's value over a counted multiset of argument rows: a fresh accumulator
+/// fed every row as many times as it is counted.
+fn evaluate_multiset(
+    expr: &Arc<AggregateFunctionExpr>,
+    converter: &RowConverter,
+    set: &HashMap<Box<[u8]>, i64>,
+) -> Result<ScalarValue> {
+    let mut accumulator = expr.create_accumulator()?;
+    if !set.is_empty() {
+        let parser = converter.parser();
+        let (keys, counts): (Vec<&Box<[u8]>>, Vec<i64>) = set.iter().map(|(k, c)| (k, *c)).unzip();
+        let columns = converter.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        let repeated: Vec<u32> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &count)| std::iter::repeat_n(i as u32, count.max(0) as usize))
+            .collect();
+        accumulator.update_batch(&take_all(&columns, &repeated)?)?;
+    }
+    Ok(accumulator.evaluate()?)
 }
 
 fn gather(columns: &[StateColumn], fields: &[FieldRef], ids: &[GroupId]) -> Result<Vec<ArrayRef>> {

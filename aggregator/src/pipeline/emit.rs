@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use store::{ResultColumn, ResultDelta, ResultRow, Value};
 
 use crate::error::Result;
-use crate::operators::aggregate::{Aggregate, Merged};
+use crate::operators::aggregate::{Aggregate, Changed, Merged};
 use crate::pipeline::definition::OutputMode;
 use crate::pipeline::plan::{Emission, StreamingPlan};
 use crate::sink::values;
@@ -37,16 +37,52 @@ pub fn result_columns(plan: &StreamingPlan) -> Vec<ResultColumn> {
 }
 
 /// What an emitter remembers between batches (and checkpoints).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Emitter {
     /// Whole-result diff: `_id` → fingerprint of the row last written.
     pub written: HashMap<String, u64>,
     /// Final rows (group columns + values) of windows that left the state, for
-    /// whole-result pipelines that still need them.
+    /// second stages that still read them.
     pub finalized: Option<RecordBatch>,
+    /// The second stage's aggregation over stage 1's changes (`Emission::SecondStage`).
+    second: Option<Aggregate>,
 }
 
 impl Emitter {
+    /// An emitter for `plan`, with what it remembered at the last checkpoint.
+    pub fn new(plan: &StreamingPlan, written: HashMap<String, u64>, finalized: Option<RecordBatch>) -> Result<Self> {
+        let second = plan.second_stage_spec().map(Aggregate::new).transpose()?;
+        Ok(Emitter { written, finalized, second })
+    }
+
+    /// After a restart: the second stage's state, rebuilt from stage 1's result (its
+    /// open groups and, outside append mode, the closed windows' rows) as if it had
+    /// just been inserted.
+    pub async fn rebuild_second_stage(&mut self, plan: &StreamingPlan, groups: &mut Aggregate) -> Result<()> {
+        let Some(second) = &mut self.second else { return Ok(()) };
+        let mut parts: Vec<RecordBatch> = self.finalized.iter().cloned().collect();
+        if plan.output_mode != OutputMode::Append {
+            parts.push(groups.evaluate_all()?);
+        }
+        let all = concat_batches(&plan.final_schema, &parts)?;
+        feed_second_stage(plan, second, all, RecordBatch::new_empty(plan.final_schema.clone())).await?;
+        Ok(())
+    }
+
+    /// Rows the second stage's aggregation has read (over stage 1's changes).
+    pub fn second_stage_rows_read(&self) -> Option<u64> {
+        self.second.as_ref().map(|s| s.rows_read())
+    }
+
+    /// Adds rows of windows that closed to those kept.
+    fn keep_finalized(&mut self, closed: RecordBatch) -> Result<()> {
+        self.finalized = Some(match self.finalized.take() {
+            Some(old) => concat_batches(&old.schema(), [&old, &closed])?,
+            None => closed,
+        });
+        Ok(())
+    }
+
     /// Evicts closed windows and computes the batch's result changes. `merged` holds
     /// the final values of the groups this batch merged into (and the groups merged
     /// away, for session windows).
@@ -57,13 +93,13 @@ impl Emitter {
         merged: Merged,
         watermark: Option<i64>,
     ) -> Result<ResultDelta> {
-        let Merged { finals: touched, removed } = merged;
+        let Merged { finals: touched, removed, previous } = merged;
         let mode = plan.output_mode;
         // Complete mode keeps every group; the others drop windows the watermark closed.
         let closed = match (mode, watermark) {
             (OutputMode::Complete, _) | (_, None) => None,
             (_, Some(w)) => {
-                let keep_rows = mode == OutputMode::Append || matches!(plan.emission, Emission::FullDiff { .. });
+                let keep_rows = mode == OutputMode::Append || !matches!(plan.emission, Emission::Keyed { .. });
                 groups.evict(w, keep_rows)?
             }
         };
@@ -104,12 +140,37 @@ impl Emitter {
                     Ok(ResultDelta { upserts, deletes })
                 }
             },
+            Emission::SecondStage { key_columns, group_columns } => {
+                // Closed windows stay in AGGREGATED: their rows are kept to rebuild the
+                // second stage after a restart.
+                if let Some(closed) = &closed {
+                    self.keep_finalized(closed.clone())?;
+                }
+                let empty = || RecordBatch::new_empty(plan.final_schema.clone());
+                let (inserted, retracted) = match mode {
+                    OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
+                    _ => (touched, previous.unwrap_or_else(empty)),
+                };
+                let second = self.second.as_mut().expect("planned with a second stage");
+                let changed = feed_second_stage(plan, second, inserted, retracted).await?;
+                let finals = match mode {
+                    OutputMode::Complete => second.evaluate_all()?,
+                    _ => changed.finals,
+                };
+                let out = plan.second_stage_top(finals.clone()).await?;
+                let upserts = rows(&out, &key_ids(&out, key_columns));
+                let mut deletes = Vec::new();
+                if let Some(group_columns) = group_columns {
+                    if out.num_rows() < finals.num_rows() {
+                        deletes = missing(&key_ids(&finals, group_columns), &upserts);
+                    }
+                    deletes.extend(key_ids(&changed.gone, group_columns));
+                }
+                Ok(ResultDelta { upserts, deletes })
+            }
             Emission::FullDiff { key_columns } => {
                 if let Some(closed) = closed {
-                    self.finalized = Some(match self.finalized.take() {
-                        Some(old) => concat_batches(&old.schema(), [&old, &closed])?,
-                        None => closed,
-                    });
+                    self.keep_finalized(closed)?;
                 }
                 let current = match mode {
                     OutputMode::Append => {
@@ -153,6 +214,19 @@ impl Emitter {
         self.written = next;
         ResultDelta { upserts, deletes }
     }
+}
+
+/// Stage 1's changes (final values of its groups inserted and retracted) through the
+/// rest of stage 1 and into the second stage's aggregation.
+async fn feed_second_stage(
+    plan: &StreamingPlan,
+    second: &mut Aggregate,
+    inserted: RecordBatch,
+    retracted: RecordBatch,
+) -> Result<Changed> {
+    let inserted = plan.second_stage_input(plan.top(inserted).await?).await?;
+    let retracted = plan.second_stage_input(plan.top(retracted).await?).await?;
+    second.update_changelog(&inserted, &retracted)
 }
 
 fn key_ids(batch: &RecordBatch, key_columns: &[usize]) -> Vec<String> {

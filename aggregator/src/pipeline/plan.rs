@@ -2,7 +2,9 @@
 //! at the aggregation.
 //!
 //! ```text
-//!   stage 2 (optional)     … FROM AGGREGATED            runs over stage 1's current result
+//!   stage 2 (optional)     … FROM AGGREGATED            over stage 1's changes (one aggregation
+//!                                                       between row-by-row parts, cut like stage 1)
+//!                                                       or over stage 1's whole current result
 //!   top                    HAVING, SELECT expressions   runs over final values of groups
 //!   ── cut ──              the AggregateExec            replaced by operators::aggregate
 //!   input                  WHERE, window expressions    over SOURCE, per micro-batch
@@ -33,7 +35,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
-use crate::operators::aggregate::AggregateSpec;
+use crate::operators::aggregate::{AggregateSpec, InputKind};
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
 use crate::pipeline::windows::{self, ExpandHoppingWindows, SessionWindows, WATERMARK_COLUMN, WindowCall};
@@ -99,6 +101,10 @@ pub enum Emission {
     /// window functions), and when no key can be found; `key_columns: None` makes
     /// `_id` from the row's content.
     FullDiff { key_columns: Option<Vec<usize>> },
+    /// A second stage over stage 1's changes: rows correspond to the second stage's
+    /// groups; write those its batch touched (keys and group columns as for `Keyed`,
+    /// of the second stage).
+    SecondStage { key_columns: Vec<usize>, group_columns: Option<Vec<usize>> },
 }
 
 /// A window of the aggregation: which group column holds it and how late is judged.
@@ -112,16 +118,15 @@ pub struct PlannedWindow {
 pub struct StreamingPlan {
     pub source_schema: SchemaRef,
     source_slot: LiveSlot,
-    /// The rows the aggregation reads, from a micro-batch of `SOURCE`.
-    input: Arc<dyn ExecutionPlan>,
-    group_by: PhysicalGroupBy,
-    aggregates: Vec<Arc<AggregateFunctionExpr>>,
-    filters: Vec<Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>>,
+    /// Stage 1 cut at its aggregation: `input` reads a micro-batch of `SOURCE`.
+    stage1: Cut,
     /// Group columns + final values: what the aggregation hands to `top`.
     pub final_schema: SchemaRef,
-    top_slot: LiveSlot,
-    top: Arc<dyn ExecutionPlan>,
+    /// A second stage run over stage 1's whole current result (`Emission::FullDiff`).
     stage2: Option<(LiveSlot, Arc<dyn ExecutionPlan>)>,
+    /// A second stage cut at its aggregation, run over stage 1's changes
+    /// (`Emission::SecondStage`): `input` reads `AGGREGATED` rows.
+    second: Option<(LiveSlot, Cut)>,
     pub window: Option<PlannedWindow>,
     pub output_schema: SchemaRef,
     pub emission: Emission,
@@ -168,48 +173,17 @@ impl StreamingPlan {
         let window = find_window(&logical, source).map_err(|e| user(&e))?;
         let physical = frame.create_physical_plan().await.map_err(|e| user(&without_internal_columns(e)))?;
 
-        let mut aggregates: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        physical
-            .apply(|node| {
-                if node.is::<AggregateExec>() {
-                    aggregates.push(node.clone());
-                }
-                Ok(TreeNodeRecursion::Continue)
+        let stage1 = cut_at_aggregate(&physical).map_err(|e| {
+            user(&match e {
+                CutError::NoAggregate => "the first stage must aggregate: add a GROUP BY or an aggregate function".to_string(),
+                CutError::SeveralAggregates => "the first stage may aggregate only once; write an aggregate of an aggregate as a second stage between `-- for_each_batch` and `-- end_for`".to_string(),
+                CutError::NotRowWise(name) => format!("`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"),
+                CutError::DataFusion(e) => e.to_string(),
             })
-            .map_err(|e| user(&e))?;
-        let (top_aggregate, raw) = match aggregates.as_slice() {
-            [] => return Err(user(&"the first stage must aggregate: add a GROUP BY or an aggregate function")),
-            [single] => (single.clone(), single.clone()),
-            [final_, partial] if is_partial(partial) => (final_.clone(), partial.clone()),
-            _ => {
-                return Err(user(
-                    &"the first stage may aggregate only once; write an aggregate of an aggregate as a second stage between `-- for_each_batch` and `-- end_for`",
-                ));
-            }
-        };
-        let raw_exec = raw.downcast_ref::<AggregateExec>().expect("checked above");
-        check_nodes(raw_exec.input(), &ROW_WISE_INPUT).map_err(|name| {
-            user(&format!(
-                "`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"
-            ))
         })?;
-        let groups_are_plain = raw_exec.group_expr().is_single();
-        let final_schema = top_aggregate.schema();
-        let num_group_columns = final_schema.fields().len() - raw_exec.aggr_expr().len();
-        let top_slot = LiveSlot::default();
-        let replacement: Arc<dyn ExecutionPlan> =
-            Arc::new(LiveExec::new(final_schema.clone(), top_slot.clone(), None).map_err(|e| user(&e))?);
-        let top = physical
-            .transform_down(|node| {
-                Ok(if Arc::ptr_eq(&node, &top_aggregate) {
-                    Transformed::new(replacement.clone(), true, TreeNodeRecursion::Jump)
-                } else {
-                    Transformed::no(node)
-                })
-            })
-            .map_err(|e| user(&e))?
-            .data;
-        let top_row_wise = check_nodes(&top, &ROW_WISE_TOP).is_ok();
+        let (final_schema, top) = (stage1.final_schema.clone(), stage1.top.clone());
+        let num_group_columns = stage1.num_group_columns();
+        let (groups_are_plain, top_row_wise) = (stage1.group_by.is_single(), stage1.top_row_wise);
 
         let stage2 = match &def.stage2 {
             None => None,
@@ -222,6 +196,14 @@ impl StreamingPlan {
                 let plan = frame.create_physical_plan().await.map_err(second)?;
                 Some((slot, plan))
             }
+        };
+        // A second stage of one aggregation between row-by-row operations runs over
+        // stage 1's changes; any other shape over stage 1's whole result.
+        let second = match &stage2 {
+            Some((slot, plan)) if top_row_wise => {
+                cut_at_aggregate(plan).ok().filter(|c| c.top_row_wise).map(|cut| (slot.clone(), cut))
+            }
+            _ => None,
         };
         let output_schema = stage2.as_ref().map_or_else(|| top.schema(), |(_, plan)| plan.schema());
 
@@ -243,7 +225,25 @@ impl StreamingPlan {
             (None, Ok(id)) => Some(vec![id]),
             (None, Err(_)) => None,
         };
-        let emission = if stage2.is_some() || !top_row_wise || !groups_are_plain {
+        let emission = if let Some((_, cut)) = &second {
+            // Keyed by the second stage's groups, as stage 1 by its own below.
+            let traced: Vec<Option<usize>> =
+                (0..output_schema.fields().len()).map(|c| trace_to_group(&cut.top, c)).collect();
+            let from_groups = || -> Option<Vec<usize>> {
+                (0..cut.num_group_columns()).map(|g| traced.iter().position(|t| *t == Some(g))).collect()
+            };
+            match named_key.clone().or_else(from_groups) {
+                Some(key_columns) => {
+                    let group_columns: Option<Vec<usize>> = key_columns.iter().map(|&k| traced[k]).collect();
+                    let can_go = cut.num_group_columns() > 0 || contains_node(&cut.top, "FilterExec");
+                    match group_columns.is_none() && can_go {
+                        true => Emission::FullDiff { key_columns: Some(key_columns) },
+                        false => Emission::SecondStage { key_columns, group_columns },
+                    }
+                }
+                None => Emission::FullDiff { key_columns: None },
+            }
+        } else if stage2.is_some() || !top_row_wise || !groups_are_plain {
             Emission::FullDiff { key_columns: named_key }
         } else {
             let traced: Vec<Option<usize>> =
@@ -270,17 +270,17 @@ impl StreamingPlan {
             time_column: source_schema.index_of(&call.time_column).expect("checked by find_window"),
             call,
         });
+        let second = match emission {
+            Emission::SecondStage { .. } => second,
+            _ => None,
+        };
         Ok(StreamingPlan {
             source_schema,
             source_slot,
-            input: raw_exec.input().clone(),
-            group_by: raw_exec.group_expr().clone(),
-            aggregates: raw_exec.aggr_expr().to_vec(),
-            filters: raw_exec.filter_expr().to_vec(),
+            stage1,
             final_schema,
-            top_slot,
-            top,
             stage2,
+            second,
             window,
             output_schema,
             emission,
@@ -292,29 +292,53 @@ impl StreamingPlan {
     /// What the streaming aggregation needs of DataFusion's plan.
     pub fn aggregate_spec(&self) -> AggregateSpec {
         AggregateSpec {
-            group_by: self.group_by.clone(),
-            aggregates: self.aggregates.clone(),
-            filters: self.filters.clone(),
-            final_schema: self.final_schema.clone(),
             window: self.window.as_ref().map(|w| (w.call.group_index, w.call.spec)),
+            input: InputKind::InsertOnly,
+            emit_previous: self.second.is_some(),
+            ..self.stage1.spec()
         }
+    }
+
+    /// The second stage's aggregation over stage 1's changes, if the pipeline runs it so.
+    pub fn second_stage_spec(&self) -> Option<AggregateSpec> {
+        let (_, cut) = self.second.as_ref()?;
+        Some(AggregateSpec { input: InputKind::Changelog, ..cut.spec() })
+    }
+
+    /// Runs the second stage below its aggregation over rows of stage 1's result.
+    pub async fn second_stage_input(&self, aggregated: RecordBatch) -> Result<RecordBatch> {
+        let (slot, cut) = self.second.as_ref().expect("a second stage over changes");
+        self.run_over(slot, aggregated, &cut.input).await
+    }
+
+    /// Runs the rest of the second stage over final values of its groups.
+    pub async fn second_stage_top(&self, finals: RecordBatch) -> Result<RecordBatch> {
+        let (_, cut) = self.second.as_ref().expect("a second stage over changes");
+        self.run_over(&cut.top_slot, finals, &cut.top).await
+    }
+
+    /// Runs `plan` with `slot` holding `batch`.
+    async fn run_over(
+        &self,
+        slot: &LiveSlot,
+        batch: RecordBatch,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> Result<RecordBatch> {
+        slot.set(vec![batch]);
+        let out = self.execute(plan).await;
+        slot.set(vec![]);
+        out
     }
 
     /// Runs the part of stage 1 below the aggregation over one micro-batch of
     /// `SOURCE` rows: the rows the aggregation reads.
     pub async fn aggregate_input(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        self.source_slot.set(vec![batch]);
-        let out = self.execute(&self.input).await;
-        self.source_slot.set(vec![]);
-        out
+        self.run_over(&self.source_slot, batch, &self.stage1.input).await
     }
 
     /// Runs the rest of stage 1 over final values of groups (`final_schema`).
     pub async fn top(&self, finals: RecordBatch) -> Result<RecordBatch> {
-        self.top_slot.set(vec![finals]);
-        let out = self.execute(&self.top).await;
-        self.top_slot.set(vec![]);
-        out
+        self.run_over(&self.stage1.top_slot, finals, &self.stage1.top).await
     }
 
     /// Runs stage 2 over stage 1's current result, if the pipeline has one.
@@ -333,6 +357,97 @@ impl StreamingPlan {
         let batches = collect(plan, self.task_ctx.clone()).await?;
         Ok(concat_batches(&schema, &batches)?)
     }
+}
+
+/// A plan cut at its (only) aggregation: what runs below it, the aggregation itself,
+/// and what runs above it over the aggregation's final values.
+struct Cut {
+    input: Arc<dyn ExecutionPlan>,
+    group_by: PhysicalGroupBy,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    filters: Vec<Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>>,
+    /// Group columns + final values.
+    final_schema: SchemaRef,
+    top_slot: LiveSlot,
+    /// The plan above the aggregation, reading `top_slot`.
+    top: Arc<dyn ExecutionPlan>,
+    /// Whether `top` maps each group to at most one row.
+    top_row_wise: bool,
+}
+
+enum CutError {
+    NoAggregate,
+    SeveralAggregates,
+    /// A node below the aggregation that does not work row by row.
+    NotRowWise(String),
+    DataFusion(DataFusionError),
+}
+
+impl Cut {
+    fn num_group_columns(&self) -> usize {
+        self.final_schema.fields().len() - self.aggregates.len()
+    }
+
+    /// The aggregation, for [`crate::operators::aggregate::Aggregate`] (no window, insert-only).
+    fn spec(&self) -> AggregateSpec {
+        AggregateSpec {
+            group_by: self.group_by.clone(),
+            aggregates: self.aggregates.clone(),
+            filters: self.filters.clone(),
+            final_schema: self.final_schema.clone(),
+            window: None,
+            input: InputKind::InsertOnly,
+            input_schema: self.input.schema(),
+            emit_previous: false,
+        }
+    }
+}
+
+/// Cuts `physical` at its aggregation (one `AggregateExec`, or DataFusion's
+/// `Final`/`Partial` pair), which must read its input row by row.
+fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cut, CutError> {
+    let mut aggregates: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    physical
+        .apply(|node| {
+            if node.is::<AggregateExec>() {
+                aggregates.push(node.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(CutError::DataFusion)?;
+    let (top_aggregate, raw) = match aggregates.as_slice() {
+        [] => return Err(CutError::NoAggregate),
+        [single] => (single.clone(), single.clone()),
+        [final_, partial] if is_partial(partial) => (final_.clone(), partial.clone()),
+        _ => return Err(CutError::SeveralAggregates),
+    };
+    let raw_exec = raw.downcast_ref::<AggregateExec>().expect("checked above");
+    check_nodes(raw_exec.input(), &ROW_WISE_INPUT).map_err(CutError::NotRowWise)?;
+    let final_schema = top_aggregate.schema();
+    let top_slot = LiveSlot::default();
+    let replacement: Arc<dyn ExecutionPlan> =
+        Arc::new(LiveExec::new(final_schema.clone(), top_slot.clone(), None).map_err(CutError::DataFusion)?);
+    let top = physical
+        .clone()
+        .transform_down(|node| {
+            Ok(if Arc::ptr_eq(&node, &top_aggregate) {
+                Transformed::new(replacement.clone(), true, TreeNodeRecursion::Jump)
+            } else {
+                Transformed::no(node)
+            })
+        })
+        .map_err(CutError::DataFusion)?
+        .data;
+    Ok(Cut {
+        input: raw_exec.input().clone(),
+        group_by: raw_exec.group_expr().clone(),
+        aggregates: raw_exec.aggr_expr().to_vec(),
+        filters: raw_exec.filter_expr().to_vec(),
+        final_schema,
+        top_slot,
+        top_row_wise: check_nodes(&top, &ROW_WISE_TOP).is_ok(),
+        top,
+    })
 }
 
 /// The error without our internal columns among the "valid fields" it lists (a user

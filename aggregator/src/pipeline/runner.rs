@@ -237,7 +237,7 @@ impl Pipeline {
         let mut pipeline = Pipeline {
             decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
             aggregate: Aggregate::new(plan.aggregate_spec())?,
-            emitter: Emitter::default(),
+            emitter: Emitter::new(&plan, Default::default(), None)?,
             watermark: Watermark::new(delay, WatermarkState::default()),
             counters: Counters::default(),
             offset: SourceOffset::Start,
@@ -279,7 +279,8 @@ impl Pipeline {
                     }
                 }
                 pipeline.aggregate.set_evicted_until(checkpoint.header.evicted_until);
-                pipeline.emitter = Emitter { written: checkpoint.header.written, finalized: checkpoint.finalized };
+                pipeline.emitter = Emitter::new(&pipeline.plan, checkpoint.header.written, checkpoint.finalized)?;
+                pipeline.emitter.rebuild_second_stage(&pipeline.plan, &mut pipeline.aggregate).await?;
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
                 pipeline.offset = checkpoint.header.offset;
@@ -328,6 +329,11 @@ impl Pipeline {
     /// Number of groups in the state (open windows only, for windowed pipelines).
     pub fn state_groups(&self) -> usize {
         self.aggregate.len()
+    }
+
+    /// Rows the second stage has read, when it runs over stage 1's changes.
+    pub fn second_stage_rows_read(&self) -> Option<u64> {
+        self.emitter.second_stage_rows_read()
     }
 
     /// Bytes the aggregation's state holds.
@@ -401,7 +407,7 @@ impl Pipeline {
     /// beginning, into a shadow table swapped in when caught up.
     async fn start_over(&mut self, shutdown: &Shutdown) -> Result<()> {
         self.aggregate = Aggregate::new(self.plan.aggregate_spec())?;
-        self.emitter = Emitter::default();
+        self.emitter = Emitter::new(&self.plan, Default::default(), None)?;
         self.watermark = Watermark::new(self.watermark.delay_micros, WatermarkState::default());
         self.counters = Counters::default();
         self.offset = SourceOffset::Start;

@@ -1,0 +1,66 @@
+//! Second stages (`-- for_each_batch … FROM AGGREGATED`) run over stage 1's changes: the
+//! work of a batch follows the groups it touches, not the number of groups.
+
+mod support;
+
+use std::io::Write;
+
+use aggregator::pipeline::Shutdown;
+use aggregator::pipeline::definition::PipelineDefinition;
+use aggregator::pipeline::plan::{Emission, StreamingPlan};
+use aggregator::pipeline::runner::Pipeline;
+use aggregator::source::file_log::FileLog;
+use aggregator::source::{Source, SourceOffset};
+use support::*;
+
+/// One event per user in `users`, written as batch file `n`.
+fn write_events(dir: &std::path::Path, n: u32, users: impl Iterator<Item = u64>) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("batch-{n:04}.jsonl"))).unwrap());
+    for user in users {
+        writeln!(
+            out,
+            r#"{{"user_id": {user}, "item_id": 1, "interaction_type": "view", "timestamp": "2026-01-01T00:00:00"}}"#
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_second_stage_reads_only_the_changes_of_the_groups_a_batch_touches() {
+    let log = tempfile::tempdir().unwrap();
+    write_events(log.path(), 1, 0..50_000);
+    write_events(log.path(), 2, (0..50_000).step_by(5_000));
+    let work = tempfile::tempdir().unwrap();
+    let def = PipelineDefinition::from_file(&repo_root().join("sql/avg_interactions_per_user.sql")).unwrap();
+    let schema = interactions();
+    let reads = runtime().block_on(async {
+        let options = options(log.path(), work.path(), 50_000);
+        let mut pipeline =
+            Pipeline::start(def, &schema, &options, &Shutdown::default(), Default::default()).await.unwrap();
+        let mut source = FileLog::open(log.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
+        let mut reads = Vec::new();
+        while let Some(raw) = source.next_batch(50_000).unwrap() {
+            let before = pipeline.second_stage_rows_read().expect("the second stage runs over changes");
+            let logged = pipeline.log_batch(&raw, source.partitions()).unwrap();
+            pipeline.process(&raw, &logged, &Shutdown::default()).await.unwrap();
+            reads.push((raw.records().len(), pipeline.second_stage_rows_read().unwrap() - before));
+        }
+        reads
+    });
+    // 50,000 new groups: 50,000 rows inserted. Then 10 events of 10 of those 50,000
+    // users: each group's old row retracted and its new row inserted, 20 rows.
+    assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
+}
+
+#[test]
+fn second_stages_of_one_aggregation_run_over_changes_and_other_shapes_over_the_whole_result() {
+    let plan = |name: &str| {
+        let def = PipelineDefinition::from_file(&repo_root().join(format!("sql/{name}.sql"))).unwrap();
+        runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
+    };
+    for name in ["avg_interactions_per_item", "avg_interactions_per_user"] {
+        assert!(matches!(plan(name).emission, Emission::SecondStage { .. }), "{name}");
+    }
+    // ROW_NUMBER over AGGREGATED: not one aggregation (until the top-N operator).
+    assert!(matches!(plan("item_type_extremes").emission, Emission::FullDiff { .. }));
+}
