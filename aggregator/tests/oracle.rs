@@ -87,15 +87,17 @@ fn results_do_not_depend_on_the_micro_batch_size() {
     assert_eq!(results[0], results[1]);
 }
 
-/// Second stages run over stage 1's changes (retractions included): whatever the
-/// micro-batches, they end with the batch query's result.
+/// Second stages and aggregates of aggregates run over stage 1's changes (retractions
+/// included): whatever the micro-batches, they end with the batch query's result.
 #[test]
-fn second_stages_match_the_batch_query_at_any_micro_batch_size() {
+fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
     let log = shared_log();
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     let files = [
         cases.join("second_stage_retractions.sql"),
         cases.join("second_stage_windowed.sql"),
+        cases.join("nested_aggregate.sql"),
+        cases.join("cte_levels.sql"),
         repo_root().join("sql/avg_interactions_per_item.sql"),
     ];
     for file in &files {

@@ -10,11 +10,25 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn aggregator(log: &Path, work: &Path) -> Command {
+/// The shipped pipelines and the SQL cases with aggregates of aggregates (a chain of
+/// aggregations over changes, rebuilt at restart).
+fn pipelines() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
+    let shipped = std::fs::read_dir(repo_root().join("sql")).unwrap().map(|e| e.unwrap().path());
+    let chained =
+        ["nested_aggregate", "cte_levels", "second_stage_retractions"].map(|c| cases.join(format!("{c}.sql")));
+    for file in shipped.chain(chained) {
+        std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn aggregator(sql: &Path, log: &Path, work: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_aggregator"));
     command
         .arg("--sql")
-        .arg(repo_root().join("sql"))
+        .arg(sql)
         .arg("--source")
         .arg(format!("file:{}", log.display()))
         .arg("--sink")
@@ -52,8 +66,9 @@ fn a_killed_aggregator_resumes_and_ends_identical_to_an_uninterrupted_run() {
     names.sort();
 
     // The reference: one uninterrupted run.
+    let sql = pipelines();
     let reference = tempfile::tempdir().unwrap();
-    assert!(aggregator(full.path(), reference.path()).arg("--available-now").status().unwrap().success());
+    assert!(aggregator(sql.path(), full.path(), reference.path()).arg("--available-now").status().unwrap().success());
 
     // The crash: the first half is processed live, then the second half arrives and
     // the process is killed while it works through it.
@@ -62,9 +77,9 @@ fn a_killed_aggregator_resumes_and_ends_identical_to_an_uninterrupted_run() {
     let sqlite = work.path().join("results.sqlite");
     let (first, second) = names.split_at(names.len() / 2);
     publish(full.path(), log.path(), first);
-    let mut child = aggregator(log.path(), work.path()).spawn().unwrap();
+    let mut child = aggregator(sql.path(), log.path(), work.path()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
-    let pipelines = 6;
+    let pipelines = std::fs::read_dir(sql.path()).unwrap().count();
     while consumed(&sqlite).iter().filter(|&&c| c >= 20_000).count() < pipelines {
         assert!(Instant::now() < deadline, "the first half was not processed in time");
         std::thread::sleep(Duration::from_millis(10));
@@ -80,10 +95,10 @@ fn a_killed_aggregator_resumes_and_ends_identical_to_an_uninterrupted_run() {
     assert!(at_kill.iter().any(|&c| c < 40_000), "killed after everything was done: {at_kill:?}");
 
     // Restart, drain, compare.
-    assert!(aggregator(log.path(), work.path()).arg("--available-now").status().unwrap().success());
+    assert!(aggregator(sql.path(), log.path(), work.path()).arg("--available-now").status().unwrap().success());
     let a = StoreReader::sqlite(&reference.path().join("results.sqlite"));
     let b = StoreReader::sqlite(&sqlite);
-    for file in std::fs::read_dir(repo_root().join("sql")).unwrap() {
+    for file in std::fs::read_dir(sql.path()).unwrap() {
         let table = file.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned();
         let (expected, actual) = (a.table(&table).unwrap(), b.table(&table).unwrap());
         assert!(!expected.rows.is_empty(), "{table}: empty");

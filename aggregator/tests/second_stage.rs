@@ -40,10 +40,10 @@ fn a_second_stage_reads_only_the_changes_of_the_groups_a_batch_touches() {
         let mut source = FileLog::open(log.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
         let mut reads = Vec::new();
         while let Some(raw) = source.next_batch(50_000).unwrap() {
-            let before = pipeline.second_stage_rows_read().expect("the second stage runs over changes");
+            let before = pipeline.chain_rows_read().expect("the second stage runs over changes");
             let logged = pipeline.log_batch(&raw, source.partitions()).unwrap();
             pipeline.process(&raw, &logged, &Shutdown::default()).await.unwrap();
-            reads.push((raw.records().len(), pipeline.second_stage_rows_read().unwrap() - before));
+            reads.push((raw.records().len(), pipeline.chain_rows_read().unwrap() - before));
         }
         reads
     });
@@ -59,7 +59,7 @@ fn second_stages_of_one_aggregation_run_over_changes_and_other_shapes_over_the_w
         runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
     };
     for name in ["avg_interactions_per_item", "avg_interactions_per_user"] {
-        assert!(matches!(plan(name).emission, Emission::SecondStage { .. }), "{name}");
+        assert!(matches!(plan(name).emission, Emission::Chained { .. }), "{name}");
     }
     // ROW_NUMBER over AGGREGATED: not one aggregation (until the top-N operator).
     assert!(matches!(plan("item_type_extremes").emission, Emission::FullDiff { .. }));

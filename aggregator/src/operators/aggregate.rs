@@ -166,6 +166,9 @@ pub struct Changed {
     pub finals: RecordBatch,
     /// Group columns of the touched groups left without rows.
     pub gone: RecordBatch,
+    /// With `emit_previous`: group columns + final values, before the batch, of the
+    /// touched groups that existed before it (gone ones included).
+    pub previous: Option<RecordBatch>,
 }
 
 /// The groups one batch writes: `rows[i]` goes into target `row_targets[i]`, held
@@ -332,6 +335,10 @@ impl Aggregate {
             })
             .collect();
         let targets = self.plain_targets(&group_columns, m)?;
+        let previous = match self.emit_previous {
+            true => Some(self.evaluate_ids(&targets.held)?),
+            false => None,
+        };
         let counts = self.row_counts.as_mut().expect("an aggregation over a changelog counts rows");
         counts.resize(self.index.id_bound(), 0);
         for (&row, &target) in targets.rows.iter().zip(&targets.row_targets) {
@@ -351,7 +358,7 @@ impl Aggregate {
         columns.extend(finals);
         let finals = self.final_batch(columns)?;
         self.compact()?;
-        Ok(Changed { finals, gone: gone_columns })
+        Ok(Changed { finals, gone: gone_columns, previous })
     }
 
     /// The group columns and, per aggregate, the arguments (and FILTER) of `input`'s

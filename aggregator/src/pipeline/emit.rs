@@ -44,34 +44,36 @@ pub struct Emitter {
     /// Final rows (group columns + values) of windows that left the state, for
     /// second stages that still read them.
     pub finalized: Option<RecordBatch>,
-    /// The second stage's aggregation over stage 1's changes (`Emission::SecondStage`).
-    second: Option<Aggregate>,
+    /// The aggregations over stage 1's changes, level by level (`Emission::Chained`).
+    chain: Vec<Aggregate>,
 }
 
 impl Emitter {
     /// An emitter for `plan`, with what it remembered at the last checkpoint.
     pub fn new(plan: &StreamingPlan, written: HashMap<String, u64>, finalized: Option<RecordBatch>) -> Result<Self> {
-        let second = plan.second_stage_spec().map(Aggregate::new).transpose()?;
-        Ok(Emitter { written, finalized, second })
+        let chain = plan.chain_specs().into_iter().map(Aggregate::new).collect::<Result<_>>()?;
+        Ok(Emitter { written, finalized, chain })
     }
 
-    /// After a restart: the second stage's state, rebuilt from stage 1's result (its
-    /// open groups and, outside append mode, the closed windows' rows) as if it had
-    /// just been inserted.
-    pub async fn rebuild_second_stage(&mut self, plan: &StreamingPlan, groups: &mut Aggregate) -> Result<()> {
-        let Some(second) = &mut self.second else { return Ok(()) };
+    /// After a restart: the chain's state, rebuilt from stage 1's result (its open
+    /// groups and, outside append mode, the closed windows' rows) as if it had just
+    /// been inserted.
+    pub async fn rebuild_chain(&mut self, plan: &StreamingPlan, groups: &mut Aggregate) -> Result<()> {
+        if self.chain.is_empty() {
+            return Ok(());
+        }
         let mut parts: Vec<RecordBatch> = self.finalized.iter().cloned().collect();
         if plan.output_mode != OutputMode::Append {
             parts.push(groups.evaluate_all()?);
         }
         let all = concat_batches(&plan.final_schema, &parts)?;
-        feed_second_stage(plan, second, all, RecordBatch::new_empty(plan.final_schema.clone())).await?;
+        feed_chain(plan, &mut self.chain, all, RecordBatch::new_empty(plan.final_schema.clone())).await?;
         Ok(())
     }
 
-    /// Rows the second stage's aggregation has read (over stage 1's changes).
-    pub fn second_stage_rows_read(&self) -> Option<u64> {
-        self.second.as_ref().map(|s| s.rows_read())
+    /// Rows the chain's first aggregation (over stage 1's changes) has read.
+    pub fn chain_rows_read(&self) -> Option<u64> {
+        self.chain.first().map(|s| s.rows_read())
     }
 
     /// Adds rows of windows that closed to those kept.
@@ -140,9 +142,9 @@ impl Emitter {
                     Ok(ResultDelta { upserts, deletes })
                 }
             },
-            Emission::SecondStage { key_columns, group_columns } => {
-                // Closed windows stay in AGGREGATED: their rows are kept to rebuild the
-                // second stage after a restart.
+            Emission::Chained { key_columns, group_columns } => {
+                // Closed windows stay in the result the chain reads: their rows are kept
+                // to rebuild it after a restart.
                 if let Some(closed) = &closed {
                     self.keep_finalized(closed.clone())?;
                 }
@@ -151,13 +153,12 @@ impl Emitter {
                     OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
                     _ => (touched, previous.unwrap_or_else(empty)),
                 };
-                let second = self.second.as_mut().expect("planned with a second stage");
-                let changed = feed_second_stage(plan, second, inserted, retracted).await?;
+                let changed = feed_chain(plan, &mut self.chain, inserted, retracted).await?;
                 let finals = match mode {
-                    OutputMode::Complete => second.evaluate_all()?,
+                    OutputMode::Complete => self.chain.last_mut().expect("a chain").evaluate_all()?,
                     _ => changed.finals,
                 };
-                let out = plan.second_stage_top(finals.clone()).await?;
+                let out = plan.chain_top(finals.clone()).await?;
                 let upserts = rows(&out, &key_ids(&out, key_columns));
                 let mut deletes = Vec::new();
                 if let Some(group_columns) = group_columns {
@@ -217,16 +218,26 @@ impl Emitter {
 }
 
 /// Stage 1's changes (final values of its groups inserted and retracted) through the
-/// rest of stage 1 and into the second stage's aggregation.
-async fn feed_second_stage(
+/// chain, level by level: each level's changes are the next one's input. Returns what
+/// the last level did.
+async fn feed_chain(
     plan: &StreamingPlan,
-    second: &mut Aggregate,
-    inserted: RecordBatch,
-    retracted: RecordBatch,
+    chain: &mut [Aggregate],
+    mut inserted: RecordBatch,
+    mut retracted: RecordBatch,
 ) -> Result<Changed> {
-    let inserted = plan.second_stage_input(plan.top(inserted).await?).await?;
-    let retracted = plan.second_stage_input(plan.top(retracted).await?).await?;
-    second.update_changelog(&inserted, &retracted)
+    let levels = chain.len();
+    for (k, aggregate) in chain.iter_mut().enumerate() {
+        let plus = plan.chain_input(k, inserted).await?;
+        let minus = plan.chain_input(k, retracted).await?;
+        let changed = aggregate.update_changelog(&plus, &minus)?;
+        if k + 1 == levels {
+            return Ok(changed);
+        }
+        inserted = changed.finals;
+        retracted = changed.previous.expect("levels below the last emit their previous values");
+    }
+    Err(crate::error::Error::internal("an empty chain was fed".to_string()))
 }
 
 fn key_ids(batch: &RecordBatch, key_columns: &[usize]) -> Vec<String> {

@@ -101,10 +101,11 @@ pub enum Emission {
     /// window functions), and when no key can be found; `key_columns: None` makes
     /// `_id` from the row's content.
     FullDiff { key_columns: Option<Vec<usize>> },
-    /// A second stage over stage 1's changes: rows correspond to the second stage's
-    /// groups; write those its batch touched (keys and group columns as for `Keyed`,
-    /// of the second stage).
-    SecondStage { key_columns: Vec<usize>, group_columns: Option<Vec<usize>> },
+    /// Aggregations over stage 1's changes (an aggregate of an aggregate: a subquery,
+    /// a CTE, or a second stage), level by level: rows correspond to the last level's
+    /// groups; write those a batch touched (keys and group columns as for `Keyed`, of
+    /// the last level).
+    Chained { key_columns: Vec<usize>, group_columns: Option<Vec<usize>> },
 }
 
 /// A window of the aggregation: which group column holds it and how late is judged.
@@ -124,9 +125,8 @@ pub struct StreamingPlan {
     pub final_schema: SchemaRef,
     /// A second stage run over stage 1's whole current result (`Emission::FullDiff`).
     stage2: Option<(LiveSlot, Arc<dyn ExecutionPlan>)>,
-    /// A second stage cut at its aggregation, run over stage 1's changes
-    /// (`Emission::SecondStage`): `input` reads `AGGREGATED` rows.
-    second: Option<(LiveSlot, Cut)>,
+    /// Aggregations over stage 1's changes, in order (`Emission::Chained`).
+    chain: Vec<Level>,
     pub window: Option<PlannedWindow>,
     pub output_schema: SchemaRef,
     pub emission: Emission,
@@ -173,17 +173,42 @@ impl StreamingPlan {
         let window = find_window(&logical, source).map_err(|e| user(&e))?;
         let physical = frame.create_physical_plan().await.map_err(|e| user(&without_internal_columns(e)))?;
 
+        // Stage 1 is cut at its lowest aggregation (over SOURCE); an aggregation over
+        // that one (a subquery or CTE) is cut again, and so on: the chain.
         let stage1 = cut_at_aggregate(&physical).map_err(|e| {
             user(&match e {
                 CutError::NoAggregate => "the first stage must aggregate: add a GROUP BY or an aggregate function".to_string(),
-                CutError::SeveralAggregates => "the first stage may aggregate only once; write an aggregate of an aggregate as a second stage between `-- for_each_batch` and `-- end_for`".to_string(),
                 CutError::NotRowWise(name) => format!("`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"),
                 CutError::DataFusion(e) => e.to_string(),
             })
         })?;
-        let (final_schema, top) = (stage1.final_schema.clone(), stage1.top.clone());
+        let nested = |e: CutError| {
+            user(&match e {
+                CutError::NotRowWise(name) => format!(
+                    "`{name}` between two aggregations cannot run incrementally yet; only row-by-row operations (WHERE, expressions, HAVING) may come between an aggregation and one over it"
+                ),
+                CutError::NoAggregate => "an aggregation was expected".to_string(),
+                CutError::DataFusion(e) => e.to_string(),
+            })
+        };
+        let mut chain: Vec<Level> = Vec::new();
+        while contains_node(&chain.last().map_or(&stage1, |l| &l.cut).top, "AggregateExec") {
+            let below = chain.last().map_or(&stage1, |l| &l.cut);
+            let cut = cut_at_aggregate(&below.top).map_err(nested)?;
+            // Its input reads the final values of the level below directly.
+            chain.push(Level { feed: vec![(below.top_slot.clone(), cut.input.clone())], cut });
+        }
+        let stage1_levels = chain.len();
+        let last = chain.last().map_or(&stage1, |l| &l.cut);
+        let (top, top_row_wise) = (last.top.clone(), last.top_row_wise);
+        let final_schema = stage1.final_schema.clone();
         let num_group_columns = stage1.num_group_columns();
-        let (groups_are_plain, top_row_wise) = (stage1.group_by.is_single(), stage1.top_row_wise);
+        let groups_are_plain = stage1.group_by.is_single();
+        if !chain.is_empty() && !top_row_wise {
+            return Err(user(
+                &"ORDER BY … LIMIT or window functions over an aggregate of an aggregate cannot run incrementally yet",
+            ));
+        }
 
         let stage2 = match &def.stage2 {
             None => None,
@@ -197,15 +222,34 @@ impl StreamingPlan {
                 Some((slot, plan))
             }
         };
-        // A second stage of one aggregation between row-by-row operations runs over
-        // stage 1's changes; any other shape over stage 1's whole result.
-        let second = match &stage2 {
-            Some((slot, plan)) if top_row_wise => {
-                cut_at_aggregate(plan).ok().filter(|c| c.top_row_wise).map(|cut| (slot.clone(), cut))
+        // A second stage of aggregations between row-by-row operations runs over stage
+        // 1's changes, as more levels of the chain; any other shape over stage 1's whole
+        // result (then stage 1 must be one level).
+        if let Some((slot, plan)) = &stage2
+            && top_row_wise
+            && let Some(levels) = cut_levels(plan)
+        {
+            let below = chain.last().map_or(&stage1, |l| &l.cut);
+            let mut feed = Some(vec![(below.top_slot.clone(), below.top.clone())]);
+            for (i, cut) in levels.into_iter().enumerate() {
+                let mut steps = feed.take().unwrap_or_default();
+                let slot = match i {
+                    0 => slot.clone(),
+                    _ => chain.last().expect("a level before").cut.top_slot.clone(),
+                };
+                steps.push((slot, cut.input.clone()));
+                chain.push(Level { feed: steps, cut });
             }
-            _ => None,
+        } else if stage2.is_some() && stage1_levels > 0 {
+            return Err(user(
+                &"a second stage of this shape over an aggregate of an aggregate cannot run incrementally yet",
+            ));
+        }
+        let output_schema = match (&stage2, chain.last()) {
+            (_, Some(level)) => level.cut.top.schema(),
+            (Some((_, plan)), None) => plan.schema(),
+            (None, None) => top.schema(),
         };
-        let output_schema = stage2.as_ref().map_or_else(|| top.schema(), |(_, plan)| plan.schema());
 
         let output_mode = def.settings.output_mode;
         if output_mode == OutputMode::Append && window.is_none() {
@@ -225,8 +269,8 @@ impl StreamingPlan {
             (None, Ok(id)) => Some(vec![id]),
             (None, Err(_)) => None,
         };
-        let emission = if let Some((_, cut)) = &second {
-            // Keyed by the second stage's groups, as stage 1 by its own below.
+        let emission = if let Some(Level { cut, .. }) = chain.last() {
+            // Keyed by the last level's groups, as stage 1 by its own below.
             let traced: Vec<Option<usize>> =
                 (0..output_schema.fields().len()).map(|c| trace_to_group(&cut.top, c)).collect();
             let from_groups = || -> Option<Vec<usize>> {
@@ -238,7 +282,7 @@ impl StreamingPlan {
                     let can_go = cut.num_group_columns() > 0 || contains_node(&cut.top, "FilterExec");
                     match group_columns.is_none() && can_go {
                         true => Emission::FullDiff { key_columns: Some(key_columns) },
-                        false => Emission::SecondStage { key_columns, group_columns },
+                        false => Emission::Chained { key_columns, group_columns },
                     }
                 }
                 None => Emission::FullDiff { key_columns: None },
@@ -270,17 +314,21 @@ impl StreamingPlan {
             time_column: source_schema.index_of(&call.time_column).expect("checked by find_window"),
             call,
         });
-        let second = match emission {
-            Emission::SecondStage { .. } => second,
-            _ => None,
-        };
+        if !chain.is_empty() && !matches!(emission, Emission::Chained { .. }) {
+            if stage1_levels > 0 {
+                return Err(user(
+                    &"an aggregate of an aggregate needs a key: select `_id`, set `-- key:`, or select the outer GROUP BY columns",
+                ));
+            }
+            chain.clear(); // the second stage diffs whole results
+        }
         Ok(StreamingPlan {
             source_schema,
             source_slot,
             stage1,
             final_schema,
             stage2,
-            second,
+            chain,
             window,
             output_schema,
             emission,
@@ -294,26 +342,36 @@ impl StreamingPlan {
         AggregateSpec {
             window: self.window.as_ref().map(|w| (w.call.group_index, w.call.spec)),
             input: InputKind::InsertOnly,
-            emit_previous: self.second.is_some(),
+            emit_previous: !self.chain.is_empty(),
             ..self.stage1.spec()
         }
     }
 
-    /// The second stage's aggregation over stage 1's changes, if the pipeline runs it so.
-    pub fn second_stage_spec(&self) -> Option<AggregateSpec> {
-        let (_, cut) = self.second.as_ref()?;
-        Some(AggregateSpec { input: InputKind::Changelog, ..cut.spec() })
+    /// The aggregations over stage 1's changes, level by level (none without a chain).
+    pub fn chain_specs(&self) -> Vec<AggregateSpec> {
+        let levels = self.chain.len();
+        (0..levels)
+            .map(|k| AggregateSpec {
+                input: InputKind::Changelog,
+                emit_previous: k + 1 < levels,
+                ..self.chain[k].cut.spec()
+            })
+            .collect()
     }
 
-    /// Runs the second stage below its aggregation over rows of stage 1's result.
-    pub async fn second_stage_input(&self, aggregated: RecordBatch) -> Result<RecordBatch> {
-        let (slot, cut) = self.second.as_ref().expect("a second stage over changes");
-        self.run_over(slot, aggregated, &cut.input).await
+    /// The input rows of level `k` of the chain from the final values of the level
+    /// below (stage 1's for `k` = 0).
+    pub async fn chain_input(&self, k: usize, below: RecordBatch) -> Result<RecordBatch> {
+        let mut rows = below;
+        for (slot, plan) in &self.chain[k].feed {
+            rows = self.run_over(slot, rows, plan).await?;
+        }
+        Ok(rows)
     }
 
-    /// Runs the rest of the second stage over final values of its groups.
-    pub async fn second_stage_top(&self, finals: RecordBatch) -> Result<RecordBatch> {
-        let (_, cut) = self.second.as_ref().expect("a second stage over changes");
+    /// Runs the rest of the query over final values of the chain's last level.
+    pub async fn chain_top(&self, finals: RecordBatch) -> Result<RecordBatch> {
+        let cut = &self.chain.last().expect("a chain").cut;
         self.run_over(&cut.top_slot, finals, &cut.top).await
     }
 
@@ -375,9 +433,16 @@ struct Cut {
     top_row_wise: bool,
 }
 
+/// One aggregation of a chain over stage 1's changes.
+struct Level {
+    /// Plans that turn the final values of the level below into this level's input
+    /// rows, each run over the output of the one before (with its slot holding it).
+    feed: Vec<(LiveSlot, Arc<dyn ExecutionPlan>)>,
+    cut: Cut,
+}
+
 enum CutError {
     NoAggregate,
-    SeveralAggregates,
     /// A node below the aggregation that does not work row by row.
     NotRowWise(String),
     DataFusion(DataFusionError),
@@ -403,7 +468,17 @@ impl Cut {
     }
 }
 
-/// Cuts `physical` at its aggregation (one `AggregateExec`, or DataFusion's
+/// A second stage cut level by level, if it is aggregations between row-by-row parts.
+fn cut_levels(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Cut>> {
+    let mut levels = vec![cut_at_aggregate(plan).ok()?];
+    while contains_node(&levels.last()?.top, "AggregateExec") {
+        let next = cut_at_aggregate(&levels.last()?.top).ok()?;
+        levels.push(next);
+    }
+    levels.last()?.top_row_wise.then_some(levels)
+}
+
+/// Cuts `physical` at its lowest aggregation (one `AggregateExec`, or DataFusion's
 /// `Final`/`Partial` pair), which must read its input row by row.
 fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cut, CutError> {
     let mut aggregates: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -415,11 +490,11 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cu
             Ok(TreeNodeRecursion::Continue)
         })
         .map_err(CutError::DataFusion)?;
+    // Aggregations in pre-order: the lowest comes last (after its `Final`, if split).
     let (top_aggregate, raw) = match aggregates.as_slice() {
         [] => return Err(CutError::NoAggregate),
-        [single] => (single.clone(), single.clone()),
-        [final_, partial] if is_partial(partial) => (final_.clone(), partial.clone()),
-        _ => return Err(CutError::SeveralAggregates),
+        [.., final_, partial] if is_partial(partial) => (final_.clone(), partial.clone()),
+        [.., lowest] => (lowest.clone(), lowest.clone()),
     };
     let raw_exec = raw.downcast_ref::<AggregateExec>().expect("checked above");
     check_nodes(raw_exec.input(), &ROW_WISE_INPUT).map_err(CutError::NotRowWise)?;

@@ -280,7 +280,7 @@ impl Pipeline {
                 }
                 pipeline.aggregate.set_evicted_until(checkpoint.header.evicted_until);
                 pipeline.emitter = Emitter::new(&pipeline.plan, checkpoint.header.written, checkpoint.finalized)?;
-                pipeline.emitter.rebuild_second_stage(&pipeline.plan, &mut pipeline.aggregate).await?;
+                pipeline.emitter.rebuild_chain(&pipeline.plan, &mut pipeline.aggregate).await?;
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
                 pipeline.offset = checkpoint.header.offset;
@@ -331,9 +331,10 @@ impl Pipeline {
         self.aggregate.len()
     }
 
-    /// Rows the second stage has read, when it runs over stage 1's changes.
-    pub fn second_stage_rows_read(&self) -> Option<u64> {
-        self.emitter.second_stage_rows_read()
+    /// Rows the first aggregation over stage 1's changes has read (a second stage, a
+    /// subquery or CTE aggregating stage 1's result), if the pipeline has one.
+    pub fn chain_rows_read(&self) -> Option<u64> {
+        self.emitter.chain_rows_read()
     }
 
     /// Bytes the aggregation's state holds.
