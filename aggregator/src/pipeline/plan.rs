@@ -146,7 +146,7 @@ impl std::fmt::Debug for StreamingPlan {
 
 /// Plan nodes that may stand between `SOURCE` and the aggregation: they work row by
 /// row, so running them per micro-batch gives the same rows as running them once.
-const ROW_WISE_INPUT: [&str; 7] = [
+const ROW_WISE_INPUT: [&str; 9] = [
     "LiveExec",
     "ProjectionExec",
     "FilterExec",
@@ -154,6 +154,9 @@ const ROW_WISE_INPUT: [&str; 7] = [
     "CooperativeExec",
     "UnnestExec",
     "RepartitionExec",
+    // UNION ALL of branches that each work row by row (over the same batch).
+    "UnionExec",
+    "InterleaveExec",
 ];
 /// Plan nodes above the aggregation that map each group to at most one row.
 const ROW_WISE_TOP: [&str; 5] = ["LiveExec", "ProjectionExec", "FilterExec", "CoalesceBatchesExec", "CooperativeExec"];
@@ -179,6 +182,7 @@ impl StreamingPlan {
             user(&match e {
                 CutError::NoAggregate => "the first stage must aggregate: add a GROUP BY or an aggregate function".to_string(),
                 CutError::NotRowWise(name) => format!("`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"),
+                CutError::MixedInputs => MIXED_INPUTS.to_string(),
                 CutError::DataFusion(e) => e.to_string(),
             })
         })?;
@@ -188,6 +192,7 @@ impl StreamingPlan {
                     "`{name}` between two aggregations cannot run incrementally yet; only row-by-row operations (WHERE, expressions, HAVING) may come between an aggregation and one over it"
                 ),
                 CutError::NoAggregate => "an aggregation was expected".to_string(),
+                CutError::MixedInputs => MIXED_INPUTS.to_string(),
                 CutError::DataFusion(e) => e.to_string(),
             })
         };
@@ -195,6 +200,10 @@ impl StreamingPlan {
         while contains_node(&chain.last().map_or(&stage1, |l| &l.cut).top, "AggregateExec") {
             let below = chain.last().map_or(&stage1, |l| &l.cut);
             let cut = cut_at_aggregate(&below.top).map_err(nested)?;
+            // It must read the level below and nothing else.
+            if !leaves(&cut.input).iter().all(|leaf| Arc::ptr_eq(leaf, &below.replacement)) {
+                return Err(nested(CutError::MixedInputs));
+            }
             // Its input reads the final values of the level below directly.
             chain.push(Level { feed: vec![(below.top_slot.clone(), cut.input.clone())], cut });
         }
@@ -431,7 +440,11 @@ struct Cut {
     top: Arc<dyn ExecutionPlan>,
     /// Whether `top` maps each group to at most one row.
     top_row_wise: bool,
+    /// The scan of `top_slot` that replaced the aggregation in `top`.
+    replacement: Arc<dyn ExecutionPlan>,
 }
+
+const MIXED_INPUTS: &str = "a UNION or JOIN of an aggregation with SOURCE or with another aggregation cannot run incrementally yet; UNION ALL branches over SOURCE may feed one aggregation";
 
 /// One aggregation of a chain over stage 1's changes.
 struct Level {
@@ -443,6 +456,9 @@ struct Level {
 
 enum CutError {
     NoAggregate,
+    /// SOURCE (or a lower level) read both below and above an aggregation (a UNION or
+    /// JOIN of an aggregation with something else).
+    MixedInputs,
     /// A node below the aggregation that does not work row by row.
     NotRowWise(String),
     DataFusion(DataFusionError),
@@ -513,7 +529,11 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cu
         })
         .map_err(CutError::DataFusion)?
         .data;
+    if !leaves(&top).iter().all(|leaf| Arc::ptr_eq(leaf, &replacement)) {
+        return Err(CutError::MixedInputs);
+    }
     Ok(Cut {
+        replacement,
         input: raw_exec.input().clone(),
         group_by: raw_exec.group_expr().clone(),
         aggregates: raw_exec.aggr_expr().to_vec(),
@@ -523,6 +543,18 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cu
         top_row_wise: check_nodes(&top, &ROW_WISE_TOP).is_ok(),
         top,
     })
+}
+
+/// The leaves of a plan.
+fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
+    let mut found = Vec::new();
+    let _ = plan.apply(|node| {
+        if node.children().is_empty() {
+            found.push(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// The error without our internal columns among the "valid fields" it lists (a user
