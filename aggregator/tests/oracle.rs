@@ -98,6 +98,7 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         cases.join("second_stage_windowed.sql"),
         cases.join("nested_aggregate.sql"),
         cases.join("cte_levels.sql"),
+        cases.join("top_items.sql"),
         repo_root().join("sql/avg_interactions_per_item.sql"),
     ];
     for file in &files {

@@ -1,5 +1,6 @@
-//! Second stages (`-- for_each_batch … FROM AGGREGATED`) run over stage 1's changes: the
-//! work of a batch follows the groups it touches, not the number of groups.
+//! What runs over stage 1's changes — second stages (`-- for_each_batch … FROM
+//! AGGREGATED`), aggregates of aggregates, `ORDER BY … LIMIT` — does work that follows the
+//! groups a batch touches, not the number of groups (counted in rows read, not timed).
 
 mod support;
 
@@ -25,30 +26,49 @@ fn write_events(dir: &std::path::Path, n: u32, users: impl Iterator<Item = u64>)
     }
 }
 
-#[test]
-fn a_second_stage_reads_only_the_changes_of_the_groups_a_batch_touches() {
+/// Runs `file` over 50,000 events of 50,000 users, then 10 events of 10 of them; returns
+/// per batch its records and the rows `read` counted.
+fn rows_read_per_batch(file: &std::path::Path, read: fn(&Pipeline) -> Option<u64>) -> Vec<(usize, u64)> {
     let log = tempfile::tempdir().unwrap();
     write_events(log.path(), 1, 0..50_000);
     write_events(log.path(), 2, (0..50_000).step_by(5_000));
     let work = tempfile::tempdir().unwrap();
-    let def = PipelineDefinition::from_file(&repo_root().join("sql/avg_interactions_per_user.sql")).unwrap();
+    let def = PipelineDefinition::from_file(file).unwrap();
     let schema = interactions();
-    let reads = runtime().block_on(async {
+    runtime().block_on(async {
         let options = options(log.path(), work.path(), 50_000);
         let mut pipeline =
             Pipeline::start(def, &schema, &options, &Shutdown::default(), Default::default()).await.unwrap();
         let mut source = FileLog::open(log.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
         let mut reads = Vec::new();
         while let Some(raw) = source.next_batch(50_000).unwrap() {
-            let before = pipeline.chain_rows_read().expect("the second stage runs over changes");
+            let before = read(&pipeline).expect("the pipeline runs it over changes");
             let logged = pipeline.log_batch(&raw, source.partitions()).unwrap();
             pipeline.process(&raw, &logged, &Shutdown::default()).await.unwrap();
-            reads.push((raw.records().len(), pipeline.chain_rows_read().unwrap() - before));
+            reads.push((raw.records().len(), read(&pipeline).unwrap() - before));
         }
         reads
-    });
+    })
+}
+
+#[test]
+fn a_second_stage_reads_only_the_changes_of_the_groups_a_batch_touches() {
+    let reads = rows_read_per_batch(&repo_root().join("sql/avg_interactions_per_user.sql"), Pipeline::chain_rows_read);
     // 50,000 new groups: 50,000 rows inserted. Then 10 events of 10 of those 50,000
     // users: each group's old row retracted and its new row inserted, 20 rows.
+    assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
+}
+
+#[test]
+fn a_top_n_reads_only_the_changes_of_the_groups_a_batch_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("top_users.sql");
+    std::fs::write(
+        &file,
+        "SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id ORDER BY n DESC, user_id LIMIT 3\n",
+    )
+    .unwrap();
+    let reads = rows_read_per_batch(&file, Pipeline::top_n_rows_read);
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
 
@@ -61,6 +81,6 @@ fn second_stages_of_one_aggregation_run_over_changes_and_other_shapes_over_the_w
     for name in ["avg_interactions_per_item", "avg_interactions_per_user"] {
         assert!(matches!(plan(name).emission, Emission::Chained { .. }), "{name}");
     }
-    // ROW_NUMBER over AGGREGATED: not one aggregation (until the top-N operator).
+    // ROW_NUMBER over AGGREGATED: not an aggregation between row-by-row parts.
     assert!(matches!(plan("item_type_extremes").emission, Emission::FullDiff { .. }));
 }

@@ -22,6 +22,7 @@ use store::{ResultColumn, ResultDelta, ResultRow, Value};
 
 use crate::error::Result;
 use crate::operators::aggregate::{Aggregate, Changed, Merged};
+use crate::operators::top_n::TopN;
 use crate::pipeline::definition::OutputMode;
 use crate::pipeline::plan::{Emission, StreamingPlan};
 use crate::sink::values;
@@ -46,20 +47,23 @@ pub struct Emitter {
     pub finalized: Option<RecordBatch>,
     /// The aggregations over stage 1's changes, level by level (`Emission::Chained`).
     chain: Vec<Aggregate>,
+    /// The incremental `ORDER BY … LIMIT` (`Emission::TopN`).
+    top_n: Option<TopN>,
 }
 
 impl Emitter {
     /// An emitter for `plan`, with what it remembered at the last checkpoint.
     pub fn new(plan: &StreamingPlan, written: HashMap<String, u64>, finalized: Option<RecordBatch>) -> Result<Self> {
         let chain = plan.chain_specs().into_iter().map(Aggregate::new).collect::<Result<_>>()?;
-        Ok(Emitter { written, finalized, chain })
+        let top_n = plan.top_n_spec().map(|(sort, fetch, schema)| TopN::new(sort, fetch, schema)).transpose()?;
+        Ok(Emitter { written, finalized, chain, top_n })
     }
 
-    /// After a restart: the chain's state, rebuilt from stage 1's result (its open
-    /// groups and, outside append mode, the closed windows' rows) as if it had just
-    /// been inserted.
-    pub async fn rebuild_chain(&mut self, plan: &StreamingPlan, groups: &mut Aggregate) -> Result<()> {
-        if self.chain.is_empty() {
+    /// After a restart: the state of what runs over stage 1's changes (the chain, the
+    /// top-N), rebuilt from stage 1's result (its open groups and, outside append mode,
+    /// the closed windows' rows) as if it had just been inserted.
+    pub async fn rebuild(&mut self, plan: &StreamingPlan, groups: &mut Aggregate) -> Result<()> {
+        if self.chain.is_empty() && self.top_n.is_none() {
             return Ok(());
         }
         let mut parts: Vec<RecordBatch> = self.finalized.iter().cloned().collect();
@@ -67,13 +71,23 @@ impl Emitter {
             parts.push(groups.evaluate_all()?);
         }
         let all = concat_batches(&plan.final_schema, &parts)?;
-        feed_chain(plan, &mut self.chain, all, RecordBatch::new_empty(plan.final_schema.clone())).await?;
+        let none = RecordBatch::new_empty(plan.final_schema.clone());
+        if let Some(top_n) = &mut self.top_n {
+            top_n.update(&plan.top_n_input(all).await?, &plan.top_n_input(none).await?)?;
+        } else {
+            feed_chain(plan, &mut self.chain, all, none).await?;
+        }
         Ok(())
     }
 
     /// Rows the chain's first aggregation (over stage 1's changes) has read.
     pub fn chain_rows_read(&self) -> Option<u64> {
         self.chain.first().map(|s| s.rows_read())
+    }
+
+    /// Rows the incremental top-N has read (stage 1's changes), if there is one.
+    pub fn top_n_rows_read(&self) -> Option<u64> {
+        self.top_n.as_ref().map(|t| t.rows_read())
     }
 
     /// Adds rows of windows that closed to those kept.
@@ -168,6 +182,25 @@ impl Emitter {
                     deletes.extend(key_ids(&changed.gone, group_columns));
                 }
                 Ok(ResultDelta { upserts, deletes })
+            }
+            Emission::TopN { key_columns } => {
+                if let Some(closed) = &closed {
+                    self.keep_finalized(closed.clone())?;
+                }
+                let empty = || RecordBatch::new_empty(plan.final_schema.clone());
+                let (inserted, retracted) = match mode {
+                    OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
+                    _ => (touched, previous.unwrap_or_else(empty)),
+                };
+                let (inserted, retracted) = (plan.top_n_input(inserted).await?, plan.top_n_input(retracted).await?);
+                let top_n = self.top_n.as_mut().expect("planned with a top-N");
+                top_n.update(&inserted, &retracted)?;
+                let out = plan.top_n_output(top_n.top()?).await?;
+                let ids = match key_columns {
+                    Some(k) => key_ids(&out, k),
+                    None => content_ids(&out),
+                };
+                Ok(self.diff(rows(&out, &ids), mode == OutputMode::Complete))
             }
             Emission::FullDiff { key_columns } => {
                 if let Some(closed) = closed {

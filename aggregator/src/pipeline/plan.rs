@@ -25,12 +25,14 @@ use datafusion::common::{DataFusionError, SchemaError};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalSortExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -106,6 +108,9 @@ pub enum Emission {
     /// groups; write those a batch touched (keys and group columns as for `Keyed`, of
     /// the last level).
     Chained { key_columns: Vec<usize>, group_columns: Option<Vec<usize>> },
+    /// `ORDER BY … LIMIT N` over the groups: the rows go through an incremental top-N
+    /// (`operators::top_n`); the first N are diffed against those last written.
+    TopN { key_columns: Option<Vec<usize>> },
 }
 
 /// A window of the aggregation: which group column holds it and how late is judged.
@@ -127,6 +132,8 @@ pub struct StreamingPlan {
     stage2: Option<(LiveSlot, Arc<dyn ExecutionPlan>)>,
     /// Aggregations over stage 1's changes, in order (`Emission::Chained`).
     chain: Vec<Level>,
+    /// Stage 1's top split at its `ORDER BY … LIMIT` (`Emission::TopN`).
+    top_n: Option<TopNPlan>,
     pub window: Option<PlannedWindow>,
     pub output_schema: SchemaRef,
     pub emission: Emission,
@@ -278,7 +285,13 @@ impl StreamingPlan {
             (None, Ok(id)) => Some(vec![id]),
             (None, Err(_)) => None,
         };
-        let emission = if let Some(Level { cut, .. }) = chain.last() {
+        let top_n = match chain.is_empty() && stage2.is_none() && !top_row_wise {
+            true => split_top_n(&top).map_err(|e| user(&e))?,
+            false => None,
+        };
+        let emission = if top_n.is_some() {
+            Emission::TopN { key_columns: named_key }
+        } else if let Some(Level { cut, .. }) = chain.last() {
             // Keyed by the last level's groups, as stage 1 by its own below.
             let traced: Vec<Option<usize>> =
                 (0..output_schema.fields().len()).map(|c| trace_to_group(&cut.top, c)).collect();
@@ -338,6 +351,7 @@ impl StreamingPlan {
             final_schema,
             stage2,
             chain,
+            top_n,
             window,
             output_schema,
             emission,
@@ -351,7 +365,7 @@ impl StreamingPlan {
         AggregateSpec {
             window: self.window.as_ref().map(|w| (w.call.group_index, w.call.spec)),
             input: InputKind::InsertOnly,
-            emit_previous: !self.chain.is_empty(),
+            emit_previous: !self.chain.is_empty() || self.top_n.is_some(),
             ..self.stage1.spec()
         }
     }
@@ -376,6 +390,24 @@ impl StreamingPlan {
             rows = self.run_over(slot, rows, plan).await?;
         }
         Ok(rows)
+    }
+
+    /// The incremental top-N's sort, N and input schema, if the pipeline has one.
+    pub fn top_n_spec(&self) -> Option<(Vec<PhysicalSortExpr>, usize, SchemaRef)> {
+        let t = self.top_n.as_ref()?;
+        Some((t.sort.clone(), t.fetch, t.below.schema()))
+    }
+
+    /// The rows stage 1's groups give the top-N (what runs below its sort).
+    pub async fn top_n_input(&self, finals: RecordBatch) -> Result<RecordBatch> {
+        let t = self.top_n.as_ref().expect("a top-N");
+        self.run_over(&self.stage1.top_slot, finals, &t.below).await
+    }
+
+    /// The result from the top-N's first rows (what runs above its sort).
+    pub async fn top_n_output(&self, first: RecordBatch) -> Result<RecordBatch> {
+        let t = self.top_n.as_ref().expect("a top-N");
+        self.run_over(&t.slot, first, &t.above).await
     }
 
     /// Runs the rest of the query over final values of the chain's last level.
@@ -445,6 +477,50 @@ struct Cut {
 }
 
 const MIXED_INPUTS: &str = "a UNION or JOIN of an aggregation with SOURCE or with another aggregation cannot run incrementally yet; UNION ALL branches over SOURCE may feed one aggregation";
+
+/// Stage 1's top split at its `ORDER BY … LIMIT N`: `below` the sort (over final
+/// values of groups), the sort itself, and `above` it (reading `slot`).
+struct TopNPlan {
+    below: Arc<dyn ExecutionPlan>,
+    sort: Vec<PhysicalSortExpr>,
+    fetch: usize,
+    slot: LiveSlot,
+    above: Arc<dyn ExecutionPlan>,
+}
+
+/// Splits `top` at its one `SortExec` with a fetch (`ORDER BY … LIMIT N`), if row-by-row
+/// parts are all there is below and above it.
+fn split_top_n(top: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<TopNPlan>, DataFusionError> {
+    let mut sorts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    top.apply(|node| {
+        if node.is::<SortExec>() {
+            sorts.push(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let [sort_node] = sorts.as_slice() else { return Ok(None) };
+    let sort = sort_node.downcast_ref::<SortExec>().expect("found above");
+    let Some(fetch) = sort.fetch() else { return Ok(None) };
+    if check_nodes(sort.input(), &ROW_WISE_TOP).is_err() {
+        return Ok(None);
+    }
+    let slot = LiveSlot::default();
+    let scan: Arc<dyn ExecutionPlan> = Arc::new(LiveExec::new(sort.schema(), slot.clone(), None)?);
+    let above = top
+        .clone()
+        .transform_down(|node| {
+            Ok(if Arc::ptr_eq(&node, sort_node) {
+                Transformed::new(scan.clone(), true, TreeNodeRecursion::Jump)
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data;
+    if check_nodes(&above, &ROW_WISE_TOP).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(TopNPlan { below: sort.input().clone(), sort: sort.expr().to_vec(), fetch, slot, above }))
+}
 
 /// One aggregation of a chain over stage 1's changes.
 struct Level {

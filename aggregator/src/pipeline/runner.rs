@@ -280,7 +280,7 @@ impl Pipeline {
                 }
                 pipeline.aggregate.set_evicted_until(checkpoint.header.evicted_until);
                 pipeline.emitter = Emitter::new(&pipeline.plan, checkpoint.header.written, checkpoint.finalized)?;
-                pipeline.emitter.rebuild_chain(&pipeline.plan, &mut pipeline.aggregate).await?;
+                pipeline.emitter.rebuild(&pipeline.plan, &mut pipeline.aggregate).await?;
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
                 pipeline.offset = checkpoint.header.offset;
@@ -335,6 +335,11 @@ impl Pipeline {
     /// subquery or CTE aggregating stage 1's result), if the pipeline has one.
     pub fn chain_rows_read(&self) -> Option<u64> {
         self.emitter.chain_rows_read()
+    }
+
+    /// Rows the incremental `ORDER BY … LIMIT` has read, if the pipeline has one.
+    pub fn top_n_rows_read(&self) -> Option<u64> {
+        self.emitter.top_n_rows_read()
     }
 
     /// Bytes the aggregation's state holds.

@@ -1,0 +1,158 @@
+//! Incremental `ORDER BY … LIMIT N` over a changelog.
+//!
+//! The operator keeps every row it was given (inserted and not yet retracted) ordered
+//! by the sort key: arrow's row format of the ORDER BY values, whose bytes compare in
+//! the query's order (directions and NULLS FIRST/LAST included), followed by the
+//! row's own bytes so that equal sort keys stay apart; a count per entry keeps exact
+//! duplicates. A batch of changes costs its rows times the logarithm of the rows held;
+//! the first N rows are read off the front. Rows must be kept beyond the first N:
+//! when a leader is retracted, the next one comes up.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalSortExpr;
+
+use crate::error::Result;
+
+/// A row held: its sort key and its own bytes (both in arrow's row format).
+type Entry = (Box<[u8]>, Box<[u8]>);
+
+pub struct TopN {
+    sort: Vec<PhysicalSortExpr>,
+    fetch: usize,
+    schema: SchemaRef,
+    sort_keys: RowConverter,
+    row_bytes: RowConverter,
+    /// (sort key, row) → how many times the row is held.
+    rows: BTreeMap<Entry, i64>,
+    rows_read: u64,
+}
+
+impl TopN {
+    /// The first `fetch` rows of `schema`'s rows in the order of `sort`.
+    pub fn new(sort: Vec<PhysicalSortExpr>, fetch: usize, schema: SchemaRef) -> Result<Self> {
+        let sort_fields = sort
+            .iter()
+            .map(|s| Ok(SortField::new_with_options(s.expr.data_type(&schema)?, s.options)))
+            .collect::<Result<Vec<_>>>()?;
+        let row_fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        Ok(TopN {
+            sort,
+            fetch,
+            sort_keys: RowConverter::new(sort_fields)?,
+            row_bytes: RowConverter::new(row_fields)?,
+            schema,
+            rows: BTreeMap::new(),
+            rows_read: 0,
+        })
+    }
+
+    /// Rows read so far (inserted and retracted alike).
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read
+    }
+
+    /// Rows held (all of them, not only the first N).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds `inserted` and takes out `retracted` (rows of the operator's schema).
+    pub fn update(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<()> {
+        for (batch, weight) in [(retracted, -1), (inserted, 1)] {
+            let n = batch.num_rows();
+            if n == 0 {
+                continue;
+            }
+            self.rows_read += n as u64;
+            let values = self
+                .sort
+                .iter()
+                .map(|s| s.expr.evaluate(batch)?.into_array(n))
+                .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
+            let keys = self.sort_keys.convert_columns(&values)?;
+            let rows = self.row_bytes.convert_columns(batch.columns())?;
+            for i in 0..n {
+                let entry = (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()));
+                let count = self.rows.entry(entry).or_insert(0);
+                *count += weight;
+                if *count == 0 {
+                    let entry = (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()));
+                    self.rows.remove(&entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first N rows, in order.
+    pub fn top(&self) -> Result<RecordBatch> {
+        let mut first: Vec<&[u8]> = Vec::with_capacity(self.fetch);
+        'rows: for ((_, row), &count) in &self.rows {
+            for _ in 0..count.max(0) {
+                if first.len() == self.fetch {
+                    break 'rows;
+                }
+                first.push(row);
+            }
+        }
+        let parser = self.row_bytes.parser();
+        let columns = self.row_bytes.convert_rows(first.iter().map(|r| parser.parse(r)))?;
+        let options = RecordBatchOptions::new().with_row_count(Some(first.len()));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::physical_expr::expressions::Column;
+    use std::sync::Arc;
+
+    fn batch(schema: &SchemaRef, rows: &[(&str, i64)]) -> RecordBatch {
+        let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let counts: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(names)) as ArrayRef, Arc::new(Int64Array::from(counts))],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_first_rows_follow_insertions_and_retractions_and_the_next_one_comes_up() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("item", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        // ORDER BY n DESC, item LIMIT 2
+        let sort = vec![
+            PhysicalSortExpr {
+                expr: Arc::new(Column::new("n", 1)),
+                options: SortOptions { descending: true, nulls_first: false },
+            },
+            PhysicalSortExpr { expr: Arc::new(Column::new("item", 0)), options: SortOptions::default() },
+        ];
+        let mut top = TopN::new(sort, 2, schema.clone()).unwrap();
+        let none = batch(&schema, &[]);
+        top.update(&batch(&schema, &[("a", 5), ("b", 7), ("c", 5)]), &none).unwrap();
+        let first = top.top().unwrap();
+        assert_eq!(first.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["b", "a"]);
+        // b's count goes from 7 to 1: a and c lead now.
+        top.update(&batch(&schema, &[("b", 1)]), &batch(&schema, &[("b", 7)])).unwrap();
+        let first = top.top().unwrap();
+        assert_eq!(first.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(first.column(1).as_primitive::<Int64Type>().values().to_vec(), [5, 5]);
+        assert_eq!(top.len(), 3, "every row is kept, not only the first two");
+    }
+}
