@@ -96,7 +96,7 @@ fn main() {
     for entry in std::fs::read_dir(&log).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name().to_string_lossy().starts_with("batch-") {
-            std::os::unix::fs::symlink(entry.path(), more.join(entry.file_name())).unwrap();
+            std::fs::hard_link(entry.path(), more.join(entry.file_name())).unwrap();
         }
     }
     let step = users / touched;
@@ -106,7 +106,7 @@ fn main() {
         let user = k * step;
         writeln!(
             out,
-            r#"{{"user_id": {user}, "item_id": 1, "interaction_type": "click", "timestamp": "2027-01-01T00:00:00"}}"#
+            r#"{{"user_id": {user}, "item_id": 1, "interaction_type": "click", "timestamp": "2026-01-02T00:00:00"}}"#
         )
         .unwrap();
     }
