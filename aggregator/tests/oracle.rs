@@ -100,6 +100,7 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         cases.join("cte_levels.sql"),
         cases.join("top_items.sql"),
         repo_root().join("sql/avg_interactions_per_item.sql"),
+        repo_root().join("sql/item_type_extremes.sql"),
     ];
     for file in &files {
         for batch in [13, 97, 2_500] {

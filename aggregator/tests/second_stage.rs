@@ -73,7 +73,26 @@ fn a_top_n_reads_only_the_changes_of_the_groups_a_batch_touches() {
 }
 
 #[test]
-fn second_stages_of_one_aggregation_run_over_changes_and_other_shapes_over_the_whole_result() {
+fn window_functions_over_changes_recompute_only_the_partitions_a_batch_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("top_type.sql");
+    std::fs::write(
+        &file,
+        "SELECT user_id, interaction_type, COUNT(*) AS n FROM SOURCE GROUP BY user_id, interaction_type\n\
+         -- for_each_batch\n\
+         SELECT user_id, MAX(CASE WHEN r = 1 THEN interaction_type END) AS top_type FROM (\n\
+         SELECT user_id, interaction_type, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY n DESC, interaction_type) AS r\n\
+         FROM AGGREGATED) AS ranked GROUP BY user_id\n-- end_for\n",
+    )
+    .unwrap();
+    let reads = rows_read_per_batch(&file, Pipeline::partition_rows_recomputed);
+    // First 50,000 one-row partitions appear (nothing before, one row after each);
+    // then 10 of them change: their one row before and after.
+    assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
+}
+
+#[test]
+fn second_stages_of_aggregations_run_over_changes_and_other_shapes_over_the_whole_result() {
     let plan = |name: &str| {
         let def = PipelineDefinition::from_file(&repo_root().join(format!("sql/{name}.sql"))).unwrap();
         runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
@@ -81,6 +100,18 @@ fn second_stages_of_one_aggregation_run_over_changes_and_other_shapes_over_the_w
     for name in ["avg_interactions_per_item", "avg_interactions_per_user"] {
         assert!(matches!(plan(name).emission, Emission::Chained { .. }), "{name}");
     }
-    // ROW_NUMBER over AGGREGATED: not an aggregation between row-by-row parts.
-    assert!(matches!(plan("item_type_extremes").emission, Emission::FullDiff { .. }));
+    // ROW_NUMBER partitioned by item between the aggregations: recomputed per item.
+    assert!(matches!(plan("item_type_extremes").emission, Emission::Chained { .. }));
+    // A window over all rows (no PARTITION BY) would be recomputed whole: the result is.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("global_rank.sql");
+    std::fs::write(
+        &file,
+        "SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id\n-- for_each_batch\n\
+         SELECT 'all' AS _id, MAX(r) AS ranks FROM (SELECT ROW_NUMBER() OVER (ORDER BY n) AS r FROM AGGREGATED) AS t\n-- end_for\n",
+    )
+    .unwrap();
+    let def = PipelineDefinition::from_file(&file).unwrap();
+    let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
+    assert!(matches!(plan.emission, Emission::FullDiff { .. }));
 }

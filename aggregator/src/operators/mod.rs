@@ -4,7 +4,9 @@
 //! * [`aggregate`] — grouped aggregation, windowed (tumbling, hopping, session) or
 //!   not, over columnar state; over a changelog (an aggregate of an aggregate) it
 //!   retracts;
-//! * [`top_n`] — `ORDER BY … LIMIT N` over a changelog, kept in sort order.
+//! * [`top_n`] — `ORDER BY … LIMIT N` over a changelog, kept in sort order;
+//! * [`partitioned`] — window functions over a changelog, recomputed per partition.
 
 pub mod aggregate;
+pub mod partitioned;
 pub mod top_n;

@@ -22,6 +22,7 @@ use store::{ResultColumn, ResultDelta, ResultRow, Value};
 
 use crate::error::Result;
 use crate::operators::aggregate::{Aggregate, Changed, Merged};
+use crate::operators::partitioned::PartitionedRows;
 use crate::operators::top_n::TopN;
 use crate::pipeline::definition::OutputMode;
 use crate::pipeline::plan::{Emission, StreamingPlan};
@@ -47,6 +48,8 @@ pub struct Emitter {
     pub finalized: Option<RecordBatch>,
     /// The aggregations over stage 1's changes, level by level (`Emission::Chained`).
     chain: Vec<Aggregate>,
+    /// Per level of the chain, the rows its window functions are recomputed over.
+    partitions: Vec<Option<PartitionedRows>>,
     /// The incremental `ORDER BY … LIMIT` (`Emission::TopN`).
     top_n: Option<TopN>,
 }
@@ -56,7 +59,12 @@ impl Emitter {
     pub fn new(plan: &StreamingPlan, written: HashMap<String, u64>, finalized: Option<RecordBatch>) -> Result<Self> {
         let chain = plan.chain_specs().into_iter().map(Aggregate::new).collect::<Result<_>>()?;
         let top_n = plan.top_n_spec().map(|(sort, fetch, schema)| TopN::new(sort, fetch, schema)).transpose()?;
-        Ok(Emitter { written, finalized, chain, top_n })
+        let partitions = plan
+            .chain_partitioned_specs()
+            .into_iter()
+            .map(|spec| spec.map(|(schema, columns)| PartitionedRows::new(schema, columns)).transpose())
+            .collect::<Result<_>>()?;
+        Ok(Emitter { written, finalized, chain, partitions, top_n })
     }
 
     /// After a restart: the state of what runs over stage 1's changes (the chain, the
@@ -75,7 +83,7 @@ impl Emitter {
         if let Some(top_n) = &mut self.top_n {
             top_n.update(&plan.top_n_input(all).await?, &plan.top_n_input(none).await?)?;
         } else {
-            feed_chain(plan, &mut self.chain, all, none).await?;
+            feed_chain(plan, &mut self.chain, &mut self.partitions, all, none).await?;
         }
         Ok(())
     }
@@ -83,6 +91,12 @@ impl Emitter {
     /// Rows the chain's first aggregation (over stage 1's changes) has read.
     pub fn chain_rows_read(&self) -> Option<u64> {
         self.chain.first().map(|s| s.rows_read())
+    }
+
+    /// Rows the chain's window functions have been recomputed over, if it has them.
+    pub fn partition_rows_recomputed(&self) -> Option<u64> {
+        let counts: Vec<u64> = self.partitions.iter().flatten().map(|p| p.rows_recomputed()).collect();
+        (!counts.is_empty()).then(|| counts.iter().sum())
     }
 
     /// Rows the incremental top-N has read (stage 1's changes), if there is one.
@@ -167,7 +181,7 @@ impl Emitter {
                     OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
                     _ => (touched, previous.unwrap_or_else(empty)),
                 };
-                let changed = feed_chain(plan, &mut self.chain, inserted, retracted).await?;
+                let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, inserted, retracted).await?;
                 let finals = match mode {
                     OutputMode::Complete => self.chain.last_mut().expect("a chain").evaluate_all()?,
                     _ => changed.finals,
@@ -256,13 +270,13 @@ impl Emitter {
 async fn feed_chain(
     plan: &StreamingPlan,
     chain: &mut [Aggregate],
+    partitions: &mut [Option<PartitionedRows>],
     mut inserted: RecordBatch,
     mut retracted: RecordBatch,
 ) -> Result<Changed> {
     let levels = chain.len();
-    for (k, aggregate) in chain.iter_mut().enumerate() {
-        let plus = plan.chain_input(k, inserted).await?;
-        let minus = plan.chain_input(k, retracted).await?;
+    for (k, (aggregate, partitions)) in chain.iter_mut().zip(partitions.iter_mut()).enumerate() {
+        let (plus, minus) = plan.chain_input(k, inserted, retracted, partitions.as_mut()).await?;
         let changed = aggregate.update_changelog(&plus, &minus)?;
         if k + 1 == levels {
             return Ok(changed);

@@ -33,11 +33,13 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::operators::aggregate::{AggregateSpec, InputKind};
+use crate::operators::partitioned::PartitionedRows;
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
 use crate::pipeline::windows::{self, ExpandHoppingWindows, SessionWindows, WATERMARK_COLUMN, WindowCall};
@@ -185,7 +187,7 @@ impl StreamingPlan {
 
         // Stage 1 is cut at its lowest aggregation (over SOURCE); an aggregation over
         // that one (a subquery or CTE) is cut again, and so on: the chain.
-        let stage1 = cut_at_aggregate(&physical).map_err(|e| {
+        let stage1 = cut_at_aggregate(&physical, false).map_err(|e| {
             user(&match e {
                 CutError::NoAggregate => "the first stage must aggregate: add a GROUP BY or an aggregate function".to_string(),
                 CutError::NotRowWise(name) => format!("`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"),
@@ -206,13 +208,13 @@ impl StreamingPlan {
         let mut chain: Vec<Level> = Vec::new();
         while contains_node(&chain.last().map_or(&stage1, |l| &l.cut).top, "AggregateExec") {
             let below = chain.last().map_or(&stage1, |l| &l.cut);
-            let cut = cut_at_aggregate(&below.top).map_err(nested)?;
+            let cut = cut_at_aggregate(&below.top, true).map_err(nested)?;
             // It must read the level below and nothing else.
             if !leaves(&cut.input).iter().all(|leaf| Arc::ptr_eq(leaf, &below.replacement)) {
                 return Err(nested(CutError::MixedInputs));
             }
             // Its input reads the final values of the level below directly.
-            chain.push(Level { feed: vec![(below.top_slot.clone(), cut.input.clone())], cut });
+            chain.push(Level { feed: input_steps(below.top_slot.clone(), &cut), cut });
         }
         let stage1_levels = chain.len();
         let last = chain.last().map_or(&stage1, |l| &l.cut);
@@ -246,14 +248,14 @@ impl StreamingPlan {
             && let Some(levels) = cut_levels(plan)
         {
             let below = chain.last().map_or(&stage1, |l| &l.cut);
-            let mut feed = Some(vec![(below.top_slot.clone(), below.top.clone())]);
+            let mut feed = Some(vec![Step::Rows(below.top_slot.clone(), below.top.clone())]);
             for (i, cut) in levels.into_iter().enumerate() {
                 let mut steps = feed.take().unwrap_or_default();
                 let slot = match i {
                     0 => slot.clone(),
                     _ => chain.last().expect("a level before").cut.top_slot.clone(),
                 };
-                steps.push((slot, cut.input.clone()));
+                steps.extend(input_steps(slot, &cut));
                 chain.push(Level { feed: steps, cut });
             }
         } else if stage2.is_some() && stage1_levels > 0 {
@@ -382,14 +384,40 @@ impl StreamingPlan {
             .collect()
     }
 
-    /// The input rows of level `k` of the chain from the final values of the level
-    /// below (stage 1's for `k` = 0).
-    pub async fn chain_input(&self, k: usize, below: RecordBatch) -> Result<RecordBatch> {
-        let mut rows = below;
-        for (slot, plan) in &self.chain[k].feed {
-            rows = self.run_over(slot, rows, plan).await?;
+    /// Per level of the chain: the schema and PARTITION BY columns of the rows its
+    /// window functions are recomputed over, if it has window functions.
+    pub fn chain_partitioned_specs(&self) -> Vec<Option<(SchemaRef, Vec<usize>)>> {
+        let spec = |l: &Level| l.cut.partitioned.as_ref().map(|p| (p.pre.schema(), p.partition_columns.clone()));
+        self.chain.iter().map(spec).collect()
+    }
+
+    /// The input rows of level `k` of the chain (inserted, retracted) from the changes
+    /// of the level below (stage 1's for `k` = 0); `partitions` holds the rows its
+    /// window functions are recomputed over, if it has them.
+    pub async fn chain_input(
+        &self,
+        k: usize,
+        inserted: RecordBatch,
+        retracted: RecordBatch,
+        partitions: Option<&mut PartitionedRows>,
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        let (mut inserted, mut retracted) = (inserted, retracted);
+        let mut partitions = partitions;
+        for step in &self.chain[k].feed {
+            match step {
+                Step::Rows(slot, plan) => {
+                    inserted = self.run_over(slot, inserted, plan).await?;
+                    retracted = self.run_over(slot, retracted, plan).await?;
+                }
+                Step::Partitions { slot, segment } => {
+                    let rows = partitions.as_deref_mut().expect("the level's partitioned rows");
+                    let (before, after) = rows.apply(&inserted, &retracted)?;
+                    retracted = self.run_over(slot, before, segment).await?;
+                    inserted = self.run_over(slot, after, segment).await?;
+                }
+            }
         }
-        Ok(rows)
+        Ok((inserted, retracted))
     }
 
     /// The incremental top-N's sort, N and input schema, if the pipeline has one.
@@ -474,6 +502,103 @@ struct Cut {
     top_row_wise: bool,
     /// The scan of `top_slot` that replaced the aggregation in `top`.
     replacement: Arc<dyn ExecutionPlan>,
+    /// `input` split around window functions recomputed per partition, if it has them.
+    partitioned: Option<Partitioned>,
+}
+
+/// A plan with window functions split around them: `pre` (row by row), the window
+/// functions (`segment`, run over whole partitions), `post` (row by row).
+struct Partitioned {
+    pre: Arc<dyn ExecutionPlan>,
+    segment_slot: LiveSlot,
+    segment: Arc<dyn ExecutionPlan>,
+    /// The PARTITION BY columns, as indices of `pre`'s output.
+    partition_columns: Vec<usize>,
+    post_slot: LiveSlot,
+    post: Arc<dyn ExecutionPlan>,
+}
+
+/// One step from the rows of the level below to a level's input rows.
+enum Step {
+    /// A row-by-row plan, run over the rows (inserted and retracted alike) with its
+    /// slot holding them.
+    Rows(LiveSlot, Arc<dyn ExecutionPlan>),
+    /// Window functions over whole partitions: the touched partitions' rows before and
+    /// after a batch go through `segment` (`operators::partitioned`).
+    Partitions { slot: LiveSlot, segment: Arc<dyn ExecutionPlan> },
+}
+
+/// The steps that read a level's input from `slot` (its scan in the cut's input).
+fn input_steps(slot: LiveSlot, cut: &Cut) -> Vec<Step> {
+    match &cut.partitioned {
+        None => vec![Step::Rows(slot, cut.input.clone())],
+        Some(p) => vec![
+            Step::Rows(slot, p.pre.clone()),
+            Step::Partitions { slot: p.segment_slot.clone(), segment: p.segment.clone() },
+            Step::Rows(p.post_slot.clone(), p.post.clone()),
+        ],
+    }
+}
+
+/// Splits `input` around its window functions, if they all partition by the same
+/// columns and only sorts and window functions come between them.
+fn split_partitioned(input: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<Partitioned>, DataFusionError> {
+    // The single-child chain from the top down.
+    let mut nodes = vec![input.clone()];
+    while let [child] = nodes.last().expect("one at least").children().as_slice() {
+        let child = (*child).clone();
+        nodes.push(child);
+    }
+    let windowish = |n: &Arc<dyn ExecutionPlan>| {
+        n.is::<BoundedWindowAggExec>()
+            || n.is::<WindowAggExec>()
+            || n.downcast_ref::<SortExec>().is_some_and(|s| s.fetch().is_none())
+    };
+    let (Some(top), Some(bottom)) = (nodes.iter().position(windowish), nodes.iter().rposition(windowish)) else {
+        return Ok(None);
+    };
+    if !nodes[top..=bottom].iter().all(windowish) {
+        return Ok(None);
+    }
+    let mut partition_columns: Option<Vec<usize>> = None;
+    for node in &nodes[top..=bottom] {
+        let keys = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+            w.partition_keys()
+        } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+            w.partition_keys()
+        } else {
+            continue;
+        };
+        let columns: Option<Vec<usize>> = keys.iter().map(|k| k.downcast_ref::<Column>().map(|c| c.index())).collect();
+        match (columns, &partition_columns) {
+            (Some(c), None) if !c.is_empty() => partition_columns = Some(c),
+            (Some(c), Some(seen)) if &c == seen => {}
+            _ => return Ok(None),
+        }
+    }
+    let Some(partition_columns) = partition_columns else { return Ok(None) };
+    let pre = nodes[bottom].children()[0].clone();
+    if check_nodes(&pre, &ROW_WISE_INPUT).is_err() {
+        return Ok(None);
+    }
+    let replace = |plan: &Arc<dyn ExecutionPlan>, target: &Arc<dyn ExecutionPlan>, with: Arc<dyn ExecutionPlan>| {
+        plan.clone().transform_down(|node| {
+            Ok(match Arc::ptr_eq(&node, target) {
+                true => Transformed::new(with.clone(), true, TreeNodeRecursion::Jump),
+                false => Transformed::no(node),
+            })
+        })
+    };
+    let segment_slot = LiveSlot::default();
+    let segment_scan: Arc<dyn ExecutionPlan> = Arc::new(LiveExec::new(pre.schema(), segment_slot.clone(), None)?);
+    let segment = replace(&nodes[top], &pre, segment_scan)?.data;
+    let post_slot = LiveSlot::default();
+    let post_scan: Arc<dyn ExecutionPlan> = Arc::new(LiveExec::new(nodes[top].schema(), post_slot.clone(), None)?);
+    let post = replace(input, &nodes[top], post_scan)?.data;
+    if check_nodes(&post, &ROW_WISE_INPUT).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(Partitioned { pre, segment_slot, segment, partition_columns, post_slot, post }))
 }
 
 const MIXED_INPUTS: &str = "a UNION or JOIN of an aggregation with SOURCE or with another aggregation cannot run incrementally yet; UNION ALL branches over SOURCE may feed one aggregation";
@@ -526,7 +651,7 @@ fn split_top_n(top: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<TopNP
 struct Level {
     /// Plans that turn the final values of the level below into this level's input
     /// rows, each run over the output of the one before (with its slot holding it).
-    feed: Vec<(LiveSlot, Arc<dyn ExecutionPlan>)>,
+    feed: Vec<Step>,
     cut: Cut,
 }
 
@@ -562,9 +687,9 @@ impl Cut {
 
 /// A second stage cut level by level, if it is aggregations between row-by-row parts.
 fn cut_levels(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Cut>> {
-    let mut levels = vec![cut_at_aggregate(plan).ok()?];
+    let mut levels = vec![cut_at_aggregate(plan, true).ok()?];
     while contains_node(&levels.last()?.top, "AggregateExec") {
-        let next = cut_at_aggregate(&levels.last()?.top).ok()?;
+        let next = cut_at_aggregate(&levels.last()?.top, true).ok()?;
         levels.push(next);
     }
     levels.last()?.top_row_wise.then_some(levels)
@@ -572,7 +697,7 @@ fn cut_levels(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Cut>> {
 
 /// Cuts `physical` at its lowest aggregation (one `AggregateExec`, or DataFusion's
 /// `Final`/`Partial` pair), which must read its input row by row.
-fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cut, CutError> {
+fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>, over_changes: bool) -> std::result::Result<Cut, CutError> {
     let mut aggregates: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     physical
         .apply(|node| {
@@ -589,7 +714,17 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cu
         [.., lowest] => (lowest.clone(), lowest.clone()),
     };
     let raw_exec = raw.downcast_ref::<AggregateExec>().expect("checked above");
-    check_nodes(raw_exec.input(), &ROW_WISE_INPUT).map_err(CutError::NotRowWise)?;
+    // Over changes (not over SOURCE), window functions partitioned by a key may come
+    // between: they are recomputed per partition touched.
+    let partitioned = match check_nodes(raw_exec.input(), &ROW_WISE_INPUT) {
+        Ok(()) => None,
+        Err(name) => match over_changes {
+            true => Some(
+                split_partitioned(raw_exec.input()).map_err(CutError::DataFusion)?.ok_or(CutError::NotRowWise(name))?,
+            ),
+            false => return Err(CutError::NotRowWise(name)),
+        },
+    };
     let final_schema = top_aggregate.schema();
     let top_slot = LiveSlot::default();
     let replacement: Arc<dyn ExecutionPlan> =
@@ -609,6 +744,7 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>) -> std::result::Result<Cu
         return Err(CutError::MixedInputs);
     }
     Ok(Cut {
+        partitioned,
         replacement,
         input: raw_exec.input().clone(),
         group_by: raw_exec.group_expr().clone(),

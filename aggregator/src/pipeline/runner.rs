@@ -337,6 +337,11 @@ impl Pipeline {
         self.emitter.chain_rows_read()
     }
 
+    /// Rows window functions over stage 1's changes have been recomputed over, if any.
+    pub fn partition_rows_recomputed(&self) -> Option<u64> {
+        self.emitter.partition_rows_recomputed()
+    }
+
     /// Rows the incremental `ORDER BY … LIMIT` has read, if the pipeline has one.
     pub fn top_n_rows_read(&self) -> Option<u64> {
         self.emitter.top_n_rows_read()

@@ -1,0 +1,138 @@
+//! Window functions (`ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`, `RANK`, running
+//! sums …) over a changelog, recomputed per partition.
+//!
+//! A change to one row can change the window values of every row of its partition
+//! (ranks shift), and of no other partition. So the operator keeps the rows of each
+//! partition (a counted multiset, in arrow's row format) and, per batch, hands back the
+//! rows of the partitions the batch touches as they were before and as they are after
+//! it. The caller runs DataFusion's own window plan over both and passes on the
+//! difference: the old results retracted, the new ones inserted. The work of a batch is
+//! the size of the partitions it touches.
+
+use std::collections::{HashMap, HashSet};
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+
+use crate::error::Result;
+
+type RowBytes = Box<[u8]>;
+
+pub struct PartitionedRows {
+    schema: SchemaRef,
+    /// Indices of the PARTITION BY columns.
+    partition_columns: Vec<usize>,
+    keys: RowConverter,
+    rows: RowConverter,
+    /// Partition key → row → how many times it is held.
+    partitions: HashMap<RowBytes, HashMap<RowBytes, i64>>,
+    rows_recomputed: u64,
+}
+
+impl PartitionedRows {
+    pub fn new(schema: SchemaRef, partition_columns: Vec<usize>) -> Result<Self> {
+        let field = |c: &usize| SortField::new(schema.field(*c).data_type().clone());
+        let keys = RowConverter::new(partition_columns.iter().map(field).collect())?;
+        let rows = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        Ok(PartitionedRows { schema, partition_columns, keys, rows, partitions: HashMap::new(), rows_recomputed: 0 })
+    }
+
+    /// Rows handed back so far to recompute (before and after alike): the work done.
+    pub fn rows_recomputed(&self) -> u64 {
+        self.rows_recomputed
+    }
+
+    /// Applies the changes; returns every row of the partitions they touch, before and
+    /// after.
+    pub fn apply(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
+        let mut changes: Vec<(RowBytes, RowBytes, i64)> = Vec::new();
+        for (batch, weight) in [(retracted, -1), (inserted, 1)] {
+            let n = batch.num_rows();
+            if n == 0 {
+                continue;
+            }
+            let key_columns: Vec<ArrayRef> = self.partition_columns.iter().map(|&c| batch.column(c).clone()).collect();
+            let keys = self.keys.convert_columns(&key_columns)?;
+            let rows = self.rows.convert_columns(batch.columns())?;
+            changes.extend(
+                (0..n).map(|i| (RowBytes::from(keys.row(i).data()), RowBytes::from(rows.row(i).data()), weight)),
+            );
+        }
+        let touched: HashSet<&RowBytes> = changes.iter().map(|(key, _, _)| key).collect();
+        let mut touched: Vec<RowBytes> = touched.into_iter().cloned().collect();
+        touched.sort();
+        let before = self.rows_of(&touched)?;
+        for (key, row, weight) in changes {
+            let partition = self.partitions.entry(key).or_default();
+            let count = partition.entry(row).or_insert(0);
+            *count += weight;
+            if *count == 0 {
+                partition.retain(|_, c| *c != 0);
+            }
+        }
+        self.partitions.retain(|_, rows| !rows.is_empty());
+        let after = self.rows_of(&touched)?;
+        self.rows_recomputed += (before.num_rows() + after.num_rows()) as u64;
+        Ok((before, after))
+    }
+
+    /// Every row held in the partitions `keys`, each as many times as it is counted.
+    fn rows_of(&self, keys: &[RowBytes]) -> Result<RecordBatch> {
+        let mut rows: Vec<&[u8]> = Vec::new();
+        for key in keys {
+            let Some(partition) = self.partitions.get(key) else { continue };
+            let mut held: Vec<(&RowBytes, &i64)> = partition.iter().collect();
+            held.sort();
+            for (row, &count) in held {
+                rows.extend(std::iter::repeat_n(row.as_ref(), count.max(0) as usize));
+            }
+        }
+        let parser = self.rows.parser();
+        let columns = self.rows.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use std::sync::Arc;
+
+    fn batch(schema: &SchemaRef, rows: &[(i64, i64)]) -> RecordBatch {
+        let (a, b): (Vec<i64>, Vec<i64>) = rows.iter().copied().unzip();
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(a)) as ArrayRef, Arc::new(Int64Array::from(b))],
+        )
+        .unwrap()
+    }
+
+    fn pairs(batch: &RecordBatch) -> Vec<(i64, i64)> {
+        let a = batch.column(0).as_primitive::<Int64Type>();
+        let b = batch.column(1).as_primitive::<Int64Type>();
+        (0..batch.num_rows()).map(|i| (a.value(i), b.value(i))).collect()
+    }
+
+    #[test]
+    fn a_change_hands_back_its_whole_partition_before_and_after_and_nothing_else() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("p", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let mut rows = PartitionedRows::new(schema.clone(), vec![0]).unwrap();
+        let none = batch(&schema, &[]);
+        rows.apply(&batch(&schema, &[(1, 10), (1, 20), (2, 5)]), &none).unwrap();
+        // Partition 1's row 20 becomes 30; partition 2 is not touched.
+        let (before, after) = rows.apply(&batch(&schema, &[(1, 30)]), &batch(&schema, &[(1, 20)])).unwrap();
+        assert_eq!(pairs(&before), [(1, 10), (1, 20)]);
+        assert_eq!(pairs(&after), [(1, 10), (1, 30)]);
+        // A partition left empty is forgotten.
+        let (before, after) = rows.apply(&none, &batch(&schema, &[(2, 5)])).unwrap();
+        assert_eq!((pairs(&before), pairs(&after)), (vec![(2, 5)], vec![]));
+        assert_eq!(rows.rows_recomputed(), 3 + 4 + 1);
+    }
+}
