@@ -101,6 +101,8 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         cases.join("top_items.sql"),
         repo_root().join("sql/avg_interactions_per_item.sql"),
         repo_root().join("sql/item_type_extremes.sql"),
+        cases.join("top_n_per_window.sql"),
+        cases.join("top_n_per_window_subquery.sql"),
     ];
     for file in &files {
         for batch in [13, 97, 2_500] {

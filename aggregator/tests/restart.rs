@@ -16,7 +16,7 @@ fn pipelines() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     let shipped = std::fs::read_dir(repo_root().join("sql")).unwrap().map(|e| e.unwrap().path());
-    let chained = ["nested_aggregate", "cte_levels", "second_stage_retractions", "top_items"]
+    let chained = ["nested_aggregate", "cte_levels", "second_stage_retractions", "top_items", "top_n_per_window"]
         .map(|c| cases.join(format!("{c}.sql")));
     for file in shipped.chain(chained) {
         std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();

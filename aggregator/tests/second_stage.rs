@@ -102,6 +102,13 @@ fn second_stages_of_aggregations_run_over_changes_and_other_shapes_over_the_whol
     }
     // ROW_NUMBER partitioned by item between the aggregations: recomputed per item.
     assert!(matches!(plan("item_type_extremes").emission, Emission::Chained { .. }));
+    // Top-N per window, as a second stage or in one query: recomputed per window.
+    let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
+    for case in ["top_n_per_window", "top_n_per_window_subquery"] {
+        let def = PipelineDefinition::from_file(&cases.join(format!("{case}.sql"))).unwrap();
+        let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
+        assert!(matches!(plan.emission, Emission::Partitioned { .. }), "{case}");
+    }
     // A window over all rows (no PARTITION BY) would be recomputed whole: the result is.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("global_rank.sql");

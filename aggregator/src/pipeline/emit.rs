@@ -52,6 +52,8 @@ pub struct Emitter {
     partitions: Vec<Option<PartitionedRows>>,
     /// The incremental `ORDER BY … LIMIT` (`Emission::TopN`).
     top_n: Option<TopN>,
+    /// The rows the result's window functions are recomputed over (`Emission::Partitioned`).
+    output_partitions: Option<PartitionedRows>,
 }
 
 impl Emitter {
@@ -64,14 +66,18 @@ impl Emitter {
             .into_iter()
             .map(|spec| spec.map(|(schema, columns)| PartitionedRows::new(schema, columns)).transpose())
             .collect::<Result<_>>()?;
-        Ok(Emitter { written, finalized, chain, partitions, top_n })
+        let output_partitions = plan
+            .partitioned_output_spec()
+            .map(|(schema, columns)| PartitionedRows::new(schema, columns))
+            .transpose()?;
+        Ok(Emitter { written, finalized, chain, partitions, top_n, output_partitions })
     }
 
     /// After a restart: the state of what runs over stage 1's changes (the chain, the
     /// top-N), rebuilt from stage 1's result (its open groups and, outside append mode,
     /// the closed windows' rows) as if it had just been inserted.
     pub async fn rebuild(&mut self, plan: &StreamingPlan, groups: &mut Aggregate) -> Result<()> {
-        if self.chain.is_empty() && self.top_n.is_none() {
+        if self.chain.is_empty() && self.top_n.is_none() && self.output_partitions.is_none() {
             return Ok(());
         }
         let mut parts: Vec<RecordBatch> = self.finalized.iter().cloned().collect();
@@ -82,6 +88,8 @@ impl Emitter {
         let none = RecordBatch::new_empty(plan.final_schema.clone());
         if let Some(top_n) = &mut self.top_n {
             top_n.update(&plan.top_n_input(all).await?, &plan.top_n_input(none).await?)?;
+        } else if let Some(partitions) = &mut self.output_partitions {
+            plan.partitioned_output(all, none, partitions).await?;
         } else {
             feed_chain(plan, &mut self.chain, &mut self.partitions, all, none).await?;
         }
@@ -95,7 +103,8 @@ impl Emitter {
 
     /// Rows the chain's window functions have been recomputed over, if it has them.
     pub fn partition_rows_recomputed(&self) -> Option<u64> {
-        let counts: Vec<u64> = self.partitions.iter().flatten().map(|p| p.rows_recomputed()).collect();
+        let all = self.partitions.iter().flatten().chain(&self.output_partitions);
+        let counts: Vec<u64> = all.map(|p| p.rows_recomputed()).collect();
         (!counts.is_empty()).then(|| counts.iter().sum())
     }
 
@@ -215,6 +224,21 @@ impl Emitter {
                     None => content_ids(&out),
                 };
                 Ok(self.diff(rows(&out, &ids), mode == OutputMode::Complete))
+            }
+            Emission::Partitioned { key_columns } => {
+                if let Some(closed) = &closed {
+                    self.keep_finalized(closed.clone())?;
+                }
+                let empty = || RecordBatch::new_empty(plan.final_schema.clone());
+                let (inserted, retracted) = match mode {
+                    OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
+                    _ => (touched, previous.unwrap_or_else(empty)),
+                };
+                let partitions = self.output_partitions.as_mut().expect("planned with window functions");
+                let (new_rows, old_rows) = plan.partitioned_output(inserted, retracted, partitions).await?;
+                let upserts = rows(&new_rows, &key_ids(&new_rows, key_columns));
+                let deletes = missing(&key_ids(&old_rows, key_columns), &upserts);
+                Ok(ResultDelta { upserts, deletes })
             }
             Emission::FullDiff { key_columns } => {
                 if let Some(closed) = closed {

@@ -113,6 +113,11 @@ pub enum Emission {
     /// `ORDER BY … LIMIT N` over the groups: the rows go through an incremental top-N
     /// (`operators::top_n`); the first N are diffed against those last written.
     TopN { key_columns: Option<Vec<usize>> },
+    /// Window functions over the groups as the result (top-N per window: `ROW_NUMBER()
+    /// OVER (PARTITION BY window …)` and a filter on it): recomputed per partition
+    /// touched (`operators::partitioned`); their old rows' keys are deleted, their new
+    /// rows upserted.
+    Partitioned { key_columns: Vec<usize> },
 }
 
 /// A window of the aggregation: which group column holds it and how late is judged.
@@ -136,6 +141,9 @@ pub struct StreamingPlan {
     chain: Vec<Level>,
     /// Stage 1's top split at its `ORDER BY … LIMIT` (`Emission::TopN`).
     top_n: Option<TopNPlan>,
+    /// The steps from stage 1's groups to the result around window functions, and
+    /// what they partition by (`Emission::Partitioned`).
+    partitioned_output: Option<(Vec<Step>, SchemaRef, Vec<usize>)>,
     pub window: Option<PlannedWindow>,
     pub output_schema: SchemaRef,
     pub emission: Emission,
@@ -291,8 +299,45 @@ impl StreamingPlan {
             true => split_top_n(&top).map_err(|e| user(&e))?,
             false => None,
         };
+        // Window functions over stage 1's groups as the result (in stage 1's top, or a
+        // second stage without aggregation over a row-by-row top), keyed by stage 1's
+        // group columns or a key of one's own.
+        // (Complete mode rewrites the whole result each batch: it diffs whole results.)
+        let window_output = match (chain.is_empty() && top_n.is_none() && output_mode != OutputMode::Complete, &stage2)
+        {
+            (false, _) => None,
+            (true, None) if !top_row_wise => split_partitioned(&top)
+                .map_err(|e| user(&e))?
+                .map(|p| (vec![], stage1.top_slot.clone(), p, vec![top.clone()])),
+            (true, Some((slot, plan))) if top_row_wise && !contains_node(plan, "AggregateExec") => {
+                split_partitioned(plan).map_err(|e| user(&e))?.map(|p| {
+                    let first = vec![Step::Rows(stage1.top_slot.clone(), top.clone())];
+                    (first, slot.clone(), p, vec![plan.clone(), top.clone()])
+                })
+            }
+            _ => None,
+        };
+        let window_output = window_output.and_then(|(mut steps, slot, p, plans)| {
+            // The key: the one asked for, or the group columns traced down the plans.
+            let traced = |c: usize| plans.iter().try_fold(c, |c, plan| trace_to_group(plan, c));
+            let from_groups = || -> Option<Vec<usize>> {
+                (0..num_group_columns)
+                    .map(|g| (0..output_schema.fields().len()).find(|&c| traced(c) == Some(g)))
+                    .collect()
+            };
+            let key_columns = named_key.clone().or_else(from_groups)?;
+            let spec = (p.pre.schema(), p.partition_columns.clone());
+            steps.extend([
+                Step::Rows(slot, p.pre),
+                Step::Partitions { slot: p.segment_slot, segment: p.segment },
+                Step::Rows(p.post_slot, p.post),
+            ]);
+            Some((steps, spec, key_columns))
+        });
         let emission = if top_n.is_some() {
             Emission::TopN { key_columns: named_key }
+        } else if let Some((_, _, key_columns)) = &window_output {
+            Emission::Partitioned { key_columns: key_columns.clone() }
         } else if let Some(Level { cut, .. }) = chain.last() {
             // Keyed by the last level's groups, as stage 1 by its own below.
             let traced: Vec<Option<usize>> =
@@ -346,7 +391,9 @@ impl StreamingPlan {
             }
             chain.clear(); // the second stage diffs whole results
         }
+        let partitioned_output = window_output.map(|(steps, (schema, columns), _)| (steps, schema, columns));
         Ok(StreamingPlan {
+            partitioned_output,
             source_schema,
             source_slot,
             stage1,
@@ -367,7 +414,7 @@ impl StreamingPlan {
         AggregateSpec {
             window: self.window.as_ref().map(|w| (w.call.group_index, w.call.spec)),
             input: InputKind::InsertOnly,
-            emit_previous: !self.chain.is_empty() || self.top_n.is_some(),
+            emit_previous: !self.chain.is_empty() || self.top_n.is_some() || self.partitioned_output.is_some(),
             ..self.stage1.spec()
         }
     }
@@ -401,9 +448,20 @@ impl StreamingPlan {
         retracted: RecordBatch,
         partitions: Option<&mut PartitionedRows>,
     ) -> Result<(RecordBatch, RecordBatch)> {
+        self.run_steps(&self.chain[k].feed, inserted, retracted, partitions).await
+    }
+
+    /// Runs `steps` over changes (inserted, retracted).
+    async fn run_steps(
+        &self,
+        steps: &[Step],
+        inserted: RecordBatch,
+        retracted: RecordBatch,
+        partitions: Option<&mut PartitionedRows>,
+    ) -> Result<(RecordBatch, RecordBatch)> {
         let (mut inserted, mut retracted) = (inserted, retracted);
         let mut partitions = partitions;
-        for step in &self.chain[k].feed {
+        for step in steps {
             match step {
                 Step::Rows(slot, plan) => {
                     inserted = self.run_over(slot, inserted, plan).await?;
@@ -418,6 +476,24 @@ impl StreamingPlan {
             }
         }
         Ok((inserted, retracted))
+    }
+
+    /// The schema and PARTITION BY columns of the rows the result's window functions
+    /// are recomputed over (`Emission::Partitioned`).
+    pub fn partitioned_output_spec(&self) -> Option<(SchemaRef, Vec<usize>)> {
+        self.partitioned_output.as_ref().map(|(_, schema, columns)| (schema.clone(), columns.clone()))
+    }
+
+    /// The result's rows from stage 1's changes (inserted, retracted) through the
+    /// window functions over the touched partitions: (new rows, old rows).
+    pub async fn partitioned_output(
+        &self,
+        inserted: RecordBatch,
+        retracted: RecordBatch,
+        partitions: &mut PartitionedRows,
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        let (steps, _, _) = self.partitioned_output.as_ref().expect("a partitioned result");
+        self.run_steps(steps, inserted, retracted, Some(partitions)).await
     }
 
     /// The incremental top-N's sort, N and input schema, if the pipeline has one.
@@ -824,6 +900,11 @@ fn contains_node(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
 fn trace_to_group(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<usize> {
     if plan.is::<LiveExec>() {
         return Some(column);
+    }
+    // Sorts keep their input's columns; window functions add theirs after them.
+    if plan.is::<SortExec>() || plan.is::<BoundedWindowAggExec>() || plan.is::<WindowAggExec>() {
+        let input = plan.children()[0].clone();
+        return (column < input.schema().fields().len()).then(|| trace_to_group(&input, column)).flatten();
     }
     if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         let expr = &projection.expr().get(column)?.expr;
