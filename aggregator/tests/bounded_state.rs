@@ -68,3 +68,49 @@ fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
     );
     assert!(peak > 0);
 }
+
+/// What runs over a windowed stage 1's changes lets closed windows go too: the levels
+/// of a chain grouped by the window, the partitions of window functions by window, and
+/// no rows of closed windows are kept for them.
+#[test]
+fn aggregates_of_windowed_aggregates_keep_state_only_for_open_windows() {
+    let log = tempfile::tempdir().unwrap();
+    let mut events = EventGenerator::new(EventOptions {
+        seed: 6,
+        users: 30,
+        items: 10,
+        start_time_micros: 1_767_225_600_000_000,
+        events_per_second: 0.5,
+        out_of_order_share: 0.2,
+        out_of_order_seconds: 600.0,
+        late_share: 0.01,
+        timestamp_format: TimestampFormat::Iso,
+    });
+    generator::batch_files::write_batches(log.path(), &mut events, 60_000, 2_000, std::time::Duration::ZERO).unwrap();
+    let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
+    // Open windows: 20 minutes of delay / 5-minute windows, and the newest ones.
+    let open_windows = 20 / 5 + 2;
+    for case in ["second_stage_windowed", "top_n_per_window", "top_n_per_window_subquery"] {
+        let work = tempfile::tempdir().unwrap();
+        let def = PipelineDefinition::from_file(&cases.join(format!("{case}.sql"))).unwrap();
+        let schema = interactions();
+        let (peak, kept) = runtime().block_on(async {
+            let options = options(log.path(), work.path(), 500);
+            let mut pipeline =
+                Pipeline::start(def, &schema, &options, &Shutdown::default(), Default::default()).await.unwrap();
+            let mut source = FileLog::open(log.path().to_str().unwrap(), &SourceOffset::Start).unwrap();
+            let (mut peak, mut kept) = (0, 0);
+            while let Some(batch) = source.next_batch(500).unwrap() {
+                let logged = pipeline.log_batch(&batch, source.partitions()).unwrap();
+                pipeline.process(&batch, &logged, &Shutdown::default()).await.unwrap();
+                let (groups, partitions, closed_rows) = pipeline.downstream_state();
+                peak = groups.into_iter().chain(partitions).max().unwrap_or(0).max(peak);
+                kept = kept.max(closed_rows);
+            }
+            (peak, kept)
+        });
+        assert!(peak > 0, "{case}: nothing over stage 1's changes");
+        assert!(peak <= open_windows, "{case}: {peak} windows held, {open_windows} open at most");
+        assert_eq!(kept, 0, "{case}: rows of closed windows kept");
+    }
+}

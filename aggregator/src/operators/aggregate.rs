@@ -224,8 +224,9 @@ impl Aggregate {
             };
             slots.push(Slot { expr, args, filter, state_fields, store });
         }
-        let sessions = match window {
-            Some((column, WindowSpec::Session { .. })) => {
+        // Sessions merge where events arrive; over a changelog they are values.
+        let sessions = match (window, input) {
+            (Some((column, WindowSpec::Session { .. })), InputKind::InsertOnly) => {
                 let others: Vec<FieldRef> =
                     group_fields.iter().enumerate().filter(|(c, _)| *c != column).map(|(_, f)| f.clone()).collect();
                 Some(SessionIndex { index: GroupIndex::new(&others)?, sessions: HashMap::new(), owner: HashMap::new() })
@@ -741,9 +742,6 @@ impl Aggregate {
             }
             finals.push(scalars_to_array(values, expr.field().data_type())?);
         }
-        for &t in present {
-            self.changes.touch(targets.ids[t]);
-        }
         Ok(finals)
     }
 
@@ -753,7 +751,10 @@ impl Aggregate {
         if !self.index.is_live(id) {
             return;
         }
-        self.changes.removed.push(self.index.key_bytes(id));
+        // (Over a changelog nothing is saved: nothing to remember.)
+        if self.row_counts.is_none() {
+            self.changes.removed.push(self.index.key_bytes(id));
+        }
         for slot in &mut self.slots {
             match &mut slot.store {
                 SlotStore::InPlace(accumulators) | SlotStore::Sliding(accumulators) => {

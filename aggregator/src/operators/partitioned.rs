@@ -9,13 +9,14 @@
 //! difference: the old results retracted, the new ones inserted. The work of a batch is
 //! the size of the partitions it touches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 
 use crate::error::Result;
+use crate::operators::aggregate::window_end;
 
 type RowBytes = Box<[u8]>;
 
@@ -27,15 +28,30 @@ pub struct PartitionedRows {
     rows: RowConverter,
     /// Partition key → row → how many times it is held.
     partitions: HashMap<RowBytes, HashMap<RowBytes, i64>>,
+    /// When the PARTITION BY includes the event-time window: its column, and the
+    /// partitions by window end, to let them go once the watermark passes it.
+    window: Option<usize>,
+    by_end: BTreeMap<i64, Vec<RowBytes>>,
     rows_recomputed: u64,
 }
 
 impl PartitionedRows {
-    pub fn new(schema: SchemaRef, partition_columns: Vec<usize>) -> Result<Self> {
+    /// Rows of `schema` partitioned by `partition_columns`, `window` among them if the
+    /// partitions are windows (closed ones leave with [`Self::evict`]).
+    pub fn new(schema: SchemaRef, partition_columns: Vec<usize>, window: Option<usize>) -> Result<Self> {
         let field = |c: &usize| SortField::new(schema.field(*c).data_type().clone());
         let keys = RowConverter::new(partition_columns.iter().map(field).collect())?;
         let rows = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
-        Ok(PartitionedRows { schema, partition_columns, keys, rows, partitions: HashMap::new(), rows_recomputed: 0 })
+        Ok(PartitionedRows {
+            schema,
+            partition_columns,
+            keys,
+            rows,
+            partitions: HashMap::new(),
+            window,
+            by_end: BTreeMap::new(),
+            rows_recomputed: 0,
+        })
     }
 
     /// Rows handed back so far to recompute (before and after alike): the work done.
@@ -47,6 +63,7 @@ impl PartitionedRows {
     /// after.
     pub fn apply(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
         let mut changes: Vec<(RowBytes, RowBytes, i64)> = Vec::new();
+        let mut new_partitions: HashSet<RowBytes> = HashSet::new();
         for (batch, weight) in [(retracted, -1), (inserted, 1)] {
             let n = batch.num_rows();
             if n == 0 {
@@ -55,9 +72,16 @@ impl PartitionedRows {
             let key_columns: Vec<ArrayRef> = self.partition_columns.iter().map(|&c| batch.column(c).clone()).collect();
             let keys = self.keys.convert_columns(&key_columns)?;
             let rows = self.rows.convert_columns(batch.columns())?;
-            changes.extend(
-                (0..n).map(|i| (RowBytes::from(keys.row(i).data()), RowBytes::from(rows.row(i).data()), weight)),
-            );
+            for i in 0..n {
+                let key = RowBytes::from(keys.row(i).data());
+                if let Some(end) = self.window.and_then(|w| window_end(batch.column(w), i))
+                    && !self.partitions.contains_key(&key)
+                    && new_partitions.insert(key.clone())
+                {
+                    self.by_end.entry(end).or_default().push(key.clone());
+                }
+                changes.push((key, RowBytes::from(rows.row(i).data()), weight));
+            }
         }
         let touched: HashSet<&RowBytes> = changes.iter().map(|(key, _, _)| key).collect();
         let mut touched: Vec<RowBytes> = touched.into_iter().cloned().collect();
@@ -75,6 +99,24 @@ impl PartitionedRows {
         let after = self.rows_of(&touched)?;
         self.rows_recomputed += (before.num_rows() + after.num_rows()) as u64;
         Ok((before, after))
+    }
+
+    /// Forgets the partitions of windows ending at or before `watermark`: closed, they
+    /// change no more.
+    pub fn evict(&mut self, watermark: i64) {
+        let keep = self.by_end.split_off(&(watermark + 1));
+        for key in std::mem::replace(&mut self.by_end, keep).into_values().flatten() {
+            self.partitions.remove(&key);
+        }
+    }
+
+    /// Partitions held.
+    pub fn len(&self) -> usize {
+        self.partitions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
     }
 
     /// Every row held in the partitions `keys`, each as many times as it is counted.
@@ -123,7 +165,7 @@ mod tests {
             Field::new("p", DataType::Int64, false),
             Field::new("v", DataType::Int64, false),
         ]));
-        let mut rows = PartitionedRows::new(schema.clone(), vec![0]).unwrap();
+        let mut rows = PartitionedRows::new(schema.clone(), vec![0], None).unwrap();
         let none = batch(&schema, &[]);
         rows.apply(&batch(&schema, &[(1, 10), (1, 20), (2, 5)]), &none).unwrap();
         // Partition 1's row 20 becomes 30; partition 2 is not touched.

@@ -64,11 +64,11 @@ impl Emitter {
         let partitions = plan
             .chain_partitioned_specs()
             .into_iter()
-            .map(|spec| spec.map(|(schema, columns)| PartitionedRows::new(schema, columns)).transpose())
+            .map(|spec| spec.map(|(schema, columns, window)| PartitionedRows::new(schema, columns, window)).transpose())
             .collect::<Result<_>>()?;
         let output_partitions = plan
             .partitioned_output_spec()
-            .map(|(schema, columns)| PartitionedRows::new(schema, columns))
+            .map(|(schema, columns, window)| PartitionedRows::new(schema, columns, window))
             .transpose()?;
         Ok(Emitter { written, finalized, chain, partitions, top_n, output_partitions })
     }
@@ -108,6 +108,14 @@ impl Emitter {
         (!counts.is_empty()).then(|| counts.iter().sum())
     }
 
+    /// What the state over stage 1's changes holds: groups per level of the chain,
+    /// partitions of window functions, and rows of closed windows kept.
+    pub fn downstream_state(&self) -> (Vec<usize>, Vec<usize>, usize) {
+        let groups = self.chain.iter().map(|a| a.len()).collect();
+        let partitions = self.partitions.iter().flatten().chain(&self.output_partitions).map(|p| p.len()).collect();
+        (groups, partitions, self.finalized.as_ref().map_or(0, |f| f.num_rows()))
+    }
+
     /// Rows the incremental top-N has read (stage 1's changes), if there is one.
     pub fn top_n_rows_read(&self) -> Option<u64> {
         self.top_n.as_ref().map(|t| t.rows_read())
@@ -126,6 +134,28 @@ impl Emitter {
     /// the final values of the groups this batch merged into (and the groups merged
     /// away, for session windows).
     pub async fn emit(
+        &mut self,
+        plan: &StreamingPlan,
+        groups: &mut Aggregate,
+        merged: Merged,
+        watermark: Option<i64>,
+    ) -> Result<ResultDelta> {
+        let delta = self.changes(plan, groups, merged, watermark).await?;
+        // What runs over stage 1's changes lets closed windows go too (not in complete
+        // mode, which keeps everything).
+        if let (Some(w), false) = (watermark, plan.output_mode == OutputMode::Complete) {
+            for level in &mut self.chain {
+                level.evict(w, false)?;
+            }
+            for partitions in self.partitions.iter_mut().flatten().chain(&mut self.output_partitions) {
+                partitions.evict(w);
+            }
+        }
+        Ok(delta)
+    }
+
+    /// The result changes of a batch (see [`Self::emit`]).
+    async fn changes(
         &mut self,
         plan: &StreamingPlan,
         groups: &mut Aggregate,
@@ -182,7 +212,7 @@ impl Emitter {
             Emission::Chained { key_columns, group_columns } => {
                 // Closed windows stay in the result the chain reads: their rows are kept
                 // to rebuild it after a restart.
-                if let Some(closed) = &closed {
+                if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
                     self.keep_finalized(closed.clone())?;
                 }
                 let empty = || RecordBatch::new_empty(plan.final_schema.clone());
@@ -207,7 +237,7 @@ impl Emitter {
                 Ok(ResultDelta { upserts, deletes })
             }
             Emission::TopN { key_columns } => {
-                if let Some(closed) = &closed {
+                if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
                     self.keep_finalized(closed.clone())?;
                 }
                 let empty = || RecordBatch::new_empty(plan.final_schema.clone());
@@ -226,7 +256,7 @@ impl Emitter {
                 Ok(self.diff(rows(&out, &ids), mode == OutputMode::Complete))
             }
             Emission::Partitioned { key_columns } => {
-                if let Some(closed) = &closed {
+                if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
                     self.keep_finalized(closed.clone())?;
                 }
                 let empty = || RecordBatch::new_empty(plan.final_schema.clone());

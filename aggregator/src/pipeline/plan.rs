@@ -143,7 +143,7 @@ pub struct StreamingPlan {
     top_n: Option<TopNPlan>,
     /// The steps from stage 1's groups to the result around window functions, and
     /// what they partition by (`Emission::Partitioned`).
-    partitioned_output: Option<(Vec<Step>, SchemaRef, Vec<usize>)>,
+    partitioned_output: Option<(Vec<Step>, SchemaRef, Vec<usize>, Option<usize>)>,
     pub window: Option<PlannedWindow>,
     pub output_schema: SchemaRef,
     pub emission: Emission,
@@ -222,7 +222,8 @@ impl StreamingPlan {
                 return Err(nested(CutError::MixedInputs));
             }
             // Its input reads the final values of the level below directly.
-            chain.push(Level { feed: input_steps(below.top_slot.clone(), &cut), cut });
+            let below_window = chain.last().map_or(window.as_ref().map(|w| w.group_index), |l| l.window);
+            chain.push(Level::new(input_steps(below.top_slot.clone(), &cut), cut, &[], below_window));
         }
         let stage1_levels = chain.len();
         let last = chain.last().map_or(&stage1, |l| &l.cut);
@@ -256,6 +257,7 @@ impl StreamingPlan {
             && let Some(levels) = cut_levels(plan)
         {
             let below = chain.last().map_or(&stage1, |l| &l.cut);
+            let below_top = below.top.clone();
             let mut feed = Some(vec![Step::Rows(below.top_slot.clone(), below.top.clone())]);
             for (i, cut) in levels.into_iter().enumerate() {
                 let mut steps = feed.take().unwrap_or_default();
@@ -264,7 +266,10 @@ impl StreamingPlan {
                     _ => chain.last().expect("a level before").cut.top_slot.clone(),
                 };
                 steps.extend(input_steps(slot, &cut));
-                chain.push(Level { feed: steps, cut });
+                let below_window = chain.last().map_or(window.as_ref().map(|w| w.group_index), |l| l.window);
+                // The first level of the second stage reads stage 1's result.
+                let through = if i == 0 { vec![below_top.clone()] } else { vec![] };
+                chain.push(Level::new(steps, cut, &through, below_window));
             }
         } else if stage2.is_some() && stage1_levels > 0 {
             return Err(user(
@@ -326,7 +331,15 @@ impl StreamingPlan {
                     .collect()
             };
             let key_columns = named_key.clone().or_else(from_groups)?;
-            let spec = (p.pre.schema(), p.partition_columns.clone());
+            // The PARTITION BY column that is stage 1's window, traced like the key.
+            let through = [vec![p.pre.clone()], plans[1..].to_vec()].concat();
+            let stage1_window = window.as_ref().map(|w| w.group_index);
+            let partition_window = p
+                .partition_columns
+                .iter()
+                .copied()
+                .find(|&c| stage1_window.is_some() && trace_down(&through, c) == stage1_window);
+            let spec = (p.pre.schema(), p.partition_columns.clone(), partition_window);
             steps.extend([
                 Step::Rows(slot, p.pre),
                 Step::Partitions { slot: p.segment_slot, segment: p.segment },
@@ -391,7 +404,8 @@ impl StreamingPlan {
             }
             chain.clear(); // the second stage diffs whole results
         }
-        let partitioned_output = window_output.map(|(steps, (schema, columns), _)| (steps, schema, columns));
+        let partitioned_output =
+            window_output.map(|(steps, (schema, columns, window), _)| (steps, schema, columns, window));
         Ok(StreamingPlan {
             partitioned_output,
             source_schema,
@@ -422,19 +436,38 @@ impl StreamingPlan {
     /// The aggregations over stage 1's changes, level by level (none without a chain).
     pub fn chain_specs(&self) -> Vec<AggregateSpec> {
         let levels = self.chain.len();
+        let spec = self.window.as_ref().map(|w| w.call.spec);
         (0..levels)
             .map(|k| AggregateSpec {
                 input: InputKind::Changelog,
                 emit_previous: k + 1 < levels,
+                window: self.chain[k].window.zip(spec),
                 ..self.chain[k].cut.spec()
             })
             .collect()
     }
 
+    /// Whether what runs over stage 1's changes needs the rows of closed windows to be
+    /// rebuilt after a restart: unless all of its state is per window (and leaves with
+    /// the window), it does.
+    pub fn keeps_closed_rows(&self) -> bool {
+        match &self.emission {
+            Emission::Keyed { .. } => false,
+            Emission::FullDiff { .. } | Emission::TopN { .. } => true,
+            Emission::Chained { .. } => self
+                .chain
+                .iter()
+                .any(|l| l.window.is_none() || (l.cut.partitioned.is_some() && l.partition_window.is_none())),
+            Emission::Partitioned { .. } => self.partitioned_output.as_ref().is_none_or(|o| o.3.is_none()),
+        }
+    }
+
     /// Per level of the chain: the schema and PARTITION BY columns of the rows its
     /// window functions are recomputed over, if it has window functions.
-    pub fn chain_partitioned_specs(&self) -> Vec<Option<(SchemaRef, Vec<usize>)>> {
-        let spec = |l: &Level| l.cut.partitioned.as_ref().map(|p| (p.pre.schema(), p.partition_columns.clone()));
+    pub fn chain_partitioned_specs(&self) -> Vec<Option<(SchemaRef, Vec<usize>, Option<usize>)>> {
+        let spec = |l: &Level| {
+            l.cut.partitioned.as_ref().map(|p| (p.pre.schema(), p.partition_columns.clone(), l.partition_window))
+        };
         self.chain.iter().map(spec).collect()
     }
 
@@ -480,8 +513,8 @@ impl StreamingPlan {
 
     /// The schema and PARTITION BY columns of the rows the result's window functions
     /// are recomputed over (`Emission::Partitioned`).
-    pub fn partitioned_output_spec(&self) -> Option<(SchemaRef, Vec<usize>)> {
-        self.partitioned_output.as_ref().map(|(_, schema, columns)| (schema.clone(), columns.clone()))
+    pub fn partitioned_output_spec(&self) -> Option<(SchemaRef, Vec<usize>, Option<usize>)> {
+        self.partitioned_output.as_ref().map(|(_, schema, columns, window)| (schema.clone(), columns.clone(), *window))
     }
 
     /// The result's rows from stage 1's changes (inserted, retracted) through the
@@ -492,7 +525,7 @@ impl StreamingPlan {
         retracted: RecordBatch,
         partitions: &mut PartitionedRows,
     ) -> Result<(RecordBatch, RecordBatch)> {
-        let (steps, _, _) = self.partitioned_output.as_ref().expect("a partitioned result");
+        let (steps, _, _, _) = self.partitioned_output.as_ref().expect("a partitioned result");
         self.run_steps(steps, inserted, retracted, Some(partitions)).await
     }
 
@@ -729,6 +762,38 @@ struct Level {
     /// rows, each run over the output of the one before (with its slot holding it).
     feed: Vec<Step>,
     cut: Cut,
+    /// The group column that is stage 1's event-time window, if the level groups by
+    /// it: its groups leave the state once the watermark passes their window.
+    window: Option<usize>,
+    /// The PARTITION BY column of its window functions that is stage 1's window.
+    partition_window: Option<usize>,
+}
+
+/// Traces column `c` of the first plan's output down through `plans` (each reading the
+/// next one's output) to a column of the last one's input.
+fn trace_down(plans: &[Arc<dyn ExecutionPlan>], c: usize) -> Option<usize> {
+    plans.iter().try_fold(c, |c, plan| trace_to_group(plan, c))
+}
+
+impl Level {
+    /// A level of `cut` read by `feed`; `below` traces its input down to the final
+    /// values of the level below, whose window column is `below_window`.
+    fn new(feed: Vec<Step>, cut: Cut, below: &[Arc<dyn ExecutionPlan>], below_window: Option<usize>) -> Self {
+        let is_window = |plans: Vec<Arc<dyn ExecutionPlan>>, c: usize| {
+            below_window.is_some() && trace_down(&plans, c) == below_window
+        };
+        let with = |first: &Arc<dyn ExecutionPlan>| [vec![first.clone()], below.to_vec()].concat();
+        let window = cut
+            .group_by
+            .expr()
+            .iter()
+            .position(|(e, _)| e.downcast_ref::<Column>().is_some_and(|c| is_window(with(&cut.input), c.index())));
+        let partition_window = cut
+            .partitioned
+            .as_ref()
+            .and_then(|p| p.partition_columns.iter().copied().find(|&c| is_window(with(&p.pre), c)));
+        Level { feed, cut, window, partition_window }
+    }
 }
 
 enum CutError {

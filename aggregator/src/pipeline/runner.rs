@@ -342,6 +342,12 @@ impl Pipeline {
         self.emitter.partition_rows_recomputed()
     }
 
+    /// What the state over stage 1's changes holds: groups per level of the chain,
+    /// partitions of window functions, rows of closed windows kept.
+    pub fn downstream_state(&self) -> (Vec<usize>, Vec<usize>, usize) {
+        self.emitter.downstream_state()
+    }
+
     /// Rows the incremental `ORDER BY … LIMIT` has read, if the pipeline has one.
     pub fn top_n_rows_read(&self) -> Option<u64> {
         self.emitter.top_n_rows_read()
