@@ -20,6 +20,15 @@ use crate::operators::aggregate::window_end;
 
 type RowBytes = Box<[u8]>;
 
+/// What the rows are: their schema, the PARTITION BY columns and, if the partitions are
+/// windows, the window column among them.
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    pub schema: SchemaRef,
+    pub partition_columns: Vec<usize>,
+    pub window: Option<usize>,
+}
+
 pub struct PartitionedRows {
     schema: SchemaRef,
     /// Indices of the PARTITION BY columns.
@@ -36,9 +45,9 @@ pub struct PartitionedRows {
 }
 
 impl PartitionedRows {
-    /// Rows of `schema` partitioned by `partition_columns`, `window` among them if the
-    /// partitions are windows (closed ones leave with [`Self::evict`]).
-    pub fn new(schema: SchemaRef, partition_columns: Vec<usize>, window: Option<usize>) -> Result<Self> {
+    /// Rows as `spec` says (partitions of closed windows leave with [`Self::evict`]).
+    pub fn new(spec: PartitionSpec) -> Result<Self> {
+        let PartitionSpec { schema, partition_columns, window } = spec;
         let field = |c: &usize| SortField::new(schema.field(*c).data_type().clone());
         let keys = RowConverter::new(partition_columns.iter().map(field).collect())?;
         let rows = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
@@ -165,7 +174,8 @@ mod tests {
             Field::new("p", DataType::Int64, false),
             Field::new("v", DataType::Int64, false),
         ]));
-        let mut rows = PartitionedRows::new(schema.clone(), vec![0], None).unwrap();
+        let spec = PartitionSpec { schema: schema.clone(), partition_columns: vec![0], window: None };
+        let mut rows = PartitionedRows::new(spec).unwrap();
         let none = batch(&schema, &[]);
         rows.apply(&batch(&schema, &[(1, 10), (1, 20), (2, 5)]), &none).unwrap();
         // Partition 1's row 20 becomes 30; partition 2 is not touched.

@@ -64,12 +64,9 @@ impl Emitter {
         let partitions = plan
             .chain_partitioned_specs()
             .into_iter()
-            .map(|spec| spec.map(|(schema, columns, window)| PartitionedRows::new(schema, columns, window)).transpose())
+            .map(|spec| spec.map(PartitionedRows::new).transpose())
             .collect::<Result<_>>()?;
-        let output_partitions = plan
-            .partitioned_output_spec()
-            .map(|(schema, columns, window)| PartitionedRows::new(schema, columns, window))
-            .transpose()?;
+        let output_partitions = plan.partitioned_output_spec().map(PartitionedRows::new).transpose()?;
         Ok(Emitter { written, finalized, chain, partitions, top_n, output_partitions })
     }
 

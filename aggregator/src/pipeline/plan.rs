@@ -39,7 +39,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::operators::aggregate::{AggregateSpec, InputKind};
-use crate::operators::partitioned::PartitionedRows;
+use crate::operators::partitioned::{PartitionSpec, PartitionedRows};
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
 use crate::pipeline::windows::{self, ExpandHoppingWindows, SessionWindows, WATERMARK_COLUMN, WindowCall};
@@ -143,7 +143,7 @@ pub struct StreamingPlan {
     top_n: Option<TopNPlan>,
     /// The steps from stage 1's groups to the result around window functions, and
     /// what they partition by (`Emission::Partitioned`).
-    partitioned_output: Option<(Vec<Step>, SchemaRef, Vec<usize>, Option<usize>)>,
+    partitioned_output: Option<(Vec<Step>, PartitionSpec)>,
     pub window: Option<PlannedWindow>,
     pub output_schema: SchemaRef,
     pub emission: Emission,
@@ -404,8 +404,9 @@ impl StreamingPlan {
             }
             chain.clear(); // the second stage diffs whole results
         }
-        let partitioned_output =
-            window_output.map(|(steps, (schema, columns, window), _)| (steps, schema, columns, window));
+        let partitioned_output = window_output.map(|(steps, (schema, partition_columns, window), _)| {
+            (steps, PartitionSpec { schema, partition_columns, window })
+        });
         Ok(StreamingPlan {
             partitioned_output,
             source_schema,
@@ -458,15 +459,19 @@ impl StreamingPlan {
                 .chain
                 .iter()
                 .any(|l| l.window.is_none() || (l.cut.partitioned.is_some() && l.partition_window.is_none())),
-            Emission::Partitioned { .. } => self.partitioned_output.as_ref().is_none_or(|o| o.3.is_none()),
+            Emission::Partitioned { .. } => self.partitioned_output.as_ref().is_none_or(|(_, p)| p.window.is_none()),
         }
     }
 
     /// Per level of the chain: the schema and PARTITION BY columns of the rows its
     /// window functions are recomputed over, if it has window functions.
-    pub fn chain_partitioned_specs(&self) -> Vec<Option<(SchemaRef, Vec<usize>, Option<usize>)>> {
+    pub fn chain_partitioned_specs(&self) -> Vec<Option<PartitionSpec>> {
         let spec = |l: &Level| {
-            l.cut.partitioned.as_ref().map(|p| (p.pre.schema(), p.partition_columns.clone(), l.partition_window))
+            l.cut.partitioned.as_ref().map(|p| PartitionSpec {
+                schema: p.pre.schema(),
+                partition_columns: p.partition_columns.clone(),
+                window: l.partition_window,
+            })
         };
         self.chain.iter().map(spec).collect()
     }
@@ -513,8 +518,8 @@ impl StreamingPlan {
 
     /// The schema and PARTITION BY columns of the rows the result's window functions
     /// are recomputed over (`Emission::Partitioned`).
-    pub fn partitioned_output_spec(&self) -> Option<(SchemaRef, Vec<usize>, Option<usize>)> {
-        self.partitioned_output.as_ref().map(|(_, schema, columns, window)| (schema.clone(), columns.clone(), *window))
+    pub fn partitioned_output_spec(&self) -> Option<PartitionSpec> {
+        self.partitioned_output.as_ref().map(|(_, spec)| spec.clone())
     }
 
     /// The result's rows from stage 1's changes (inserted, retracted) through the
@@ -525,7 +530,7 @@ impl StreamingPlan {
         retracted: RecordBatch,
         partitions: &mut PartitionedRows,
     ) -> Result<(RecordBatch, RecordBatch)> {
-        let (steps, _, _, _) = self.partitioned_output.as_ref().expect("a partitioned result");
+        let (steps, _) = self.partitioned_output.as_ref().expect("a partitioned result");
         self.run_steps(steps, inserted, retracted, Some(partitions)).await
     }
 
