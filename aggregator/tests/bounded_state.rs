@@ -12,13 +12,12 @@ use aggregator::source::{Source, SourceOffset};
 use generator::events::{EventGenerator, EventOptions, TimestampFormat};
 use support::*;
 
-#[test]
-fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
+/// 60,000 events of `users` users × 3 types, one every 2 s of event time: ~33 hours,
+/// ~400 five-minute windows; 20% out of order, 1% late.
+fn long_log(seed: u64, users: u64) -> tempfile::TempDir {
     let log = tempfile::tempdir().unwrap();
-    // 30 users × 3 types, one event every 2 s of event time: ~33 hours, ~400 windows.
-    let users = 30;
     let mut events = EventGenerator::new(EventOptions {
-        seed: 5,
+        seed,
         users,
         items: 10,
         start_time_micros: 1_767_225_600_000_000,
@@ -29,6 +28,13 @@ fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
         timestamp_format: TimestampFormat::Iso,
     });
     generator::batch_files::write_batches(log.path(), &mut events, 60_000, 2_000, std::time::Duration::ZERO).unwrap();
+    log
+}
+
+#[test]
+fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
+    let users = 30;
+    let log = long_log(5, users);
 
     let work = tempfile::tempdir().unwrap();
     let file = repo_root().join("sql/user_interactions_5m.sql");
@@ -74,19 +80,7 @@ fn a_windowed_pipeline_keeps_state_only_for_open_windows() {
 /// no rows of closed windows are kept for them.
 #[test]
 fn aggregates_of_windowed_aggregates_keep_state_only_for_open_windows() {
-    let log = tempfile::tempdir().unwrap();
-    let mut events = EventGenerator::new(EventOptions {
-        seed: 6,
-        users: 30,
-        items: 10,
-        start_time_micros: 1_767_225_600_000_000,
-        events_per_second: 0.5,
-        out_of_order_share: 0.2,
-        out_of_order_seconds: 600.0,
-        late_share: 0.01,
-        timestamp_format: TimestampFormat::Iso,
-    });
-    generator::batch_files::write_batches(log.path(), &mut events, 60_000, 2_000, std::time::Duration::ZERO).unwrap();
+    let log = long_log(6, 30);
     let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     // Open windows: 20 minutes of delay / 5-minute windows, and the newest ones.
     let open_windows = 20 / 5 + 2;

@@ -118,6 +118,26 @@ impl Emitter {
         self.top_n.as_ref().map(|t| t.rows_read())
     }
 
+    /// Stage 1's changes for what runs over them, (inserted, retracted): in append mode
+    /// the windows that closed, else the groups the batch wrote (their old values
+    /// retracted). Keeps the rows of closed windows if a restart will need them.
+    fn stage1_changes(
+        &mut self,
+        plan: &StreamingPlan,
+        closed: Option<RecordBatch>,
+        touched: RecordBatch,
+        previous: Option<RecordBatch>,
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
+            self.keep_finalized(closed.clone())?;
+        }
+        let empty = || RecordBatch::new_empty(plan.final_schema.clone());
+        Ok(match plan.output_mode {
+            OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
+            _ => (touched, previous.unwrap_or_else(empty)),
+        })
+    }
+
     /// Adds rows of windows that closed to those kept.
     fn keep_finalized(&mut self, closed: RecordBatch) -> Result<()> {
         self.finalized = Some(match self.finalized.take() {
@@ -209,14 +229,7 @@ impl Emitter {
             Emission::Chained { key_columns, group_columns } => {
                 // Closed windows stay in the result the chain reads: their rows are kept
                 // to rebuild it after a restart.
-                if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
-                    self.keep_finalized(closed.clone())?;
-                }
-                let empty = || RecordBatch::new_empty(plan.final_schema.clone());
-                let (inserted, retracted) = match mode {
-                    OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
-                    _ => (touched, previous.unwrap_or_else(empty)),
-                };
+                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
                 let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, inserted, retracted).await?;
                 let finals = match mode {
                     OutputMode::Complete => self.chain.last_mut().expect("a chain").evaluate_all()?,
@@ -234,14 +247,7 @@ impl Emitter {
                 Ok(ResultDelta { upserts, deletes })
             }
             Emission::TopN { key_columns } => {
-                if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
-                    self.keep_finalized(closed.clone())?;
-                }
-                let empty = || RecordBatch::new_empty(plan.final_schema.clone());
-                let (inserted, retracted) = match mode {
-                    OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
-                    _ => (touched, previous.unwrap_or_else(empty)),
-                };
+                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
                 let (inserted, retracted) = (plan.top_n_input(inserted).await?, plan.top_n_input(retracted).await?);
                 let top_n = self.top_n.as_mut().expect("planned with a top-N");
                 top_n.update(&inserted, &retracted)?;
@@ -253,14 +259,7 @@ impl Emitter {
                 Ok(self.diff(rows(&out, &ids), mode == OutputMode::Complete))
             }
             Emission::Partitioned { key_columns } => {
-                if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
-                    self.keep_finalized(closed.clone())?;
-                }
-                let empty = || RecordBatch::new_empty(plan.final_schema.clone());
-                let (inserted, retracted) = match mode {
-                    OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
-                    _ => (touched, previous.unwrap_or_else(empty)),
-                };
+                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
                 let partitions = self.output_partitions.as_mut().expect("planned with window functions");
                 let (new_rows, old_rows) = plan.partitioned_output(inserted, retracted, partitions).await?;
                 let upserts = rows(&new_rows, &key_ids(&new_rows, key_columns));
