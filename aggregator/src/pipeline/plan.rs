@@ -230,7 +230,6 @@ impl StreamingPlan {
         let (top, top_row_wise) = (last.top.clone(), last.top_row_wise);
         let final_schema = stage1.final_schema.clone();
         let num_group_columns = stage1.num_group_columns();
-        let groups_are_plain = stage1.group_by.is_single();
         if !chain.is_empty() && !top_row_wise {
             return Err(user(
                 &"ORDER BY … LIMIT or window functions over an aggregate of an aggregate cannot run incrementally yet",
@@ -369,7 +368,7 @@ impl StreamingPlan {
                 }
                 None => Emission::FullDiff { key_columns: None },
             }
-        } else if stage2.is_some() || !top_row_wise || !groups_are_plain {
+        } else if stage2.is_some() || !top_row_wise {
             Emission::FullDiff { key_columns: named_key }
         } else {
             let traced: Vec<Option<usize>> =
