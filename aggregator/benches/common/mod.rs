@@ -52,6 +52,8 @@ pub struct Run {
     pub peak_rss_kib: u64,
     /// Result rows the pipeline upserted into its store.
     pub rows_upserted: u64,
+    /// Groups in the pipeline's state at the end.
+    pub state_groups: u64,
 }
 
 /// Runs `pipeline` alone over `source` until caught up (`--available-now`), with `extra_args`,
@@ -88,6 +90,7 @@ pub fn run_aggregator_into(pipeline: &Path, source: &str, sink: Option<&str>, ex
         seconds: report["elapsed_seconds"].as_f64().unwrap(),
         peak_rss_kib: report["peak_rss_kib"].as_u64().unwrap(),
         rows_upserted: report["pipelines"][0]["rows_upserted"].as_u64().unwrap_or(0),
+        state_groups: report["state"][0]["groups"].as_u64().unwrap_or(0),
     }
 }
 
