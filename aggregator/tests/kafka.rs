@@ -459,3 +459,53 @@ fn tansu_a_restart_resumes_although_its_high_watermarks_lie_below_the_checkpoint
         &sqlite,
     );
 }
+
+/// Append mode over a topic whose other partitions never get a record: once they are
+/// idle, the windows the busy partition's watermark has passed are written, although
+/// no record arrives any more (an empty micro-batch closes them).
+#[test]
+fn windows_close_once_quiet_partitions_go_idle_without_a_new_record() {
+    let broker = KafkaBroker::start(BrokerKind::Noida);
+    let log = tempfile::tempdir().unwrap();
+    // One user, so one partition of three; an event every 30 s for 20 minutes.
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"user_id": 1, "item_id": {}, "interaction_type": "view", "timestamp": "2026-01-01T00:{:02}:{:02}"}}"#,
+                i % 5,
+                i / 2,
+                (i % 2) * 30
+            )
+        })
+        .collect();
+    std::fs::write(log.path().join("batch-00000000.jsonl"), lines.join("\n")).unwrap();
+    let sent = publish_files(&broker, "quiet", &files_of(log.path()), None);
+    let records = topic_records(&broker, "quiet", sent as usize);
+    let busy: std::collections::BTreeSet<i32> = records.iter().map(|(p, _)| *p).collect();
+    assert_eq!(busy.len(), 1, "one key, one partition");
+
+    let sql = tempfile::tempdir().unwrap();
+    let file = sql.path().join("append_mode.sql");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases/append_mode.sql"), &file).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let sqlite = work.path().join("results.sqlite");
+    let mut options = kafka_options(&broker, "quiet", work.path(), false);
+    options.source.idle_timeout = Duration::from_secs(3);
+    options.poll_interval = Duration::from_millis(20);
+    let (shutdown, handle) = run_live(sql.path(), options);
+    wait_until("every event consumed", || status_of(&sqlite, "append_mode").is_some_and(|s| s.events_in == sent));
+    // The quiet partitions hold the watermark back until they are idle.
+    assert!(
+        sink_rows(&sqlite, "append_mode", false).is_empty(),
+        "windows closed before the other partitions were idle"
+    );
+    wait_until("windows written once the quiet partitions are idle", || {
+        !sink_rows(&sqlite, "append_mode", false).is_empty()
+    });
+    shutdown.trigger();
+    assert!(handle.join().unwrap().failed.is_empty());
+    // The busy partition's watermark: 00:19:30 − 2 minutes; windows ending by then.
+    let rows = sink_rows(&sqlite, "append_mode", false);
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    assert_table_is_oracle(&file, &records, &sqlite);
+}

@@ -505,6 +505,15 @@ impl Pipeline {
                     dirty = true;
                 }
                 None if available_now && drained => break,
+                // Partitions that went quiet may let windows close although no record
+                // came: an empty batch, logged like any other (so that a re-run after
+                // a crash sees the same idle partitions), closes them.
+                None if self.rerun.is_empty() && self.idle_partitions_close_windows(source.partitions()) => {
+                    let raw = RawBatch::empty(self.offset.clone());
+                    let logged = self.log_batch(&raw, source.partitions())?;
+                    self.process(&raw, &logged, &shutdown).await?;
+                    dirty = true;
+                }
                 None => {
                     let notice_unseen = self.status.last_error.is_none() && self.notice_text().is_some();
                     let idle_now = self.rerun.is_empty() && self.replay == Replay::Done;
@@ -560,6 +569,17 @@ impl Pipeline {
         let Some(raw) = next.await? else { return Ok(None) };
         let logged = self.log_batch(&raw, source.partitions())?;
         Ok(Some((raw, logged)))
+    }
+
+    /// Whether the source's partitions as they are now (some idle) would move the
+    /// watermark past where windows were last closed.
+    fn idle_partitions_close_windows(&self, partitions: Vec<(i32, bool)>) -> bool {
+        if self.plan.window.is_none() {
+            return false;
+        }
+        let mut probe = Watermark::new(self.watermark.delay_micros, self.watermark.state.clone());
+        probe.set_partitions(partitions);
+        probe.current() > self.watermark.state.closed_at
     }
 
     /// Writes a new batch into the offset log, with the clock now and the source's

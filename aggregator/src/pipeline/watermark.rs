@@ -56,12 +56,15 @@ impl Watermark {
         self.state.max_event_time.get(&partition).map(|m| m - self.delay_micros)
     }
 
-    /// The pipeline's watermark: the minimum over the partitions that are not idle
-    /// (over all of them if all are idle); a partition without events holds it back.
+    /// The pipeline's watermark: the minimum over the partitions that are not idle; a
+    /// busy partition without events holds it back. When all are idle (a quiet stream),
+    /// the minimum over those that had events: one that never had any does not keep
+    /// the windows the others' events passed open forever.
     pub fn current(&self) -> Option<i64> {
         let mut active: Vec<i32> = self.partitions.iter().filter(|(_, idle)| !idle).map(|(p, _)| *p).collect();
         if active.is_empty() {
-            active = self.partitions.iter().map(|(p, _)| *p).collect();
+            active =
+                self.partitions.iter().map(|(p, _)| *p).filter(|p| self.state.max_event_time.contains_key(p)).collect();
         }
         if active.is_empty() {
             active = self.state.max_event_time.keys().copied().collect();
@@ -135,7 +138,9 @@ mod tests {
         w.set_partitions(vec![(0, false), (1, true)]);
         assert_eq!(w.current(), Some(500));
         w.set_partitions(vec![(0, true), (1, true)]);
-        assert_eq!(w.current(), None, "all idle: the watermark waits for every partition");
+        assert_eq!(w.current(), Some(500), "all idle: a partition that never had events does not hold it");
+        w.observe(&TimestampMicrosecondArray::from(vec![300]), |_| 1);
+        assert_eq!(w.current(), Some(300), "all idle: the slowest partition with events holds it");
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub struct RawBatch {
 }
 
 impl RawBatch {
+    /// No records, the source staying at `at`.
+    pub fn empty(at: SourceOffset) -> Self {
+        RawBatch { end: at, ..RawBatch::default() }
+    }
+
     /// Reads one line from `reader` straight into the batch; blank lines are read
     /// but not kept. Returns the bytes read (0 at the end of the input).
     pub fn read_line(&mut self, reader: &mut impl std::io::BufRead, name: &str, line: u64) -> std::io::Result<usize> {
