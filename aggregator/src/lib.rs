@@ -6,7 +6,8 @@
 //!   decoding JSON into Arrow with a reason for every bad record;
 //! * [`pipeline`] — a `.sql` file planned by DataFusion and run as micro-batches:
 //!   watermark, windows, output modes, the offset log, the micro-batch loop;
-//! * [`operators`] — streaming operators (the grouped aggregation) with their state;
+//! * [`operators`] — streaming operators with their state: grouped aggregation (over
+//!   events or over another one's changes), `ORDER BY … LIMIT`, window functions;
 //! * [`state`] — columnar state (group index, state columns) and incremental
 //!   checkpoints;
 //! * [`sink`] — where results go (`sqlite:<path>`), as upserts and deletes by `_id`;
