@@ -193,17 +193,8 @@ impl Emitter {
             Emission::Keyed { key_columns, group_columns } => match mode {
                 OutputMode::Update => {
                     let out = plan.top(touched.clone()).await?;
-                    let mut delta = ResultDelta { upserts: rows(&out, &key_ids(&out, key_columns)), deletes: vec![] };
-                    if let Some(group_columns) = group_columns {
-                        if out.num_rows() < touched.num_rows() {
-                            delta.deletes = missing(&key_ids(&touched, group_columns), &delta.upserts);
-                        }
-                        // Sessions that grew into another one leave under their old key.
-                        if let Some(removed) = &removed {
-                            delta.deletes.extend(key_ids(removed, group_columns));
-                        }
-                    }
-                    Ok(delta)
+                    // Sessions that grew into another one leave under their old key.
+                    Ok(keyed_delta(&out, &touched, key_columns, group_columns.as_deref(), removed.as_ref()))
                 }
                 OutputMode::Append => match closed {
                     Some(finals) => {
@@ -215,15 +206,7 @@ impl Emitter {
                 OutputMode::Complete => {
                     let all = groups.evaluate_all()?;
                     let out = plan.top(all.clone()).await?;
-                    let upserts = rows(&out, &key_ids(&out, key_columns));
-                    let mut deletes = match group_columns {
-                        Some(g) if out.num_rows() < all.num_rows() => missing(&key_ids(&all, g), &upserts),
-                        _ => vec![],
-                    };
-                    if let (Some(g), Some(removed)) = (group_columns, &removed) {
-                        deletes.extend(key_ids(removed, g));
-                    }
-                    Ok(ResultDelta { upserts, deletes })
+                    Ok(keyed_delta(&out, &all, key_columns, group_columns.as_deref(), removed.as_ref()))
                 }
             },
             Emission::Chained { key_columns, group_columns } => {
@@ -236,15 +219,7 @@ impl Emitter {
                     _ => changed.finals,
                 };
                 let out = plan.chain_top(finals.clone()).await?;
-                let upserts = rows(&out, &key_ids(&out, key_columns));
-                let mut deletes = Vec::new();
-                if let Some(group_columns) = group_columns {
-                    if out.num_rows() < finals.num_rows() {
-                        deletes = missing(&key_ids(&finals, group_columns), &upserts);
-                    }
-                    deletes.extend(key_ids(&changed.gone, group_columns));
-                }
-                Ok(ResultDelta { upserts, deletes })
+                Ok(keyed_delta(&out, &finals, key_columns, group_columns.as_deref(), Some(&changed.gone)))
             }
             Emission::TopN { key_columns } => {
                 let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
@@ -335,6 +310,29 @@ async fn feed_chain(
         retracted = changed.previous.expect("levels below the last emit their previous values");
     }
     Err(crate::error::Error::internal("an empty chain was fed".to_string()))
+}
+
+/// The rows of `out` (what the query makes of the groups in `finals`) upserted by key;
+/// with the group columns behind the key, the groups the query dropped (a HAVING) and
+/// those `gone` from the state deleted.
+fn keyed_delta(
+    out: &RecordBatch,
+    finals: &RecordBatch,
+    key_columns: &[usize],
+    group_columns: Option<&[usize]>,
+    gone: Option<&RecordBatch>,
+) -> ResultDelta {
+    let upserts = rows(out, &key_ids(out, key_columns));
+    let mut deletes = Vec::new();
+    if let Some(group_columns) = group_columns {
+        if out.num_rows() < finals.num_rows() {
+            deletes = missing(&key_ids(finals, group_columns), &upserts);
+        }
+        if let Some(gone) = gone {
+            deletes.extend(key_ids(gone, group_columns));
+        }
+    }
+    ResultDelta { upserts, deletes }
 }
 
 fn key_ids(batch: &RecordBatch, key_columns: &[usize]) -> Vec<String> {

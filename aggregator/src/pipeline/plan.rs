@@ -323,13 +323,8 @@ impl StreamingPlan {
         };
         let window_output = window_output.and_then(|(mut steps, slot, p, plans)| {
             // The key: the one asked for, or the group columns traced down the plans.
-            let traced = |c: usize| plans.iter().try_fold(c, |c, plan| trace_to_group(plan, c));
-            let from_groups = || -> Option<Vec<usize>> {
-                (0..num_group_columns)
-                    .map(|g| (0..output_schema.fields().len()).find(|&c| traced(c) == Some(g)))
-                    .collect()
-            };
-            let key_columns = named_key.clone().or_else(from_groups)?;
+            let (key_columns, _) =
+                result_key(&plans, output_schema.fields().len(), num_group_columns, named_key.clone())?;
             // The PARTITION BY column that is stage 1's window, traced like the key.
             let through = [vec![p.pre.clone()], plans[1..].to_vec()].concat();
             let stage1_window = window.as_ref().map(|w| w.group_index);
@@ -352,14 +347,9 @@ impl StreamingPlan {
             Emission::Partitioned { key_columns: key_columns.clone() }
         } else if let Some(Level { cut, .. }) = chain.last() {
             // Keyed by the last level's groups, as stage 1 by its own below.
-            let traced: Vec<Option<usize>> =
-                (0..output_schema.fields().len()).map(|c| trace_to_group(&cut.top, c)).collect();
-            let from_groups = || -> Option<Vec<usize>> {
-                (0..cut.num_group_columns()).map(|g| traced.iter().position(|t| *t == Some(g))).collect()
-            };
-            match named_key.clone().or_else(from_groups) {
-                Some(key_columns) => {
-                    let group_columns: Option<Vec<usize>> = key_columns.iter().map(|&k| traced[k]).collect();
+            let width = output_schema.fields().len();
+            match result_key(std::slice::from_ref(&cut.top), width, cut.num_group_columns(), named_key.clone()) {
+                Some((key_columns, group_columns)) => {
                     let can_go = cut.num_group_columns() > 0 || contains_node(&cut.top, "FilterExec");
                     match group_columns.is_none() && can_go {
                         true => Emission::FullDiff { key_columns: Some(key_columns) },
@@ -371,15 +361,9 @@ impl StreamingPlan {
         } else if stage2.is_some() || !top_row_wise {
             Emission::FullDiff { key_columns: named_key }
         } else {
-            let traced: Vec<Option<usize>> =
-                (0..output_schema.fields().len()).map(|c| trace_to_group(&top, c)).collect();
-            let from_groups = || -> Option<Vec<usize>> {
-                (0..num_group_columns).map(|g| traced.iter().position(|t| *t == Some(g))).collect()
-            };
-            match named_key.or_else(from_groups) {
+            match result_key(std::slice::from_ref(&top), output_schema.fields().len(), num_group_columns, named_key) {
                 None => Emission::FullDiff { key_columns: None },
-                Some(key_columns) => {
-                    let group_columns: Option<Vec<usize>> = key_columns.iter().map(|&k| traced[k]).collect();
+                Some((key_columns, group_columns)) => {
                     let sessions = matches!(&window, Some(w) if matches!(w.spec, windows::WindowSpec::Session { .. }));
                     // Without group columns behind the key, rows that a HAVING drops or
                     // sessions that merge cannot be found to delete: diff whole results.
@@ -771,6 +755,23 @@ struct Level {
     window: Option<usize>,
     /// The PARTITION BY column of its window functions that is stage 1's window.
     partition_window: Option<usize>,
+}
+
+/// The result's key: `named` (the one asked for), or else the output columns that are
+/// copies of the `num_group_columns` group columns, traced down `plans` (see
+/// [`trace_down`]) from an output `width` columns wide; with, per key column, the
+/// group column behind it (`None` unless every key column is one).
+fn result_key(
+    plans: &[Arc<dyn ExecutionPlan>],
+    width: usize,
+    num_group_columns: usize,
+    named: Option<Vec<usize>>,
+) -> Option<(Vec<usize>, Option<Vec<usize>>)> {
+    let traced: Vec<Option<usize>> = (0..width).map(|c| trace_down(plans, c)).collect();
+    let from_groups = || (0..num_group_columns).map(|g| traced.iter().position(|t| *t == Some(g))).collect();
+    let key_columns: Vec<usize> = named.or_else(from_groups)?;
+    let group_columns = key_columns.iter().map(|&k| traced[k]).collect();
+    Some((key_columns, group_columns))
 }
 
 /// Traces column `c` of the first plan's output down through `plans` (each reading the

@@ -353,11 +353,6 @@ impl Pipeline {
         self.emitter.top_n_rows_read()
     }
 
-    /// Bytes the aggregation's state holds.
-    pub fn state_bytes(&self) -> usize {
-        self.aggregate.size()
-    }
-
     fn update_status(&mut self, state: &str) {
         let replaying = self.replay != Replay::Done && matches!(state, "running" | "caught_up");
         let notice = self.notice_text();
