@@ -17,46 +17,13 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
 
 mod common;
 
-use common::{distinct_users_log, env_list, repo_root};
-
-struct Run {
-    events: u64,
-    seconds: f64,
-    peak_rss_kib: u64,
-    groups: u64,
-    state_bytes: u64,
-}
+use common::{Run, distinct_users_log, env_list, repo_root, run_aggregator_in};
 
 fn run(sql: &Path, log: &Path, work: &Path) -> Run {
-    let summary = work.join("summary.json");
-    let started = Instant::now();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
-        .args(["--sql", sql.to_str().unwrap()])
-        .arg("--source")
-        .arg(format!("file:{}", log.display()))
-        .arg("--sink")
-        .arg(format!("sqlite:{}", work.join("results.sqlite").display()))
-        .arg("--checkpoint-dir")
-        .arg(work.join("checkpoints"))
-        .arg("--available-now")
-        .arg("--summary-json")
-        .arg(&summary)
-        .env("RUST_LOG", "warn")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
-    Run {
-        events: report["pipelines"][0]["events_in"].as_u64().unwrap(),
-        seconds: report["elapsed_seconds"].as_f64().unwrap_or(started.elapsed().as_secs_f64()),
-        peak_rss_kib: report["peak_rss_kib"].as_u64().unwrap(),
-        groups: report["state"][0]["groups"].as_u64().unwrap_or(0),
-        state_bytes: report["state"][0]["bytes"].as_u64().unwrap_or(0),
-    }
+    run_aggregator_in(work, sql, &format!("file:{}", log.display()), None, &[])
 }
 
 /// The state files of the pipeline `name`, newest last, with their sizes.
@@ -117,21 +84,21 @@ fn main() {
 
     println!("\n| measure | value |");
     println!("| --- | ---: |");
-    println!("| groups (distinct users) | {} |", first.groups);
+    println!("| groups (distinct users) | {} |", first.state_groups);
     println!(
         "| events/s, first run (decode + aggregate + SQLite writes) | {:.0} |",
         first.events as f64 / first.seconds
     );
     println!("| peak RSS, first run | {:.0} MiB |", first.peak_rss_kib as f64 / 1024.0);
     println!("| state bytes (aggregator_state_bytes) | {:.0} MiB |", first.state_bytes as f64 / (1 << 20) as f64);
-    println!("| state bytes per group | {:.1} |", first.state_bytes as f64 / first.groups.max(1) as f64);
+    println!("| state bytes per group | {:.1} |", first.state_bytes as f64 / first.state_groups.max(1) as f64);
     if let Some((name, size)) = full.first() {
         println!("| full state file ({name}) | {:.1} MB |", *size as f64 / 1e6);
     }
     match delta {
         Some((name, size)) => println!(
             "| checkpoint after {touched} of {} groups changed ({name}) | {:.3} MB |",
-            second.groups,
+            second.state_groups,
             size as f64 / 1e6
         ),
         None => println!("| checkpoint after {touched} groups changed | no new state file: {after:?} |"),

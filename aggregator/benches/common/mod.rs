@@ -52,8 +52,9 @@ pub struct Run {
     pub peak_rss_kib: u64,
     /// Result rows the pipeline upserted into its store.
     pub rows_upserted: u64,
-    /// Groups in the pipeline's state at the end.
+    /// Groups in the pipeline's state at the end, and the bytes they take.
     pub state_groups: u64,
+    pub state_bytes: u64,
 }
 
 /// Runs `pipeline` alone over `source` until caught up (`--available-now`), with `extra_args`,
@@ -65,8 +66,14 @@ pub fn run_aggregator(pipeline: &Path, source: &str, extra_args: &[&str]) -> Run
 /// [`run_aggregator`] into `sink` (default: a fresh SQLite store).
 pub fn run_aggregator_into(pipeline: &Path, source: &str, sink: Option<&str>, extra_args: &[&str]) -> Run {
     let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
-    let sink = sink.map_or_else(|| format!("sqlite:{}", work.path().join("results.sqlite").display()), str::to_string);
-    let summary = work.path().join("summary.json");
+    run_aggregator_in(work.path(), pipeline, source, sink, extra_args)
+}
+
+/// [`run_aggregator_into`] with its checkpoints, summary and default store in `work`
+/// (a second run there resumes from the first one's checkpoint).
+pub fn run_aggregator_in(work: &Path, pipeline: &Path, source: &str, sink: Option<&str>, extra_args: &[&str]) -> Run {
+    let sink = sink.map_or_else(|| format!("sqlite:{}", work.join("results.sqlite").display()), str::to_string);
+    let summary = work.join("summary.json");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
         .arg("--sql")
         .arg(pipeline)
@@ -75,7 +82,7 @@ pub fn run_aggregator_into(pipeline: &Path, source: &str, sink: Option<&str>, ex
         .arg("--sink")
         .arg(&sink)
         .arg("--checkpoint-dir")
-        .arg(work.path().join("checkpoints"))
+        .arg(work.join("checkpoints"))
         .arg("--available-now")
         .arg("--summary-json")
         .arg(&summary)
@@ -91,6 +98,7 @@ pub fn run_aggregator_into(pipeline: &Path, source: &str, sink: Option<&str>, ex
         peak_rss_kib: report["peak_rss_kib"].as_u64().unwrap(),
         rows_upserted: report["pipelines"][0]["rows_upserted"].as_u64().unwrap_or(0),
         state_groups: report["state"][0]["groups"].as_u64().unwrap_or(0),
+        state_bytes: report["state"][0]["bytes"].as_u64().unwrap_or(0),
     }
 }
 
