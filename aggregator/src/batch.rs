@@ -15,7 +15,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::pipeline::definition::PipelineDefinition;
-use crate::pipeline::plan::{AGGREGATED_TABLE, QueryMode, SOURCE_TABLE, session_context};
+use crate::pipeline::plan::{AGGREGATED_TABLE, QueryMode, SOURCE_TABLE, hide_internal_columns, session_context};
 
 /// Runs `def`'s stages over `events` (the source rows, optionally with the hidden
 /// `__watermark` column that hopping windows use to leave out closed windows).
@@ -30,7 +30,7 @@ pub async fn run(def: &PipelineDefinition, events: RecordBatch) -> Result<Record
 
 async fn query(ctx: &SessionContext, def: &PipelineDefinition, sql: &str) -> Result<RecordBatch> {
     let user = |e: &dyn std::fmt::Display| Error::user(format!("{}: {e}", def.path.display()));
-    let frame = ctx.sql(sql).await.map_err(|e| user(&e))?;
+    let frame = ctx.sql(sql).await.and_then(hide_internal_columns).map_err(|e| user(&e))?;
     // The physical plan's schema, not the frame's: analysis (hopping windows) can
     // change a column's type.
     let plan = frame.create_physical_plan().await.map_err(|e| user(&e))?;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use aggregator::operators::aggregate::Aggregate;
 use aggregator::pipeline::definition::PipelineDefinition;
 use aggregator::pipeline::plan::StreamingPlan;
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringViewArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringViewArray, TimestampMicrosecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::concat_batches;
 use support::*;
 
@@ -31,6 +33,7 @@ fn events(plan: &StreamingPlan, users: impl Iterator<Item = i64>) -> RecordBatch
         Arc::new(StringViewArray::from(vec!["view"; n])),
         Arc::new(TimestampMicrosecondArray::from(vec![1_767_225_600_000_000; n])),
         Arc::new(TimestampMicrosecondArray::from(vec![None; n])),
+        Arc::new(UInt32Array::from_iter_values(0..n as u32)),
     ];
     RecordBatch::try_new(plan.source_schema.clone(), columns).unwrap()
 }
@@ -56,7 +59,7 @@ fn sorted(batch: &RecordBatch) -> Vec<String> {
 #[test]
 fn a_count_by_a_bigint_key_costs_tens_of_bytes_per_group() {
     let plan = plan("SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id");
-    let mut aggregate = Aggregate::new(plan.aggregate_spec()).unwrap();
+    let mut aggregate = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
     let groups = 400_000;
     for start in (0..groups).step_by(50_000) {
         update(&plan, &mut aggregate, events(&plan, start..start + 50_000));
@@ -73,7 +76,7 @@ fn a_batch_reports_and_checkpoints_only_the_groups_it_touches() {
     let plan = plan(
         "SELECT user_id, COUNT(*) AS n, COUNT(DISTINCT item_id) AS items, MAX(item_id) AS top FROM SOURCE GROUP BY user_id",
     );
-    let mut aggregate = Aggregate::new(plan.aggregate_spec()).unwrap();
+    let mut aggregate = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
     update(&plan, &mut aggregate, events(&plan, 0..100_000));
     let full = aggregate.full_state().unwrap();
     assert_eq!(full.num_rows(), 100_000);
@@ -89,7 +92,7 @@ fn a_batch_reports_and_checkpoints_only_the_groups_it_touches() {
     // The full state and the changes after it restore the same groups.
     let finals = update(&plan, &mut aggregate, events(&plan, [5, 6].into_iter()));
     let (second_change, _) = aggregate.take_changes().unwrap();
-    let mut restored = Aggregate::new(plan.aggregate_spec()).unwrap();
+    let mut restored = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
     for saved in [&full, &first_change, &second_change] {
         restored.restore(saved).unwrap();
     }
@@ -104,7 +107,7 @@ fn closed_windows_leave_the_state_and_their_keys_go_into_the_next_checkpoint() {
     let plan = plan(
         "SELECT window(timestamp, '5 minutes') AS window, user_id, COUNT(*) AS n FROM SOURCE GROUP BY window(timestamp, '5 minutes'), user_id",
     );
-    let mut aggregate = Aggregate::new(plan.aggregate_spec()).unwrap();
+    let mut aggregate = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
     update(&plan, &mut aggregate, events(&plan, 0..3_000));
     aggregate.full_state().unwrap();
     let closed = aggregate.evict(1_767_225_600_000_000 + 300_000_000, true).unwrap().unwrap();

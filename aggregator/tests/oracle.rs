@@ -146,3 +146,54 @@ fn every_sql_case_gives_its_expected_output_on_the_hand_written_log() {
     }
     assert!(checked >= 20, "{checked}");
 }
+
+/// A query without aggregation upserts each row under the location of its record
+/// (`file:line`, `#2` for a record's second row): read back, every `_id` names a line
+/// of the log whose JSON — parsed here with serde_json, not the pipeline's decoder —
+/// holds that row's values, and every record gives the rows the query asks for.
+#[test]
+fn rows_without_aggregation_are_upserted_under_their_records_location() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases/input");
+    let work = tempfile::tempdir().unwrap();
+    run_pipeline(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases/rows_union_all.sql"),
+        &options(&input, work.path(), 3),
+    )
+    .unwrap();
+    let table = StoreReader::sqlite(&work.path().join("results.sqlite")).table("rows_union_all").unwrap();
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["user_id", "kind", "value"]);
+    let mut expected = Vec::new();
+    for file in ["batch-0001.jsonl", "batch-0002.jsonl"] {
+        let text = std::fs::read_to_string(input.join(file)).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let (Some(user), Some(kind)) = (record["user_id"].as_i64(), record["interaction_type"].as_str()) else {
+                continue;
+            };
+            let at = format!("{file}:{}", n + 1);
+            let mut rows = Vec::new();
+            if kind != "view" {
+                rows.push(format!("{user}|item|{}", record["item_id"]));
+            }
+            rows.push(format!("{user}|user|{user}"));
+            for (k, row) in rows.into_iter().enumerate() {
+                let id = if k == 0 { at.clone() } else { format!("{at}#{}", k + 1) };
+                expected.push(format!("{id}={row}"));
+            }
+        }
+    }
+    let cell = |v: &store::Value| match v {
+        store::Value::Integer(i) => i.to_string(),
+        store::Value::Text(t) => t.clone(),
+        other => format!("{other:?}"),
+    };
+    let mut actual: Vec<String> = table
+        .rows
+        .iter()
+        .map(|r| format!("{}={}", r.id, r.values.iter().map(cell).collect::<Vec<_>>().join("|")))
+        .collect();
+    expected.sort();
+    actual.sort();
+    assert_eq!(actual, expected);
+}

@@ -10,14 +10,22 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// The shipped pipelines and the SQL cases with aggregates of aggregates (a chain of
-/// aggregations over changes, rebuilt at restart).
+/// The shipped pipelines, the SQL cases with aggregates of aggregates (a chain of
+/// aggregations over changes, rebuilt at restart) and one without aggregation (rows
+/// under their records' locations).
 fn pipelines() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     let shipped = std::fs::read_dir(repo_root().join("sql")).unwrap().map(|e| e.unwrap().path());
-    let chained = ["nested_aggregate", "cte_levels", "second_stage_retractions", "top_items", "top_n_per_window"]
-        .map(|c| cases.join(format!("{c}.sql")));
+    let chained = [
+        "nested_aggregate",
+        "cte_levels",
+        "second_stage_retractions",
+        "top_items",
+        "top_n_per_window",
+        "rows_union_all",
+    ]
+    .map(|c| cases.join(format!("{c}.sql")));
     for file in shipped.chain(chained) {
         std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
     }

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use sha2::{Digest, Sha256};
@@ -241,6 +241,9 @@ impl Emitter {
                 let deletes = missing(&key_ids(&old_rows, key_columns), &upserts);
                 Ok(ResultDelta { upserts, deletes })
             }
+            Emission::Rows { .. } => Err(crate::error::Error::internal(
+                "a query without aggregation has no state to emit from (see rows_delta)".to_string(),
+            )),
             Emission::FullDiff { key_columns } => {
                 if let Some(closed) = closed {
                     self.keep_finalized(closed)?;
@@ -287,6 +290,35 @@ impl Emitter {
         self.written = next;
         ResultDelta { upserts, deletes }
     }
+}
+
+/// The result changes of a query without aggregation: its rows for a micro-batch
+/// (`out`, each from record `records[i]`), upserted under their key or else under
+/// their record's `location` (see [`Emission::Rows`]).
+pub fn rows_delta(
+    plan: &StreamingPlan,
+    out: &RecordBatch,
+    records: &UInt32Array,
+    location: impl Fn(usize) -> String,
+) -> ResultDelta {
+    let ids = match &plan.emission {
+        Emission::Rows { key_columns: Some(k) } => key_ids(out, k),
+        _ => {
+            // Rows of one record are together in a batch, in an order of the plan's.
+            let mut seen: HashMap<u32, usize> = HashMap::new();
+            records
+                .values()
+                .iter()
+                .map(|&record| {
+                    let n = seen.entry(record).or_insert(0);
+                    *n += 1;
+                    let at = location(record as usize);
+                    if *n == 1 { at } else { format!("{at}#{n}") }
+                })
+                .collect()
+        }
+    };
+    ResultDelta { upserts: rows(out, &ids), deletes: vec![] }
 }
 
 /// Stage 1's changes (final values of its groups inserted and retracted) through the

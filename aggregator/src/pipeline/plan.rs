@@ -14,17 +14,24 @@
 //! [`crate::operators::aggregate::Aggregate`] (given DataFusion's group and aggregate
 //! expressions) folds its rows into the groups they touch; the final values of the
 //! groups that changed go through `top` (and stage 2) to the sink.
+//!
+//! A query without aggregation is not cut: it runs whole over each micro-batch, with
+//! the hidden record column carried to its output so that each row is written under
+//! its record's location ([`Emission::Rows`]).
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{AsArray, UInt32Array};
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::UInt32Type;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, SchemaError};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection};
 use datafusion::physical_expr::PhysicalSortExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
@@ -35,7 +42,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::operators::aggregate::{AggregateSpec, InputKind};
@@ -84,17 +91,42 @@ pub fn session_context(mode: QueryMode) -> SessionContext {
     ctx
 }
 
+/// The hidden source column holding each row's record: its index in the micro-batch,
+/// which a query without aggregation carries to its output (see [`Emission::Rows`]).
+pub const RECORD_COLUMN: &str = "__record";
+
+/// Columns of `SOURCE` that users never wrote and never see.
+const INTERNAL_COLUMNS: [&str; 2] = [WATERMARK_COLUMN, RECORD_COLUMN];
+
 /// The schema of `SOURCE` inside a pipeline: the declared columns plus the hidden
-/// watermark column that hopping windows read.
+/// watermark column that hopping windows read and the record column.
 pub fn streaming_source_schema(source: &SourceSchema) -> SchemaRef {
     let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(WATERMARK_COLUMN, EVENT_TIME_TYPE, true));
+    fields.push(Field::new(RECORD_COLUMN, DataType::UInt32, false));
     Arc::new(Schema::new(fields))
+}
+
+/// `frame` without the internal columns in its output (a `SELECT *` over `SOURCE`
+/// would show them). The same for pipelines and batch queries.
+pub fn hide_internal_columns(frame: DataFrame) -> std::result::Result<DataFrame, DataFusionError> {
+    let internal: Vec<&str> =
+        INTERNAL_COLUMNS.into_iter().filter(|c| frame.schema().fields().iter().any(|f| f.name() == c)).collect();
+    match internal.is_empty() {
+        true => Ok(frame),
+        false => frame.drop_columns(&internal),
+    }
 }
 
 /// How a pipeline turns state changes into result changes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Emission {
+    /// A query without aggregation: each micro-batch's output rows are upserted under
+    /// `key_columns` if given (`-- key:` or an `_id` column), else under the location
+    /// of the record each came from (`file:line`, `topic/partition@offset`, with `#2`,
+    /// `#3`… for further rows of one record): a batch run again after a crash writes
+    /// the same rows under the same ids.
+    Rows { key_columns: Option<Vec<usize>> },
     /// Rows correspond to groups: write the groups a batch touched.
     /// `key_columns` index the output; `group_columns` are the group columns they
     /// copy (known when the key is made of group columns; needed to delete groups
@@ -120,6 +152,15 @@ pub enum Emission {
     Partitioned { key_columns: Vec<usize> },
 }
 
+/// What stage 1 is.
+enum Stage1 {
+    /// Cut at its lowest aggregation: the cut's `input` reads a micro-batch of `SOURCE`.
+    Aggregation(Box<Cut>),
+    /// A query without aggregation: the whole plan runs row by row over each
+    /// micro-batch, its output ending with [`RECORD_COLUMN`] (`Emission::Rows`).
+    RowByRow(Arc<dyn ExecutionPlan>),
+}
+
 /// A window of the aggregation: which group column holds it and how late is judged.
 #[derive(Debug, Clone)]
 pub struct PlannedWindow {
@@ -131,8 +172,8 @@ pub struct PlannedWindow {
 pub struct StreamingPlan {
     pub source_schema: SchemaRef,
     source_slot: LiveSlot,
-    /// Stage 1 cut at its aggregation: `input` reads a micro-batch of `SOURCE`.
-    stage1: Cut,
+    /// Stage 1: cut at its aggregation, or a query without aggregation.
+    stage1: Stage1,
     /// Group columns + final values: what the aggregation hands to `top`.
     pub final_schema: SchemaRef,
     /// A second stage run over stage 1's whole current result (`Emission::FullDiff`).
@@ -188,16 +229,20 @@ impl StreamingPlan {
         ctx.register_table(SOURCE_TABLE, Arc::new(LiveTable::new(source_schema.clone(), source_slot.clone())))
             .map_err(|e| user(&e))?;
 
-        let frame = ctx.sql(&def.stage1).await.map_err(|e| user(&without_internal_columns(e)))?;
+        let frame = ctx.sql(&def.stage1).await.and_then(hide_internal_columns);
+        let frame = frame.map_err(|e| user(&without_internal_columns(e)))?;
         let logical = frame.logical_plan().clone();
         let window = find_window(&logical, source).map_err(|e| user(&e))?;
         let physical = frame.create_physical_plan().await.map_err(|e| user(&without_internal_columns(e)))?;
+        if !contains_node(&physical, "AggregateExec") {
+            return Self::row_by_row(def, &ctx, logical, &physical, source_schema, source_slot).await;
+        }
 
         // Stage 1 is cut at its lowest aggregation (over SOURCE); an aggregation over
         // that one (a subquery or CTE) is cut again, and so on: the chain.
         let stage1 = cut_at_aggregate(&physical, false).map_err(|e| {
             user(&match e {
-                CutError::NoAggregate => "the first stage must aggregate: add a GROUP BY or an aggregate function".to_string(),
+                CutError::NoAggregate => "an aggregation was expected".to_string(),
                 CutError::NotRowWise(name) => format!("`{name}` over SOURCE cannot run incrementally; only row-by-row operations may come before the GROUP BY"),
                 CutError::MixedInputs => MIXED_INPUTS.to_string(),
                 CutError::DataFusion(e) => e.to_string(),
@@ -287,18 +332,7 @@ impl StreamingPlan {
                 &"output_mode append writes each window once it is final, so the GROUP BY needs a window (window, tumble or hop)",
             ));
         }
-        let named_key = match (&def.settings.key, output_schema.index_of("_id")) {
-            (Some(names), _) => Some(
-                names
-                    .iter()
-                    .map(|n| {
-                        output_schema.index_of(n).map_err(|_| user(&format!("key column {n:?} is not in the result")))
-                    })
-                    .collect::<Result<Vec<usize>>>()?,
-            ),
-            (None, Ok(id)) => Some(vec![id]),
-            (None, Err(_)) => None,
-        };
+        let named_key = named_key(def, &output_schema)?;
         let top_n = match chain.is_empty() && stage2.is_none() && !top_row_wise {
             true => split_top_n(&top).map_err(|e| user(&e))?,
             false => None,
@@ -394,7 +428,7 @@ impl StreamingPlan {
             partitioned_output,
             source_schema,
             source_slot,
-            stage1,
+            stage1: Stage1::Aggregation(Box::new(stage1)),
             final_schema,
             stage2,
             chain,
@@ -407,14 +441,87 @@ impl StreamingPlan {
         })
     }
 
-    /// What the streaming aggregation needs of DataFusion's plan.
-    pub fn aggregate_spec(&self) -> AggregateSpec {
-        AggregateSpec {
+    /// A query without aggregation (`physical`, planned from `logical`): planned again
+    /// with the record column carried to its output.
+    async fn row_by_row(
+        def: &PipelineDefinition,
+        ctx: &SessionContext,
+        logical: LogicalPlan,
+        physical: &Arc<dyn ExecutionPlan>,
+        source_schema: SchemaRef,
+        source_slot: LiveSlot,
+    ) -> Result<Self> {
+        let user = |e: &dyn std::fmt::Display| Error::user(format!("{}: {e}", def.path.display()));
+        if let Err(name) = check_nodes(physical, &ROW_WISE_INPUT) {
+            return Err(user(&format!(
+                "`{name}` over SOURCE cannot run on a stream without an aggregation: only row-by-row operations (SELECT expressions, WHERE, UNNEST, UNION ALL) may, or add a GROUP BY"
+            )));
+        }
+        if def.stage2.is_some() {
+            return Err(user(&"a second stage reads the first stage's aggregation: the first stage must aggregate"));
+        }
+        if def.settings.output_mode == OutputMode::Complete {
+            return Err(user(
+                &"output_mode complete rewrites the whole result every batch, which needs an aggregation (use update or append)",
+            ));
+        }
+        let carried = carry_record_column(logical).map_err(|e| user(&without_internal_columns(e)))?;
+        let plan = ctx.state().create_physical_plan(&carried).await.map_err(|e| user(&without_internal_columns(e)))?;
+        let schema = plan.schema();
+        let width = schema.fields().len();
+        if schema.fields().last().is_none_or(|f| f.name() != RECORD_COLUMN) {
+            return Err(user(&"this query's rows cannot be traced to the records they come from; add a GROUP BY"));
+        }
+        let output_schema = Arc::new(Schema::new(schema.fields()[..width - 1].to_vec()));
+        let key_columns = named_key(def, &output_schema)?;
+        Ok(StreamingPlan {
+            source_schema,
+            source_slot,
+            stage1: Stage1::RowByRow(plan),
+            final_schema: output_schema.clone(),
+            stage2: None,
+            chain: Vec::new(),
+            top_n: None,
+            partitioned_output: None,
+            window: None,
+            output_schema,
+            emission: Emission::Rows { key_columns },
+            output_mode: def.settings.output_mode,
+            task_ctx: ctx.task_ctx(),
+        })
+    }
+
+    /// Stage 1's aggregation (every emission but `Rows` has one).
+    fn cut(&self) -> &Cut {
+        match &self.stage1 {
+            Stage1::Aggregation(cut) => cut,
+            Stage1::RowByRow(_) => unreachable!("a query without aggregation has no aggregation to cut"),
+        }
+    }
+
+    /// What the streaming aggregation needs of DataFusion's plan; `None` for a query
+    /// without aggregation (it keeps no state).
+    pub fn aggregate_spec(&self) -> Option<AggregateSpec> {
+        let Stage1::Aggregation(cut) = &self.stage1 else { return None };
+        Some(AggregateSpec {
             window: self.window.as_ref().map(|w| (w.call.group_index, w.call.spec)),
             input: InputKind::InsertOnly,
             emit_previous: !self.chain.is_empty() || self.top_n.is_some() || self.partitioned_output.is_some(),
-            ..self.stage1.spec()
-        }
+            ..cut.spec()
+        })
+    }
+
+    /// A query without aggregation over one micro-batch of `SOURCE` rows: its output
+    /// rows, and for each the index of the record it came from.
+    pub async fn rows(&self, batch: RecordBatch) -> Result<(RecordBatch, UInt32Array)> {
+        let Stage1::RowByRow(plan) = &self.stage1 else {
+            return Err(Error::internal("rows of a query with an aggregation were asked for".to_string()));
+        };
+        let out = self.run_over(&self.source_slot, batch, plan).await?;
+        let records = out.column(out.num_columns() - 1).as_primitive::<UInt32Type>().clone();
+        let mut out = out;
+        out.remove_column(out.num_columns() - 1);
+        Ok((out, records))
     }
 
     /// The aggregations over stage 1's changes, level by level (none without a chain).
@@ -436,7 +543,7 @@ impl StreamingPlan {
     /// the window), it does.
     pub fn keeps_closed_rows(&self) -> bool {
         match &self.emission {
-            Emission::Keyed { .. } => false,
+            Emission::Rows { .. } | Emission::Keyed { .. } => false,
             Emission::FullDiff { .. } | Emission::TopN { .. } => true,
             Emission::Chained { .. } => self
                 .chain
@@ -526,7 +633,7 @@ impl StreamingPlan {
     /// The rows stage 1's groups give the top-N (what runs below its sort).
     pub async fn top_n_input(&self, finals: RecordBatch) -> Result<RecordBatch> {
         let t = self.top_n.as_ref().expect("a top-N");
-        self.run_over(&self.stage1.top_slot, finals, &t.below).await
+        self.run_over(&self.cut().top_slot, finals, &t.below).await
     }
 
     /// The result from the top-N's first rows (what runs above its sort).
@@ -557,12 +664,12 @@ impl StreamingPlan {
     /// Runs the part of stage 1 below the aggregation over one micro-batch of
     /// `SOURCE` rows: the rows the aggregation reads.
     pub async fn aggregate_input(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        self.run_over(&self.source_slot, batch, &self.stage1.input).await
+        self.run_over(&self.source_slot, batch, &self.cut().input).await
     }
 
     /// Runs the rest of stage 1 over final values of groups (`final_schema`).
     pub async fn top(&self, finals: RecordBatch) -> Result<RecordBatch> {
-        self.run_over(&self.stage1.top_slot, finals, &self.stage1.top).await
+        self.run_over(&self.cut().top_slot, finals, &self.cut().top).await
     }
 
     /// Runs stage 2 over stage 1's current result, if the pipeline has one.
@@ -903,6 +1010,48 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>, over_changes: bool) -> st
     })
 }
 
+/// The key asked for: `-- key:` columns, or else an `_id` column of the result.
+fn named_key(def: &PipelineDefinition, output_schema: &SchemaRef) -> Result<Option<Vec<usize>>> {
+    let user = |e: &dyn std::fmt::Display| Error::user(format!("{}: {e}", def.path.display()));
+    Ok(match (&def.settings.key, output_schema.index_of("_id")) {
+        (Some(names), _) => Some(
+            names
+                .iter()
+                .map(|n| output_schema.index_of(n).map_err(|_| user(&format!("key column {n:?} is not in the result"))))
+                .collect::<Result<Vec<usize>>>()?,
+        ),
+        (None, Ok(id)) => Some(vec![id]),
+        (None, Err(_)) => None,
+    })
+}
+
+/// `plan` (row by row over `SOURCE`) with [`RECORD_COLUMN`] carried through every
+/// projection to the end of its output, so that each output row names its record.
+fn carry_record_column(plan: LogicalPlan) -> std::result::Result<LogicalPlan, DataFusionError> {
+    let carried = plan.transform_up(|node| {
+        let LogicalPlan::Projection(projection) = &node else {
+            // Filters, unions, unnests, aliases: their schema follows their inputs'.
+            return Ok(Transformed::yes(node.recompute_schema()?));
+        };
+        let has = |schema: &DFSchema| schema.fields().iter().any(|f| f.name() == RECORD_COLUMN);
+        if !has(projection.input.schema()) {
+            return Ok(Transformed::no(node));
+        }
+        // `SELECT *` below the top already has it; move it to the end.
+        let (qualifier, field) = projection.input.schema().qualified_field_with_unqualified_name(RECORD_COLUMN)?;
+        let record = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+        let mut exprs: Vec<Expr> = projection
+            .expr
+            .iter()
+            .filter(|e| !matches!(e, Expr::Column(c) if c.name == RECORD_COLUMN))
+            .cloned()
+            .collect();
+        exprs.push(record);
+        Ok(Transformed::yes(LogicalPlan::Projection(Projection::try_new(exprs, projection.input.clone())?)))
+    })?;
+    Ok(carried.data)
+}
+
 /// The leaves of a plan.
 fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
     let mut found = Vec::new();
@@ -923,7 +1072,10 @@ fn without_internal_columns(error: DataFusionError) -> DataFusionError {
             SchemaError::FieldNotFound { field, valid_fields } => DataFusionError::SchemaError(
                 Box::new(SchemaError::FieldNotFound {
                     field,
-                    valid_fields: valid_fields.into_iter().filter(|c| c.name != WATERMARK_COLUMN).collect(),
+                    valid_fields: valid_fields
+                        .into_iter()
+                        .filter(|c| !INTERNAL_COLUMNS.contains(&c.name.as_str()))
+                        .collect(),
                 }),
                 backtrace,
             ),

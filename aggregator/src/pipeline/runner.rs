@@ -23,9 +23,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, TimestampMicrosecondArray, UInt32Array};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::datatypes::{Schema, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use store::{PipelineStatus, RejectedRecord, ResultDelta, iso_micros};
 
@@ -35,7 +35,7 @@ use crate::metrics::{
 };
 use crate::operators::aggregate::Aggregate;
 use crate::pipeline::definition::PipelineDefinition;
-use crate::pipeline::emit::{Emitter, result_columns};
+use crate::pipeline::emit::{self, Emitter, result_columns};
 use crate::pipeline::offset_log::{self, LoggedBatch, OffsetLog};
 use crate::pipeline::plan::StreamingPlan;
 use crate::pipeline::watermark::{Watermark, WatermarkState};
@@ -58,7 +58,8 @@ pub struct Pipeline {
     options: PipelineOptions,
     plan: StreamingPlan,
     decoder: JsonDecoder,
-    aggregate: Aggregate,
+    /// The aggregation's state; `None` for a query without aggregation.
+    aggregate: Option<Aggregate>,
     emitter: Emitter,
     watermark: Watermark,
     counters: Counters,
@@ -236,7 +237,7 @@ impl Pipeline {
         }
         let mut pipeline = Pipeline {
             decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
-            aggregate: Aggregate::new(plan.aggregate_spec())?,
+            aggregate: plan.aggregate_spec().map(Aggregate::new).transpose()?,
             emitter: Emitter::new(&plan, Default::default(), None)?,
             watermark: Watermark::new(delay, WatermarkState::default()),
             counters: Counters::default(),
@@ -270,17 +271,19 @@ impl Pipeline {
         .await?;
         match resumed {
             Some(checkpoint) => {
-                for saved in &checkpoint.state {
-                    if let Some(removed) = &saved.removed {
-                        pipeline.aggregate.restore_removed(removed)?;
-                    }
-                    if let Some(written) = &saved.written {
-                        pipeline.aggregate.restore(written)?;
-                    }
-                }
-                pipeline.aggregate.set_evicted_until(checkpoint.header.evicted_until);
                 pipeline.emitter = Emitter::new(&pipeline.plan, checkpoint.header.written, checkpoint.finalized)?;
-                pipeline.emitter.rebuild(&pipeline.plan, &mut pipeline.aggregate).await?;
+                if let Some(aggregate) = &mut pipeline.aggregate {
+                    for saved in &checkpoint.state {
+                        if let Some(removed) = &saved.removed {
+                            aggregate.restore_removed(removed)?;
+                        }
+                        if let Some(written) = &saved.written {
+                            aggregate.restore(written)?;
+                        }
+                    }
+                    aggregate.set_evicted_until(checkpoint.header.evicted_until);
+                    pipeline.emitter.rebuild(&pipeline.plan, aggregate).await?;
+                }
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
                 pipeline.offset = checkpoint.header.offset;
@@ -289,7 +292,7 @@ impl Pipeline {
                     Some(until) if shadow => Replay::Until(Some(until)),
                     _ => Replay::Done,
                 };
-                tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.aggregate.len(), replaying = shadow, "resuming from checkpoint");
+                tracing::info!(pipeline = %pipeline.def.name, offset = ?pipeline.offset, groups = pipeline.state_groups(), replaying = shadow, "resuming from checkpoint");
             }
             None => {
                 tracing::info!(pipeline = %pipeline.def.name, hash = %pipeline.def.sql_hash, "new version: replaying the source from its beginning into a shadow table")
@@ -328,7 +331,7 @@ impl Pipeline {
 
     /// Number of groups in the state (open windows only, for windowed pipelines).
     pub fn state_groups(&self) -> usize {
-        self.aggregate.len()
+        self.aggregate.as_ref().map_or(0, Aggregate::len)
     }
 
     /// Rows the first aggregation over stage 1's changes has read (a second stage, a
@@ -418,7 +421,7 @@ impl Pipeline {
     /// Forgets the state and starts over as a new version would: from the source's
     /// beginning, into a shadow table swapped in when caught up.
     async fn start_over(&mut self, shutdown: &Shutdown) -> Result<()> {
-        self.aggregate = Aggregate::new(self.plan.aggregate_spec())?;
+        self.aggregate = self.plan.aggregate_spec().map(Aggregate::new).transpose()?;
         self.emitter = Emitter::new(&self.plan, Default::default(), None)?;
         self.watermark = Watermark::new(self.watermark.delay_micros, WatermarkState::default());
         self.counters = Counters::default();
@@ -641,10 +644,18 @@ impl Pipeline {
         let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
 
         let (good, late) = self.split_late(decoded.batch, &decoded.rows, raw, rejected)?;
-        let input = self.plan.aggregate_input(good.clone()).await?;
-        let merged = self.aggregate.update(&input)?;
-        let close_at = self.watermark.close_windows();
-        let delta = self.emitter.emit(&self.plan, &mut self.aggregate, merged, close_at).await?;
+        let delta = match &mut self.aggregate {
+            Some(aggregate) => {
+                let input = self.plan.aggregate_input(good.clone()).await?;
+                let merged = aggregate.update(&input)?;
+                let close_at = self.watermark.close_windows();
+                self.emitter.emit(&self.plan, aggregate, merged, close_at).await?
+            }
+            None => {
+                let (out, records) = self.plan.rows(good.clone()).await?;
+                emit::rows_delta(&self.plan, &out, &records, |i| raw.location(i))
+            }
+        };
 
         self.counters.consumed += records.len() as u64;
         self.counters.bad += bad.len() as u64;
@@ -689,7 +700,7 @@ impl Pipeline {
         }
         m.batch_duration.get_or_create(&pipeline).observe(took.as_secs_f64());
         m.batch_records.get_or_create(&pipeline).observe(consumed as f64);
-        m.state_groups.get_or_create(&pipeline).set(self.aggregate.len() as i64);
+        m.state_groups.get_or_create(&pipeline).set(self.state_groups() as i64);
         if let Some(watermark) = self.watermark.current() {
             let behind = chrono::Utc::now().timestamp_micros() - watermark;
             m.watermark_delay.get_or_create(&pipeline).set(behind as f64 / 1e6);
@@ -760,6 +771,7 @@ impl Pipeline {
         }
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(TimestampMicrosecondArray::from(watermarks)));
+        columns.push(Arc::new(UInt32Array::from_iter_values(rows.iter().map(|&r| r as u32))));
         let with_watermark = RecordBatch::try_new(self.plan.source_schema.clone(), columns)?;
         let good = if late.is_empty() {
             with_watermark
@@ -794,10 +806,12 @@ impl Pipeline {
     pub fn checkpoint(&mut self) -> Result<()> {
         let started = Instant::now();
         self.checkpoint_written()?;
-        let state = match self.checkpoints.wants_full() {
-            true => StateChange::Full(self.aggregate.full_state()?),
-            false => {
-                let (written, removed) = self.aggregate.take_changes()?;
+        let state = match (&mut self.aggregate, self.checkpoints.wants_full()) {
+            // Without aggregation there is no state: an empty one, always whole.
+            (None, _) => StateChange::Full(RecordBatch::new_empty(Arc::new(Schema::empty()))),
+            (Some(aggregate), true) => StateChange::Full(aggregate.full_state()?),
+            (Some(aggregate), false) => {
+                let (written, removed) = aggregate.take_changes()?;
                 StateChange::Delta { written, removed }
             }
         };
@@ -809,7 +823,7 @@ impl Pipeline {
                 Replay::Until(until) => until.clone(),
                 Replay::Done => None,
             },
-            evicted_until: self.aggregate.evicted_until(),
+            evicted_until: self.aggregate.as_ref().and_then(Aggregate::evicted_until),
             counters: self.counters,
             written: self.emitter.written.clone(),
             batch: self.batch,
@@ -818,7 +832,7 @@ impl Pipeline {
         self.checkpoints.start(header, state, self.emitter.finalized.clone())?;
         let (m, pipeline) = (metrics(), Metrics::pipeline(&self.def.name));
         m.checkpoint_duration.get_or_create(&pipeline).observe(started.elapsed().as_secs_f64());
-        m.state_bytes.get_or_create(&pipeline).set(self.aggregate.size() as i64);
+        m.state_bytes.get_or_create(&pipeline).set(self.aggregate.as_ref().map_or(0, Aggregate::size) as i64);
         Ok(())
     }
 

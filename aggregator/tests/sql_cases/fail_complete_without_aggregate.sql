@@ -1,0 +1,3 @@
+-- error: needs an aggregation
+-- output_mode: complete
+SELECT user_id FROM SOURCE

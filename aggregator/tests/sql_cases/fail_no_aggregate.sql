@@ -1,2 +1,0 @@
--- error: must aggregate
-SELECT user_id FROM SOURCE
