@@ -519,7 +519,12 @@ impl Pipeline {
                         self.update_status("caught_up");
                         self.write_status().await;
                     }
-                    shutdown.sleep(self.options.poll_interval).await;
+                    // Records known to wait at the source (a Kafka fetch still on its
+                    // way) are not idleness: ask again at once (the source's own read
+                    // waits a moment for them).
+                    if !source.lag().iter().any(|&(_, waiting)| waiting > 0) {
+                        shutdown.sleep(self.options.poll_interval).await;
+                    }
                 }
             }
             if dirty && last_checkpoint.elapsed() >= self.options.checkpoint_interval {

@@ -6,7 +6,7 @@
 //! spans two files, so batch boundaries depend only on the log, not on timing.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -97,7 +97,13 @@ impl FileLog {
                 return Ok(None);
             }
             let (name, reader, lines_read) = self.current.as_mut().expect("a file is open");
-            let mut batch = RawBatch::default();
+            // Room for the rest of the file, or for `max_records` lines of up to 256 bytes.
+            let rest = match (reader.get_ref().metadata(), reader.stream_position()) {
+                (Ok(meta), Ok(at)) => meta.len().saturating_sub(at) as usize,
+                _ => 0,
+            };
+            let bytes = rest.min(max_records.saturating_mul(256));
+            let mut batch = RawBatch::with_capacity(bytes, max_records.min(bytes / 16));
             let mut at_end = false;
             let stop = stop_at.filter(|(file, _)| file == name).map_or(u64::MAX, |(_, line)| line);
             while batch.len() < max_records && *lines_read < stop {

@@ -33,6 +33,12 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
     ("enable.partition.eof", "false"),
+    // librdkafka stops fetching a partition whose local queue is full for this long
+    // (1 s by default). A pipeline takes its records in micro-batches and lets the
+    // queue fill while it processes one: with the default it then waits, idle, for
+    // most of a second per batch (2M events from a 3-partition topic: 15 s instead of
+    // 3.5 s).
+    ("fetch.queue.backoff.ms", "50"),
 ];
 
 /// How often the high watermarks (for lag, progress and idleness) are refreshed.

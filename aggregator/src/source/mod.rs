@@ -55,6 +55,17 @@ impl RawBatch {
         RawBatch { end: at, ..RawBatch::default() }
     }
 
+    /// An empty batch with room for `bytes` of records and `records` records (reading
+    /// into a buffer that grows by doubling copies it again and again).
+    pub fn with_capacity(bytes: usize, records: usize) -> Self {
+        RawBatch {
+            data: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(records),
+            locations: Vec::with_capacity(records),
+            ..RawBatch::default()
+        }
+    }
+
     /// Reads one line from `reader` straight into the batch; blank lines are read
     /// but not kept. Returns the bytes read (0 at the end of the input).
     pub fn read_line(&mut self, reader: &mut impl std::io::BufRead, name: &str, line: u64) -> std::io::Result<usize> {
