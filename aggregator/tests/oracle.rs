@@ -103,6 +103,7 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         repo_root().join("sql/item_type_extremes.sql"),
         cases.join("top_n_per_window.sql"),
         cases.join("top_n_per_window_subquery.sql"),
+        cases.join("top_n_over_nested.sql"),
     ];
     for file in &files {
         for batch in [13, 97, 2_500] {

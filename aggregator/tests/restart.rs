@@ -23,6 +23,7 @@ fn pipelines() -> tempfile::TempDir {
         "second_stage_retractions",
         "top_items",
         "top_n_per_window",
+        "top_n_over_nested",
         "rows_union_all",
     ]
     .map(|c| cases.join(format!("{c}.sql")));

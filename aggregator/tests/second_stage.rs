@@ -72,6 +72,22 @@ fn a_top_n_reads_only_the_changes_of_the_groups_a_batch_touches() {
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
 
+/// The same over an aggregate of an aggregate: the top-N reads the last level's changes.
+#[test]
+fn a_top_n_over_an_aggregate_of_an_aggregate_reads_only_the_last_levels_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("top_totals.sql");
+    std::fs::write(
+        &file,
+        "WITH per_user AS (SELECT user_id, item_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id, item_id),\n\
+         totals AS (SELECT user_id, SUM(n) AS total FROM per_user GROUP BY user_id)\n\
+         SELECT user_id, total FROM totals ORDER BY total DESC, user_id LIMIT 3\n",
+    )
+    .unwrap();
+    let reads = rows_read_per_batch(&file, Pipeline::top_n_rows_read);
+    assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
+}
+
 #[test]
 fn window_functions_over_changes_recompute_only_the_partitions_a_batch_touches() {
     let dir = tempfile::tempdir().unwrap();

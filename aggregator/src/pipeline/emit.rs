@@ -84,6 +84,14 @@ impl Emitter {
         let all = concat_batches(&plan.final_schema, &parts)?;
         let none = RecordBatch::new_empty(plan.final_schema.clone());
         if let Some(top_n) = &mut self.top_n {
+            let (all, none) = match self.chain.is_empty() {
+                true => (all, none),
+                false => {
+                    let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, all, none).await?;
+                    let none = changed.finals.slice(0, 0);
+                    (changed.finals, none)
+                }
+            };
             top_n.update(&plan.top_n_input(all).await?, &plan.top_n_input(none).await?)?;
         } else if let Some(partitions) = &mut self.output_partitions {
             plan.partitioned_output(all, none, partitions).await?;
@@ -222,7 +230,13 @@ impl Emitter {
                 Ok(keyed_delta(&out, &finals, key_columns, group_columns.as_deref(), Some(&changed.gone)))
             }
             Emission::TopN { key_columns } => {
-                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
+                let (mut inserted, mut retracted) = self.stage1_changes(plan, closed, touched, previous)?;
+                // Over an aggregate of an aggregate: the chain's last level's changes.
+                if !self.chain.is_empty() {
+                    let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, inserted, retracted).await?;
+                    retracted = changed.previous.expect("the last level emits its previous values for a top-N");
+                    inserted = changed.finals;
+                }
                 let (inserted, retracted) = (plan.top_n_input(inserted).await?, plan.top_n_input(retracted).await?);
                 let top_n = self.top_n.as_mut().expect("planned with a top-N");
                 top_n.update(&inserted, &retracted)?;

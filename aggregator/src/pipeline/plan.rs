@@ -142,7 +142,8 @@ pub enum Emission {
     /// groups; write those a batch touched (keys and group columns as for `Keyed`, of
     /// the last level).
     Chained { key_columns: Vec<usize>, group_columns: Option<Vec<usize>> },
-    /// `ORDER BY … LIMIT N` over the groups: the rows go through an incremental top-N
+    /// `ORDER BY … LIMIT N` over the groups (stage 1's, or the chain's last level's,
+    /// whose changes it reads): the rows go through an incremental top-N
     /// (`operators::top_n`); the first N are diffed against those last written.
     TopN { key_columns: Option<Vec<usize>> },
     /// Window functions over the groups as the result (top-N per window: `ROW_NUMBER()
@@ -272,12 +273,17 @@ impl StreamingPlan {
         }
         let stage1_levels = chain.len();
         let last = chain.last().map_or(&stage1, |l| &l.cut);
-        let (top, top_row_wise) = (last.top.clone(), last.top_row_wise);
+        let (top, top_row_wise, top_slot) = (last.top.clone(), last.top_row_wise, last.top_slot.clone());
         let final_schema = stage1.final_schema.clone();
         let num_group_columns = stage1.num_group_columns();
-        if !chain.is_empty() && !top_row_wise {
+        // Over an aggregate of an aggregate, an `ORDER BY … LIMIT` between row-by-row
+        // parts runs incrementally over the last level's changes; nothing else yet.
+        if !chain.is_empty()
+            && !top_row_wise
+            && (def.stage2.is_some() || split_top_n(&top, &top_slot).map_err(|e| user(&e))?.is_none())
+        {
             return Err(user(
-                &"ORDER BY … LIMIT or window functions over an aggregate of an aggregate cannot run incrementally yet",
+                &"window functions, or an ORDER BY … LIMIT with more than row-by-row operations around it, over an aggregate of an aggregate cannot run incrementally yet",
             ));
         }
 
@@ -333,8 +339,8 @@ impl StreamingPlan {
             ));
         }
         let named_key = named_key(def, &output_schema)?;
-        let top_n = match chain.is_empty() && stage2.is_none() && !top_row_wise {
-            true => split_top_n(&top).map_err(|e| user(&e))?,
+        let top_n = match stage2.is_none() && !top_row_wise {
+            true => split_top_n(&top, &top_slot).map_err(|e| user(&e))?,
             false => None,
         };
         // Window functions over stage 1's groups as the result (in stage 1's top, or a
@@ -413,7 +419,7 @@ impl StreamingPlan {
             time_column: source_schema.index_of(&call.time_column).expect("checked by find_window"),
             call,
         });
-        if !chain.is_empty() && !matches!(emission, Emission::Chained { .. }) {
+        if !chain.is_empty() && !matches!(emission, Emission::Chained { .. } | Emission::TopN { .. }) {
             if stage1_levels > 0 {
                 return Err(user(
                     &"an aggregate of an aggregate needs a key: select `_id`, set `-- key:`, or select the outer GROUP BY columns",
@@ -531,7 +537,8 @@ impl StreamingPlan {
         (0..levels)
             .map(|k| AggregateSpec {
                 input: InputKind::Changelog,
-                emit_previous: k + 1 < levels,
+                // The level above, or a top-N over the last level, retracts old values.
+                emit_previous: k + 1 < levels || self.top_n.is_some(),
                 window: self.chain[k].window.zip(spec),
                 ..self.chain[k].cut.spec()
             })
@@ -630,10 +637,11 @@ impl StreamingPlan {
         Some((t.sort.clone(), t.fetch, t.below.schema()))
     }
 
-    /// The rows stage 1's groups give the top-N (what runs below its sort).
+    /// The rows the groups below give the top-N (what runs below its sort): stage 1's
+    /// groups, or the chain's last level's.
     pub async fn top_n_input(&self, finals: RecordBatch) -> Result<RecordBatch> {
         let t = self.top_n.as_ref().expect("a top-N");
-        self.run_over(&self.cut().top_slot, finals, &t.below).await
+        self.run_over(&t.input, finals, &t.below).await
     }
 
     /// The result from the top-N's first rows (what runs above its sort).
@@ -810,6 +818,8 @@ const MIXED_INPUTS: &str = "a UNION or JOIN of an aggregation with SOURCE or wit
 /// Stage 1's top split at its `ORDER BY … LIMIT N`: `below` the sort (over final
 /// values of groups), the sort itself, and `above` it (reading `slot`).
 struct TopNPlan {
+    /// The final values `below` reads: of stage 1's groups, or of the chain's last level.
+    input: LiveSlot,
     below: Arc<dyn ExecutionPlan>,
     sort: Vec<PhysicalSortExpr>,
     fetch: usize,
@@ -817,9 +827,12 @@ struct TopNPlan {
     above: Arc<dyn ExecutionPlan>,
 }
 
-/// Splits `top` at its one `SortExec` with a fetch (`ORDER BY … LIMIT N`), if row-by-row
-/// parts are all there is below and above it.
-fn split_top_n(top: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<TopNPlan>, DataFusionError> {
+/// Splits `top` (reading `input`) at its one `SortExec` with a fetch (`ORDER BY … LIMIT
+/// N`), if row-by-row parts are all there is below and above it.
+fn split_top_n(
+    top: &Arc<dyn ExecutionPlan>,
+    input: &LiveSlot,
+) -> std::result::Result<Option<TopNPlan>, DataFusionError> {
     let mut sorts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     top.apply(|node| {
         if node.is::<SortExec>() {
@@ -848,7 +861,14 @@ fn split_top_n(top: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<TopNP
     if check_nodes(&above, &ROW_WISE_TOP).is_err() {
         return Ok(None);
     }
-    Ok(Some(TopNPlan { below: sort.input().clone(), sort: sort.expr().to_vec(), fetch, slot, above }))
+    Ok(Some(TopNPlan {
+        input: input.clone(),
+        below: sort.input().clone(),
+        sort: sort.expr().to_vec(),
+        fetch,
+        slot,
+        above,
+    }))
 }
 
 /// One aggregation of a chain over stage 1's changes.
