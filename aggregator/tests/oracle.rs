@@ -104,6 +104,7 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         cases.join("top_n_per_window.sql"),
         cases.join("top_n_per_window_subquery.sql"),
         cases.join("top_n_over_nested.sql"),
+        cases.join("window_function_between_aggregations.sql"),
     ];
     for file in &files {
         for batch in [13, 97, 2_500] {

@@ -24,6 +24,7 @@ fn pipelines() -> tempfile::TempDir {
         "top_items",
         "top_n_per_window",
         "top_n_over_nested",
+        "window_function_between_aggregations",
         "rows_union_all",
     ]
     .map(|c| cases.join(format!("{c}.sql")));

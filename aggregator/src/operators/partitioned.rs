@@ -8,6 +8,9 @@
 //! it. The caller runs DataFusion's own window plan over both and passes on the
 //! difference: the old results retracted, the new ones inserted. The work of a batch is
 //! the size of the partitions it touches.
+//!
+//! Without PARTITION BY, all rows are one partition: every batch recomputes them all
+//! (a rank can move every row).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -31,7 +34,7 @@ pub struct PartitionSpec {
 
 pub struct PartitionedRows {
     schema: SchemaRef,
-    /// Indices of the PARTITION BY columns.
+    /// Indices of the PARTITION BY columns (none: one partition).
     partition_columns: Vec<usize>,
     keys: RowConverter,
     rows: RowConverter,
@@ -79,10 +82,14 @@ impl PartitionedRows {
                 continue;
             }
             let key_columns: Vec<ArrayRef> = self.partition_columns.iter().map(|&c| batch.column(c).clone()).collect();
-            let keys = self.keys.convert_columns(&key_columns)?;
+            // Without PARTITION BY every row has the one (empty) key.
+            let keys = match key_columns.is_empty() {
+                true => None,
+                false => Some(self.keys.convert_columns(&key_columns)?),
+            };
             let rows = self.rows.convert_columns(batch.columns())?;
             for i in 0..n {
-                let key = RowBytes::from(keys.row(i).data());
+                let key = keys.as_ref().map_or_else(RowBytes::default, |k| RowBytes::from(k.row(i).data()));
                 if let Some(end) = self.window.and_then(|w| window_end(batch.column(w), i))
                     && !self.partitions.contains_key(&key)
                     && new_partitions.insert(key.clone())
@@ -186,5 +193,21 @@ mod tests {
         let (before, after) = rows.apply(&none, &batch(&schema, &[(2, 5)])).unwrap();
         assert_eq!((pairs(&before), pairs(&after)), (vec![(2, 5)], vec![]));
         assert_eq!(rows.rows_recomputed(), 3 + 4 + 1);
+    }
+
+    #[test]
+    fn without_partition_by_every_change_hands_back_all_rows() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("p", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let spec = PartitionSpec { schema: schema.clone(), partition_columns: vec![], window: None };
+        let mut rows = PartitionedRows::new(spec).unwrap();
+        let none = batch(&schema, &[]);
+        rows.apply(&batch(&schema, &[(1, 10), (2, 5)]), &none).unwrap();
+        let (before, after) = rows.apply(&batch(&schema, &[(1, 30)]), &batch(&schema, &[(1, 10)])).unwrap();
+        assert_eq!(pairs(&before), [(1, 10), (2, 5)]);
+        assert_eq!(pairs(&after), [(1, 30), (2, 5)]);
+        assert_eq!(rows.len(), 1);
     }
 }

@@ -350,11 +350,11 @@ impl StreamingPlan {
         let window_output = match (chain.is_empty() && top_n.is_none() && output_mode != OutputMode::Complete, &stage2)
         {
             (false, _) => None,
-            (true, None) if !top_row_wise => split_partitioned(&top)
+            (true, None) if !top_row_wise => split_partitioned(&top, OnePartition::Refused)
                 .map_err(|e| user(&e))?
                 .map(|p| (vec![], stage1.top_slot.clone(), p, vec![top.clone()])),
             (true, Some((slot, plan))) if top_row_wise && !contains_node(plan, "AggregateExec") => {
-                split_partitioned(plan).map_err(|e| user(&e))?.map(|p| {
+                split_partitioned(plan, OnePartition::Refused).map_err(|e| user(&e))?.map(|p| {
                     let first = vec![Step::Rows(stage1.top_slot.clone(), top.clone())];
                     (first, slot.clone(), p, vec![plan.clone(), top.clone()])
                 })
@@ -753,8 +753,11 @@ fn input_steps(slot: LiveSlot, cut: &Cut) -> Vec<Step> {
 }
 
 /// Splits `input` around its window functions, if they all partition by the same
-/// columns and only sorts and window functions come between them.
-fn split_partitioned(input: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<Partitioned>, DataFusionError> {
+/// columns (or all by none, where `one_partition` allows it) and only sorts and window functions come between them.
+fn split_partitioned(
+    input: &Arc<dyn ExecutionPlan>,
+    one_partition: OnePartition,
+) -> std::result::Result<Option<Partitioned>, DataFusionError> {
     // The single-child chain from the top down.
     let mut nodes = vec![input.clone()];
     while let [child] = nodes.last().expect("one at least").children().as_slice() {
@@ -783,7 +786,7 @@ fn split_partitioned(input: &Arc<dyn ExecutionPlan>) -> std::result::Result<Opti
         };
         let columns: Option<Vec<usize>> = keys.iter().map(|k| k.downcast_ref::<Column>().map(|c| c.index())).collect();
         match (columns, &partition_columns) {
-            (Some(c), None) if !c.is_empty() => partition_columns = Some(c),
+            (Some(c), None) if !c.is_empty() || one_partition == OnePartition::Allowed => partition_columns = Some(c),
             (Some(c), Some(seen)) if &c == seen => {}
             _ => return Ok(None),
         }
@@ -811,6 +814,15 @@ fn split_partitioned(input: &Arc<dyn ExecutionPlan>) -> std::result::Result<Opti
         return Ok(None);
     }
     Ok(Some(Partitioned { pre, segment_slot, segment, partition_columns, post_slot, post }))
+}
+
+/// Whether window functions without PARTITION BY may be split out (their rows are one
+/// partition, recomputed whole every batch). Between aggregations they may; over the
+/// result, diffing the whole result does the same work and is what runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnePartition {
+    Allowed,
+    Refused,
 }
 
 const MIXED_INPUTS: &str = "a UNION or JOIN of an aggregation with SOURCE or with another aggregation cannot run incrementally yet; UNION ALL branches over SOURCE may feed one aggregation";
@@ -993,7 +1005,9 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>, over_changes: bool) -> st
         Ok(()) => None,
         Err(name) => match over_changes {
             true => Some(
-                split_partitioned(raw_exec.input()).map_err(CutError::DataFusion)?.ok_or(CutError::NotRowWise(name))?,
+                split_partitioned(raw_exec.input(), OnePartition::Allowed)
+                    .map_err(CutError::DataFusion)?
+                    .ok_or(CutError::NotRowWise(name))?,
             ),
             false => return Err(CutError::NotRowWise(name)),
         },

@@ -1,3 +1,8 @@
 -- error: between two aggregations cannot run incrementally yet
-SELECT AVG(rank) AS avg_rank
-FROM (SELECT item_id, ROW_NUMBER() OVER (ORDER BY COUNT(*) DESC) AS rank FROM SOURCE GROUP BY item_id) AS ranked
+SELECT AVG(by_type + overall) AS avg_rank
+FROM (
+    SELECT item_id, interaction_type,
+        ROW_NUMBER() OVER (PARTITION BY interaction_type ORDER BY COUNT(*) DESC) AS by_type,
+        ROW_NUMBER() OVER (ORDER BY COUNT(*) DESC, item_id, interaction_type) AS overall
+    FROM SOURCE GROUP BY item_id, interaction_type
+) AS ranked
