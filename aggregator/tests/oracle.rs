@@ -105,6 +105,8 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         cases.join("top_n_per_window_subquery.sql"),
         cases.join("top_n_over_nested.sql"),
         cases.join("window_function_between_aggregations.sql"),
+        cases.join("window_function_over_nested.sql"),
+        cases.join("top_n_per_window_over_nested.sql"),
     ];
     for file in &files {
         for batch in [13, 97, 2_500] {

@@ -25,6 +25,8 @@ fn pipelines() -> tempfile::TempDir {
         "top_n_per_window",
         "top_n_over_nested",
         "window_function_between_aggregations",
+        "top_n_per_window_over_nested",
+        "window_function_over_nested",
         "rows_union_all",
     ]
     .map(|c| cases.join(format!("{c}.sql")));

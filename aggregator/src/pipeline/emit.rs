@@ -83,22 +83,33 @@ impl Emitter {
         }
         let all = concat_batches(&plan.final_schema, &parts)?;
         let none = RecordBatch::new_empty(plan.final_schema.clone());
-        if let Some(top_n) = &mut self.top_n {
-            let (all, none) = match self.chain.is_empty() {
-                true => (all, none),
-                false => {
-                    let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, all, none).await?;
-                    let none = changed.finals.slice(0, 0);
-                    (changed.finals, none)
-                }
-            };
-            top_n.update(&plan.top_n_input(all).await?, &plan.top_n_input(none).await?)?;
-        } else if let Some(partitions) = &mut self.output_partitions {
-            plan.partitioned_output(all, none, partitions).await?;
+        if self.top_n.is_some() || self.output_partitions.is_some() {
+            let (all, none) = self.through_chain(plan, all, none).await?;
+            if let Some(top_n) = &mut self.top_n {
+                top_n.update(&plan.top_n_input(all).await?, &plan.top_n_input(none).await?)?;
+            } else if let Some(partitions) = &mut self.output_partitions {
+                plan.partitioned_output(all, none, partitions).await?;
+            }
         } else {
             feed_chain(plan, &mut self.chain, &mut self.partitions, all, none).await?;
         }
         Ok(())
+    }
+
+    /// Stage 1's changes through the chain, if there is one, for what reads its last
+    /// level's changes (a top-N, window functions): (new values, old values).
+    async fn through_chain(
+        &mut self,
+        plan: &StreamingPlan,
+        inserted: RecordBatch,
+        retracted: RecordBatch,
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        if self.chain.is_empty() {
+            return Ok((inserted, retracted));
+        }
+        let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, inserted, retracted).await?;
+        let previous = changed.previous.expect("the last level emits its previous values for what reads them");
+        Ok((changed.finals, previous))
     }
 
     /// Rows the chain's first aggregation (over stage 1's changes) has read.
@@ -230,13 +241,8 @@ impl Emitter {
                 Ok(keyed_delta(&out, &finals, key_columns, group_columns.as_deref(), Some(&changed.gone)))
             }
             Emission::TopN { key_columns } => {
-                let (mut inserted, mut retracted) = self.stage1_changes(plan, closed, touched, previous)?;
-                // Over an aggregate of an aggregate: the chain's last level's changes.
-                if !self.chain.is_empty() {
-                    let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, inserted, retracted).await?;
-                    retracted = changed.previous.expect("the last level emits its previous values for a top-N");
-                    inserted = changed.finals;
-                }
+                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
+                let (inserted, retracted) = self.through_chain(plan, inserted, retracted).await?;
                 let (inserted, retracted) = (plan.top_n_input(inserted).await?, plan.top_n_input(retracted).await?);
                 let top_n = self.top_n.as_mut().expect("planned with a top-N");
                 top_n.update(&inserted, &retracted)?;
@@ -249,6 +255,7 @@ impl Emitter {
             }
             Emission::Partitioned { key_columns } => {
                 let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
+                let (inserted, retracted) = self.through_chain(plan, inserted, retracted).await?;
                 let partitions = self.output_partitions.as_mut().expect("planned with window functions");
                 let (new_rows, old_rows) = plan.partitioned_output(inserted, retracted, partitions).await?;
                 let upserts = rows(&new_rows, &key_ids(&new_rows, key_columns));

@@ -276,15 +276,19 @@ impl StreamingPlan {
         let (top, top_row_wise, top_slot) = (last.top.clone(), last.top_row_wise, last.top_slot.clone());
         let final_schema = stage1.final_schema.clone();
         let num_group_columns = stage1.num_group_columns();
-        // Over an aggregate of an aggregate, an `ORDER BY … LIMIT` between row-by-row
-        // parts runs incrementally over the last level's changes; nothing else yet.
-        if !chain.is_empty()
-            && !top_row_wise
-            && (def.stage2.is_some() || split_top_n(&top, &top_slot).map_err(|e| user(&e))?.is_none())
-        {
-            return Err(user(
-                &"window functions, or an ORDER BY … LIMIT with more than row-by-row operations around it, over an aggregate of an aggregate cannot run incrementally yet",
-            ));
+        // Over an aggregate of an aggregate, an `ORDER BY … LIMIT` or window functions
+        // partitioned by a key run incrementally over the last level's changes.
+        if !chain.is_empty() && !top_row_wise {
+            let top_n = split_top_n(&top, &top_slot).map_err(|e| user(&e))?;
+            let partitioned = split_partitioned(&top, OnePartition::Allowed).map_err(|e| user(&e))?;
+            if def.stage2.is_some()
+                || (top_n.is_none() && partitioned.is_none())
+                || (top_n.is_none() && def.settings.output_mode == OutputMode::Complete)
+            {
+                return Err(user(
+                    &"over an aggregate of an aggregate, only an ORDER BY … LIMIT or window functions (between row-by-row operations, and not in complete mode) can run incrementally yet",
+                ));
+            }
         }
 
         let stage2 = match &def.stage2 {
@@ -343,17 +347,23 @@ impl StreamingPlan {
             true => split_top_n(&top, &top_slot).map_err(|e| user(&e))?,
             false => None,
         };
-        // Window functions over stage 1's groups as the result (in stage 1's top, or a
-        // second stage without aggregation over a row-by-row top), keyed by stage 1's
-        // group columns or a key of one's own.
+        // Window functions over the groups as the result (in stage 1's top or the chain's
+        // last level's, or a second stage without aggregation over a row-by-row top),
+        // keyed by those groups' columns or a key of one's own.
         // (Complete mode rewrites the whole result each batch: it diffs whole results.)
-        let window_output = match (chain.is_empty() && top_n.is_none() && output_mode != OutputMode::Complete, &stage2)
-        {
+        let (last_group_columns, last_window) = match chain.last() {
+            Some(level) => (level.cut.num_group_columns(), level.window),
+            None => (num_group_columns, window.as_ref().map(|w| w.group_index)),
+        };
+        let window_output = match (top_n.is_none() && output_mode != OutputMode::Complete, &stage2) {
             (false, _) => None,
-            (true, None) if !top_row_wise => split_partitioned(&top, OnePartition::Refused)
-                .map_err(|e| user(&e))?
-                .map(|p| (vec![], stage1.top_slot.clone(), p, vec![top.clone()])),
-            (true, Some((slot, plan))) if top_row_wise && !contains_node(plan, "AggregateExec") => {
+            // Over a chain nothing else could run them: all rows as one partition if need be.
+            (true, None) if !top_row_wise => {
+                split_partitioned(&top, if chain.is_empty() { OnePartition::Refused } else { OnePartition::Allowed })
+                    .map_err(|e| user(&e))?
+                    .map(|p| (vec![], top_slot.clone(), p, vec![top.clone()]))
+            }
+            (true, Some((slot, plan))) if chain.is_empty() && top_row_wise && !contains_node(plan, "AggregateExec") => {
                 split_partitioned(plan, OnePartition::Refused).map_err(|e| user(&e))?.map(|p| {
                     let first = vec![Step::Rows(stage1.top_slot.clone(), top.clone())];
                     (first, slot.clone(), p, vec![plan.clone(), top.clone()])
@@ -364,15 +374,14 @@ impl StreamingPlan {
         let window_output = window_output.and_then(|(mut steps, slot, p, plans)| {
             // The key: the one asked for, or the group columns traced down the plans.
             let (key_columns, _) =
-                result_key(&plans, output_schema.fields().len(), num_group_columns, named_key.clone())?;
+                result_key(&plans, output_schema.fields().len(), last_group_columns, named_key.clone())?;
             // The PARTITION BY column that is stage 1's window, traced like the key.
             let through = [vec![p.pre.clone()], plans[1..].to_vec()].concat();
-            let stage1_window = window.as_ref().map(|w| w.group_index);
             let partition_window = p
                 .partition_columns
                 .iter()
                 .copied()
-                .find(|&c| stage1_window.is_some() && trace_down(&through, c) == stage1_window);
+                .find(|&c| last_window.is_some() && trace_down(&through, c) == last_window);
             let spec = (p.pre.schema(), p.partition_columns.clone(), partition_window);
             steps.extend([
                 Step::Rows(slot, p.pre),
@@ -419,7 +428,9 @@ impl StreamingPlan {
             time_column: source_schema.index_of(&call.time_column).expect("checked by find_window"),
             call,
         });
-        if !chain.is_empty() && !matches!(emission, Emission::Chained { .. } | Emission::TopN { .. }) {
+        if !chain.is_empty()
+            && !matches!(emission, Emission::Chained { .. } | Emission::TopN { .. } | Emission::Partitioned { .. })
+        {
             if stage1_levels > 0 {
                 return Err(user(
                     &"an aggregate of an aggregate needs a key: select `_id`, set `-- key:`, or select the outer GROUP BY columns",
@@ -538,7 +549,7 @@ impl StreamingPlan {
             .map(|k| AggregateSpec {
                 input: InputKind::Changelog,
                 // The level above, or a top-N over the last level, retracts old values.
-                emit_previous: k + 1 < levels || self.top_n.is_some(),
+                emit_previous: k + 1 < levels || self.top_n.is_some() || self.partitioned_output.is_some(),
                 window: self.chain[k].window.zip(spec),
                 ..self.chain[k].cut.spec()
             })
@@ -549,14 +560,17 @@ impl StreamingPlan {
     /// rebuilt after a restart: unless all of its state is per window (and leaves with
     /// the window), it does.
     pub fn keeps_closed_rows(&self) -> bool {
+        let chain_needs = self
+            .chain
+            .iter()
+            .any(|l| l.window.is_none() || (l.cut.partitioned.is_some() && l.partition_window.is_none()));
         match &self.emission {
             Emission::Rows { .. } | Emission::Keyed { .. } => false,
             Emission::FullDiff { .. } | Emission::TopN { .. } => true,
-            Emission::Chained { .. } => self
-                .chain
-                .iter()
-                .any(|l| l.window.is_none() || (l.cut.partitioned.is_some() && l.partition_window.is_none())),
-            Emission::Partitioned { .. } => self.partitioned_output.as_ref().is_none_or(|(_, p)| p.window.is_none()),
+            Emission::Chained { .. } => chain_needs,
+            Emission::Partitioned { .. } => {
+                chain_needs || self.partitioned_output.as_ref().is_none_or(|(_, p)| p.window.is_none())
+            }
         }
     }
 
@@ -772,11 +786,22 @@ fn split_partitioned(
     let (Some(top), Some(bottom)) = (nodes.iter().position(windowish), nodes.iter().rposition(windowish)) else {
         return Ok(None);
     };
-    if !nodes[top..=bottom].iter().all(windowish) {
+    // Projections may sit between the sorts and window functions (DataFusion pushes
+    // them down): they run over whole partitions too.
+    if !nodes[top..=bottom].iter().all(|n| windowish(n) || n.is::<ProjectionExec>()) {
         return Ok(None);
     }
+    // A column of node `i`'s input as a column of the rows below the segment, through
+    // the projections between (sorts keep their input's columns, windows add theirs
+    // at the end).
+    let below_segment = |i: usize, c: usize| -> Option<usize> {
+        nodes[i + 1..=bottom].iter().try_fold(c, |c, node| match node.downcast_ref::<ProjectionExec>() {
+            Some(p) => p.expr().get(c)?.expr.downcast_ref::<Column>().map(|col| col.index()),
+            None => Some(c),
+        })
+    };
     let mut partition_columns: Option<Vec<usize>> = None;
-    for node in &nodes[top..=bottom] {
+    for (i, node) in nodes.iter().enumerate().take(bottom + 1).skip(top) {
         let keys = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
             w.partition_keys()
         } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
@@ -784,7 +809,8 @@ fn split_partitioned(
         } else {
             continue;
         };
-        let columns: Option<Vec<usize>> = keys.iter().map(|k| k.downcast_ref::<Column>().map(|c| c.index())).collect();
+        let columns: Option<Vec<usize>> =
+            keys.iter().map(|k| k.downcast_ref::<Column>().and_then(|c| below_segment(i, c.index()))).collect();
         match (columns, &partition_columns) {
             (Some(c), None) if !c.is_empty() || one_partition == OnePartition::Allowed => partition_columns = Some(c),
             (Some(c), Some(seen)) if &c == seen => {}

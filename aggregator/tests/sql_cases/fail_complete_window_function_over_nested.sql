@@ -1,4 +1,5 @@
--- error: over an aggregate of an aggregate cannot run incrementally yet
+-- error: not in complete mode
+-- output_mode: complete
 WITH per_user AS (
     SELECT user_id, item_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id, item_id
 ),
