@@ -107,6 +107,7 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         cases.join("window_function_between_aggregations.sql"),
         cases.join("window_function_over_nested.sql"),
         cases.join("top_n_per_window_over_nested.sql"),
+        cases.join("top_n_between_aggregations.sql"),
     ];
     for file in &files {
         for batch in [13, 97, 2_500] {

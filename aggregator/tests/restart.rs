@@ -27,6 +27,7 @@ fn pipelines() -> tempfile::TempDir {
         "window_function_between_aggregations",
         "top_n_per_window_over_nested",
         "window_function_over_nested",
+        "top_n_between_aggregations",
         "rows_union_all",
     ]
     .map(|c| cases.join(format!("{c}.sql")));

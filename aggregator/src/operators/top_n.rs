@@ -110,6 +110,44 @@ impl TopN {
     }
 }
 
+/// An `ORDER BY … LIMIT N` whose output is a changelog too (between two aggregations):
+/// when its first N rows change, the old ones are retracted and the new ones inserted.
+pub struct TopNChanges {
+    top_n: TopN,
+    passed_on: RecordBatch,
+}
+
+impl TopNChanges {
+    pub fn new(top_n: TopN) -> Self {
+        let passed_on = RecordBatch::new_empty(top_n.schema.clone());
+        TopNChanges { top_n, passed_on }
+    }
+
+    pub fn rows_read(&self) -> u64 {
+        self.top_n.rows_read()
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.top_n.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.top_n.is_empty()
+    }
+
+    /// Applies the changes; returns the first N rows' changes (inserted, retracted).
+    pub fn apply(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
+        self.top_n.update(inserted, retracted)?;
+        let now = self.top_n.top()?;
+        if now == self.passed_on {
+            return Ok((now.slice(0, 0), now.slice(0, 0)));
+        }
+        let before = std::mem::replace(&mut self.passed_on, now.clone());
+        Ok((now, before))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +192,27 @@ mod tests {
         assert_eq!(first.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["a", "c"]);
         assert_eq!(first.column(1).as_primitive::<Int64Type>().values().to_vec(), [5, 5]);
         assert_eq!(top.len(), 3, "every row is kept, not only the first two");
+    }
+
+    #[test]
+    fn as_a_changelog_it_passes_on_the_first_rows_changes_only_when_they_change() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("item", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let sort = vec![PhysicalSortExpr {
+            expr: Arc::new(Column::new("n", 1)),
+            options: SortOptions { descending: true, nulls_first: false },
+        }];
+        let mut top = TopNChanges::new(TopN::new(sort, 1, schema.clone()).unwrap());
+        let none = batch(&schema, &[]);
+        let (inserted, retracted) = top.apply(&batch(&schema, &[("a", 5), ("b", 3)]), &none).unwrap();
+        assert_eq!((inserted, retracted), (batch(&schema, &[("a", 5)]), none.clone()));
+        // b changes below the first row: nothing passes on.
+        let (inserted, retracted) = top.apply(&batch(&schema, &[("b", 4)]), &batch(&schema, &[("b", 3)])).unwrap();
+        assert_eq!((inserted.num_rows(), retracted.num_rows()), (0, 0));
+        // b overtakes a: a is retracted, b inserted.
+        let (inserted, retracted) = top.apply(&batch(&schema, &[("b", 9)]), &batch(&schema, &[("b", 4)])).unwrap();
+        assert_eq!((inserted, retracted), (batch(&schema, &[("b", 9)]), batch(&schema, &[("a", 5)])));
     }
 }

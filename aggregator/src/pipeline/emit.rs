@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use store::{ResultColumn, ResultDelta, ResultRow, Value};
 
 use crate::error::Result;
+use crate::operators::Between;
 use crate::operators::aggregate::{Aggregate, Changed, Merged};
 use crate::operators::partitioned::PartitionedRows;
 use crate::operators::top_n::TopN;
@@ -48,12 +49,13 @@ pub struct Emitter {
     pub finalized: Option<RecordBatch>,
     /// The aggregations over stage 1's changes, level by level (`Emission::Chained`).
     chain: Vec<Aggregate>,
-    /// Per level of the chain, the rows its window functions are recomputed over.
-    partitions: Vec<Option<PartitionedRows>>,
+    /// Per level of the chain, the rows its window functions are recomputed over or
+    /// its `ORDER BY … LIMIT` picks from.
+    between: Vec<Option<Between>>,
     /// The incremental `ORDER BY … LIMIT` (`Emission::TopN`).
     top_n: Option<TopN>,
     /// The rows the result's window functions are recomputed over (`Emission::Partitioned`).
-    output_partitions: Option<PartitionedRows>,
+    output_partitions: Option<Between>,
 }
 
 impl Emitter {
@@ -61,13 +63,10 @@ impl Emitter {
     pub fn new(plan: &StreamingPlan, written: HashMap<String, u64>, finalized: Option<RecordBatch>) -> Result<Self> {
         let chain = plan.chain_specs().into_iter().map(Aggregate::new).collect::<Result<_>>()?;
         let top_n = plan.top_n_spec().map(|(sort, fetch, schema)| TopN::new(sort, fetch, schema)).transpose()?;
-        let partitions = plan
-            .chain_partitioned_specs()
-            .into_iter()
-            .map(|spec| spec.map(PartitionedRows::new).transpose())
-            .collect::<Result<_>>()?;
-        let output_partitions = plan.partitioned_output_spec().map(PartitionedRows::new).transpose()?;
-        Ok(Emitter { written, finalized, chain, partitions, top_n, output_partitions })
+        let between = plan.chain_between()?;
+        let output_partitions =
+            plan.partitioned_output_spec().map(PartitionedRows::new).transpose()?.map(Between::Partitions);
+        Ok(Emitter { written, finalized, chain, between, top_n, output_partitions })
     }
 
     /// After a restart: the state of what runs over stage 1's changes (the chain, the
@@ -91,7 +90,7 @@ impl Emitter {
                 plan.partitioned_output(all, none, partitions).await?;
             }
         } else {
-            feed_chain(plan, &mut self.chain, &mut self.partitions, all, none).await?;
+            feed_chain(plan, &mut self.chain, &mut self.between, all, none).await?;
         }
         Ok(())
     }
@@ -107,9 +106,17 @@ impl Emitter {
         if self.chain.is_empty() {
             return Ok((inserted, retracted));
         }
-        let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, inserted, retracted).await?;
+        let changed = feed_chain(plan, &mut self.chain, &mut self.between, inserted, retracted).await?;
         let previous = changed.previous.expect("the last level emits its previous values for what reads them");
         Ok((changed.finals, previous))
+    }
+
+    /// The rows kept for window functions, between levels and over the result.
+    fn partitioned(&self) -> impl Iterator<Item = &PartitionedRows> {
+        self.between.iter().flatten().chain(&self.output_partitions).filter_map(|b| match b {
+            Between::Partitions(p) => Some(p),
+            Between::TopN(_) => None,
+        })
     }
 
     /// Rows the chain's first aggregation (over stage 1's changes) has read.
@@ -119,8 +126,7 @@ impl Emitter {
 
     /// Rows the chain's window functions have been recomputed over, if it has them.
     pub fn partition_rows_recomputed(&self) -> Option<u64> {
-        let all = self.partitions.iter().flatten().chain(&self.output_partitions);
-        let counts: Vec<u64> = all.map(|p| p.rows_recomputed()).collect();
+        let counts: Vec<u64> = self.partitioned().map(|p| p.rows_recomputed()).collect();
         (!counts.is_empty()).then(|| counts.iter().sum())
     }
 
@@ -128,7 +134,7 @@ impl Emitter {
     /// partitions of window functions, and rows of closed windows kept.
     pub fn downstream_state(&self) -> (Vec<usize>, Vec<usize>, usize) {
         let groups = self.chain.iter().map(|a| a.len()).collect();
-        let partitions = self.partitions.iter().flatten().chain(&self.output_partitions).map(|p| p.len()).collect();
+        let partitions = self.partitioned().map(|p| p.len()).collect();
         (groups, partitions, self.finalized.as_ref().map_or(0, |f| f.num_rows()))
     }
 
@@ -183,8 +189,12 @@ impl Emitter {
             for level in &mut self.chain {
                 level.evict(w, false)?;
             }
-            for partitions in self.partitions.iter_mut().flatten().chain(&mut self.output_partitions) {
-                partitions.evict(w);
+            // (An `ORDER BY … LIMIT` between levels keeps its rows: they rank all windows.)
+            let all = self.between.iter_mut().flatten().chain(&mut self.output_partitions);
+            for between in all {
+                if let Between::Partitions(partitions) = between {
+                    partitions.evict(w);
+                }
             }
         }
         Ok(delta)
@@ -232,7 +242,7 @@ impl Emitter {
                 // Closed windows stay in the result the chain reads: their rows are kept
                 // to rebuild it after a restart.
                 let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
-                let changed = feed_chain(plan, &mut self.chain, &mut self.partitions, inserted, retracted).await?;
+                let changed = feed_chain(plan, &mut self.chain, &mut self.between, inserted, retracted).await?;
                 let finals = match mode {
                     OutputMode::Complete => self.chain.last_mut().expect("a chain").evaluate_all()?,
                     _ => changed.finals,
@@ -348,13 +358,13 @@ pub fn rows_delta(
 async fn feed_chain(
     plan: &StreamingPlan,
     chain: &mut [Aggregate],
-    partitions: &mut [Option<PartitionedRows>],
+    between: &mut [Option<Between>],
     mut inserted: RecordBatch,
     mut retracted: RecordBatch,
 ) -> Result<Changed> {
     let levels = chain.len();
-    for (k, (aggregate, partitions)) in chain.iter_mut().zip(partitions.iter_mut()).enumerate() {
-        let (plus, minus) = plan.chain_input(k, inserted, retracted, partitions.as_mut()).await?;
+    for (k, (aggregate, between)) in chain.iter_mut().zip(between.iter_mut()).enumerate() {
+        let (plus, minus) = plan.chain_input(k, inserted, retracted, between.as_mut()).await?;
         let changed = aggregate.update_changelog(&plus, &minus)?;
         if k + 1 == levels {
             return Ok(changed);

@@ -45,8 +45,11 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
+use crate::operators::Between;
 use crate::operators::aggregate::{AggregateSpec, InputKind};
-use crate::operators::partitioned::{PartitionSpec, PartitionedRows};
+use crate::operators::partitioned::PartitionSpec;
+use crate::operators::partitioned::PartitionedRows;
+use crate::operators::top_n::{TopN, TopNChanges};
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
 use crate::pipeline::windows::{self, ExpandHoppingWindows, SessionWindows, WATERMARK_COLUMN, WindowCall};
@@ -560,10 +563,9 @@ impl StreamingPlan {
     /// rebuilt after a restart: unless all of its state is per window (and leaves with
     /// the window), it does.
     pub fn keeps_closed_rows(&self) -> bool {
-        let chain_needs = self
-            .chain
-            .iter()
-            .any(|l| l.window.is_none() || (l.cut.partitioned.is_some() && l.partition_window.is_none()));
+        let chain_needs = self.chain.iter().any(|l| {
+            l.window.is_none() || l.cut.top_n.is_some() || (l.cut.partitioned.is_some() && l.partition_window.is_none())
+        });
         match &self.emission {
             Emission::Rows { .. } | Emission::Keyed { .. } => false,
             Emission::FullDiff { .. } | Emission::TopN { .. } => true,
@@ -574,17 +576,23 @@ impl StreamingPlan {
         }
     }
 
-    /// Per level of the chain: the schema and PARTITION BY columns of the rows its
-    /// window functions are recomputed over, if it has window functions.
-    pub fn chain_partitioned_specs(&self) -> Vec<Option<PartitionSpec>> {
-        let spec = |l: &Level| {
-            l.cut.partitioned.as_ref().map(|p| PartitionSpec {
+    /// Per level of the chain, what it keeps of its input rows if it has window
+    /// functions or an `ORDER BY … LIMIT` before its aggregation.
+    pub fn chain_between(&self) -> Result<Vec<Option<Between>>> {
+        let between = |l: &Level| -> Result<Option<Between>> {
+            if let Some(t) = &l.cut.top_n {
+                let top_n = TopN::new(t.sort.clone(), t.fetch, t.below.schema())?;
+                return Ok(Some(Between::TopN(TopNChanges::new(top_n))));
+            }
+            let Some(p) = &l.cut.partitioned else { return Ok(None) };
+            let spec = PartitionSpec {
                 schema: p.pre.schema(),
                 partition_columns: p.partition_columns.clone(),
                 window: l.partition_window,
-            })
+            };
+            Ok(Some(Between::Partitions(PartitionedRows::new(spec)?)))
         };
-        self.chain.iter().map(spec).collect()
+        self.chain.iter().map(between).collect()
     }
 
     /// The input rows of level `k` of the chain (inserted, retracted) from the changes
@@ -595,9 +603,9 @@ impl StreamingPlan {
         k: usize,
         inserted: RecordBatch,
         retracted: RecordBatch,
-        partitions: Option<&mut PartitionedRows>,
+        between: Option<&mut Between>,
     ) -> Result<(RecordBatch, RecordBatch)> {
-        self.run_steps(&self.chain[k].feed, inserted, retracted, partitions).await
+        self.run_steps(&self.chain[k].feed, inserted, retracted, between).await
     }
 
     /// Runs `steps` over changes (inserted, retracted).
@@ -606,22 +614,25 @@ impl StreamingPlan {
         steps: &[Step],
         inserted: RecordBatch,
         retracted: RecordBatch,
-        partitions: Option<&mut PartitionedRows>,
+        between: Option<&mut Between>,
     ) -> Result<(RecordBatch, RecordBatch)> {
         let (mut inserted, mut retracted) = (inserted, retracted);
-        let mut partitions = partitions;
+        let mut between = between;
         for step in steps {
-            match step {
-                Step::Rows(slot, plan) => {
+            match (step, between.as_deref_mut()) {
+                (Step::Rows(slot, plan), _) => {
                     inserted = self.run_over(slot, inserted, plan).await?;
                     retracted = self.run_over(slot, retracted, plan).await?;
                 }
-                Step::Partitions { slot, segment } => {
-                    let rows = partitions.as_deref_mut().expect("the level's partitioned rows");
+                (Step::Partitions { slot, segment }, Some(Between::Partitions(rows))) => {
                     let (before, after) = rows.apply(&inserted, &retracted)?;
                     retracted = self.run_over(slot, before, segment).await?;
                     inserted = self.run_over(slot, after, segment).await?;
                 }
+                (Step::TopN, Some(Between::TopN(top_n))) => {
+                    (inserted, retracted) = top_n.apply(&inserted, &retracted)?;
+                }
+                _ => return Err(Error::internal("a step without the state it keeps".to_string())),
             }
         }
         Ok((inserted, retracted))
@@ -639,7 +650,7 @@ impl StreamingPlan {
         &self,
         inserted: RecordBatch,
         retracted: RecordBatch,
-        partitions: &mut PartitionedRows,
+        partitions: &mut Between,
     ) -> Result<(RecordBatch, RecordBatch)> {
         let (steps, _) = self.partitioned_output.as_ref().expect("a partitioned result");
         self.run_steps(steps, inserted, retracted, Some(partitions)).await
@@ -730,6 +741,8 @@ struct Cut {
     replacement: Arc<dyn ExecutionPlan>,
     /// `input` split around window functions recomputed per partition, if it has them.
     partitioned: Option<Partitioned>,
+    /// `input` split at an `ORDER BY … LIMIT`, if it has one.
+    top_n: Option<TopNPlan>,
 }
 
 /// A plan with window functions split around them: `pre` (row by row), the window
@@ -752,10 +765,16 @@ enum Step {
     /// Window functions over whole partitions: the touched partitions' rows before and
     /// after a batch go through `segment` (`operators::partitioned`).
     Partitions { slot: LiveSlot, segment: Arc<dyn ExecutionPlan> },
+    /// `ORDER BY … LIMIT N` between aggregations: the changes of its first N rows
+    /// (`operators::top_n`).
+    TopN,
 }
 
 /// The steps that read a level's input from `slot` (its scan in the cut's input).
 fn input_steps(slot: LiveSlot, cut: &Cut) -> Vec<Step> {
+    if let Some(t) = &cut.top_n {
+        return vec![Step::Rows(slot, t.below.clone()), Step::TopN, Step::Rows(t.slot.clone(), t.above.clone())];
+    }
     match &cut.partitioned {
         None => vec![Step::Rows(slot, cut.input.clone())],
         Some(p) => vec![
@@ -1025,18 +1044,21 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>, over_changes: bool) -> st
         [.., lowest] => (lowest.clone(), lowest.clone()),
     };
     let raw_exec = raw.downcast_ref::<AggregateExec>().expect("checked above");
-    // Over changes (not over SOURCE), window functions partitioned by a key may come
-    // between: they are recomputed per partition touched.
-    let partitioned = match check_nodes(raw_exec.input(), &ROW_WISE_INPUT) {
-        Ok(()) => None,
-        Err(name) => match over_changes {
-            true => Some(
-                split_partitioned(raw_exec.input(), OnePartition::Allowed)
-                    .map_err(CutError::DataFusion)?
-                    .ok_or(CutError::NotRowWise(name))?,
-            ),
-            false => return Err(CutError::NotRowWise(name)),
-        },
+    // Over changes (not over SOURCE), window functions may come between (recomputed
+    // per partition touched), or an `ORDER BY … LIMIT` (its first rows' changes).
+    let (partitioned, top_n) = match check_nodes(raw_exec.input(), &ROW_WISE_INPUT) {
+        Ok(()) => (None, None),
+        Err(name) if over_changes => {
+            let input = raw_exec.input();
+            match split_partitioned(input, OnePartition::Allowed).map_err(CutError::DataFusion)? {
+                Some(p) => (Some(p), None),
+                None => {
+                    let top_n = split_top_n(input, &LiveSlot::default()).map_err(CutError::DataFusion)?;
+                    (None, Some(top_n.ok_or(CutError::NotRowWise(name))?))
+                }
+            }
+        }
+        Err(name) => return Err(CutError::NotRowWise(name)),
     };
     let final_schema = top_aggregate.schema();
     let top_slot = LiveSlot::default();
@@ -1058,6 +1080,7 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>, over_changes: bool) -> st
     }
     Ok(Cut {
         partitioned,
+        top_n,
         replacement,
         input: raw_exec.input().clone(),
         group_by: raw_exec.group_expr().clone(),
