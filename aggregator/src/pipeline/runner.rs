@@ -833,6 +833,7 @@ impl Pipeline {
             written: self.emitter.written.clone(),
             batch: self.batch,
             state_files: Vec::new(),
+            closed_files: Vec::new(),
         };
         self.checkpoints.start(header, state, self.emitter.finalized.clone())?;
         let (m, pipeline) = (metrics(), Metrics::pipeline(&self.def.name));

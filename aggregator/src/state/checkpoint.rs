@@ -5,12 +5,19 @@
 //!                                               watermark, counters, the state files
 //! <checkpoint-dir>/<pipeline>.state/<n>.full    every group's state (Arrow IPC)
 //! <checkpoint-dir>/<pipeline>.state/<n>.delta   the groups written and removed since <n-1>
+//! <checkpoint-dir>/<pipeline>.state/<n>.closed  final rows of closed windows, kept for what
+//!                                               runs over stage 1's whole result
 //! ```
 //!
 //! A checkpoint writes the state that changed since the last one (a delta), so its cost
 //! follows the batches since, not the size of the state; once the deltas add up to
 //! more than the full state, the next checkpoint writes the full state again and the
 //! older files go. A restart reads the full state and applies the deltas in order.
+//!
+//! Rows of closed windows only ever grow, so a checkpoint writes those that closed since
+//! the last one as a new `.closed` file; while the newest file holds at least as many
+//! rows as the one before, the two are written again as one (from memory), so there are
+//! about log₂(rows) files and a row is rewritten about as many times.
 //!
 //! The pipeline's thread only collects what changed (the groups it touched); encoding,
 //! writing and syncing happen on a writer thread while the next batches run
@@ -84,6 +91,16 @@ pub struct CheckpointHeader {
     /// The state files, in the order they apply: a full state, then changes.
     #[serde(default)]
     pub state_files: Vec<StateFile>,
+    /// The files of closed windows' final rows, in order.
+    #[serde(default)]
+    pub closed_files: Vec<ClosedFile>,
+}
+
+/// One file of closed windows' final rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedFile {
+    pub name: String,
+    pub rows: u64,
 }
 
 /// One file of saved state: a full state or the changes since the file before.
@@ -233,17 +250,33 @@ impl Checkpoint {
                 .ok_or_else(|| corrupt(&format!("{} is not a state file", file.name)))?;
             state.push(SavedState { written: read_ipc(&parts[0])?, removed: read_ipc(&parts[1])? });
         }
-        remove_unnamed(&dir, &header.state_files);
-        Ok(Some(Checkpoint { header, finalized: read_ipc(&parts[1])?, state }))
+        // Closed windows' rows: in the manifest (checkpoints written before `.closed`
+        // files), then the files in order.
+        let mut closed: Vec<RecordBatch> = read_ipc(&parts[1])?.into_iter().collect();
+        for file in &header.closed_files {
+            let file_path = dir.join(&file.name);
+            let bytes = std::fs::read(&file_path)
+                .map_err(|e| Error::external(format!("checkpoint {}: {e}", file_path.display())))?;
+            let parts = read_parts(&file_path, &bytes, STATE_MAGIC, 1)?
+                .ok_or_else(|| corrupt(&format!("{} is not a state file", file.name)))?;
+            closed.extend(read_ipc(&parts[0])?);
+        }
+        let finalized = match closed.first() {
+            Some(first) => Some(datafusion::arrow::compute::concat_batches(&first.schema(), &closed)?),
+            None => None,
+        };
+        remove_unnamed(&dir, &header);
+        Ok(Some(Checkpoint { header, finalized, state }))
     }
 }
 
 /// Removes the files of `dir` the manifest does not name.
-fn remove_unnamed(dir: &Path, named: &[StateFile]) {
+fn remove_unnamed(dir: &Path, manifest: &CheckpointHeader) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !named.iter().any(|f| f.name == name) {
+        let named = manifest.state_files.iter().map(|f| &f.name).chain(manifest.closed_files.iter().map(|f| &f.name));
+        if !named.into_iter().any(|n| *n == name) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -255,12 +288,14 @@ pub struct CheckpointWriter {
     manifest: PathBuf,
     /// The files of the last checkpoint written.
     files: Vec<StateFile>,
+    /// Its files of closed windows' rows.
+    closed: Vec<ClosedFile>,
     next: u64,
     pending: Option<std::thread::JoinHandle<Result<WriterDone>>>,
 }
 
-/// What the writer thread hands back: the checkpoint written and its state files.
-type WriterDone = (Written, Vec<StateFile>);
+/// What the writer thread hands back: the checkpoint written and its files.
+type WriterDone = (Written, Vec<StateFile>, Vec<ClosedFile>);
 
 /// A checkpoint on disk: the batch it holds and its size.
 #[derive(Debug, Clone, Copy)]
@@ -273,14 +308,19 @@ impl CheckpointWriter {
     /// A writer continuing `resumed`'s files (none for a new version).
     pub fn new(manifest: PathBuf, resumed: Option<&CheckpointHeader>) -> Self {
         let files = resumed.map(|h| h.state_files.clone()).unwrap_or_default();
+        let closed = resumed.map(|h| h.closed_files.clone()).unwrap_or_default();
         // Numbers go on after every file there, also those of another version of the
         // pipeline (whose manifest may still name them until this one replaces it).
         let there = std::fs::read_dir(state_dir(&manifest))
             .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_else(|_| Vec::new());
-        let numbers = there.iter().map(String::as_str).chain(files.iter().map(|f| f.name.as_str()));
+        let numbers = there
+            .iter()
+            .map(String::as_str)
+            .chain(files.iter().map(|f| f.name.as_str()))
+            .chain(closed.iter().map(|f| f.name.as_str()));
         let next = numbers.filter_map(|name| name.split('.').next()?.parse::<u64>().ok()).max().map_or(1, |n| n + 1);
-        CheckpointWriter { manifest, files, next, pending: None }
+        CheckpointWriter { manifest, files, closed, next, pending: None }
     }
 
     /// Whether the next checkpoint should save every group rather than the changes.
@@ -292,6 +332,9 @@ impl CheckpointWriter {
 
     /// Starts writing a checkpoint (after the one before, if it is still being
     /// written: call [`Self::finish`] first to learn when that one is on disk).
+    /// `finalized` is every closed window's rows so far (it only grows): the rows after
+    /// those already in files go into a new one, merged with the files before it while
+    /// it is at least as large as they are.
     pub fn start(
         &mut self,
         mut header: CheckpointHeader,
@@ -310,19 +353,25 @@ impl CheckpointWriter {
         let mut files = if full { Vec::new() } else { self.files.clone() };
         // The file's size is known once encoded: the writer thread fills it in.
         files.push(StateFile { name: name.clone(), bytes: 0, full });
+        let (closed, new_closed) = self.closed_files(finalized.as_ref());
         let batch = header.batch;
         let job = move || -> Result<WriterDone> {
             let parts = [ipc_bytes(Some(&written))?, ipc_bytes(removed.as_ref().filter(|r| r.num_rows() > 0))?];
-            let size = write_atomically(&dir.join(&name), STATE_MAGIC, &parts)?;
+            let mut size = write_atomically(&dir.join(&name), STATE_MAGIC, &parts)?;
             files.last_mut().expect("pushed above").bytes = size;
-            header.state_files = files.clone();
-            let header_bytes = serde_json::to_vec(&header).map_err(|e| Error::internal(e.to_string()))?;
-            let bytes = write_atomically(&manifest, MAGIC, &[header_bytes, ipc_bytes(finalized.as_ref())?])?;
-            if full {
-                // The files before it, and any of another version of the pipeline.
-                remove_unnamed(&dir, &files);
+            if let Some((name, rows)) = &new_closed {
+                size += write_atomically(&dir.join(name), STATE_MAGIC, &[ipc_bytes(Some(rows))?])?;
             }
-            Ok((Written { batch, bytes: bytes + size }, files))
+            header.state_files = files.clone();
+            header.closed_files = closed.clone();
+            let header_bytes = serde_json::to_vec(&header).map_err(|e| Error::internal(e.to_string()))?;
+            let bytes = write_atomically(&manifest, MAGIC, &[header_bytes, Vec::new()])?;
+            if full || new_closed.is_some() {
+                // Files replaced (state before a full one, closed rows merged), and any
+                // of another version of the pipeline.
+                remove_unnamed(&dir, &header);
+            }
+            Ok((Written { batch, bytes: bytes + size }, files, closed))
         };
         let handle = std::thread::Builder::new()
             .name("checkpoint".into())
@@ -335,10 +384,36 @@ impl CheckpointWriter {
     /// Waits for the checkpoint being written, if any; returns it once written.
     pub fn finish(&mut self) -> Result<Option<Written>> {
         let Some(handle) = self.pending.take() else { return Ok(None) };
-        let (written, files) =
+        let (written, files, closed) =
             handle.join().map_err(|_| Error::internal("the checkpoint writer thread panicked".to_string()))??;
         self.files = files;
+        self.closed = closed;
         Ok(Some(written))
+    }
+
+    /// The closed-rows files of the next checkpoint, and the new one to write (its name
+    /// and rows) if rows closed since the last checkpoint.
+    fn closed_files(&mut self, finalized: Option<&RecordBatch>) -> (Vec<ClosedFile>, Option<(String, RecordBatch)>) {
+        let total = finalized.map_or(0, |f| f.num_rows() as u64);
+        let mut kept = self.closed.clone();
+        let held: u64 = kept.iter().map(|f| f.rows).sum();
+        // (Fewer rows than the files hold cannot happen: rows only close. Rewrite them.)
+        if held > total {
+            kept.clear();
+        }
+        let mut start: u64 = kept.iter().map(|f| f.rows).sum();
+        let (Some(finalized), true) = (finalized, total > start) else { return (kept, None) };
+        while let Some(last) = kept.last()
+            && last.rows <= total - start
+        {
+            start -= last.rows;
+            kept.pop();
+        }
+        let name = format!("{}.closed", self.next);
+        self.next += 1;
+        kept.push(ClosedFile { name: name.clone(), rows: total - start });
+        let rows = finalized.slice(start as usize, (total - start) as usize);
+        (kept, Some((name, rows)))
     }
 }
 
@@ -419,6 +494,40 @@ mod tests {
         writer.finish().unwrap();
         let files: Vec<_> = std::fs::read_dir(state_dir(&path)).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(files, ["5.full"]);
+    }
+
+    #[test]
+    fn closed_rows_are_written_as_they_close_into_few_files_and_load_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "p");
+        let closed_on_disk = || {
+            let names = std::fs::read_dir(state_dir(&path)).unwrap().map(|e| e.unwrap().file_name());
+            names.filter(|n| n.to_string_lossy().ends_with(".closed")).count()
+        };
+        let none = || StateChange::Delta { written: batch(vec![]), removed: batch(vec![]) };
+        let mut writer = CheckpointWriter::new(path.clone(), None);
+        writer.start(header(0), StateChange::Full(batch(vec![])), None).unwrap();
+        let mut all = Vec::new();
+        for n in 1..=20 {
+            all.push(n);
+            writer.start(header(n as u64), none(), Some(batch(all.clone()))).unwrap();
+            let files = writer.finish().unwrap().map(|_| writer.closed.clone()).unwrap();
+            // Sizes halve (or better) from file to file: about log2(rows) files.
+            assert!(files.windows(2).all(|w| w[0].rows > w[1].rows), "{files:?}");
+            assert_eq!(closed_on_disk(), files.len(), "merged files are removed");
+        }
+        let loaded = Checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.finalized, Some(batch(all.clone())));
+        assert!(loaded.header.closed_files.len() <= 5, "{:?}", loaded.header.closed_files);
+        // Nothing closed since: no file written; a restarted writer goes on.
+        let mut writer = CheckpointWriter::new(path.clone(), Some(&loaded.header));
+        writer.start(header(21), none(), Some(batch(all.clone()))).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(writer.closed, loaded.header.closed_files);
+        all.push(21);
+        writer.start(header(22), none(), Some(batch(all.clone()))).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap().unwrap().finalized, Some(batch(all)));
     }
 
     #[test]
