@@ -26,6 +26,14 @@ fn write_events(dir: &std::path::Path, n: u32, users: impl Iterator<Item = u64>)
     }
 }
 
+/// `sql` written as `name` in a new directory (kept while the `TempDir` lives).
+fn sql_file(name: &str, sql: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, sql).unwrap();
+    (dir, file)
+}
+
 /// Runs `file` over 50,000 events of 50,000 users, then 10 events of 10 of them; returns
 /// per batch its records and the rows `read` counted.
 fn rows_read_per_batch(file: &std::path::Path, read: fn(&Pipeline) -> Option<u64>) -> Vec<(usize, u64)> {
@@ -61,13 +69,10 @@ fn a_second_stage_reads_only_the_changes_of_the_groups_a_batch_touches() {
 
 #[test]
 fn a_top_n_reads_only_the_changes_of_the_groups_a_batch_touches() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("top_users.sql");
-    std::fs::write(
-        &file,
+    let (_dir, file) = sql_file(
+        "top_users.sql",
         "SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id ORDER BY n DESC, user_id LIMIT 3\n",
-    )
-    .unwrap();
+    );
     let reads = rows_read_per_batch(&file, Pipeline::top_n_rows_read);
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
@@ -75,32 +80,26 @@ fn a_top_n_reads_only_the_changes_of_the_groups_a_batch_touches() {
 /// The same over an aggregate of an aggregate: the top-N reads the last level's changes.
 #[test]
 fn a_top_n_over_an_aggregate_of_an_aggregate_reads_only_the_last_levels_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("top_totals.sql");
-    std::fs::write(
-        &file,
+    let (_dir, file) = sql_file(
+        "top_totals.sql",
         "WITH per_user AS (SELECT user_id, item_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id, item_id),\n\
          totals AS (SELECT user_id, SUM(n) AS total FROM per_user GROUP BY user_id)\n\
          SELECT user_id, total FROM totals ORDER BY total DESC, user_id LIMIT 3\n",
-    )
-    .unwrap();
+    );
     let reads = rows_read_per_batch(&file, Pipeline::top_n_rows_read);
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
 
 #[test]
 fn window_functions_over_changes_recompute_only_the_partitions_a_batch_touches() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("top_type.sql");
-    std::fs::write(
-        &file,
+    let (_dir, file) = sql_file(
+        "top_type.sql",
         "SELECT user_id, interaction_type, COUNT(*) AS n FROM SOURCE GROUP BY user_id, interaction_type\n\
          -- for_each_batch\n\
          SELECT user_id, MAX(CASE WHEN r = 1 THEN interaction_type END) AS top_type FROM (\n\
          SELECT user_id, interaction_type, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY n DESC, interaction_type) AS r\n\
          FROM AGGREGATED) AS ranked GROUP BY user_id\n-- end_for\n",
-    )
-    .unwrap();
+    );
     let reads = rows_read_per_batch(&file, Pipeline::partition_rows_recomputed);
     // First 50,000 one-row partitions appear (nothing before, one row after each);
     // then 10 of them change: their one row before and after.
@@ -127,14 +126,11 @@ fn second_stages_and_window_functions_between_aggregations_run_over_changes() {
     }
     // A window over all rows (no PARTITION BY) between aggregations: one partition,
     // recomputed whole each batch, and the aggregation over it still reads changes.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("global_rank.sql");
-    std::fs::write(
-        &file,
+    let (_dir, file) = sql_file(
+        "global_rank.sql",
         "SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id\n-- for_each_batch\n\
          SELECT 'all' AS _id, MAX(r) AS ranks FROM (SELECT ROW_NUMBER() OVER (ORDER BY n) AS r FROM AGGREGATED) AS t\n-- end_for\n",
-    )
-    .unwrap();
+    );
     let def = PipelineDefinition::from_file(&file).unwrap();
     let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
     assert!(matches!(plan.emission, Emission::Chained { .. }));

@@ -123,19 +123,6 @@ impl TopNChanges {
         TopNChanges { top_n, passed_on }
     }
 
-    pub fn rows_read(&self) -> u64 {
-        self.top_n.rows_read()
-    }
-
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.top_n.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.top_n.is_empty()
-    }
-
     /// Applies the changes; returns the first N rows' changes (inserted, retracted).
     pub fn apply(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
         self.top_n.update(inserted, retracted)?;

@@ -334,20 +334,8 @@ pub fn rows_delta(
 ) -> ResultDelta {
     let ids = match &plan.emission {
         Emission::Rows { key_columns: Some(k) } => key_ids(out, k),
-        _ => {
-            // Rows of one record are together in a batch, in an order of the plan's.
-            let mut seen: HashMap<u32, usize> = HashMap::new();
-            records
-                .values()
-                .iter()
-                .map(|&record| {
-                    let n = seen.entry(record).or_insert(0);
-                    *n += 1;
-                    let at = location(record as usize);
-                    if *n == 1 { at } else { format!("{at}#{n}") }
-                })
-                .collect()
-        }
+        // Rows of one record are together in a batch, in an order of the plan's.
+        _ => numbered(records.values().iter().map(|&record| location(record as usize))),
     };
     ResultDelta { upserts: rows(out, &ids), deletes: vec![] }
 }
@@ -407,17 +395,22 @@ fn key_ids(batch: &RecordBatch, key_columns: &[usize]) -> Vec<String> {
 /// JSON, with `#2`, `#3`… for repeated rows.
 fn content_ids(batch: &RecordBatch) -> Vec<String> {
     let columns: Vec<usize> = (0..batch.num_columns()).filter(|&c| batch.schema().field(c).name() != "_id").collect();
+    numbered((0..batch.num_rows()).map(|row| {
+        let json: Vec<serde_json::Value> =
+            columns.iter().map(|&c| values::cell(batch.column(c), row).to_json()).collect();
+        hex::encode(&Sha256::digest(serde_json::Value::Array(json).to_string().as_bytes())[..16])
+    }))
+}
+
+/// `ids` with `#2`, `#3`… after the second, third… occurrence of an id.
+fn numbered(ids: impl Iterator<Item = String>) -> Vec<String> {
     let mut seen: HashMap<String, usize> = HashMap::new();
-    (0..batch.num_rows())
-        .map(|row| {
-            let json: Vec<serde_json::Value> =
-                columns.iter().map(|&c| values::cell(batch.column(c), row).to_json()).collect();
-            let digest = hex::encode(&Sha256::digest(serde_json::Value::Array(json).to_string().as_bytes())[..16]);
-            let n = seen.entry(digest.clone()).or_insert(0);
-            *n += 1;
-            if *n == 1 { digest } else { format!("{digest}#{n}") }
-        })
-        .collect()
+    ids.map(|id| {
+        let n = seen.entry(id.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 { id } else { format!("{id}#{n}") }
+    })
+    .collect()
 }
 
 /// Result rows (values without `_id`) with the given ids.

@@ -182,8 +182,9 @@ pub struct StreamingPlan {
     stage2: Option<(LiveSlot, Arc<dyn ExecutionPlan>)>,
     /// Aggregations over stage 1's changes, in order (`Emission::Chained`).
     chain: Vec<Level>,
-    /// Stage 1's top split at its `ORDER BY … LIMIT` (`Emission::TopN`).
-    top_n: Option<TopNPlan>,
+    /// The result's top split at its `ORDER BY … LIMIT` (`Emission::TopN`), with the
+    /// slot of the final values its `below` reads (stage 1's, or the chain's last level's).
+    top_n: Option<(LiveSlot, TopNPlan)>,
     /// The steps from stage 1's groups to the result around window functions, and
     /// what they partition by (`Emission::Partitioned`).
     partitioned_output: Option<(Vec<Step>, PartitionSpec)>,
@@ -277,10 +278,13 @@ impl StreamingPlan {
         let (top, top_row_wise, top_slot) = (last.top.clone(), last.top_row_wise, last.top_slot.clone());
         let final_schema = stage1.final_schema.clone();
         let num_group_columns = stage1.num_group_columns();
+        let top_n = match def.stage2.is_none() && !top_row_wise {
+            true => split_top_n(&top).map_err(|e| user(&e))?.map(|t| (top_slot.clone(), t)),
+            false => None,
+        };
         // Over an aggregate of an aggregate, an `ORDER BY … LIMIT` or window functions
         // partitioned by a key run incrementally over the last level's changes.
         if !chain.is_empty() && !top_row_wise {
-            let top_n = split_top_n(&top, &top_slot).map_err(|e| user(&e))?;
             let partitioned = split_partitioned(&top, OnePartition::Allowed).map_err(|e| user(&e))?;
             if def.stage2.is_some()
                 || (top_n.is_none() && partitioned.is_none())
@@ -344,10 +348,6 @@ impl StreamingPlan {
             ));
         }
         let named_key = named_key(def, &output_schema)?;
-        let top_n = match stage2.is_none() && !top_row_wise {
-            true => split_top_n(&top, &top_slot).map_err(|e| user(&e))?,
-            false => None,
-        };
         // Window functions over the groups as the result (in stage 1's top or the chain's
         // last level's, or a second stage without aggregation over a row-by-row top),
         // keyed by those groups' columns or a key of one's own.
@@ -656,20 +656,20 @@ impl StreamingPlan {
 
     /// The incremental top-N's sort, N and input schema, if the pipeline has one.
     pub fn top_n_spec(&self) -> Option<(Vec<PhysicalSortExpr>, usize, SchemaRef)> {
-        let t = self.top_n.as_ref()?;
+        let (_, t) = self.top_n.as_ref()?;
         Some((t.sort.clone(), t.fetch, t.below.schema()))
     }
 
     /// The rows the groups below give the top-N (what runs below its sort): stage 1's
     /// groups, or the chain's last level's.
     pub async fn top_n_input(&self, finals: RecordBatch) -> Result<RecordBatch> {
-        let t = self.top_n.as_ref().expect("a top-N");
-        self.run_over(&t.input, finals, &t.below).await
+        let (input, t) = self.top_n.as_ref().expect("a top-N");
+        self.run_over(input, finals, &t.below).await
     }
 
     /// The result from the top-N's first rows (what runs above its sort).
     pub async fn top_n_output(&self, first: RecordBatch) -> Result<RecordBatch> {
-        let t = self.top_n.as_ref().expect("a top-N");
+        let (_, t) = self.top_n.as_ref().expect("a top-N");
         self.run_over(&t.slot, first, &t.above).await
     }
 
@@ -870,11 +870,9 @@ enum OnePartition {
 
 const MIXED_INPUTS: &str = "a UNION or JOIN of an aggregation with SOURCE or with another aggregation cannot run incrementally yet; UNION ALL branches over SOURCE may feed one aggregation";
 
-/// Stage 1's top split at its `ORDER BY … LIMIT N`: `below` the sort (over final
-/// values of groups), the sort itself, and `above` it (reading `slot`).
+/// A plan split at its `ORDER BY … LIMIT N`: `below` the sort (over final values of
+/// groups), the sort itself, and `above` it (reading `slot`).
 struct TopNPlan {
-    /// The final values `below` reads: of stage 1's groups, or of the chain's last level.
-    input: LiveSlot,
     below: Arc<dyn ExecutionPlan>,
     sort: Vec<PhysicalSortExpr>,
     fetch: usize,
@@ -882,12 +880,9 @@ struct TopNPlan {
     above: Arc<dyn ExecutionPlan>,
 }
 
-/// Splits `top` (reading `input`) at its one `SortExec` with a fetch (`ORDER BY … LIMIT
-/// N`), if row-by-row parts are all there is below and above it.
-fn split_top_n(
-    top: &Arc<dyn ExecutionPlan>,
-    input: &LiveSlot,
-) -> std::result::Result<Option<TopNPlan>, DataFusionError> {
+/// Splits `top` at its one `SortExec` with a fetch (`ORDER BY … LIMIT N`), if row-by-row
+/// parts are all there is below and above it.
+fn split_top_n(top: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<TopNPlan>, DataFusionError> {
     let mut sorts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     top.apply(|node| {
         if node.is::<SortExec>() {
@@ -916,14 +911,7 @@ fn split_top_n(
     if check_nodes(&above, &ROW_WISE_TOP).is_err() {
         return Ok(None);
     }
-    Ok(Some(TopNPlan {
-        input: input.clone(),
-        below: sort.input().clone(),
-        sort: sort.expr().to_vec(),
-        fetch,
-        slot,
-        above,
-    }))
+    Ok(Some(TopNPlan { below: sort.input().clone(), sort: sort.expr().to_vec(), fetch, slot, above }))
 }
 
 /// One aggregation of a chain over stage 1's changes.
@@ -1051,7 +1039,7 @@ fn cut_at_aggregate(physical: &Arc<dyn ExecutionPlan>, over_changes: bool) -> st
             match split_partitioned(input, OnePartition::Allowed).map_err(CutError::DataFusion)? {
                 Some(p) => (Some(p), None),
                 None => {
-                    let top_n = split_top_n(input, &LiveSlot::default()).map_err(CutError::DataFusion)?;
+                    let top_n = split_top_n(input).map_err(CutError::DataFusion)?;
                     (None, Some(top_n.ok_or(CutError::NotRowWise(name))?))
                 }
             }

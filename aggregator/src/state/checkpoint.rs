@@ -243,23 +243,14 @@ impl Checkpoint {
         let dir = state_dir(path);
         let mut state = Vec::new();
         for file in &header.state_files {
-            let file_path = dir.join(&file.name);
-            let bytes = std::fs::read(&file_path)
-                .map_err(|e| Error::external(format!("checkpoint {}: {e}", file_path.display())))?;
-            let parts = read_parts(&file_path, &bytes, STATE_MAGIC, 2)?
-                .ok_or_else(|| corrupt(&format!("{} is not a state file", file.name)))?;
+            let parts = read_state_file(&dir, &file.name, 2)?;
             state.push(SavedState { written: read_ipc(&parts[0])?, removed: read_ipc(&parts[1])? });
         }
         // Closed windows' rows: in the manifest (checkpoints written before `.closed`
         // files), then the files in order.
         let mut closed: Vec<RecordBatch> = read_ipc(&parts[1])?.into_iter().collect();
         for file in &header.closed_files {
-            let file_path = dir.join(&file.name);
-            let bytes = std::fs::read(&file_path)
-                .map_err(|e| Error::external(format!("checkpoint {}: {e}", file_path.display())))?;
-            let parts = read_parts(&file_path, &bytes, STATE_MAGIC, 1)?
-                .ok_or_else(|| corrupt(&format!("{} is not a state file", file.name)))?;
-            closed.extend(read_ipc(&parts[0])?);
+            closed.extend(read_ipc(&read_state_file(&dir, &file.name, 1)?[0])?);
         }
         let finalized = match closed.first() {
             Some(first) => Some(datafusion::arrow::compute::concat_batches(&first.schema(), &closed)?),
@@ -268,6 +259,14 @@ impl Checkpoint {
         remove_unnamed(&dir, &header);
         Ok(Some(Checkpoint { header, finalized, state }))
     }
+}
+
+/// The `count` parts of state file `name` in `dir`.
+fn read_state_file(dir: &Path, name: &str, count: usize) -> Result<Vec<Vec<u8>>> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| Error::external(format!("checkpoint {}: {e}", path.display())))?;
+    read_parts(&path, &bytes, STATE_MAGIC, count)?
+        .ok_or_else(|| Error::internal(format!("checkpoint {}: not a state file", path.display())))
 }
 
 /// Removes the files of `dir` the manifest does not name.
@@ -396,12 +395,12 @@ impl CheckpointWriter {
     fn closed_files(&mut self, finalized: Option<&RecordBatch>) -> (Vec<ClosedFile>, Option<(String, RecordBatch)>) {
         let total = finalized.map_or(0, |f| f.num_rows() as u64);
         let mut kept = self.closed.clone();
-        let held: u64 = kept.iter().map(|f| f.rows).sum();
-        // (Fewer rows than the files hold cannot happen: rows only close. Rewrite them.)
-        if held > total {
-            kept.clear();
-        }
         let mut start: u64 = kept.iter().map(|f| f.rows).sum();
+        // (Fewer rows than the files hold cannot happen: rows only close. Rewrite them.)
+        if start > total {
+            kept.clear();
+            start = 0;
+        }
         let (Some(finalized), true) = (finalized, total > start) else { return (kept, None) };
         while let Some(last) = kept.last()
             && last.rows <= total - start
