@@ -32,7 +32,7 @@ mod value;
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
 pub use uri::{StoreUri, redact_uri};
-pub use value::{ColumnType, Value, iso_micros, parse_iso_micros, write_iso_micros};
+pub use value::{ColumnType, Value, iso_micros, parse_iso_micros, write_iso_micros, write_json_string};
 
 /// Errors of the store. All of them name the store (password hidden).
 #[derive(Debug, thiserror::Error)]

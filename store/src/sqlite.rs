@@ -56,19 +56,31 @@ impl Drop for Reader<'_> {
 
 /// The start of a window column, as an SQL expression. Windows are JSON text whose
 /// `start` is fixed-width ISO-8601, so its text order is time order; the same
-/// expression is indexed (see [`window_index`]), so range reads and bounds use the index.
+/// expression is indexed (see [`ensure_window_index`]), so range reads and bounds use the index.
 fn window_start(column: &str) -> String {
     format!("json_extract({}, '$.start')", quote(column))
 }
 
-/// The index on a window column's start, named after its table (index names are global).
-fn window_index(table: &str, column: &str) -> String {
-    format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
-        quote(&format!("{table}.{column}.start")),
-        quote(table),
-        window_start(column)
-    )
+/// Makes sure `table` has an index on its window column's start. Index names are
+/// global and an index keeps its name when its table is renamed (a shadow swapped in
+/// keeps its shadow's index, which is not rebuilt), so a new index takes the first
+/// free name of `{table}.{column}.start`, `{table}.{column}.start.2`, …
+fn ensure_window_index(tx: &rusqlite::Transaction<'_>, table: &str, column: &str) -> rusqlite::Result<()> {
+    let expression = window_start(column);
+    let indexes: Vec<(String, String, String)> = tx
+        .prepare("SELECT name, tbl_name, coalesce(sql, '') FROM sqlite_master WHERE type = 'index'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let indexed = format!("({expression})");
+    if indexes.iter().any(|(_, on, sql)| on == table && sql.ends_with(&indexed)) {
+        return Ok(());
+    }
+    let base = format!("{table}.{column}.start");
+    let name = (1..)
+        .map(|n| if n == 1 { base.clone() } else { format!("{base}.{n}") })
+        .find(|name| !indexes.iter().any(|(taken, _, _)| taken == name))
+        .expect("a free name");
+    tx.execute_batch(&format!("CREATE INDEX {} ON {} {indexed}", quote(&name), quote(table)))
 }
 
 /// Quotes an identifier for SQLite (table and column names come from users' files).
@@ -242,7 +254,7 @@ impl Store for SqliteStore {
             ddl.push_str(") WITHOUT ROWID");
             tx.execute_batch(&ddl)?;
             for c in columns.iter().filter(|c| c.column_type == ColumnType::Window) {
-                tx.execute_batch(&window_index(table, &c.name))?;
+                ensure_window_index(tx, table, &c.name)?;
             }
             if fresh {
                 tx.execute(&format!("DELETE FROM {BAD_RECORDS_TABLE} WHERE pipeline = ?1"), [pipeline])?;
@@ -253,26 +265,14 @@ impl Store for SqliteStore {
     }
 
     async fn swap_in(&self, shadow: &str, table: &str) -> Result<()> {
+        // The shadow's indexes come along under their names (see `ensure_window_index`):
+        // nothing is rebuilt.
         self.transaction(|tx| {
             tx.execute_batch(&format!(
                 "DROP TABLE IF EXISTS {table}; ALTER TABLE {shadow} RENAME TO {table};",
                 table = quote(table),
                 shadow = quote(shadow)
-            ))?;
-            // Indexes keep their names through a rename: give the window indexes the
-            // table's names, so the next shadow can have its own.
-            let prefix = format!("{shadow}.");
-            let indexes: Vec<String> = tx
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1")?
-                .query_map([table], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            for index in indexes {
-                if let Some(column) = index.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".start")) {
-                    tx.execute_batch(&format!("DROP INDEX {}", quote(&index)))?;
-                    tx.execute_batch(&window_index(table, column))?;
-                }
-            }
-            Ok(())
+            ))
         })
     }
 
@@ -500,7 +500,7 @@ fn to_sql(value: &Value) -> rusqlite::types::Value {
         Value::Decimal(v) => v.parse().map_or_else(|_| Sql::Text(v.clone()), Sql::Real),
         Value::Text(v) => Sql::Text(v.clone()),
         Value::Timestamp(v) => Sql::Text(iso_micros(*v)),
-        Value::Struct(_) | Value::List(_) => Sql::Text(value.to_json().to_string()),
+        Value::Struct(_) | Value::List(_) => Sql::Text(value.json_text()),
     }
 }
 
@@ -651,13 +651,26 @@ mod tests {
         block_on(store.prepare_result_table("p", &shadow, &columns, true)).unwrap();
         let indexes: Vec<String> = store
             .conn()
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%.start' ORDER BY name")
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%.start%' ORDER BY name")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(indexes, ["_shadow_t.window.start", "t.window.start"]);
+        // The live table kept its shadow's index; the new shadow has one of its own.
+        assert_eq!(indexes, ["_shadow_t.window.start", "_shadow_t.window.start.2"]);
+        block_on(store.swap_in(&shadow, "t")).unwrap();
+        block_on(store.prepare_result_table("p", &shadow, &columns, true)).unwrap();
+        block_on(store.prepare_result_table("p", &shadow, &columns, false)).unwrap();
+        let per_table: Vec<(String, i64)> = store
+            .conn()
+            .prepare("SELECT tbl_name, count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE '%.start%' GROUP BY tbl_name ORDER BY tbl_name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(per_table, [("_shadow_t".to_string(), 1), ("t".to_string(), 1)]);
         let plan: String = store
             .conn()
             .query_row(
@@ -666,7 +679,11 @@ mod tests {
                 |r| r.get(3),
             )
             .unwrap();
-        assert!(plan.contains("t.window.start"), "{plan}");
+        let index_of_t: String = store
+            .conn()
+            .query_row("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 't'", [], |r| r.get(0))
+            .unwrap();
+        assert!(plan.contains(&format!("INDEX {index_of_t}")), "{plan}");
     }
 
     /// Runs a future of the (synchronous inside) SQLite store to completion.

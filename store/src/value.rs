@@ -1,5 +1,6 @@
 //! Result values and column types, and how timestamps are written as text.
 
+use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 
 /// A value in a result row.
@@ -49,6 +50,56 @@ impl Value {
             Value::Struct(fields) => Json::Object(fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
             Value::List(items) => Json::Array(items.iter().map(Value::to_json).collect()),
         }
+    }
+
+    /// Appends the value's JSON text to `out`: the same text as
+    /// `self.to_json().to_string()`, without building a tree first (windows and ids
+    /// are written for every changed row).
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
+            Value::Integer(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Text(v) => write_json_string(out, v),
+            Value::Timestamp(v) => {
+                out.push('"');
+                write_iso_micros(out, *v);
+                out.push('"');
+            }
+            Value::Struct(fields) => {
+                out.push('{');
+                for (i, (name, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(out, name);
+                    out.push(':');
+                    value.write_json(out);
+                }
+                out.push('}');
+            }
+            Value::List(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write_json(out);
+                }
+                out.push(']');
+            }
+            // Numbers as serde_json writes them (shortest round-trip text, null if not finite).
+            Value::Real(_) | Value::Decimal(_) => out.push_str(&self.to_json().to_string()),
+        }
+    }
+
+    /// The value's JSON text (see [`Value::write_json`]).
+    pub fn json_text(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
     }
 
     /// The value as a number, if it is one (integers, floats, decimals).
@@ -136,6 +187,18 @@ impl ColumnType {
     }
 }
 
+/// Appends `text` as a JSON string, escaped as serde_json escapes it (quote,
+/// backslash and control characters; nothing else).
+pub fn write_json_string(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::Value::String(text.to_string()).to_string());
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
+}
+
 /// Formats microseconds since the epoch as fixed-width ISO-8601 UTC,
 /// `2026-11-22T14:05:00.000000Z` (so that text order is time order).
 pub fn iso_micros(micros: i64) -> String {
@@ -164,13 +227,18 @@ pub fn write_iso_micros(out: &mut String, micros: i64) {
         return;
     }
     let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
-    let fields = [(year, 4, '-'), (month, 2, '-'), (day, 2, 'T'), (hour, 2, ':'), (minute, 2, ':'), (second, 2, '.')];
-    for (value, width, separator) in fields.into_iter().chain([(fraction, 6, 'Z')]) {
-        for power in (0..width).rev() {
-            out.push(char::from(b'0' + (value / 10i64.pow(power) % 10) as u8));
+    // `YYYY-MM-DDTHH:MM:SS.ffffffZ`: each field's digits written backwards into place.
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    for (value, end) in [(year, 4), (month, 7), (day, 10), (hour, 13), (minute, 16), (second, 19), (fraction, 26)] {
+        let mut value = value;
+        let mut at = end;
+        while value > 0 {
+            at -= 1;
+            text[at] = b'0' + (value % 10) as u8;
+            value /= 10;
         }
-        out.push(separator);
     }
+    out.push_str(std::str::from_utf8(&text).expect("ASCII digits"));
 }
 
 /// Reads an RFC 3339 timestamp (such as [`iso_micros`]'s) as microseconds since the epoch.
@@ -188,6 +256,27 @@ mod tests {
             let chrono = chrono::DateTime::from_timestamp_micros(micros).unwrap().format("%Y-%m-%dT%H:%M:%S%.6fZ");
             assert_eq!(iso_micros(micros), chrono.to_string(), "{micros}");
             assert_eq!(parse_iso_micros(&iso_micros(micros)), Some(micros));
+        }
+    }
+
+    #[test]
+    fn json_text_is_the_same_written_directly_or_through_serde_json() {
+        let window = Value::Struct(vec![("start".into(), Value::Timestamp(0)), ("end".into(), Value::Timestamp(-1))]);
+        let values = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Integer(-42),
+            Value::Real(1.5),
+            Value::Real(f64::NAN),
+            Value::Decimal("12.50".into()),
+            Value::Text("plain".into()),
+            Value::Text("quote \" backslash \\ tab \t bell \u{7} é ✓ /".into()),
+            window.clone(),
+            Value::List(vec![Value::Integer(1), Value::Text("a\nb".into()), window, Value::List(vec![])]),
+            Value::Struct(vec![("we\"ird".into(), Value::Null)]),
+        ];
+        for value in values {
+            assert_eq!(value.json_text(), value.to_json().to_string(), "{value:?}");
         }
     }
 

@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::array_value_to_string;
 use serde_json::Value as Json;
-use store::write_iso_micros;
+use store::{write_iso_micros, write_json_string};
 use store::{ColumnType, Value};
 
 /// The store column type for an Arrow type.
@@ -129,7 +129,7 @@ pub fn write_json(out: &mut String, array: &ArrayRef, row: usize) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Json::String(f.name().clone()).to_string());
+                write_json_string(out, f.name());
                 out.push(':');
                 write_json(out, c, row);
             }
@@ -140,12 +140,10 @@ pub fn write_json(out: &mut String, array: &ArrayRef, row: usize) {
             write_iso_micros(out, timestamp_micros(array, row).unwrap_or_default());
             out.push('"');
         }
-        t if t.is_integer() => {
-            if let Value::Integer(v) = cell(array, row) {
-                out.push_str(&v.to_string());
-            }
-        }
-        _ => out.push_str(&cell(array, row).to_json().to_string()),
+        DataType::Utf8 => write_json_string(out, array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => write_json_string(out, array.as_string::<i64>().value(row)),
+        DataType::Utf8View => write_json_string(out, array.as_string_view().value(row)),
+        _ => cell(array, row).write_json(out),
     }
 }
 
@@ -190,10 +188,14 @@ mod tests {
         let window: ArrayRef = Arc::new(
             StructArray::try_new(window_struct_fields(), vec![Arc::new(starts), Arc::new(ends)], None).unwrap(),
         );
-        for row in 0..2 {
-            let mut text = String::new();
-            write_json(&mut text, &window, row);
-            assert_eq!(text, cell(&window, row).to_json().to_string());
+        let users: ArrayRef = Arc::new(Int64Array::from(vec![Some(-17), None]));
+        let names: ArrayRef = Arc::new(StringArray::from(vec!["plain", "a \"quoted\"\nname\\"]));
+        for array in [window, users, names] {
+            for row in 0..2 {
+                let mut text = String::new();
+                write_json(&mut text, &array, row);
+                assert_eq!(text, cell(&array, row).to_json().to_string());
+            }
         }
     }
 
