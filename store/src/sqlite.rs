@@ -562,7 +562,11 @@ fn write_in(
             )
         };
         let mut stmt = tx.prepare_cached(&sql)?;
-        for row in &delta.upserts {
+        // In `_id` order: each upsert then lands next to the last one in the table's
+        // B-tree (pages already in cache, splits at the edge), not at a random place.
+        let mut in_order: Vec<&ResultRow> = delta.upserts.iter().collect();
+        in_order.sort_by(|a, b| a.id.cmp(&b.id));
+        for row in in_order {
             let values =
                 std::iter::once(rusqlite::types::Value::Text(row.id.clone())).chain(row.values.iter().map(to_sql));
             stmt.execute(params_from_iter(values))?;
