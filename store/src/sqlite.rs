@@ -171,6 +171,10 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
     // Several pipelines (threads or processes) write, the dashboard reads: WAL lets
     // readers proceed during a write, and the busy timeout serialises the writers.
     conn.busy_timeout(Duration::from_secs(30))?;
+    // Pages of 16 KiB (for a new file; an existing one keeps its own): result rows
+    // carry their `_id` and window as text, and a pipeline upserts thousands per
+    // transaction; bigger pages split and rebalance less often.
+    conn.pragma_update(None, "page_size", 16384)?;
     // Switching a new file to WAL needs a moment alone with it, and SQLite answers
     // BUSY there without waiting: pipelines starting together would fail.
     let mut attempts = 0;
