@@ -19,8 +19,8 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::array_value_to_string;
 use serde_json::Value as Json;
-use store::{write_iso_micros, write_json_string};
 use store::{ColumnType, Value};
+use store::{write_iso_micros, write_json_string};
 
 /// The store column type for an Arrow type.
 pub fn column_type(data_type: &DataType) -> ColumnType {
