@@ -228,7 +228,7 @@ impl Emitter {
                 OutputMode::Append => match closed {
                     Some(finals) => {
                         let out = plan.top(finals).await?;
-                        Ok(ResultDelta { upserts: rows(&out, &key_ids(&out, key_columns)), deletes: vec![] })
+                        Ok(ResultDelta { upserts: rows(&out, key_ids(&out, key_columns)), deletes: vec![] })
                     }
                     None => Ok(ResultDelta::default()),
                 },
@@ -261,14 +261,14 @@ impl Emitter {
                     Some(k) => key_ids(&out, k),
                     None => content_ids(&out),
                 };
-                Ok(self.diff(rows(&out, &ids), mode == OutputMode::Complete))
+                Ok(self.diff(rows(&out, ids), mode == OutputMode::Complete))
             }
             Emission::Partitioned { key_columns } => {
                 let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
                 let (inserted, retracted) = self.through_chain(plan, inserted, retracted).await?;
                 let partitions = self.output_partitions.as_mut().expect("planned with window functions");
                 let (new_rows, old_rows) = plan.partitioned_output(inserted, retracted, partitions).await?;
-                let upserts = rows(&new_rows, &key_ids(&new_rows, key_columns));
+                let upserts = rows(&new_rows, key_ids(&new_rows, key_columns));
                 let deletes = missing(&key_ids(&old_rows, key_columns), &upserts);
                 Ok(ResultDelta { upserts, deletes })
             }
@@ -297,7 +297,7 @@ impl Emitter {
                     Some(k) => key_ids(&out, k),
                     None => content_ids(&out),
                 };
-                Ok(self.diff(rows(&out, &ids), mode == OutputMode::Complete))
+                Ok(self.diff(rows(&out, ids), mode == OutputMode::Complete))
             }
         }
     }
@@ -337,7 +337,7 @@ pub fn rows_delta(
         // Rows of one record are together in a batch, in an order of the plan's.
         _ => numbered(records.values().iter().map(|&record| location(record as usize))),
     };
-    ResultDelta { upserts: rows(out, &ids), deletes: vec![] }
+    ResultDelta { upserts: rows(out, ids), deletes: vec![] }
 }
 
 /// Stage 1's changes (final values of its groups inserted and retracted) through the
@@ -373,7 +373,7 @@ fn keyed_delta(
     group_columns: Option<&[usize]>,
     gone: Option<&RecordBatch>,
 ) -> ResultDelta {
-    let upserts = rows(out, &key_ids(out, key_columns));
+    let upserts = rows(out, key_ids(out, key_columns));
     let mut deletes = Vec::new();
     if let Some(group_columns) = group_columns {
         if out.num_rows() < finals.num_rows() {
@@ -396,9 +396,8 @@ fn key_ids(batch: &RecordBatch, key_columns: &[usize]) -> Vec<String> {
 fn content_ids(batch: &RecordBatch) -> Vec<String> {
     let columns: Vec<usize> = (0..batch.num_columns()).filter(|&c| batch.schema().field(c).name() != "_id").collect();
     numbered((0..batch.num_rows()).map(|row| {
-        let json: Vec<serde_json::Value> =
-            columns.iter().map(|&c| values::cell(batch.column(c), row).to_json()).collect();
-        hex::encode(&Sha256::digest(serde_json::Value::Array(json).to_string().as_bytes())[..16])
+        let row = Value::List(columns.iter().map(|&c| values::cell(batch.column(c), row)).collect());
+        hex::encode(&Sha256::digest(row.json_text().as_bytes())[..16])
     }))
 }
 
@@ -414,7 +413,7 @@ fn numbered(ids: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 /// Result rows (values without `_id`) with the given ids.
-fn rows(batch: &RecordBatch, ids: &[String]) -> Vec<ResultRow> {
+fn rows(batch: &RecordBatch, ids: Vec<String>) -> Vec<ResultRow> {
     let columns: Vec<&ArrayRef> = batch
         .columns()
         .iter()
@@ -422,9 +421,9 @@ fn rows(batch: &RecordBatch, ids: &[String]) -> Vec<ResultRow> {
         .filter(|(_, f)| f.name() != "_id")
         .map(|(c, _)| c)
         .collect();
-    ids.iter()
+    ids.into_iter()
         .enumerate()
-        .map(|(row, id)| ResultRow { id: id.clone(), values: columns.iter().map(|c| values::cell(c, row)).collect() })
+        .map(|(row, id)| ResultRow { id, values: columns.iter().map(|c| values::cell(c, row)).collect() })
         .collect()
 }
 
