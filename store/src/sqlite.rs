@@ -541,6 +541,9 @@ fn from_sql(stored: rusqlite::types::ValueRef<'_>, column_type: ColumnType) -> V
     }
 }
 
+/// Rows per upsert statement (fewer for wide results).
+const ROWS_PER_UPSERT: usize = 64;
+
 fn write_in(
     tx: &rusqlite::Transaction<'_>,
     table: &str,
@@ -552,28 +555,46 @@ fn write_in(
 ) -> rusqlite::Result<()> {
     if !delta.upserts.is_empty() {
         let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
-        let placeholders: Vec<String> = (1..=columns.len() + 1).map(|i| format!("?{i}")).collect();
         let updates: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
-        let sql = if columns.is_empty() {
-            format!("INSERT OR IGNORE INTO {} (\"_id\") VALUES (?1)", quote(table))
-        } else {
-            format!(
-                "INSERT INTO {} (\"_id\", {}) VALUES ({}) ON CONFLICT(\"_id\") DO UPDATE SET {}",
-                quote(table),
-                names.join(", "),
-                placeholders.join(", "),
-                updates.join(", ")
-            )
+        let row = format!("({})", vec!["?"; columns.len() + 1].join(", "));
+        // Several rows per statement: a statement's own cost (bind, step, reset) is then
+        // paid once per `ROWS_PER_UPSERT` rows (within SQLite's limit of parameters).
+        let per_statement = (30_000 / (columns.len() + 1)).clamp(1, ROWS_PER_UPSERT);
+        let sql = |rows: usize| {
+            let values = vec![row.as_str(); rows].join(", ");
+            if columns.is_empty() {
+                format!("INSERT OR IGNORE INTO {} (\"_id\") VALUES {values}", quote(table))
+            } else {
+                format!(
+                    "INSERT INTO {} (\"_id\", {}) VALUES {values} ON CONFLICT(\"_id\") DO UPDATE SET {}",
+                    quote(table),
+                    names.join(", "),
+                    updates.join(", ")
+                )
+            }
         };
-        let mut stmt = tx.prepare_cached(&sql)?;
+        let values = |rows: &[&ResultRow]| -> Vec<rusqlite::types::Value> {
+            rows.iter()
+                .flat_map(|r| {
+                    std::iter::once(rusqlite::types::Value::Text(r.id.clone())).chain(r.values.iter().map(to_sql))
+                })
+                .collect()
+        };
         // In `_id` order: each upsert then lands next to the last one in the table's
         // B-tree (pages already in cache, splits at the edge), not at a random place.
+        // A row's `_id` repeated within a batch is applied in its order, as one by one.
         let mut in_order: Vec<&ResultRow> = delta.upserts.iter().collect();
         in_order.sort_by(|a, b| a.id.cmp(&b.id));
-        for row in in_order {
-            let values =
-                std::iter::once(rusqlite::types::Value::Text(row.id.clone())).chain(row.values.iter().map(to_sql));
-            stmt.execute(params_from_iter(values))?;
+        let mut chunks = in_order.chunks_exact(per_statement);
+        if chunks.len() > 0 {
+            let mut stmt = tx.prepare_cached(&sql(per_statement))?;
+            for chunk in chunks.by_ref() {
+                stmt.execute(params_from_iter(values(chunk)))?;
+            }
+        }
+        let mut stmt = tx.prepare_cached(&sql(1))?;
+        for row in chunks.remainder() {
+            stmt.execute(params_from_iter(values(std::slice::from_ref(row))))?;
         }
     }
     if !delta.deletes.is_empty() {
@@ -646,6 +667,43 @@ mod tests {
         assert_eq!(block_on(reader.read_table("p")).unwrap().unwrap().rows.len(), 0);
         tx.commit().unwrap();
         assert_eq!(block_on(reader.read_table("p")).unwrap().unwrap().rows.len(), 1);
+    }
+
+    #[test]
+    fn upserts_of_any_count_land_several_per_statement_and_a_repeated_id_keeps_its_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.sqlite")).unwrap();
+        let columns = [
+            ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
+            ResultColumn { name: "label".into(), column_type: ColumnType::Text },
+        ];
+        block_on(store.prepare_result_table("p", "p", &columns, true)).unwrap();
+        let row = |id: usize, n: i64| ResultRow {
+            id: format!("{id:04}"),
+            values: vec![Value::Integer(n), Value::Text(format!("row {id}"))],
+        };
+        // Two statements' worth and a remainder, with id 7 given twice (the later wins).
+        let count = 2 * ROWS_PER_UPSERT + 13;
+        let mut upserts: Vec<ResultRow> = (0..count).rev().map(|id| row(id, id as i64)).collect();
+        upserts.push(row(7, -7));
+        let status = PipelineStatus { name: "p".into(), ..PipelineStatus::default() };
+        let delta = ResultDelta { upserts, deletes: vec![] };
+        block_on(store.write_batch("p", &columns, &delta, &status, &[], &[])).unwrap();
+        // A second batch updates some rows and inserts none.
+        let delta = ResultDelta { upserts: vec![row(0, 100), row(count - 1, 200)], deletes: vec!["0001".into()] };
+        block_on(store.write_batch("p", &columns, &delta, &status, &[], &[])).unwrap();
+        let mut rows = block_on(store.read_table("p")).unwrap().unwrap().rows;
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        let expected: Vec<ResultRow> = (0..count)
+            .filter(|&id| id != 1)
+            .map(|id| match id {
+                0 => row(0, 100),
+                7 => row(7, -7),
+                id if id == count - 1 => row(id, 200),
+                id => row(id, id as i64),
+            })
+            .collect();
+        assert_eq!(rows, expected);
     }
 
     #[test]
