@@ -737,6 +737,20 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(per_table, [("_shadow_t".to_string(), 1), ("t".to_string(), 1)]);
+        // A table of an older version, indexed under the old statement, gets no second index.
+        store
+            .conn()
+            .execute_batch(
+                "CREATE TABLE \"old\" (\"_id\" TEXT PRIMARY KEY, \"window\" WINDOW) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS \"old.window.start\" ON \"old\" (json_extract(\"window\", '$.start'));",
+            )
+            .unwrap();
+        block_on(store.prepare_result_table("p", "old", &columns, false)).unwrap();
+        let on_old: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'old'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(on_old, 1, "one index on the window start (the primary key is the table itself)");
         let plan: String = store
             .conn()
             .query_row(
