@@ -272,6 +272,27 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(get(addr, "/pipelines/nope").0, 404);
     assert_eq!(get(addr, "/api/pipelines/nope/rows").0, 404);
 
+    // A pipeline that failed before writing a result: its page shows its state, its
+    // error and its SQL (escaped), and says there is no result yet.
+    let failed = PipelineStatus {
+        name: "broken".into(),
+        sql_file: "sql/broken.sql".into(),
+        sql_text: Some("SELECT <nope> FROM SOURCE".into()),
+        result_table: "broken".into(),
+        state: "failed".into(),
+        last_error: Some("sql/broken.sql: Schema error: No field named <nope>".into()),
+        ..Default::default()
+    };
+    runtime.block_on(state_store.write_status(&failed)).unwrap();
+    let (status, _, page) = get(addr, "/pipelines/broken");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("state-failed"), "its state");
+    assert!(page.contains("No field named &#60;nope&#62;"), "its error, escaped");
+    assert!(page.contains("SELECT &#60;nope&#62; FROM SOURCE"), "its SQL, escaped");
+    assert!(page.contains("id=\"no-result\""), "no result yet, said");
+    assert!(!page.contains("id=\"result\""), "no result table to refresh");
+    assert_eq!(get(addr, "/api/pipelines/broken/rows").0, 404, "the API has no rows to give");
+
     // Qlik states the store cannot read (a table of another shape under their name, as
     // an incompatible writer would leave): the pages show no Qlik targets, not an error.
     let broken = [column("bogus", ColumnType::Integer)];

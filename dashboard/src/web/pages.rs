@@ -49,7 +49,9 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
 #[template(path = "pipeline.html")]
 struct PipelinePage {
     status: PipelineStatus,
-    result: ResultView,
+    /// `None` until the pipeline has written a result (a pipeline that failed at
+    /// start, say): the page still shows its state, error and SQL.
+    result: Option<ResultView>,
     /// The pipeline's Qlik targets (none when the store could not read them).
     qlik: Vec<QlikTargetStatus>,
     sql: Option<String>,
@@ -58,35 +60,36 @@ struct PipelinePage {
 
 impl PipelinePage {
     /// The link that sorts by `column` (toggling the direction if it is already the sort).
-    fn sort_link(&self, column: &str) -> String {
-        let desc = self.result.sort.as_deref() == Some(column) && !self.result.desc;
-        self.link(Some(column), desc, 1)
+    fn sort_link(&self, result: &ResultView, column: &str) -> String {
+        let desc = result.sort.as_deref() == Some(column) && !result.desc;
+        link(result, Some(column), desc, 1)
     }
 
-    fn page_link(&self, page: u64) -> String {
-        self.link(self.result.sort.as_deref(), self.result.desc, page)
+    fn page_link(&self, result: &ResultView, page: u64) -> String {
+        link(result, result.sort.as_deref(), result.desc, page)
     }
 
-    fn link(&self, sort: Option<&str>, desc: bool, page: u64) -> String {
-        let mut query = vec![format!("page={page}")];
-        if let Some(sort) = sort {
-            query.push(format!("sort={}", encode(sort)));
-            query.push(format!("desc={desc}"));
-        }
-        if self.result.window.is_some() {
-            query.push(format!("from={}", encode(&self.result.from)));
-            query.push(format!("to={}", encode(&self.result.to)));
-        }
-        format!("?{}", query.join("&"))
-    }
-
-    fn arrow(&self, column: &str) -> &'static str {
-        match (self.result.sort.as_deref() == Some(column), self.result.desc) {
+    fn arrow(&self, result: &ResultView, column: &str) -> &'static str {
+        match (result.sort.as_deref() == Some(column), result.desc) {
             (true, true) => " ▼",
             (true, false) => " ▲",
             _ => "",
         }
     }
+}
+
+/// A link to another page, sort or range of `result`.
+fn link(result: &ResultView, sort: Option<&str>, desc: bool, page: u64) -> String {
+    let mut query = vec![format!("page={page}")];
+    if let Some(sort) = sort {
+        query.push(format!("sort={}", encode(sort)));
+        query.push(format!("desc={desc}"));
+    }
+    if result.window.is_some() {
+        query.push(format!("from={}", encode(&result.from)));
+        query.push(format!("to={}", encode(&result.to)));
+    }
+    format!("?{}", query.join("&"))
 }
 
 /// Percent-encodes a query-string value.
@@ -106,9 +109,7 @@ pub async fn pipeline(
     Query(query): Query<TableQuery>,
 ) -> Result<Html<String>, WebError> {
     let status = state.store.status(&name).await?.ok_or_else(|| WebError::not_found(format!("pipeline {name}")))?;
-    let result = view::result_view(state.store.as_ref(), status.table(), &query)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
+    let result = view::result_view(state.store.as_ref(), status.table(), &query).await?;
     // The SQL as the aggregator read it (older stores: the file, if this machine can read it).
     let sql = status.sql_text.clone().or_else(|| std::fs::read_to_string(&status.sql_file).ok());
     let qlik = QlikTargets::read(state.store.as_ref()).await.take(&name);
