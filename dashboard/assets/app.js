@@ -106,7 +106,7 @@ function drawQlik(targets) {
     table.tHead.appendChild(head);
     section = el("section", { id: "qlik", class: "qlik" });
     section.append(el("h2", {}, "Qlik targets"), table);
-    (document.querySelector("form.range") || document.getElementById("chart")).before(section);
+    document.getElementById("pipeline").after(section);
   }
   section.hidden = targets.length === 0;
   const cell = (field, text, attrs) => el("td", { "data-field": field, ...attrs }, String(text ?? ""));
@@ -199,16 +199,37 @@ function drawSvg(figure, chart, kind, thresholds) {
   figure.appendChild(svg);
 }
 
-async function refreshPipeline(table, figure) {
-  const name = encodeURIComponent(table.dataset.pipeline);
+// The pipeline's own state, counters and error at the top of its page.
+function drawStatus(s) {
+  const progress = s.progress == null ? "" : " " + Math.round(s.progress * 100) + "%";
+  const state = document.getElementById("state");
+  state.textContent = s.state + progress;
+  state.className = "state state-" + s.state;
+  for (const f of ["events_in", "events_ok", "events_bad", "events_late", "watermark"]) {
+    const c = document.querySelector(`#counters [data-field="${f}"]`);
+    if (c) c.textContent = s[f] ?? "";
+  }
+  document.getElementById("watermark-part").hidden = !s.watermark;
+  const error = document.getElementById("last-error");
+  error.textContent = s.last_error ?? "";
+  error.hidden = !s.last_error;
+}
+
+// A pipeline page: its status always; its table and chart once it has a result.
+async function refreshPipeline(page) {
+  const name = encodeURIComponent(page.dataset.pipeline);
   const query = location.search;
-  const [view, chart, detail] = await Promise.all([
-    getJson(`/api/pipelines/${name}/rows${query}`),
-    getJson(`/api/pipelines/${name}/chart${query}`),
+  const table = document.getElementById("result");
+  const [detail, view, chart] = await Promise.all([
     getJson(`/api/pipelines/${name}`),
+    table ? getJson(`/api/pipelines/${name}/rows${query}`) : null,
+    table ? getJson(`/api/pipelines/${name}/chart${query}`) : null,
   ]);
-  drawTable(table, view);
-  drawChart(figure, chart);
+  drawStatus(detail.status);
+  if (table) {
+    drawTable(table, view);
+    drawChart(document.getElementById("chart"), chart);
+  }
   drawQlik(detail.qlik || []);
 }
 
@@ -217,9 +238,9 @@ let timer = null;
 async function refresh() {
   try {
     const overview = document.getElementById("pipelines");
-    const result = document.getElementById("result");
+    const pipeline = document.getElementById("pipeline");
     if (overview) await refreshOverview(overview);
-    if (result) await refreshPipeline(result, document.getElementById("chart"));
+    if (pipeline) await refreshPipeline(pipeline);
     markUpdated();
   } catch (e) {
     const t = document.getElementById("last-updated");
@@ -234,7 +255,7 @@ function schedule() {
 document.addEventListener("visibilitychange", () => { if (document.hidden) clearTimeout(timer); else refresh(); });
 document.addEventListener("DOMContentLoaded", () => {
   markUpdated();
-  const result = document.getElementById("result");
-  if (result) refreshPipeline(result, document.getElementById("chart")).catch(() => {});
+  const pipeline = document.getElementById("pipeline");
+  if (pipeline) refreshPipeline(pipeline).catch(() => {});
   schedule();
 });

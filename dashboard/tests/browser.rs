@@ -118,6 +118,10 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.wait_for(&format!("document.getElementById('result').innerText.includes({HOSTILE:?})")).await;
         assert_eq!(browser.eval("document.querySelectorAll('#result img, #chart img, script:not([src])').length").await, 0);
         browser.screenshot("pipeline").await;
+        // The time range reads as 24-hour UTC, whatever the browser's locale.
+        let from = "document.querySelector('input[name=from]')";
+        assert_eq!(browser.eval(&format!("{from}.type")).await, "text");
+        assert_eq!(browser.eval(&format!("/^\\d{{4}}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d$/.test({from}.value)")).await, true);
 
         // Qlik targets: the section appears with the first one and follows their
         // states, without a reload; an error that is markup is text.
@@ -139,6 +143,26 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         assert_eq!(browser.eval("window.__marker").await, "no reload", "the targets appeared without a reload");
         browser.screenshot("pipeline-qlik").await;
 
+        // The page's own state, counters and error follow the status, without a reload.
+        let failing = PipelineStatus {
+            name: "per_window".into(),
+            result_table: "per_window".into(),
+            state: "retrying".into(),
+            events_in: 9876,
+            events_bad: 5,
+            last_error: Some(HOSTILE.into()),
+            ..Default::default()
+        };
+        store.write_status(&failing).await.unwrap();
+        browser.wait_for("document.querySelector('#counters [data-field=events_in]').textContent === '9876'").await;
+        assert_eq!(browser.eval("document.querySelector('#counters [data-field=events_bad]').textContent").await, "5");
+        assert_eq!(browser.eval("document.getElementById('state').className").await, "state state-retrying");
+        assert_eq!(browser.eval("document.getElementById('last-error').textContent").await, HOSTILE);
+        assert_eq!(browser.eval("document.getElementById('last-error').hidden").await, false);
+        assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+        assert_eq!(browser.eval("window.__marker").await, "no reload", "the counters followed without a reload");
+        browser.screenshot("pipeline-status-live").await;
+
         // The overview's indicator follows the worst state.
         browser.goto(&format!("{url}/")).await;
         let indicator = "document.querySelector('[data-field=qlik]')";
@@ -159,6 +183,28 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.goto(&format!("{url}/alerts")).await;
         assert_eq!(browser.eval("document.body.innerText.includes('normal → firing')").await, true);
         browser.screenshot("alerts").await;
+
+        // A pipeline that failed before writing a result: its page has its error and
+        // SQL, and follows its status too.
+        let broken = PipelineStatus {
+            name: "broken".into(),
+            result_table: "broken".into(),
+            state: "failed".into(),
+            last_error: Some("sql/broken.sql: Schema error: No field named nope".into()),
+            sql_text: Some("SELECT nope FROM SOURCE".into()),
+            ..Default::default()
+        };
+        store.write_status(&broken).await.unwrap();
+        browser.goto(&format!("{url}/pipelines/broken")).await;
+        assert_eq!(browser.eval("document.getElementById('no-result') !== null").await, true);
+        assert_eq!(browser.eval("document.body.innerText.includes('No field named nope')").await, true);
+        assert_eq!(browser.eval("document.body.innerText.includes('SELECT nope FROM SOURCE')").await, true);
+        browser.eval("window.__marker = 'no reload'").await;
+        store.write_status(&PipelineStatus { events_in: 7, state: "starting".into(), ..broken }).await.unwrap();
+        browser.wait_for("document.querySelector('#counters [data-field=events_in]').textContent === '7'").await;
+        assert_eq!(browser.eval("document.getElementById('state').textContent").await, "starting");
+        assert_eq!(browser.eval("window.__marker").await, "no reload");
+        browser.screenshot("pipeline-without-result").await;
     });
 }
 

@@ -198,12 +198,24 @@ fn check_every_route(store: Arc<dyn Store>) {
         "an hour before the minute after the latest window"
     );
     assert!(page.contains("name=\"to\" value=\"2026-01-01T02:56:00\""));
+    assert!(page.contains("type=\"text\" name=\"from\"") && !page.contains("datetime-local"), "24-hour UTC text");
+    assert!(page.contains("id=\"watermark-part\" hidden"), "no watermark yet: not shown");
     // A sort link keeps the range, and the latest window stays in it.
     let sorted =
         "/pipelines/per_window?page=1&sort=interaction_count&desc=true&from=2026-01-01T01:56:00&to=2026-01-01T02:56:00";
     let (_, _, sorted) = get(addr, sorted);
     assert!(sorted.contains("(24 rows)") && sorted.contains("<td>35-click</td>"), "the latest window after sorting");
     assert!(page.contains("sql/per_window.sql is not readable"), "the SQL file is named when it cannot be read");
+    // By default the latest windows come first (not `_id` order), in the page and the API.
+    let latest = page.find("<td>2026-01-01 02:55:00 – 03:00:00</td>").expect("the latest window is shown");
+    let earlier = page.find("<td>2026-01-01 02:50:00 – 02:55:00</td>").expect("the one before too");
+    assert!(latest < earlier, "the latest window first");
+    assert!(page.contains("window ▼"), "the sort is shown on the window column");
+    let view = json(addr, "/api/pipelines/per_window/rows");
+    assert_eq!((view["sort"].as_str(), view["desc"].as_bool()), (Some("window"), Some(true)));
+    assert_eq!(view["rows"][0][1], "2026-01-01 02:55:00 – 03:00:00");
+    let by_id = json(addr, "/api/pipelines/per_window/rows?sort=_id");
+    assert_eq!(by_id["rows"][0][0], "24-click", "an asked sort still counts");
     // Sorted by count, descending, over the whole range: window 35's click (35) comes first.
     let view = json(
         addr,

@@ -45,6 +45,10 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
     Ok(Html(Overview { pipelines, tiles, firing, refresh_seconds: state.refresh_seconds }.render()?))
 }
 
+/// The attributes of the time range's inputs: 24-hour UTC text as the label says
+/// (a `datetime-local` input shows the browser's 12- or 24-hour format instead).
+const TIME_INPUT: &str = r#"pattern="\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?" placeholder="YYYY-MM-DDTHH:MM:SS" size="19" title="UTC, 24-hour: YYYY-MM-DDTHH:MM:SS""#;
+
 #[derive(Template)]
 #[template(path = "pipeline.html")]
 struct PipelinePage {

@@ -114,7 +114,7 @@ fn parse_time(text: &str) -> Option<i64> {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS`, as a `datetime-local` input shows it.
+/// `YYYY-MM-DDTHH:MM:SS` (UTC), as the time range inputs show it.
 fn input_time(micros: i64) -> String {
     iso_micros(micros)[..19].to_string()
 }
@@ -167,9 +167,11 @@ pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> 
         None => None,
     };
     let page = query.page.unwrap_or(1).max(1);
+    // Unless asked otherwise, a windowed result shows its latest windows first.
+    let by_latest_window = query.sort.is_none() && window.is_some();
     let request = PageRequest {
-        sort: query.sort.clone(),
-        descending: query.desc.unwrap_or(false),
+        sort: query.sort.clone().or_else(|| window.as_ref().filter(|_| by_latest_window).map(|w| w.name.clone())),
+        descending: query.desc.unwrap_or(by_latest_window),
         offset: (page - 1) * PAGE_SIZE,
         limit: PAGE_SIZE,
         window_range: range.clone(),
