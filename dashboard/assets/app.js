@@ -253,8 +253,19 @@ function schedule() {
   if (!document.hidden) timer = setTimeout(refresh, refreshMs);
 }
 document.addEventListener("visibilitychange", () => { if (document.hidden) clearTimeout(timer); else refresh(); });
+// "show _id": the table's first column, and the CSV export's.
+function showId(shown) {
+  document.getElementById("result").classList.toggle("hide-id", !shown);
+  const csv = document.getElementById("csv");
+  csv.href = csv.dataset.href + (shown ? "&id=true" : "");
+}
 document.addEventListener("DOMContentLoaded", () => {
   markUpdated();
+  const toggle = document.getElementById("show-id");
+  if (toggle) {
+    showId(toggle.checked);
+    toggle.addEventListener("change", () => showId(toggle.checked));
+  }
   const pipeline = document.getElementById("pipeline");
   if (pipeline) refreshPipeline(pipeline).catch(() => {});
   schedule();

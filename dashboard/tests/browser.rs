@@ -118,6 +118,23 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.wait_for(&format!("document.getElementById('result').innerText.includes({HOSTILE:?})")).await;
         assert_eq!(browser.eval("document.querySelectorAll('#result img, #chart img, script:not([src])').length").await, 0);
         browser.screenshot("pipeline").await;
+        // `_id` is hidden until asked for; the CSV export holds what the table shows.
+        let first_cell = "getComputedStyle(document.querySelector('#result tbody td')).display";
+        assert_eq!(browser.eval(first_cell).await, "none", "_id hidden by default");
+        let shown = browser
+            .eval("[...document.querySelectorAll('#result tbody tr')].map(tr => [...tr.cells].slice(1).map(td => td.textContent))")
+            .await;
+        let shown: Vec<Vec<String>> = serde_json::from_value(shown).unwrap();
+        let text = browser.eval("fetch(document.getElementById('csv').href).then(r => r.text())").await;
+        let mut reader = csv::Reader::from_reader(text.as_str().unwrap().as_bytes());
+        let exported: Vec<Vec<String>> =
+            reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect();
+        assert_eq!(exported, shown, "the CSV holds the table's rows, markup and quotes included");
+        assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), ["window", "interaction_type", "interaction_count"]);
+        browser.eval("document.getElementById('show-id').click()").await;
+        assert_ne!(browser.eval(first_cell).await, "none", "_id shown when ticked");
+        assert_eq!(browser.eval("document.getElementById('csv').href.endsWith('&id=true')").await, true);
+        browser.screenshot("pipeline-with-id").await;
         // The time range reads as 24-hour UTC, whatever the browser's locale.
         let from = "document.querySelector('input[name=from]')";
         assert_eq!(browser.eval(&format!("{from}.type")).await, "text");

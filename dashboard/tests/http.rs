@@ -216,6 +216,18 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(view["rows"][0][1], "2026-01-01 02:55:00 – 03:00:00");
     let by_id = json(addr, "/api/pipelines/per_window/rows?sort=_id");
     assert_eq!(by_id["rows"][0][0], "24-click", "an asked sort still counts");
+    // CSV export: what the table shows (its range and sort), every page; `_id` on request.
+    assert!(page.contains("href=\"/api/pipelines/per_window/rows.csv?sort=window"), "the page links its export");
+    let export = "/api/pipelines/per_window/rows.csv?sort=window&desc=true&from=2026-01-01T00:00&to=2026-01-01T03:00";
+    let (status, content_type, csv) = get(addr, export);
+    assert_eq!((status, content_type.as_str()), (200, "text/csv; charset=utf-8"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "window,interaction_type,interaction_count");
+    assert_eq!(lines.len(), 1 + 72, "all 72 rows of the range, not a page of 50");
+    assert!(lines[1].starts_with("2026-01-01 02:55:00 – 03:00:00,"), "{}", lines[1]);
+    let (_, _, with_id) = get(addr, &format!("{export}&id=true"));
+    assert!(with_id.starts_with("_id,window,"), "{with_id:.40}");
+    assert_eq!(get(addr, "/api/pipelines/nope/rows.csv").0, 404);
     // Sorted by count, descending, over the whole range: window 35's click (35) comes first.
     let view = json(
         addr,

@@ -52,8 +52,47 @@ pub async fn rows(
     Query(query): Query<TableQuery>,
 ) -> Result<Json<ResultView>, WebError> {
     let table = super::table_of(&state, &name).await?;
-    let view = view::result_view(state.store.as_ref(), &table, &query).await?;
+    let view = view::result_view(state.store.as_ref(), &table, &query, view::PAGE_SIZE).await?;
     Ok(Json(view.ok_or_else(|| WebError::not_found(format!("result of {name}")))?))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CsvQuery {
+    /// Whether `_id` is a column of the export (it is hidden in the table by default).
+    pub id: Option<bool>,
+}
+
+/// What a pipeline page's table shows (`?sort=&desc=&from=&to=`), all pages of it (at
+/// most `CSV_ROWS` rows), values as the table shows them, as CSV; `?id=true` adds `_id`.
+pub async fn rows_csv(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<TableQuery>,
+    Query(csv): Query<CsvQuery>,
+) -> Result<axum::response::Response, WebError> {
+    use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+    use axum::response::IntoResponse;
+    let table = super::table_of(&state, &name).await?;
+    let query = TableQuery { page: Some(1), ..query };
+    let view = view::result_view(state.store.as_ref(), &table, &query, view::CSV_ROWS)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
+    let with_id = csv.id.unwrap_or(false);
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let names = view.columns.iter().map(|c| c.name.as_str());
+    match with_id {
+        true => out.write_record(std::iter::once("_id").chain(names))?,
+        false => out.write_record(names)?,
+    }
+    for row in &view.rows {
+        // Each row is its `_id`, then one text per column.
+        out.write_record(&row[usize::from(!with_id)..])?;
+    }
+    let body = out.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
+    let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let disposition = format!("attachment; filename=\"{file}.csv\"");
+    Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (CONTENT_DISPOSITION, disposition)], body)
+        .into_response())
 }
 
 /// The chart of a pipeline's result (`?from=&to=` for windowed results).

@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pipelines", get(api::pipelines))
         .route("/api/pipelines/{name}", get(api::pipeline))
         .route("/api/pipelines/{name}/rows", get(api::rows))
+        .route("/api/pipelines/{name}/rows.csv", get(api::rows_csv))
         .route("/api/pipelines/{name}/chart", get(api::chart))
         .route("/api/pipelines/{name}/bad", get(api::bad_records))
         .route("/healthz", get(api::healthz))
@@ -58,6 +59,12 @@ impl WebError {
 impl From<store::StoreError> for WebError {
     fn from(e: store::StoreError) -> Self {
         WebError { status: axum::http::StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
+    }
+}
+
+impl From<csv::Error> for WebError {
+    fn from(e: csv::Error) -> Self {
+        WebError { status: axum::http::StatusCode::INTERNAL_SERVER_ERROR, message: format!("CSV: {e}") }
     }
 }
 

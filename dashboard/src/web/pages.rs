@@ -73,6 +73,13 @@ impl PipelinePage {
         link(result, result.sort.as_deref(), result.desc, page)
     }
 
+    /// The CSV export of what the table shows: its range and sort, every page.
+    fn csv_link(&self, result: &ResultView) -> String {
+        let all = link(result, result.sort.as_deref(), result.desc, 1);
+        let query = all.split_once('&').map_or("", |(_, rest)| rest);
+        format!("/api/pipelines/{}/rows.csv?{query}", encode(&self.status.name))
+    }
+
     fn arrow(&self, result: &ResultView, column: &str) -> &'static str {
         match (result.sort.as_deref() == Some(column), result.desc) {
             (true, true) => " ▼",
@@ -113,7 +120,7 @@ pub async fn pipeline(
     Query(query): Query<TableQuery>,
 ) -> Result<Html<String>, WebError> {
     let status = state.store.status(&name).await?.ok_or_else(|| WebError::not_found(format!("pipeline {name}")))?;
-    let result = view::result_view(state.store.as_ref(), status.table(), &query).await?;
+    let result = view::result_view(state.store.as_ref(), status.table(), &query, view::PAGE_SIZE).await?;
     // The SQL as the aggregator read it (older stores: the file, if this machine can read it).
     let sql = status.sql_text.clone().or_else(|| std::fs::read_to_string(&status.sql_file).ok());
     let qlik = QlikTargets::read(state.store.as_ref()).await.take(&name);

@@ -12,6 +12,8 @@ use store::{
 
 /// Rows per table page.
 pub const PAGE_SIZE: u64 = 50;
+/// Rows a CSV export holds at most.
+pub const CSV_ROWS: u64 = 100_000;
 /// Rows a chart is drawn from, at most (the newest windows first).
 const CHART_ROWS: u64 = 20_000;
 /// Bars in a chart of a keyed result.
@@ -158,8 +160,14 @@ pub fn text(value: &Value) -> String {
     }
 }
 
-/// One page of `table` as the query asks, or `None` if there is no such table.
-pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<ResultView>, StoreError> {
+/// One page of `table` (`page_size` rows) as the query asks, or `None` if there is no
+/// such table.
+pub async fn result_view(
+    store: &dyn Store,
+    table: &str,
+    query: &TableQuery,
+    page_size: u64,
+) -> Result<Option<ResultView>, StoreError> {
     let Some(columns) = store.columns(table).await? else { return Ok(None) };
     let window = shape(&columns).window.cloned();
     let range = match &window {
@@ -172,8 +180,8 @@ pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> 
     let request = PageRequest {
         sort: query.sort.clone().or_else(|| window.as_ref().filter(|_| by_latest_window).map(|w| w.name.clone())),
         descending: query.desc.unwrap_or(by_latest_window),
-        offset: (page - 1) * PAGE_SIZE,
-        limit: PAGE_SIZE,
+        offset: (page - 1) * page_size,
+        limit: page_size,
         window_range: range.clone(),
     };
     let Some(result) = store.read_page(table, &request).await? else { return Ok(None) };
@@ -190,7 +198,7 @@ pub async fn result_view(store: &dyn Store, table: &str, query: &TableQuery) -> 
             .collect(),
         total: result.total,
         page,
-        pages: result.total.div_ceil(PAGE_SIZE).max(1),
+        pages: result.total.div_ceil(page_size).max(1),
         sort: request.sort_column(&result.columns).map(|c| c.name.clone()),
         desc: request.descending,
         window: window.map(|w| w.name),
