@@ -210,6 +210,7 @@ function drawStatus(s) {
     if (c) c.textContent = s[f] ?? "";
   }
   document.getElementById("watermark-part").hidden = !s.watermark;
+  document.getElementById("watermark-help").hidden = !s.watermark;
   const error = document.getElementById("last-error");
   error.textContent = s.last_error ?? "";
   error.hidden = !s.last_error;

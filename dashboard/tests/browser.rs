@@ -170,12 +170,18 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
             last_error: Some(HOSTILE.into()),
             ..Default::default()
         };
+        let failing = PipelineStatus { watermark: Some("2026-01-01T00:58:00.000000Z".into()), ..failing };
         store.write_status(&failing).await.unwrap();
         browser.wait_for("document.querySelector('#counters [data-field=events_in]').textContent === '9876'").await;
         assert_eq!(browser.eval("document.querySelector('#counters [data-field=events_bad]').textContent").await, "5");
         assert_eq!(browser.eval("document.getElementById('state').className").await, "state state-retrying");
         assert_eq!(browser.eval("document.getElementById('last-error').textContent").await, HOSTILE);
         assert_eq!(browser.eval("document.getElementById('last-error').hidden").await, false);
+        let watermark = "document.querySelector('#counters [data-field=watermark]').textContent";
+        assert_eq!(browser.eval(watermark).await, "2026-01-01T00:58:00.000000Z");
+        assert_eq!(browser.eval("document.getElementById('watermark-help').hidden").await, false, "explained");
+        let help = "document.getElementById('watermark-help').textContent.includes('allowed delay')";
+        assert_eq!(browser.eval(help).await, true);
         assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
         assert_eq!(browser.eval("window.__marker").await, "no reload", "the counters followed without a reload");
         browser.screenshot("pipeline-status-live").await;

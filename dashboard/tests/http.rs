@@ -200,6 +200,7 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert!(page.contains("name=\"to\" value=\"2026-01-01T02:56:00\""));
     assert!(page.contains("type=\"text\" name=\"from\"") && !page.contains("datetime-local"), "24-hour UTC text");
     assert!(page.contains("id=\"watermark-part\" hidden"), "no watermark yet: not shown");
+    assert!(page.contains("id=\"watermark-help\" hidden"), "nor explained");
     // A sort link keeps the range, and the latest window stays in it.
     let sorted =
         "/pipelines/per_window?page=1&sort=interaction_count&desc=true&from=2026-01-01T01:56:00&to=2026-01-01T02:56:00";

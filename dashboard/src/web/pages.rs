@@ -49,6 +49,12 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
 /// (a `datetime-local` input shows the browser's 12- or 24-hour format instead).
 const TIME_INPUT: &str = r#"pattern="\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?" placeholder="YYYY-MM-DDTHH:MM:SS" size="19" title="UTC, 24-hour: YYYY-MM-DDTHH:MM:SS""#;
 
+/// What the watermark on a pipeline page means, and why it trails the events.
+const WATERMARK_HELP: &str = "The watermark is the latest event time seen (the lowest over the source's partitions) \
+minus the pipeline's allowed delay for out-of-order events: it trails the newest events by that delay on purpose. \
+A window is final once the watermark passes its end; an event for a window that is already final is late and is \
+counted, not added. A partition idle for the idle timeout stops holding it back.";
+
 #[derive(Template)]
 #[template(path = "pipeline.html")]
 struct PipelinePage {
