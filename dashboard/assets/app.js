@@ -234,6 +234,24 @@ async function refreshPipeline(page) {
   drawQlik(detail.qlik || []);
 }
 
+// ---- bad records: the latest ones, as they come ----
+async function refreshBadRecords(section) {
+  const { records } = await getJson(`/api/pipelines/${encodeURIComponent(section.dataset.pipeline)}/bad`);
+  const shown = records.slice(0, parseInt(section.dataset.shown, 10));
+  const body = el("tbody");
+  for (const r of shown) {
+    const raw = el("td");
+    raw.appendChild(el("code", {}, r.raw));
+    const tr = el("tr");
+    tr.append(el("td", {}, r.source_offset), el("td", {}, r.reason), raw);
+    body.appendChild(tr);
+  }
+  const table = section.querySelector("table");
+  table.replaceChild(body, table.tBodies[0]);
+  const latest = records.length > shown.length ? `; the latest ${shown.length} by offset` : "";
+  document.getElementById("bad-total").textContent = `${records.length} bad records${latest}.`;
+}
+
 // ---- the refresh loop ----
 let timer = null;
 async function refresh() {
@@ -241,7 +259,9 @@ async function refresh() {
     const overview = document.getElementById("pipelines");
     const pipeline = document.getElementById("pipeline");
     if (overview) await refreshOverview(overview);
+    const bad = document.getElementById("bad-records");
     if (pipeline) await refreshPipeline(pipeline);
+    if (bad) await refreshBadRecords(bad);
     markUpdated();
   } catch (e) {
     const t = document.getElementById("last-updated");
