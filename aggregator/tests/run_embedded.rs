@@ -132,8 +132,19 @@ fn stop(mut script: Script, children: &[u32], signal: &str, code: i32) {
         if let Some(status) = script.child.try_wait().unwrap() {
             break status;
         }
-        let log = std::fs::read_to_string(script.dir.join("script.log")).unwrap_or_default();
-        assert!(started.elapsed() < DEADLINE, "run-embedded.sh ignored SIG{signal} for {DEADLINE:?}:\n{log}");
+        if started.elapsed() >= DEADLINE {
+            // Which program held the script up, and what the aggregator was doing.
+            let log = std::fs::read_to_string(script.dir.join("script.log")).unwrap_or_default();
+            let aggregator = std::fs::read_to_string(script.dir.join("data/aggregator.log")).unwrap_or_default();
+            let tail: Vec<&str> = aggregator.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            let running: Vec<String> =
+                children.iter().filter(|pid| alive(**pid)).map(|pid| format!("{} ({pid})", program_of(*pid))).collect();
+            panic!(
+                "run-embedded.sh ignored SIG{signal} for {DEADLINE:?}; still running: {running:?}\n{log}\n\
+                 aggregator.log, last lines:\n{}",
+                tail.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(code), "run-embedded.sh's exit status after SIG{signal}");
