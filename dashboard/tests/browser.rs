@@ -203,12 +203,12 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.screenshot("bad-records").await;
         // New bad records appear without a reload, latest first, markup as text.
         browser.eval("window.__marker = 'no reload'").await;
-        let more = [RejectedRecord { source_offset: "f:99".into(), raw: format!("{{{HOSTILE}"), reason: HOSTILE.into() }];
+        let more = [RejectedRecord { source_offset: "f:10".into(), raw: format!("{{{HOSTILE}"), reason: HOSTILE.into() }];
         let status = PipelineStatus { name: "per_window".into(), state: "running".into(), ..Default::default() };
         let none = ResultDelta { upserts: vec![], deletes: vec![] };
         store.write_batch("per_window", &columns(), &none, &status, &more, &[]).await.unwrap();
         browser.wait_for("document.querySelectorAll('table.bad tbody tr').length === 2").await;
-        assert_eq!(browser.eval("document.querySelector('table.bad tbody td').textContent").await, "f:99");
+        assert_eq!(browser.eval("document.querySelector('table.bad tbody td').textContent").await, "f:10", "f:10 is after f:9");
         assert_eq!(browser.eval("document.getElementById('bad-total').textContent").await, "2 bad records.");
         assert_eq!(browser.eval("document.querySelectorAll('table.bad img, script:not([src])').length").await, 0);
         assert_eq!(browser.eval("window.__marker").await, "no reload");

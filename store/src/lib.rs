@@ -139,7 +139,7 @@ pub trait Store: Send + Sync {
     async fn statuses(&self) -> Result<Vec<PipelineStatus>>;
 
     /// A pipeline's rejected records (`late` selects late ones, else bad ones),
-    /// ordered by source offset.
+    /// ordered by source offset ([`RejectedRecord::offset_order`]).
     async fn rejected_records(&self, pipeline: &str, late: bool) -> Result<Vec<RejectedRecord>>;
 
     /// The latest `limit` alert transitions, newest first.
@@ -304,6 +304,20 @@ pub struct RejectedRecord {
     /// The record as read, lossily decoded if it was not UTF-8.
     pub raw: String,
     pub reason: String,
+}
+
+impl RejectedRecord {
+    /// The order of source offsets: by file (or topic and partition), then by line
+    /// (or offset) as a number, so that `f:99` comes before `f:100`.
+    pub fn offset_order(&self) -> (&str, u64) {
+        match self.source_offset.rfind([':', '@']) {
+            Some(at) => match self.source_offset[at + 1..].parse() {
+                Ok(n) => (&self.source_offset[..at], n),
+                Err(_) => (&self.source_offset, 0),
+            },
+            None => (&self.source_offset, 0),
+        }
+    }
 }
 
 /// One row of `_pipeline_status`.

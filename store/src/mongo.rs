@@ -490,7 +490,7 @@ impl Store for MongoStore {
     async fn rejected_records(&self, pipeline: &str, late: bool) -> Result<Vec<RejectedRecord>> {
         let collection = if late { LATE_RECORDS_TABLE } else { BAD_RECORDS_TABLE };
         let text = |d: &Document, key: &str| d.get_str(key).unwrap_or_default().to_string();
-        Ok(self
+        let mut records: Vec<RejectedRecord> = self
             .find_all(collection, doc! {"pipeline": pipeline}, doc! {"source_offset": 1}, 0, u64::MAX)
             .await?
             .iter()
@@ -499,7 +499,9 @@ impl Store for MongoStore {
                 raw: text(d, "raw"),
                 reason: text(d, "reason"),
             })
-            .collect())
+            .collect();
+        records.sort_by(|a, b| a.offset_order().cmp(&b.offset_order()));
+        Ok(records)
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {

@@ -440,11 +440,14 @@ impl Store for SqliteStore {
                 "SELECT source_offset, raw, reason FROM {table} WHERE pipeline = ?1 ORDER BY source_offset"
             ))
             .map_err(|e| self.error(e))?;
-        stmt.query_map([pipeline], |r| {
-            Ok(RejectedRecord { source_offset: r.get(0)?, raw: r.get(1)?, reason: r.get(2)? })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.error(e))
+        let mut records: Vec<RejectedRecord> = stmt
+            .query_map([pipeline], |r| {
+                Ok(RejectedRecord { source_offset: r.get(0)?, raw: r.get(1)?, reason: r.get(2)? })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.error(e))?;
+        records.sort_by(|a, b| a.offset_order().cmp(&b.offset_order()));
+        Ok(records)
     }
 
     async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>> {

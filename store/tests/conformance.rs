@@ -178,6 +178,13 @@ async fn rejected_records_are_keyed_by_offset_so_replays_do_not_duplicate(store:
     assert_eq!(store.rejected_records("p", false).await.unwrap(), vec![bad]);
     assert_eq!(store.rejected_records("p", true).await.unwrap(), vec![late]);
     assert_eq!(store.rejected_records("q", false).await.unwrap().len(), 1);
+    // In offset order: by file, then by line as a number (`f:9` before `f:10`).
+    let at = |offset: &str| RejectedRecord { source_offset: offset.into(), raw: "x".into(), reason: "bad".into() };
+    let more = [at("g:2"), at("f:10"), at("f:9"), at("g:10")];
+    store.write_batch("p", &columns(), &ResultDelta::default(), &status("p"), &more, &[]).await.unwrap();
+    let offsets: Vec<String> =
+        store.rejected_records("p", false).await.unwrap().into_iter().map(|r| r.source_offset).collect();
+    assert_eq!(offsets, ["f:1", "f:9", "f:10", "g:2", "g:10"]);
 }
 
 async fn a_shadow_table_replaces_the_table_in_one_step(store: &dyn Store, _: StoreKind) {
