@@ -136,7 +136,8 @@ fn stop(mut script: Script, children: &[u32], signal: &str, code: i32) {
             // Which program held the script up, and what the aggregator was doing.
             let log = std::fs::read_to_string(script.dir.join("script.log")).unwrap_or_default();
             let aggregator = std::fs::read_to_string(script.dir.join("data/aggregator.log")).unwrap_or_default();
-            let tail: Vec<&str> = aggregator.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            let lines: Vec<&str> = aggregator.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
             let running: Vec<String> =
                 children.iter().filter(|pid| alive(**pid)).map(|pid| format!("{} ({pid})", program_of(*pid))).collect();
             panic!(

@@ -40,6 +40,13 @@ function drawFiring(firing) {
   section.hidden = firing.length === 0;
 }
 
+// A pipeline's state badge, with its replay progress if it has one.
+function drawState(badge, s) {
+  const progress = s.progress == null ? "" : " " + Math.round(s.progress * 100) + "%";
+  badge.textContent = s.state + progress;
+  badge.className = "state state-" + s.state;
+}
+
 async function refreshOverview(table) {
   const { pipelines, firing } = await getJson("/api/pipelines");
   drawFiring(firing || []);
@@ -48,10 +55,7 @@ async function refreshOverview(table) {
     const row = table.querySelector(`tr[data-pipeline="${CSS.escape(s.name)}"]`);
     if (!row) { location.reload(); return; } // a new pipeline: its row needs the server's markup
     const set = (field, text) => { const c = row.querySelector(`[data-field="${field}"]`); if (c && c.firstChild?.nodeType !== 1) c.textContent = text; };
-    const progress = s.progress == null ? "" : " " + Math.round(s.progress * 100) + "%";
-    const state = row.querySelector('[data-field="state"]');
-    state.textContent = s.state + progress;
-    state.className = "state state-" + s.state;
+    drawState(row.querySelector('[data-field="state"]'), s);
     for (const f of ["events_in", "events_ok", "events_late", "lag", "last_batch_at"]) set(f, s[f] ?? "");
     const bad = row.querySelector('[data-field="events_bad"] a');
     if (bad) bad.textContent = s.events_bad;
@@ -201,10 +205,7 @@ function drawSvg(figure, chart, kind, thresholds) {
 
 // The pipeline's own state, counters and error at the top of its page.
 function drawStatus(s) {
-  const progress = s.progress == null ? "" : " " + Math.round(s.progress * 100) + "%";
-  const state = document.getElementById("state");
-  state.textContent = s.state + progress;
-  state.className = "state state-" + s.state;
+  drawState(document.getElementById("state"), s);
   for (const f of ["events_in", "events_ok", "events_bad", "events_late", "watermark"]) {
     const c = document.querySelector(`#counters [data-field="${f}"]`);
     if (c) c.textContent = s[f] ?? "";
@@ -258,8 +259,8 @@ async function refresh() {
   try {
     const overview = document.getElementById("pipelines");
     const pipeline = document.getElementById("pipeline");
-    if (overview) await refreshOverview(overview);
     const bad = document.getElementById("bad-records");
+    if (overview) await refreshOverview(overview);
     if (pipeline) await refreshPipeline(pipeline);
     if (bad) await refreshBadRecords(bad);
     markUpdated();

@@ -310,13 +310,11 @@ impl RejectedRecord {
     /// The order of source offsets: by file (or topic and partition), then by line
     /// (or offset) as a number, so that `f:99` comes before `f:100`.
     pub fn offset_order(&self) -> (&str, u64) {
-        match self.source_offset.rfind([':', '@']) {
-            Some(at) => match self.source_offset[at + 1..].parse() {
-                Ok(n) => (&self.source_offset[..at], n),
-                Err(_) => (&self.source_offset, 0),
-            },
-            None => (&self.source_offset, 0),
-        }
+        let offset = self.source_offset.as_str();
+        offset
+            .rfind([':', '@'])
+            .and_then(|at| Some((&offset[..at], offset[at + 1..].parse().ok()?)))
+            .unwrap_or((offset, 0))
     }
 }
 

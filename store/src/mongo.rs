@@ -491,7 +491,7 @@ impl Store for MongoStore {
         let collection = if late { LATE_RECORDS_TABLE } else { BAD_RECORDS_TABLE };
         let text = |d: &Document, key: &str| d.get_str(key).unwrap_or_default().to_string();
         let mut records: Vec<RejectedRecord> = self
-            .find_all(collection, doc! {"pipeline": pipeline}, doc! {"source_offset": 1}, 0, u64::MAX)
+            .find_all(collection, doc! {"pipeline": pipeline}, doc! {}, 0, u64::MAX)
             .await?
             .iter()
             .map(|d| RejectedRecord {
@@ -500,6 +500,7 @@ impl Store for MongoStore {
                 reason: text(d, "reason"),
             })
             .collect();
+        // Ordered here, not by the server: offsets compare by their line number.
         records.sort_by(|a, b| a.offset_order().cmp(&b.offset_order()));
         Ok(records)
     }

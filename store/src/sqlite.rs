@@ -436,9 +436,7 @@ impl Store for SqliteStore {
         let table = if late { LATE_RECORDS_TABLE } else { BAD_RECORDS_TABLE };
         let conn = self.reader()?;
         let mut stmt = conn
-            .prepare(&format!(
-                "SELECT source_offset, raw, reason FROM {table} WHERE pipeline = ?1 ORDER BY source_offset"
-            ))
+            .prepare(&format!("SELECT source_offset, raw, reason FROM {table} WHERE pipeline = ?1"))
             .map_err(|e| self.error(e))?;
         let mut records: Vec<RejectedRecord> = stmt
             .query_map([pipeline], |r| {
@@ -446,6 +444,7 @@ impl Store for SqliteStore {
             })
             .and_then(|rows| rows.collect())
             .map_err(|e| self.error(e))?;
+        // Ordered here, not by SQL: offsets compare by their line number.
         records.sort_by(|a, b| a.offset_order().cmp(&b.offset_order()));
         Ok(records)
     }

@@ -72,17 +72,16 @@ impl PipelinePage {
     /// The link that sorts by `column` (toggling the direction if it is already the sort).
     fn sort_link(&self, result: &ResultView, column: &str) -> String {
         let desc = result.sort.as_deref() == Some(column) && !result.desc;
-        link(result, Some(column), desc, 1)
+        format!("?{}", view_query(result, Some(column), desc, Some(1)))
     }
 
     fn page_link(&self, result: &ResultView, page: u64) -> String {
-        link(result, result.sort.as_deref(), result.desc, page)
+        format!("?{}", view_query(result, result.sort.as_deref(), result.desc, Some(page)))
     }
 
     /// The CSV export of what the table shows: its range and sort, every page.
     fn csv_link(&self, result: &ResultView) -> String {
-        let all = link(result, result.sort.as_deref(), result.desc, 1);
-        let query = all.split_once('&').map_or("", |(_, rest)| rest);
+        let query = view_query(result, result.sort.as_deref(), result.desc, None);
         format!("/api/pipelines/{}/rows.csv?{query}", encode(&self.status.name))
     }
 
@@ -95,9 +94,9 @@ impl PipelinePage {
     }
 }
 
-/// A link to another page, sort or range of `result`.
-fn link(result: &ResultView, sort: Option<&str>, desc: bool, page: u64) -> String {
-    let mut query = vec![format!("page={page}")];
+/// The query string of a page (if given), sort and range of `result`.
+fn view_query(result: &ResultView, sort: Option<&str>, desc: bool, page: Option<u64>) -> String {
+    let mut query: Vec<String> = page.map(|page| format!("page={page}")).into_iter().collect();
     if let Some(sort) = sort {
         query.push(format!("sort={}", encode(sort)));
         query.push(format!("desc={desc}"));
@@ -106,7 +105,7 @@ fn link(result: &ResultView, sort: Option<&str>, desc: bool, page: u64) -> Strin
         query.push(format!("from={}", encode(&result.from)));
         query.push(format!("to={}", encode(&result.to)));
     }
-    format!("?{}", query.join("&"))
+    query.join("&")
 }
 
 /// Percent-encodes a query-string value.

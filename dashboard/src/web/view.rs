@@ -178,7 +178,7 @@ pub async fn result_view(
     // Unless asked otherwise, a windowed result shows its latest windows first.
     let by_latest_window = query.sort.is_none() && window.is_some();
     let request = PageRequest {
-        sort: query.sort.clone().or_else(|| window.as_ref().filter(|_| by_latest_window).map(|w| w.name.clone())),
+        sort: query.sort.clone().or_else(|| window.as_ref().map(|w| w.name.clone())),
         descending: query.desc.unwrap_or(by_latest_window),
         offset: (page - 1) * page_size,
         limit: page_size,
