@@ -48,6 +48,7 @@ use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::aggregates::{AggregateMode, PhysicalGroupBy, aggregate_expressions, evaluate_group_by};
 
 use crate::error::Result;
+use crate::operators::changelog::Changelog;
 use crate::pipeline::windows::{WindowSpec, window_struct_fields};
 use crate::state::columns::{StateColumn, as_type};
 use crate::state::group_index::{GroupId, GroupIndex, KeyRows};
@@ -169,6 +170,17 @@ pub struct Changed {
     /// With `emit_previous`: group columns + final values, before the batch, of the
     /// touched groups that existed before it (gone ones included).
     pub previous: Option<RecordBatch>,
+}
+
+impl Changed {
+    /// The changes of the aggregation's output: the touched groups' values from before
+    /// the batch retracted, their values now inserted (needs `emit_previous`).
+    pub fn changelog(&self) -> Result<Changelog> {
+        let previous = self.previous.as_ref().ok_or_else(|| {
+            crate::error::Error::internal("the changes of an aggregation that keeps no previous values".to_string())
+        })?;
+        Changelog::new(&self.finals, previous)
+    }
 }
 
 /// The groups one batch writes: `rows[i]` goes into target `row_targets[i]`, held
@@ -322,19 +334,16 @@ impl Aggregate {
         Ok(Merged { finals, removed, previous })
     }
 
-    /// Aggregates a changelog (an aggregation over another one's result): `inserted`
-    /// rows are added to their groups, `retracted` rows taken out. Returns the touched
+    /// Aggregates a changelog (an aggregation over another one's result): rows are
+    /// added to their groups or taken out, as their weights say. Returns the touched
     /// groups that still have rows (group columns + final values) and the group columns
     /// of those left with none, which leave.
-    pub fn update_changelog(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<Changed> {
-        let input = datafusion::arrow::compute::concat_batches(&inserted.schema(), [inserted, retracted])?;
+    pub fn update_changelog(&mut self, changes: &Changelog) -> Result<Changed> {
+        let input = changes.rows();
         let (group_columns, arguments, m) = self.evaluate_input(&input)?;
+        // GROUPING SETS: the rows once per set, with their weights.
         let sets = m / input.num_rows().max(1);
-        let weights: Vec<i64> = (0..sets)
-            .flat_map(|_| {
-                std::iter::repeat_n(1, inserted.num_rows()).chain(std::iter::repeat_n(-1, retracted.num_rows()))
-            })
-            .collect();
+        let weights: Vec<i64> = (0..sets).flat_map(|_| changes.weights().iter().copied()).collect();
         let targets = self.plain_targets(&group_columns, m)?;
         let previous = match self.emit_previous {
             true => Some(self.evaluate_ids(&targets.held)?),
@@ -687,10 +696,13 @@ impl Aggregate {
                 if filter.as_ref().is_some_and(|f| !(f.is_valid(row as usize) && f.value(row as usize))) {
                     continue;
                 }
-                match weights[row as usize] > 0 {
-                    true => per_target[t].0.push(row),
-                    false => per_target[t].1.push(row),
-                }
+                // (A weight of k counts the row k times.)
+                let weight = weights[row as usize];
+                let rows = match weight > 0 {
+                    true => &mut per_target[t].0,
+                    false => &mut per_target[t].1,
+                };
+                rows.extend(std::iter::repeat_n(row, weight.unsigned_abs() as usize));
             }
             let expr = slot.expr.clone();
             let mut values = Vec::with_capacity(present.len());

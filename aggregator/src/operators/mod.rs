@@ -1,5 +1,5 @@
 //! Streaming operators: each keeps its own state and turns the rows it receives into
-//! the changes of its output.
+//! the changes of its output. Between them flow [`changelog`]s: rows with a weight.
 //!
 //! * [`aggregate`] — grouped aggregation, windowed (tumbling, hopping, session) or
 //!   not, over columnar state; over a changelog (an aggregate of an aggregate) it
@@ -9,6 +9,7 @@
 //! * [`partitioned`] — window functions over a changelog, recomputed per partition.
 
 pub mod aggregate;
+pub mod changelog;
 pub mod partitioned;
 pub mod top_n;
 

@@ -20,6 +20,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 
 use crate::error::Result;
 use crate::operators::aggregate::window_end;
+use crate::operators::changelog::Changelog;
 
 type RowBytes = Box<[u8]>;
 
@@ -73,31 +74,27 @@ impl PartitionedRows {
 
     /// Applies the changes; returns every row of the partitions they touch, before and
     /// after.
-    pub fn apply(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
-        let mut changes: Vec<(RowBytes, RowBytes, i64)> = Vec::new();
+    pub fn apply(&mut self, changelog: &Changelog) -> Result<(RecordBatch, RecordBatch)> {
         let mut new_partitions: HashSet<RowBytes> = HashSet::new();
-        for (batch, weight) in [(retracted, -1), (inserted, 1)] {
-            let n = batch.num_rows();
-            if n == 0 {
-                continue;
+        let batch = changelog.rows();
+        let n = batch.num_rows();
+        let key_columns: Vec<ArrayRef> = self.partition_columns.iter().map(|&c| batch.column(c).clone()).collect();
+        // Without PARTITION BY every row has the one (empty) key.
+        let keys = match key_columns.is_empty() || n == 0 {
+            true => None,
+            false => Some(self.keys.convert_columns(&key_columns)?),
+        };
+        let rows = self.rows.convert_columns(batch.columns())?;
+        let mut changes: Vec<(RowBytes, RowBytes, i64)> = Vec::with_capacity(n);
+        for (i, &weight) in changelog.weights().iter().enumerate() {
+            let key = keys.as_ref().map_or_else(RowBytes::default, |k| RowBytes::from(k.row(i).data()));
+            if let Some(end) = self.window.and_then(|w| window_end(batch.column(w), i))
+                && !self.partitions.contains_key(&key)
+                && new_partitions.insert(key.clone())
+            {
+                self.by_end.entry(end).or_default().push(key.clone());
             }
-            let key_columns: Vec<ArrayRef> = self.partition_columns.iter().map(|&c| batch.column(c).clone()).collect();
-            // Without PARTITION BY every row has the one (empty) key.
-            let keys = match key_columns.is_empty() {
-                true => None,
-                false => Some(self.keys.convert_columns(&key_columns)?),
-            };
-            let rows = self.rows.convert_columns(batch.columns())?;
-            for i in 0..n {
-                let key = keys.as_ref().map_or_else(RowBytes::default, |k| RowBytes::from(k.row(i).data()));
-                if let Some(end) = self.window.and_then(|w| window_end(batch.column(w), i))
-                    && !self.partitions.contains_key(&key)
-                    && new_partitions.insert(key.clone())
-                {
-                    self.by_end.entry(end).or_default().push(key.clone());
-                }
-                changes.push((key, RowBytes::from(rows.row(i).data()), weight));
-            }
+            changes.push((key, RowBytes::from(rows.row(i).data()), weight));
         }
         let touched: HashSet<&RowBytes> = changes.iter().map(|(key, _, _)| key).collect();
         let mut touched: Vec<RowBytes> = touched.into_iter().cloned().collect();
@@ -184,13 +181,14 @@ mod tests {
         let spec = PartitionSpec { schema: schema.clone(), partition_columns: vec![0], window: None };
         let mut rows = PartitionedRows::new(spec).unwrap();
         let none = batch(&schema, &[]);
-        rows.apply(&batch(&schema, &[(1, 10), (1, 20), (2, 5)]), &none).unwrap();
+        let changes = |inserted, retracted| Changelog::new(&inserted, &retracted).unwrap();
+        rows.apply(&changes(batch(&schema, &[(1, 10), (1, 20), (2, 5)]), none.clone())).unwrap();
         // Partition 1's row 20 becomes 30; partition 2 is not touched.
-        let (before, after) = rows.apply(&batch(&schema, &[(1, 30)]), &batch(&schema, &[(1, 20)])).unwrap();
+        let (before, after) = rows.apply(&changes(batch(&schema, &[(1, 30)]), batch(&schema, &[(1, 20)]))).unwrap();
         assert_eq!(pairs(&before), [(1, 10), (1, 20)]);
         assert_eq!(pairs(&after), [(1, 10), (1, 30)]);
         // A partition left empty is forgotten.
-        let (before, after) = rows.apply(&none, &batch(&schema, &[(2, 5)])).unwrap();
+        let (before, after) = rows.apply(&changes(none.clone(), batch(&schema, &[(2, 5)]))).unwrap();
         assert_eq!((pairs(&before), pairs(&after)), (vec![(2, 5)], vec![]));
         assert_eq!(rows.rows_recomputed(), 3 + 4 + 1);
     }
@@ -204,8 +202,9 @@ mod tests {
         let spec = PartitionSpec { schema: schema.clone(), partition_columns: vec![], window: None };
         let mut rows = PartitionedRows::new(spec).unwrap();
         let none = batch(&schema, &[]);
-        rows.apply(&batch(&schema, &[(1, 10), (2, 5)]), &none).unwrap();
-        let (before, after) = rows.apply(&batch(&schema, &[(1, 30)]), &batch(&schema, &[(1, 10)])).unwrap();
+        let changes = |inserted, retracted| Changelog::new(&inserted, &retracted).unwrap();
+        rows.apply(&changes(batch(&schema, &[(1, 10), (2, 5)]), none)).unwrap();
+        let (before, after) = rows.apply(&changes(batch(&schema, &[(1, 30)]), batch(&schema, &[(1, 10)]))).unwrap();
         assert_eq!(pairs(&before), [(1, 10), (2, 5)]);
         assert_eq!(pairs(&after), [(1, 30), (2, 5)]);
         assert_eq!(rows.len(), 1);

@@ -16,6 +16,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalSortExpr;
 
 use crate::error::Result;
+use crate::operators::changelog::Changelog;
 
 /// A row held: its sort key and its own bytes (both in arrow's row format).
 type Entry = (Box<[u8]>, Box<[u8]>);
@@ -64,29 +65,28 @@ impl TopN {
         self.rows.is_empty()
     }
 
-    /// Adds `inserted` and takes out `retracted` (rows of the operator's schema).
-    pub fn update(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<()> {
-        for (batch, weight) in [(retracted, -1), (inserted, 1)] {
-            let n = batch.num_rows();
-            if n == 0 {
-                continue;
-            }
-            self.rows_read += n as u64;
-            let values = self
-                .sort
-                .iter()
-                .map(|s| s.expr.evaluate(batch)?.into_array(n))
-                .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
-            let keys = self.sort_keys.convert_columns(&values)?;
-            let rows = self.row_bytes.convert_columns(batch.columns())?;
-            for i in 0..n {
+    /// Applies `changes` (rows of the operator's schema, with weights).
+    pub fn update(&mut self, changes: &Changelog) -> Result<()> {
+        let n = changes.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        self.rows_read += n as u64;
+        let batch = changes.rows();
+        let values = self
+            .sort
+            .iter()
+            .map(|s| s.expr.evaluate(&batch)?.into_array(n))
+            .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
+        let keys = self.sort_keys.convert_columns(&values)?;
+        let rows = self.row_bytes.convert_columns(batch.columns())?;
+        for (i, &weight) in changes.weights().iter().enumerate() {
+            let entry = (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()));
+            let count = self.rows.entry(entry).or_insert(0);
+            *count += weight;
+            if *count == 0 {
                 let entry = (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()));
-                let count = self.rows.entry(entry).or_insert(0);
-                *count += weight;
-                if *count == 0 {
-                    let entry = (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()));
-                    self.rows.remove(&entry);
-                }
+                self.rows.remove(&entry);
             }
         }
         Ok(())
@@ -123,15 +123,15 @@ impl TopNChanges {
         TopNChanges { top_n, passed_on }
     }
 
-    /// Applies the changes; returns the first N rows' changes (inserted, retracted).
-    pub fn apply(&mut self, inserted: &RecordBatch, retracted: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
-        self.top_n.update(inserted, retracted)?;
+    /// Applies the changes; returns the first N rows' changes.
+    pub fn apply(&mut self, changes: &Changelog) -> Result<Changelog> {
+        self.top_n.update(changes)?;
         let now = self.top_n.top()?;
         if now == self.passed_on {
-            return Ok((now.slice(0, 0), now.slice(0, 0)));
+            return Ok(Changelog::empty(&self.top_n.schema));
         }
         let before = std::mem::replace(&mut self.passed_on, now.clone());
-        Ok((now, before))
+        Changelog::new(&now, &before)
     }
 }
 
@@ -170,11 +170,12 @@ mod tests {
         ];
         let mut top = TopN::new(sort, 2, schema.clone()).unwrap();
         let none = batch(&schema, &[]);
-        top.update(&batch(&schema, &[("a", 5), ("b", 7), ("c", 5)]), &none).unwrap();
+        let changes = |inserted, retracted| Changelog::new(&inserted, &retracted).unwrap();
+        top.update(&changes(batch(&schema, &[("a", 5), ("b", 7), ("c", 5)]), none.clone())).unwrap();
         let first = top.top().unwrap();
         assert_eq!(first.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["b", "a"]);
         // b's count goes from 7 to 1: a and c lead now.
-        top.update(&batch(&schema, &[("b", 1)]), &batch(&schema, &[("b", 7)])).unwrap();
+        top.update(&changes(batch(&schema, &[("b", 1)]), batch(&schema, &[("b", 7)]))).unwrap();
         let first = top.top().unwrap();
         assert_eq!(first.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["a", "c"]);
         assert_eq!(first.column(1).as_primitive::<Int64Type>().values().to_vec(), [5, 5]);
@@ -193,13 +194,17 @@ mod tests {
         }];
         let mut top = TopNChanges::new(TopN::new(sort, 1, schema.clone()).unwrap());
         let none = batch(&schema, &[]);
-        let (inserted, retracted) = top.apply(&batch(&schema, &[("a", 5), ("b", 3)]), &none).unwrap();
+        let mut apply = |inserted, retracted| {
+            let out = top.apply(&Changelog::new(&inserted, &retracted).unwrap()).unwrap();
+            out.split().unwrap()
+        };
+        let (inserted, retracted) = apply(batch(&schema, &[("a", 5), ("b", 3)]), none.clone());
         assert_eq!((inserted, retracted), (batch(&schema, &[("a", 5)]), none.clone()));
         // b changes below the first row: nothing passes on.
-        let (inserted, retracted) = top.apply(&batch(&schema, &[("b", 4)]), &batch(&schema, &[("b", 3)])).unwrap();
+        let (inserted, retracted) = apply(batch(&schema, &[("b", 4)]), batch(&schema, &[("b", 3)]));
         assert_eq!((inserted.num_rows(), retracted.num_rows()), (0, 0));
         // b overtakes a: a is retracted, b inserted.
-        let (inserted, retracted) = top.apply(&batch(&schema, &[("b", 9)]), &batch(&schema, &[("b", 4)])).unwrap();
+        let (inserted, retracted) = apply(batch(&schema, &[("b", 9)]), batch(&schema, &[("b", 4)]));
         assert_eq!((inserted, retracted), (batch(&schema, &[("b", 9)]), batch(&schema, &[("a", 5)])));
     }
 }

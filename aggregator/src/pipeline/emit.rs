@@ -23,6 +23,7 @@ use store::{ResultColumn, ResultDelta, ResultRow, Value};
 use crate::error::Result;
 use crate::operators::Between;
 use crate::operators::aggregate::{Aggregate, Changed, Merged};
+use crate::operators::changelog::Changelog;
 use crate::operators::partitioned::PartitionedRows;
 use crate::operators::top_n::TopN;
 use crate::pipeline::definition::OutputMode;
@@ -80,35 +81,27 @@ impl Emitter {
         if plan.output_mode != OutputMode::Append {
             parts.push(groups.evaluate_all()?);
         }
-        let all = concat_batches(&plan.final_schema, &parts)?;
-        let none = RecordBatch::new_empty(plan.final_schema.clone());
+        let all = Changelog::inserted(&concat_batches(&plan.final_schema, &parts)?)?;
         if self.top_n.is_some() || self.output_partitions.is_some() {
-            let (all, none) = self.through_chain(plan, all, none).await?;
+            let all = self.through_chain(plan, all).await?;
             if let Some(top_n) = &mut self.top_n {
-                top_n.update(&plan.top_n_input(all).await?, &plan.top_n_input(none).await?)?;
+                top_n.update(&plan.top_n_input(all).await?)?;
             } else if let Some(partitions) = &mut self.output_partitions {
-                plan.partitioned_output(all, none, partitions).await?;
+                plan.partitioned_output(all, partitions).await?;
             }
         } else {
-            feed_chain(plan, &mut self.chain, &mut self.between, all, none).await?;
+            feed_chain(plan, &mut self.chain, &mut self.between, all).await?;
         }
         Ok(())
     }
 
     /// Stage 1's changes through the chain, if there is one, for what reads its last
-    /// level's changes (a top-N, window functions): (new values, old values).
-    async fn through_chain(
-        &mut self,
-        plan: &StreamingPlan,
-        inserted: RecordBatch,
-        retracted: RecordBatch,
-    ) -> Result<(RecordBatch, RecordBatch)> {
+    /// level's changes (a top-N, window functions).
+    async fn through_chain(&mut self, plan: &StreamingPlan, changes: Changelog) -> Result<Changelog> {
         if self.chain.is_empty() {
-            return Ok((inserted, retracted));
+            return Ok(changes);
         }
-        let changed = feed_chain(plan, &mut self.chain, &mut self.between, inserted, retracted).await?;
-        let previous = changed.previous.expect("the last level emits its previous values for what reads them");
-        Ok((changed.finals, previous))
+        feed_chain(plan, &mut self.chain, &mut self.between, changes).await?.changelog()
     }
 
     /// The rows kept for window functions, between levels and over the result.
@@ -143,24 +136,25 @@ impl Emitter {
         self.top_n.as_ref().map(|t| t.rows_read())
     }
 
-    /// Stage 1's changes for what runs over them, (inserted, retracted): in append mode
-    /// the windows that closed, else the groups the batch wrote (their old values
-    /// retracted). Keeps the rows of closed windows if a restart will need them.
+    /// Stage 1's changes for what runs over them: in append mode the windows that
+    /// closed, else the groups the batch wrote (their old values retracted). Keeps the
+    /// rows of closed windows if a restart will need them.
     fn stage1_changes(
         &mut self,
         plan: &StreamingPlan,
         closed: Option<RecordBatch>,
         touched: RecordBatch,
         previous: Option<RecordBatch>,
-    ) -> Result<(RecordBatch, RecordBatch)> {
+    ) -> Result<Changelog> {
         if let Some(closed) = closed.as_ref().filter(|_| plan.keeps_closed_rows()) {
             self.keep_finalized(closed.clone())?;
         }
-        let empty = || RecordBatch::new_empty(plan.final_schema.clone());
-        Ok(match plan.output_mode {
-            OutputMode::Append => (closed.unwrap_or_else(empty), empty()),
-            _ => (touched, previous.unwrap_or_else(empty)),
-        })
+        match (plan.output_mode, closed, previous) {
+            (OutputMode::Append, Some(closed), _) => Changelog::inserted(&closed),
+            (OutputMode::Append, None, _) => Ok(Changelog::empty(&plan.final_schema)),
+            (_, _, Some(previous)) => Changelog::new(&touched, &previous),
+            (_, _, None) => Changelog::inserted(&touched),
+        }
     }
 
     /// Adds rows of windows that closed to those kept.
@@ -241,8 +235,8 @@ impl Emitter {
             Emission::Chained { key_columns, group_columns } => {
                 // Closed windows stay in the result the chain reads: their rows are kept
                 // to rebuild it after a restart.
-                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
-                let changed = feed_chain(plan, &mut self.chain, &mut self.between, inserted, retracted).await?;
+                let changes = self.stage1_changes(plan, closed, touched, previous)?;
+                let changed = feed_chain(plan, &mut self.chain, &mut self.between, changes).await?;
                 let finals = match mode {
                     OutputMode::Complete => self.chain.last_mut().expect("a chain").evaluate_all()?,
                     _ => changed.finals,
@@ -251,11 +245,10 @@ impl Emitter {
                 Ok(keyed_delta(&out, &finals, key_columns, group_columns.as_deref(), Some(&changed.gone)))
             }
             Emission::TopN { key_columns } => {
-                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
-                let (inserted, retracted) = self.through_chain(plan, inserted, retracted).await?;
-                let (inserted, retracted) = (plan.top_n_input(inserted).await?, plan.top_n_input(retracted).await?);
+                let changes = self.stage1_changes(plan, closed, touched, previous)?;
+                let changes = plan.top_n_input(self.through_chain(plan, changes).await?).await?;
                 let top_n = self.top_n.as_mut().expect("planned with a top-N");
-                top_n.update(&inserted, &retracted)?;
+                top_n.update(&changes)?;
                 let out = plan.top_n_output(top_n.top()?).await?;
                 let ids = match key_columns {
                     Some(k) => key_ids(&out, k),
@@ -264,10 +257,10 @@ impl Emitter {
                 Ok(self.diff(rows(&out, ids), mode == OutputMode::Complete))
             }
             Emission::Partitioned { key_columns } => {
-                let (inserted, retracted) = self.stage1_changes(plan, closed, touched, previous)?;
-                let (inserted, retracted) = self.through_chain(plan, inserted, retracted).await?;
+                let changes = self.stage1_changes(plan, closed, touched, previous)?;
+                let changes = self.through_chain(plan, changes).await?;
                 let partitions = self.output_partitions.as_mut().expect("planned with window functions");
-                let (new_rows, old_rows) = plan.partitioned_output(inserted, retracted, partitions).await?;
+                let (new_rows, old_rows) = plan.partitioned_output(changes, partitions).await?.split()?;
                 let upserts = rows(&new_rows, key_ids(&new_rows, key_columns));
                 let deletes = missing(&key_ids(&old_rows, key_columns), &upserts);
                 Ok(ResultDelta { upserts, deletes })
@@ -347,18 +340,16 @@ async fn feed_chain(
     plan: &StreamingPlan,
     chain: &mut [Aggregate],
     between: &mut [Option<Between>],
-    mut inserted: RecordBatch,
-    mut retracted: RecordBatch,
+    mut changes: Changelog,
 ) -> Result<Changed> {
     let levels = chain.len();
     for (k, (aggregate, between)) in chain.iter_mut().zip(between.iter_mut()).enumerate() {
-        let (plus, minus) = plan.chain_input(k, inserted, retracted, between.as_mut()).await?;
-        let changed = aggregate.update_changelog(&plus, &minus)?;
+        let input = plan.chain_input(k, changes, between.as_mut()).await?;
+        let changed = aggregate.update_changelog(&input)?;
         if k + 1 == levels {
             return Ok(changed);
         }
-        inserted = changed.finals;
-        retracted = changed.previous.expect("levels below the last emit their previous values");
+        changes = changed.changelog()?;
     }
     Err(crate::error::Error::internal("an empty chain was fed".to_string()))
 }

@@ -69,6 +69,7 @@ impl TableProvider for LiveTable {
 /// Scans a [`LiveSlot`].
 pub struct LiveExec {
     slot: LiveSlot,
+    table_schema: SchemaRef,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
     properties: Arc<PlanProperties>,
@@ -78,7 +79,7 @@ impl LiveExec {
     pub fn new(table_schema: SchemaRef, slot: LiveSlot, projection: Option<Vec<usize>>) -> DfResult<Self> {
         let schema = match &projection {
             Some(p) => Arc::new(table_schema.project(p)?),
-            None => table_schema,
+            None => table_schema.clone(),
         };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -86,7 +87,19 @@ impl LiveExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(LiveExec { slot, schema, projection, properties })
+        Ok(LiveExec { slot, table_schema, schema, projection, properties })
+    }
+
+    /// The same scan over changelogs of the slot's rows: the weight column follows
+    /// the projected columns (see [`crate::operators::changelog`]).
+    pub fn with_weight(&self) -> DfResult<Self> {
+        let table_schema = crate::operators::changelog::with_weight(&self.table_schema);
+        let weight = table_schema.fields().len() - 1;
+        let projection = self.projection.clone().map(|mut p| {
+            p.push(weight);
+            p
+        });
+        LiveExec::new(table_schema, self.slot.clone(), projection)
     }
 }
 

@@ -15,6 +15,11 @@
 //! expressions) folds its rows into the groups they touch; the final values of the
 //! groups that changed go through `top` (and stage 2) to the sink.
 //!
+//! An aggregation over another (a subquery, a CTE, a second stage) is cut the same
+//! way, level by level (the chain): between levels flow changelogs
+//! ([`crate::operators::changelog`]), and the row-by-row parts between them are the
+//! plan's own nodes rebuilt to carry each row's weight ([`Step::rows`]).
+//!
 //! A query without aggregation is not cut: it runs whole over each micro-batch, with
 //! the hidden record column carried to its output so that each row is written under
 //! its record's location ([`Emission::Rows`]).
@@ -46,6 +51,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 use crate::operators::Between;
 use crate::operators::aggregate::{AggregateSpec, InputKind};
+use crate::operators::changelog::{Changelog, carry_weight};
 use crate::operators::partitioned::{PartitionSpec, PartitionedRows};
 use crate::operators::top_n::{TopN, TopNChanges};
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
@@ -271,7 +277,8 @@ impl StreamingPlan {
             }
             // Its input reads the final values of the level below directly.
             let below_window = chain.last().map_or(window.as_ref().map(|w| w.group_index), |l| l.window);
-            chain.push(Level::new(input_steps(below.top_slot.clone(), &cut), cut, &[], below_window));
+            let feed = input_steps(below.top_slot.clone(), &cut)?;
+            chain.push(Level::new(feed, cut, &[], below_window));
         }
         let stage1_levels = chain.len();
         let last = chain.last().map_or(&stage1, |l| &l.cut);
@@ -317,14 +324,14 @@ impl StreamingPlan {
         {
             let below = chain.last().map_or(&stage1, |l| &l.cut);
             let below_top = below.top.clone();
-            let mut feed = Some(vec![Step::Rows(below.top_slot.clone(), below.top.clone())]);
+            let mut feed = Some(vec![Step::rows(below.top_slot.clone(), &below.top)?]);
             for (i, cut) in levels.into_iter().enumerate() {
                 let mut steps = feed.take().unwrap_or_default();
                 let slot = match i {
                     0 => slot.clone(),
                     _ => chain.last().expect("a level before").cut.top_slot.clone(),
                 };
-                steps.extend(input_steps(slot, &cut));
+                steps.extend(input_steps(slot, &cut)?);
                 let below_window = chain.last().map_or(window.as_ref().map(|w| w.group_index), |l| l.window);
                 // The first level of the second stage reads stage 1's result.
                 let through = if i == 0 { vec![below_top.clone()] } else { vec![] };
@@ -365,17 +372,23 @@ impl StreamingPlan {
                     .map(|p| (vec![], top_slot.clone(), p, vec![top.clone()]))
             }
             (true, Some((slot, plan))) if chain.is_empty() && top_row_wise && !contains_node(plan, "AggregateExec") => {
-                split_partitioned(plan, OnePartition::Refused).map_err(|e| user(&e))?.map(|p| {
-                    let first = vec![Step::Rows(stage1.top_slot.clone(), top.clone())];
-                    (first, slot.clone(), p, vec![plan.clone(), top.clone()])
-                })
+                match split_partitioned(plan, OnePartition::Refused).map_err(|e| user(&e))? {
+                    Some(p) => {
+                        let first = vec![Step::rows(stage1.top_slot.clone(), &top)?];
+                        Some((first, slot.clone(), p, vec![plan.clone(), top.clone()]))
+                    }
+                    None => None,
+                }
             }
             _ => None,
         };
-        let window_output = window_output.and_then(|(mut steps, slot, p, plans)| {
+        let window_output = window_output.map(|(mut steps, slot, p, plans)| -> Result<_> {
             // The key: the one asked for, or the group columns traced down the plans.
-            let (key_columns, _) =
-                result_key(&plans, output_schema.fields().len(), last_group_columns, named_key.clone())?;
+            let Some((key_columns, _)) =
+                result_key(&plans, output_schema.fields().len(), last_group_columns, named_key.clone())
+            else {
+                return Ok(None);
+            };
             // The PARTITION BY column that is stage 1's window, traced like the key.
             let through = [vec![p.pre.clone()], plans[1..].to_vec()].concat();
             let partition_window = p
@@ -385,12 +398,13 @@ impl StreamingPlan {
                 .find(|&c| last_window.is_some() && trace_down(&through, c) == last_window);
             let spec = (p.pre.schema(), p.partition_columns.clone(), partition_window);
             steps.extend([
-                Step::Rows(slot, p.pre),
+                Step::rows(slot, &p.pre)?,
                 Step::Partitions { slot: p.segment_slot, segment: p.segment },
-                Step::Rows(p.post_slot, p.post),
+                Step::rows(p.post_slot, &p.post)?,
             ]);
-            Some((steps, spec, key_columns))
+            Ok(Some((steps, spec, key_columns)))
         });
+        let window_output = window_output.transpose()?.flatten();
         let emission = if top_n.is_some() {
             Emission::TopN { key_columns: named_key }
         } else if let Some((_, _, key_columns)) = &window_output {
@@ -593,47 +607,33 @@ impl StreamingPlan {
         self.chain.iter().map(between).collect()
     }
 
-    /// The input rows of level `k` of the chain (inserted, retracted) from the changes
-    /// of the level below (stage 1's for `k` = 0); `partitions` holds the rows its
-    /// window functions are recomputed over, if it has them.
-    pub async fn chain_input(
-        &self,
-        k: usize,
-        inserted: RecordBatch,
-        retracted: RecordBatch,
-        between: Option<&mut Between>,
-    ) -> Result<(RecordBatch, RecordBatch)> {
-        self.run_steps(&self.chain[k].feed, inserted, retracted, between).await
+    /// The input changes of level `k` of the chain from the changes of the level below
+    /// (stage 1's for `k` = 0); `between` holds the rows its window functions are
+    /// recomputed over or its `ORDER BY … LIMIT` picks from, if it has them.
+    pub async fn chain_input(&self, k: usize, changes: Changelog, between: Option<&mut Between>) -> Result<Changelog> {
+        self.run_steps(&self.chain[k].feed, changes, between).await
     }
 
-    /// Runs `steps` over changes (inserted, retracted).
-    async fn run_steps(
-        &self,
-        steps: &[Step],
-        inserted: RecordBatch,
-        retracted: RecordBatch,
-        between: Option<&mut Between>,
-    ) -> Result<(RecordBatch, RecordBatch)> {
-        let (mut inserted, mut retracted) = (inserted, retracted);
+    /// Runs `steps` over changes.
+    async fn run_steps(&self, steps: &[Step], changes: Changelog, between: Option<&mut Between>) -> Result<Changelog> {
+        let mut changes = changes;
         let mut between = between;
         for step in steps {
-            match (step, between.as_deref_mut()) {
+            changes = match (step, between.as_deref_mut()) {
                 (Step::Rows(slot, plan), _) => {
-                    inserted = self.run_over(slot, inserted, plan).await?;
-                    retracted = self.run_over(slot, retracted, plan).await?;
+                    Changelog::from_batch(self.run_over(slot, changes.into_batch(), plan).await?)?
                 }
                 (Step::Partitions { slot, segment }, Some(Between::Partitions(rows))) => {
-                    let (before, after) = rows.apply(&inserted, &retracted)?;
-                    retracted = self.run_over(slot, before, segment).await?;
-                    inserted = self.run_over(slot, after, segment).await?;
+                    let (before, after) = rows.apply(&changes)?;
+                    let retracted = self.run_over(slot, before, segment).await?;
+                    let inserted = self.run_over(slot, after, segment).await?;
+                    Changelog::new(&inserted, &retracted)?
                 }
-                (Step::TopN, Some(Between::TopN(top_n))) => {
-                    (inserted, retracted) = top_n.apply(&inserted, &retracted)?;
-                }
+                (Step::TopN, Some(Between::TopN(top_n))) => top_n.apply(&changes)?,
                 _ => return Err(Error::internal("a step without the state it keeps".to_string())),
-            }
+            };
         }
-        Ok((inserted, retracted))
+        Ok(changes)
     }
 
     /// The schema and PARTITION BY columns of the rows the result's window functions
@@ -642,16 +642,11 @@ impl StreamingPlan {
         self.partitioned_output.as_ref().map(|(_, spec)| spec.clone())
     }
 
-    /// The result's rows from stage 1's changes (inserted, retracted) through the
-    /// window functions over the touched partitions: (new rows, old rows).
-    pub async fn partitioned_output(
-        &self,
-        inserted: RecordBatch,
-        retracted: RecordBatch,
-        partitions: &mut Between,
-    ) -> Result<(RecordBatch, RecordBatch)> {
+    /// The result's changes from stage 1's changes, through the window functions over
+    /// the touched partitions: their new rows inserted, their old rows retracted.
+    pub async fn partitioned_output(&self, changes: Changelog, partitions: &mut Between) -> Result<Changelog> {
         let (steps, _) = self.partitioned_output.as_ref().expect("a partitioned result");
-        self.run_steps(steps, inserted, retracted, Some(partitions)).await
+        self.run_steps(steps, changes, Some(partitions)).await
     }
 
     /// The incremental top-N's sort, N and input schema, if the pipeline has one.
@@ -660,11 +655,11 @@ impl StreamingPlan {
         Some((t.sort.clone(), t.fetch, t.below.schema()))
     }
 
-    /// The rows the groups below give the top-N (what runs below its sort): stage 1's
-    /// groups, or the chain's last level's.
-    pub async fn top_n_input(&self, finals: RecordBatch) -> Result<RecordBatch> {
+    /// The changes of the rows the top-N reads (what runs below its sort) from the
+    /// changes of the groups below it: stage 1's groups, or the chain's last level's.
+    pub async fn top_n_input(&self, changes: Changelog) -> Result<Changelog> {
         let (input, t) = self.top_n.as_ref().expect("a top-N");
-        self.run_over(input, finals, &t.below).await
+        Changelog::from_batch(self.run_over(input, changes.into_batch(), &t.below_changes).await?)
     }
 
     /// The result from the top-N's first rows (what runs above its sort).
@@ -755,10 +750,10 @@ struct Partitioned {
     post: Arc<dyn ExecutionPlan>,
 }
 
-/// One step from the rows of the level below to a level's input rows.
+/// One step from the changes of the level below to a level's input changes.
 enum Step {
-    /// A row-by-row plan, run over the rows (inserted and retracted alike) with its
-    /// slot holding them.
+    /// A row-by-row plan carrying weights ([`Step::rows`]), run over the changes with
+    /// its slot holding them.
     Rows(LiveSlot, Arc<dyn ExecutionPlan>),
     /// Window functions over whole partitions: the touched partitions' rows before and
     /// after a batch go through `segment` (`operators::partitioned`).
@@ -768,19 +763,26 @@ enum Step {
     TopN,
 }
 
+impl Step {
+    /// The row-by-row `plan` over `slot`, rebuilt to run over changes.
+    fn rows(slot: LiveSlot, plan: &Arc<dyn ExecutionPlan>) -> std::result::Result<Step, DataFusionError> {
+        Ok(Step::Rows(slot, carry_weight(plan)?))
+    }
+}
+
 /// The steps that read a level's input from `slot` (its scan in the cut's input).
-fn input_steps(slot: LiveSlot, cut: &Cut) -> Vec<Step> {
+fn input_steps(slot: LiveSlot, cut: &Cut) -> std::result::Result<Vec<Step>, DataFusionError> {
     if let Some(t) = &cut.top_n {
-        return vec![Step::Rows(slot, t.below.clone()), Step::TopN, Step::Rows(t.slot.clone(), t.above.clone())];
+        return Ok(vec![Step::Rows(slot, t.below_changes.clone()), Step::TopN, Step::rows(t.slot.clone(), &t.above)?]);
     }
-    match &cut.partitioned {
-        None => vec![Step::Rows(slot, cut.input.clone())],
+    Ok(match &cut.partitioned {
+        None => vec![Step::rows(slot, &cut.input)?],
         Some(p) => vec![
-            Step::Rows(slot, p.pre.clone()),
+            Step::rows(slot, &p.pre)?,
             Step::Partitions { slot: p.segment_slot.clone(), segment: p.segment.clone() },
-            Step::Rows(p.post_slot.clone(), p.post.clone()),
+            Step::rows(p.post_slot.clone(), &p.post)?,
         ],
-    }
+    })
 }
 
 /// Splits `input` around its window functions, if they all partition by the same
@@ -874,6 +876,8 @@ const MIXED_INPUTS: &str = "a UNION or JOIN of an aggregation with SOURCE or wit
 /// groups), the sort itself, and `above` it (reading `slot`).
 struct TopNPlan {
     below: Arc<dyn ExecutionPlan>,
+    /// `below` over changes.
+    below_changes: Arc<dyn ExecutionPlan>,
     sort: Vec<PhysicalSortExpr>,
     fetch: usize,
     slot: LiveSlot,
@@ -911,7 +915,9 @@ fn split_top_n(top: &Arc<dyn ExecutionPlan>) -> std::result::Result<Option<TopNP
     if check_nodes(&above, &ROW_WISE_TOP).is_err() {
         return Ok(None);
     }
-    Ok(Some(TopNPlan { below: sort.input().clone(), sort: sort.expr().to_vec(), fetch, slot, above }))
+    let below = sort.input().clone();
+    let below_changes = carry_weight(&below)?;
+    Ok(Some(TopNPlan { below, below_changes, sort: sort.expr().to_vec(), fetch, slot, above }))
 }
 
 /// One aggregation of a chain over stage 1's changes.
