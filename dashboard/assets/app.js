@@ -1,15 +1,15 @@
 // The dashboard's only script, served by the dashboard itself. It refreshes the page's
 // data in place every few seconds from the JSON API (no reload: scroll position, form
 // fields and the query string stay), pauses while the tab is hidden, and draws charts
-// as SVG. Data only ever reaches the page as text (textContent), never as markup.
+// with uPlot. Data only ever reaches the page as text (textContent, or uPlot's canvas
+// and legend, which write text), never as markup.
 "use strict";
 
 const refreshMs = 1000 * (parseFloat(document.body.dataset.refreshSeconds) || 3);
-const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#3b6fd8", "#e4892b", "#3aa569", "#c4443b", "#8a5cc4", "#6b7a8f", "#d3b13a", "#2fa3b5"];
 
 function el(name, attrs, text) {
-  const node = name.startsWith("svg:") ? document.createElementNS(SVG, name.slice(4)) : document.createElement(name);
+  const node = document.createElement(name);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
   if (text !== undefined) node.textContent = text;
   return node;
@@ -23,7 +23,7 @@ async function getJson(url) {
 
 function markUpdated() {
   const t = document.getElementById("last-updated");
-  if (t) t.textContent = new Date().toLocaleTimeString();
+  if (t) t.textContent = new Date().toISOString().slice(11, 19) + " UTC";
 }
 
 // ---- overview: counters, state, rate ----
@@ -136,6 +136,11 @@ function drawTable(table, view) {
     body.appendChild(tr);
   }
   table.replaceChild(body, table.tBodies[0]);
+  // A relative range moves with the data: show where it is now (unless being edited).
+  for (const field of ["from", "to"]) {
+    const input = document.querySelector(`form.range input[name=${field}]`);
+    if (input && view[field] && document.activeElement !== input) input.value = view[field];
+  }
   const pager = document.getElementById("pager");
   if (pager) {
     const text = [...pager.childNodes].find(n => n.nodeType === 3 && n.textContent.includes("page"));
@@ -143,64 +148,159 @@ function drawTable(table, view) {
   }
 }
 
-// A windowed result: a line per category over window start (with the alert
-// thresholds), and, with a category column, the same values as stacked bars. A keyed
-// result: bars of its largest values.
-function drawChart(figure, chart) {
-  figure.replaceChildren();
-  if (!chart || chart.kind === "none" || chart.x.length === 0) return;
-  drawSvg(figure, chart, chart.kind, chart.thresholds || []);
-  if (chart.stacked) drawSvg(figure, chart, "stacked", []);
-  if (chart.series.length > 1) {
-    const legend = el("figcaption", { class: "legend" });
-    chart.series.forEach((s, k) => { const item = el("span", {}, "■ " + s.name); item.style.color = COLORS[k % COLORS.length]; legend.appendChild(item); });
-    figure.appendChild(legend);
-  }
+// ---- charts (uPlot, served by the dashboard) ----
+// One chart per value column: over window start (UTC) a line per category, or the
+// largest values of a keyed result as bars. Hovering shows the exact values under the
+// cursor; clicking a legend entry hides or shows its line; dragging across a chart
+// zooms into that time range (double-click zooms out). A zoomed chart keeps its range
+// while the data refreshes; the others follow the range picked above the table.
+const charts = new Map(); // value column → { plot, signature }
+window.dashboardCharts = charts; // for the browser tests
+
+// Numbers as people read them: whole numbers with separators, others to 4 significant digits.
+function numberText(v) {
+  if (v == null) return "";
+  return Number.isInteger(v) ? v.toLocaleString("en-US") : (+v.toPrecision(4)).toLocaleString("en-US", { maximumFractionDigits: 6 });
 }
 
-function drawSvg(figure, chart, kind, thresholds) {
-  const W = 900, H = 280, L = 60, R = 10, T = 10, B = 60;
-  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": chart.y_label });
-  const n = chart.x.length;
-  const stacked = kind === "stacked";
-  const totals = chart.x.map((_, i) => chart.series.reduce((a, s) => stacked ? a + s.values[i] : Math.max(a, s.values[i]), 0));
-  const max = Math.max(...totals, ...thresholds.map(t => t.value * 1.1), 0) || 1;
-  const y = v => T + (H - T - B) * (1 - v / max);
-  const step = (W - L - R) / Math.max(n, 1);
-  svg.appendChild(el("svg:line", { x1: L, y1: y(0), x2: W - R, y2: y(0), stroke: "#999" }));
-  for (const f of [0, 0.5, 1]) {
-    svg.appendChild(el("svg:text", { x: L - 6, y: y(max * f) + 4, "text-anchor": "end", "font-size": 11 }, String(+(max * f).toPrecision(3))));
-  }
-  if (kind === "line") {
-    chart.series.forEach((s, k) => {
-      const points = s.values.map((v, i) => `${L + step * (i + 0.5)},${y(v)}`).join(" ");
-      svg.appendChild(el("svg:polyline", { points, fill: "none", stroke: COLORS[k % COLORS.length], "stroke-width": 2 }));
-    });
-  } else {
-    const base = new Array(n).fill(0);
-    chart.series.forEach((s, k) => {
-      s.values.forEach((v, i) => {
-        const top = stacked ? base[i] + v : v;
-        const bar = el("svg:rect", { x: L + step * i + step * 0.1, width: step * 0.8, y: y(top), height: Math.max(0, y(stacked ? base[i] : 0) - y(top)), fill: COLORS[k % COLORS.length] });
-        bar.appendChild(el("svg:title", {}, `${chart.x[i]} · ${s.name}: ${v}`));
-        svg.appendChild(bar);
-        if (stacked) base[i] = top;
-      });
-    });
-  }
-  for (const t of thresholds) {
-    const line = el("svg:line", { x1: L, x2: W - R, y1: y(t.value), y2: y(t.value), stroke: "#c4443b", "stroke-dasharray": "6 4", class: "threshold" });
-    line.appendChild(el("svg:title", {}, `${t.rule}: ${t.value}`));
-    svg.appendChild(line);
-    svg.appendChild(el("svg:text", { x: W - R - 4, y: y(t.value) - 4, "text-anchor": "end", "font-size": 11, fill: "#c4443b" }, `${t.rule} ${t.value}`));
-  }
-  const every = Math.ceil(n / 12);
-  chart.x.forEach((label, i) => {
-    if (i % every) return;
-    svg.appendChild(el("svg:text", { x: L + step * (i + 0.5), y: H - B + 14, "text-anchor": "middle", "font-size": 10 }, label.length > 16 ? label.slice(-8) : label));
+// `YYYY-MM-DD HH:MM:SS` UTC from seconds since the epoch.
+function utcText(seconds) {
+  return new Date(seconds * 1000).toISOString().slice(0, 19).replace("T", " ");
+}
+
+// Time-axis labels, 24-hour UTC: `HH:MM` (with seconds when ticks are seconds apart),
+// the date under the first tick and wherever the day changes; days when ticks are days apart.
+function timeTicks(u, splits, axisIdx, space, step) {
+  let day = null;
+  return splits.map(t => {
+    const text = utcText(t);
+    const date = text.slice(0, 10), clock = step < 60 ? text.slice(11) : text.slice(11, 16);
+    if (step >= 86400) return date;
+    const label = date === day ? clock : clock + "\n" + date;
+    day = date;
+    return label;
   });
-  svg.appendChild(el("svg:text", { x: L, y: H - 8, "font-size": 11 }, `${chart.y_label} by ${chart.x_label}${stacked ? " (stacked)" : ""}`));
-  figure.appendChild(svg);
+}
+
+function xText(c, x) {
+  return c.kind === "time" ? utcText(x) + " UTC" : (c.labels[x] ?? "");
+}
+
+// The box that follows the cursor with the exact values under it.
+function showTooltip(u, c) {
+  const tip = u.root.querySelector(".tooltip");
+  const i = u.cursor.idx;
+  if (i == null || u.cursor.left < 0) { tip.hidden = true; return; }
+  const lines = [el("b", {}, xText(c, u.data[0][i]))];
+  u.series.forEach((s, k) => {
+    if (k === 0 || !s.show || u.data[k][i] == null) return;
+    const line = el("div", {}, `${s.label}: ${numberText(u.data[k][i])}`);
+    line.style.color = s._stroke;
+    lines.push(line);
+  });
+  tip.replaceChildren(...lines);
+  tip.hidden = false;
+  const left = u.cursor.left + 12, right = u.over.clientWidth - u.cursor.left + 12;
+  tip.style.left = left + tip.offsetWidth < u.over.clientWidth ? left + "px" : "";
+  tip.style.right = left + tip.offsetWidth < u.over.clientWidth ? "" : right + "px";
+  tip.style.top = Math.max(0, u.cursor.top - 10) + "px";
+}
+
+// The alert thresholds, as dashed lines with the rule's name.
+function drawThresholds(u, c) {
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.strokeStyle = ctx.fillStyle = "#c4443b";
+  ctx.setLineDash([6, 4]);
+  ctx.font = `${11 * devicePixelRatio}px system-ui`;
+  ctx.textAlign = "right";
+  for (const t of c.thresholds) {
+    const y = Math.round(u.valToPos(t.value, "y", true));
+    ctx.beginPath();
+    ctx.moveTo(u.bbox.left, y);
+    ctx.lineTo(u.bbox.left + u.bbox.width, y);
+    ctx.stroke();
+    ctx.fillText(`${t.rule} ${numberText(t.value)}`, u.bbox.left + u.bbox.width - 4, y - 4);
+  }
+  ctx.restore();
+}
+
+function chartOptions(c, width) {
+  const time = c.kind === "time";
+  const summed = c.summed_over.length ? ` (sum over ${c.summed_over.join(", ")})` : "";
+  const series = [{ label: time ? "window start (UTC)" : "key", value: (u, x) => x == null ? "" : xText(c, x) }];
+  c.series.forEach((s, k) => {
+    const color = COLORS[k % COLORS.length];
+    series.push(time
+      ? { label: s.name, stroke: color, width: 2, spanGaps: false, value: (u, v) => numberText(v) }
+      : { label: s.name, stroke: color, fill: color + "aa", width: 1, paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false }, value: (u, v) => numberText(v) });
+  });
+  const limits = c.thresholds.map(t => t.value);
+  return {
+    width, height: 260,
+    // Times on the axis in UTC, like every time on the dashboard.
+    tzDate: ts => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+    scales: {
+      x: time ? { time: true } : { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] },
+      // From zero (values are counts and sums), with room for the thresholds.
+      y: { range: (u, min, max) => uPlot.rangeNum(Math.min(0, min ?? 0, ...limits), Math.max(0, max ?? 0, ...limits), 0.1, true) },
+    },
+    axes: [
+      time ? { label: c.x_label, values: timeTicks, space: 60 } : { label: c.x_label, splits: () => c.x, values: (u, splits) => splits.map(i => c.labels[i] ?? ""), rotate: -30, size: 60 },
+      { label: c.value + summed, size: 70, values: (u, splits) => splits.map(numberText) },
+    ],
+    series,
+    // The legend names the lines (a click hides or shows one); the values under the
+    // cursor are in the tooltip, so the legend keeps its place as the cursor moves.
+    legend: { live: false },
+    cursor: { drag: { x: time, y: false, setScale: time } },
+    hooks: { setCursor: [u => showTooltip(u, c)], draw: [u => drawThresholds(u, c)] },
+  };
+}
+
+function chartData(c) {
+  return [c.x, ...c.series.map(s => s.values)];
+}
+
+function drawCharts(section, data) {
+  const shown = new Set();
+  for (const c of data.charts) {
+    shown.add(c.value);
+    const signature = c.kind + "|" + c.series.map(s => s.name).join("|") + "|" + c.thresholds.map(t => t.rule + t.value).join("|") + "|" + c.summed_over.join(",");
+    let entry = charts.get(c.value);
+    if (entry && entry.signature !== signature) {
+      entry.plot.destroy();
+      entry.figure.remove();
+      entry = null;
+    }
+    if (!entry) {
+      const figure = el("figure", { class: "chart", "data-value": c.value });
+      figure.appendChild(el("figcaption", {}, c.value));
+      section.appendChild(figure);
+      const plot = new uPlot(chartOptions(c, Math.max(300, section.clientWidth - 20)), chartData(c), figure);
+      const tip = el("div", { class: "tooltip" });
+      tip.hidden = true;
+      plot.over.appendChild(tip);
+      entry = { plot, signature, figure };
+      charts.set(c.value, entry);
+    } else {
+      // A zoomed chart keeps its range; the others follow the data.
+      const [first, last] = [c.x[0], c.x[c.x.length - 1]];
+      const x = entry.plot.scales.x;
+      const zoomed = c.kind === "time" && x.min != null && (x.min > entry.first || x.max < entry.last);
+      entry.plot.setData(chartData(c), !zoomed);
+      Object.assign(entry, { first, last });
+      continue;
+    }
+    Object.assign(entry, { first: c.x[0], last: c.x[c.x.length - 1] });
+  }
+  for (const [value, entry] of charts) {
+    if (shown.has(value)) continue;
+    entry.plot.destroy();
+    entry.figure.remove();
+    charts.delete(value);
+  }
+  section.hidden = data.charts.length === 0;
 }
 
 // The pipeline's own state, counters and error at the top of its page.
@@ -222,7 +322,7 @@ async function refreshPipeline(page) {
   const name = encodeURIComponent(page.dataset.pipeline);
   const query = location.search;
   const table = document.getElementById("result");
-  const [detail, view, chart] = await Promise.all([
+  const [detail, view, chartList] = await Promise.all([
     getJson(`/api/pipelines/${name}`),
     table ? getJson(`/api/pipelines/${name}/rows${query}`) : null,
     table ? getJson(`/api/pipelines/${name}/chart${query}`) : null,
@@ -230,7 +330,7 @@ async function refreshPipeline(page) {
   drawStatus(detail.status);
   if (table) {
     drawTable(table, view);
-    drawChart(document.getElementById("chart"), chart);
+    drawCharts(document.getElementById("charts"), chartList);
   }
   drawQlik(detail.qlik || []);
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use dashboard::alerts::{AlertsView, Engine, evaluate_once, rules};
 use dashboard::metrics::Metrics;
+use serde_json::json;
 use store::{
     ColumnType, PipelineStatus, QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value,
 };
@@ -107,16 +108,17 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         assert_eq!(browser.eval("window.__marker").await, "no reload", "the alert appeared without a reload");
         browser.screenshot("overview-firing").await;
 
-        // Pipeline page: stacked bars and the rule's threshold line, table filled.
+        // Pipeline page: a chart (a line per type, the rule's threshold), table filled.
         browser.goto(&format!("{url}/pipelines/per_window")).await;
-        browser.wait_for("document.querySelectorAll('#chart svg rect').length > 0").await;
-        assert_eq!(browser.eval("document.querySelectorAll('#chart svg').length").await, 2, "lines and stacked bars");
-        assert_eq!(browser.eval("document.querySelectorAll('#chart svg polyline').length").await, 3, "a line per type");
-        assert_eq!(browser.eval("document.querySelectorAll('#chart svg line.threshold').length").await, 1);
+        browser.wait_for("document.querySelectorAll('#charts figure.chart canvas').length === 1").await;
+        let legend = "[...document.querySelectorAll('#charts .u-legend .u-series')].map(s => s.querySelector('.u-label').textContent)";
+        assert_eq!(browser.eval(legend).await, json!([HOSTILE, "click", "view"]), "a line per type");
+        let thresholds = "window.dashboardCharts.get('interaction_count').signature.includes('busy50')";
+        assert_eq!(browser.eval(thresholds).await, true, "the rule's threshold is drawn");
         assert_eq!(browser.eval("document.querySelectorAll('#result tbody tr').length").await, 36);
-        // The hostile category is text in the table, the legend and the tooltips.
+        // The hostile category is text in the table and the legend.
         browser.wait_for(&format!("document.getElementById('result').innerText.includes({HOSTILE:?})")).await;
-        assert_eq!(browser.eval("document.querySelectorAll('#result img, #chart img, script:not([src])').length").await, 0);
+        assert_eq!(browser.eval("document.querySelectorAll('#result img, #charts img, script:not([src])').length").await, 0);
         browser.screenshot("pipeline").await;
         // `_id` is hidden until asked for; the CSV export holds what the table shows.
         let first_cell = "getComputedStyle(document.querySelector('#result tbody td')).display";
@@ -243,6 +245,151 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
     });
 }
 
+/// Moves the mouse to window `w` (0 = the first shown) halfway up the chart of
+/// `interaction_count`, with `buttons` held.
+async fn point_at(browser: &mut Browser, w: usize, event: &str, buttons: u32) {
+    let at = browser
+        .eval(&format!(
+            "(() => {{ const p = window.dashboardCharts.get('interaction_count').plot; const r = p.over.getBoundingClientRect();
+               const x = Math.min(Math.max(p.valToPos(p.data[0][{w}], 'x'), 1), r.width - 2);
+               return [r.left + x, r.top + r.height / 2]; }})()"
+        ))
+        .await;
+    // A person's mouse arrives moving: a step before the point, then the point.
+    if event == "mouseMoved" {
+        let x = at[0].as_f64().unwrap() - 3.0;
+        let params = json!({"type": event, "x": x, "y": at[1], "button": "none", "buttons": buttons});
+        browser.call("Input.dispatchMouseEvent", params).await;
+    }
+    let params = json!({"type": event, "x": at[0], "y": at[1], "button": "left", "buttons": buttons, "clickCount": 1});
+    browser.call("Input.dispatchMouseEvent", params).await;
+}
+
+/// A click, as a person makes it, in the middle of the element `selector` finds.
+async fn click(browser: &mut Browser, selector: &str) {
+    let at = browser
+        .eval(&format!("(() => {{ const r = document.querySelector({selector:?}).getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }})()"))
+        .await;
+    for (event, buttons) in [("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)] {
+        let params =
+            json!({"type": event, "x": at[0], "y": at[1], "button": "left", "buttons": buttons, "clickCount": 1});
+        browser.call("Input.dispatchMouseEvent", params).await;
+    }
+}
+
+#[test]
+fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and_follow_relative_ranges() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
+        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
+        write(store.as_ref(), 1234).await;
+        let (url, _stop) = serve(state(store.clone(), Arc::new(AlertsView::default()))).await;
+        let mut browser = Browser::start().await;
+        browser.goto(&format!("{url}/pipelines/per_window")).await;
+        browser.wait_for("window.dashboardCharts && window.dashboardCharts.has('interaction_count')").await;
+        let plot = "window.dashboardCharts.get('interaction_count').plot";
+        assert_eq!(browser.eval(&format!("{plot}.data[0].length")).await, 12, "the last hour: 12 windows");
+
+        // Hovering the latest window shows its exact values and time.
+        point_at(&mut browser, 11, "mouseMoved", 0).await;
+        let tooltip = "document.querySelector('#charts .tooltip')";
+        browser.wait_for(&format!("!{tooltip}.hidden")).await;
+        let text = browser.eval(&format!("{tooltip}.innerText")).await;
+        let text = text.as_str().unwrap();
+        assert!(text.contains("2026-01-01 00:55:00 UTC"), "{text}");
+        assert!(text.contains("click: 1,234") && text.contains("view: 1,234"), "{text}");
+        browser.screenshot("chart-hover").await;
+
+        // A click on a legend entry hides its line (and its value under the cursor).
+        click(&mut browser, "#charts .u-legend .u-series:nth-child(3) th").await;
+        assert_eq!(browser.eval(&format!("{plot}.series[3].label + ' ' + {plot}.series[3].show")).await, "view false");
+        point_at(&mut browser, 10, "mouseMoved", 0).await;
+        browser.wait_for(&format!("{tooltip}.innerText.includes('00:50:00')")).await;
+        let text = browser.eval(&format!("{tooltip}.innerText")).await;
+        assert!(!text.as_str().unwrap().contains("view:"), "{text}");
+        click(&mut browser, "#charts .u-legend .u-series:nth-child(3) th").await;
+        assert_eq!(browser.eval(&format!("{plot}.series[3].show")).await, true, "a second click shows it again");
+
+        // Dragging from the third to the seventh window zooms into them; the zoom
+        // stays while the data refreshes.
+        point_at(&mut browser, 2, "mouseMoved", 0).await;
+        point_at(&mut browser, 2, "mousePressed", 1).await;
+        point_at(&mut browser, 4, "mouseMoved", 1).await;
+        point_at(&mut browser, 6, "mouseMoved", 1).await;
+        point_at(&mut browser, 6, "mouseReleased", 0).await;
+        let range = format!("[{plot}.scales.x.min, {plot}.scales.x.max, {plot}.data[0][2], {plot}.data[0][6]]");
+        let zoomed: Vec<f64> = serde_json::from_value(browser.eval(&range).await).unwrap();
+        assert!((zoomed[0] - zoomed[2]).abs() < 1.0 && (zoomed[1] - zoomed[3]).abs() < 1.0, "{zoomed:?}");
+        browser.screenshot("chart-zoomed").await;
+        browser.eval("window.__marker = 'no reload'").await;
+        write(store.as_ref(), 2000).await;
+        browser.wait_for(&format!("{plot}.data[1][11] === 2000 || {plot}.data[2][11] === 2000")).await;
+        let after: Vec<f64> = serde_json::from_value(browser.eval(&range).await).unwrap();
+        assert_eq!(after[..2], zoomed[..2], "the zoom stays across refreshes");
+        assert_eq!(browser.eval("window.__marker").await, "no reload");
+
+        // The last 15 minutes: three windows, following the live edge as a new one comes.
+        click(&mut browser, "#ranges a[data-range='15m']").await;
+        browser.wait_for("location.search.includes('range=15m')").await;
+        browser.wait_for("window.dashboardCharts && window.dashboardCharts.has('interaction_count')").await;
+        assert_eq!(
+            browser.eval(&format!("{plot}.data[0].map(utcText)")).await,
+            json!(["2026-01-01 00:45:00", "2026-01-01 00:50:00", "2026-01-01 00:55:00"])
+        );
+        assert_eq!(browser.eval("document.querySelectorAll('#result tbody tr').length").await, 9);
+        assert_eq!(browser.eval("document.querySelector('#ranges a.active').dataset.range").await, "15m");
+        let next = ResultRow {
+            id: "12-click".into(),
+            values: vec![
+                Value::Struct(vec![
+                    ("start".into(), Value::Timestamp(T0 + 60 * MINUTE)),
+                    ("end".into(), Value::Timestamp(T0 + 65 * MINUTE)),
+                ]),
+                Value::Text("click".into()),
+                Value::Integer(7),
+            ],
+        };
+        let status = PipelineStatus { name: "per_window".into(), state: "running".into(), ..Default::default() };
+        let delta = ResultDelta { upserts: vec![next], deletes: vec![] };
+        store.write_batch("per_window", &columns(), &delta, &status, &[], &[]).await.unwrap();
+        browser
+            .wait_for(&format!("{plot}.data[0].length === 3 && utcText({plot}.data[0][2]) === '2026-01-01 01:00:00'"))
+            .await;
+        assert_eq!(browser.eval(&format!("utcText({plot}.data[0][0])")).await, "2026-01-01 00:50:00");
+        let range =
+            "document.querySelector('input[name=from]').value + ' ' + document.querySelector('input[name=to]').value";
+        assert_eq!(browser.eval(range).await, "2026-01-01T00:46:00 2026-01-01T01:01:00", "the fields follow too");
+        browser.screenshot("chart-last-15m").await;
+        assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+
+        // A keyed result: bars of its largest values, each named by its key on hover.
+        let columns = [
+            ResultColumn { name: "item".into(), column_type: ColumnType::Text },
+            ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer },
+        ];
+        store.prepare_result_table("per_item", "per_item", &columns, true).await.unwrap();
+        let rows = (1..=5)
+            .map(|i| ResultRow {
+                id: format!("i{i}"),
+                values: vec![Value::Text(format!("item {i}")), Value::Integer(i * 100)],
+            })
+            .collect();
+        let status = PipelineStatus { name: "per_item".into(), state: "running".into(), ..Default::default() };
+        let delta = ResultDelta { upserts: rows, deletes: vec![] };
+        store.write_batch("per_item", &columns, &delta, &status, &[], &[]).await.unwrap();
+        browser.goto(&format!("{url}/pipelines/per_item")).await;
+        browser.wait_for("window.dashboardCharts && window.dashboardCharts.has('interaction_count')").await;
+        point_at(&mut browser, 0, "mouseMoved", 0).await;
+        browser.wait_for(&format!("{tooltip}.innerText.includes('item 5')")).await;
+        let text = browser.eval(&format!("{tooltip}.innerText")).await;
+        assert!(text.as_str().unwrap().contains("interaction_count: 500"), "the largest first: {text}");
+        browser.screenshot("chart-keyed-bars").await;
+    });
+}
+
 #[test]
 fn behind_credentials_the_browser_prompts_shows_nothing_without_them_and_refreshes_with_them() {
     const USER: &str = "admin";
@@ -300,7 +447,7 @@ fn behind_credentials_the_browser_prompts_shows_nothing_without_them_and_refresh
         assert_eq!(browser.eval("window.__marker").await, "no reload");
         browser.screenshot("logged-in-overview").await;
         browser.goto(&format!("{url}/pipelines/per_window")).await;
-        browser.wait_for("document.querySelectorAll('#chart svg rect').length > 0").await;
+        browser.wait_for("document.querySelectorAll('#charts figure.chart canvas').length > 0").await;
         assert_eq!(browser.eval("document.querySelectorAll('#result tbody tr').length").await, 36);
         assert_eq!(browser.eval("fetch('/api/pipelines').then(r => r.status)").await, 200);
         browser.screenshot("logged-in-pipeline").await;

@@ -96,7 +96,7 @@ fn overview_row<'a>(page: &'a str, pipeline: &str) -> &'a str {
 }
 
 /// Known data: `per_window` has 36 windows (3 hours) × 2 types and two Qlik targets;
-/// `per_item` 5 items; `totals` one row.
+/// `per_item` 5 items; `per_user_window` 2 windows × 3 users; `totals` one row.
 async fn fill(store: &dyn Store) {
     let columns = [
         column("window", ColumnType::Window),
@@ -122,6 +122,29 @@ async fn fill(store: &dyn Store) {
         .map(|i| ResultRow { id: i.to_string(), values: vec![Value::Integer(i), Value::Real(i as f64 * 1.5)] })
         .collect();
     write(store, "per_item", &columns, rows, &[]).await;
+    // Per window and user: two value columns, users summed per point.
+    let columns = [
+        column("window", ColumnType::Window),
+        column("user_id", ColumnType::Integer),
+        column("interaction_type", ColumnType::Text),
+        column("interactions", ColumnType::Integer),
+        column("avg_ms", ColumnType::Real),
+    ];
+    let rows = (0..2)
+        .flat_map(|w| {
+            (1..=3).map(move |u| ResultRow {
+                id: format!("{w}-{u}"),
+                values: vec![
+                    window(w * 5),
+                    Value::Integer(u),
+                    Value::Text("click".into()),
+                    Value::Integer(u),
+                    Value::Real(0.5),
+                ],
+            })
+        })
+        .collect();
+    write(store, "per_user_window", &columns, rows, &[]).await;
     let columns = [column("average", ColumnType::Real)];
     write(store, "totals", &columns, vec![ResultRow { id: "all".into(), values: vec![Value::Real(42.25)] }], &[]).await;
     // Written in the other order: the store gives them back by target.
@@ -245,12 +268,29 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(second["rows"].as_array().unwrap().len(), 22);
     // Chart: stacked bars per window start by interaction type, in the range.
     let chart = json(addr, "/api/pipelines/per_window/chart?from=2026-01-01T00:00&to=2026-01-01T01:00");
-    assert_eq!((chart["kind"].as_str(), chart["stacked"].as_bool()), (Some("line"), Some(true)));
+    let chart = &chart["charts"][0];
+    assert_eq!((chart["kind"].as_str(), chart["value"].as_str()), (Some("time"), Some("interaction_count")));
     assert_eq!(chart["x"].as_array().unwrap().len(), 12);
+    assert_eq!(chart["x"][0], 1_767_225_600.0, "window starts in seconds");
     assert_eq!(chart["series"][0]["name"], "click");
     assert_eq!(chart["series"][1]["values"][0], 10.0);
+    assert_eq!(chart["summed_over"], serde_json::json!([]), "one row per point: nothing summed");
+    // Relative ranges end at the latest window and follow it; the page marks the one shown.
+    assert_eq!(json(addr, "/api/pipelines/per_window/rows?range=15m")["total"], 6, "3 windows × 2 types");
+    assert_eq!(json(addr, "/api/pipelines/per_window/rows?range=all&from=2026-01-01T02:00")["total"], 72, "range wins");
+    let chart = json(addr, "/api/pipelines/per_window/chart?range=5m");
+    assert_eq!(chart["charts"][0]["x"], serde_json::json!([1_767_236_100.0]), "the latest window, 02:55");
+    assert!(page.contains("data-range=\"1h\" class=\"active\""), "the default is the last hour");
+    assert!(page.contains("href=\"?page=1&#38;sort=window&#38;desc=true&#38;range=15m\""), "a link per range");
+    // A chart per value column; a point sums the users' rows, and says so.
+    let charts = json(addr, "/api/pipelines/per_user_window/chart?range=all");
+    let values: Vec<&str> = charts["charts"].as_array().unwrap().iter().map(|c| c["value"].as_str().unwrap()).collect();
+    assert_eq!(values, ["interactions", "avg_ms"]);
+    assert_eq!(charts["charts"][0]["summed_over"], serde_json::json!(["user_id"]));
+    assert_eq!(charts["charts"][0]["series"][0]["values"], serde_json::json!([6.0, 6.0]), "1 + 2 + 3 per window");
     // Keyed result: a bar chart, largest first; no time filter.
     let chart = json(addr, "/api/pipelines/per_item/chart");
+    let chart = &chart["charts"][0];
     assert_eq!(chart["kind"], "bar");
     assert_eq!(chart["series"][0]["values"][0], 7.5);
     let (_, _, page) = get(addr, "/pipelines/per_item");
@@ -281,19 +321,24 @@ fn check_every_route(store: Arc<dyn Store>) {
     );
     assert_eq!(alerts["history"][0]["to"], "firing");
     let chart = json(addr, "/api/pipelines/per_window/chart");
-    assert_eq!(chart["thresholds"][0]["value"], 30.0);
+    assert_eq!(chart["charts"][0]["thresholds"][0]["value"], 30.0);
 
     check_qlik_targets(addr);
 
     // API, health, assets, errors.
     let all = json(addr, "/api/pipelines");
-    assert_eq!(all["pipelines"].as_array().unwrap().len(), 3);
+    assert_eq!(all["pipelines"].as_array().unwrap().len(), 4);
     assert_eq!(json(addr, "/api/pipelines/per_item")["status"]["events_ok"], 100);
     assert_eq!(json(addr, "/healthz")["status"], "ok");
     let (status, content_type, script) = get(addr, "/assets/app.js");
     assert_eq!((status, content_type.starts_with("text/javascript")), (200, true));
     assert!(script.contains("visibilitychange"), "the refresh pauses while hidden");
     assert_eq!(get(addr, "/assets/app.css").0, 200);
+    // The charting library comes from the dashboard itself (no CDN).
+    let (status, content_type, library) = get(addr, "/assets/uplot.js");
+    assert_eq!((status, content_type.starts_with("text/javascript")), (200, true));
+    assert!(library.contains("uPlot"), "uPlot");
+    assert_eq!(get(addr, "/assets/uplot.css").0, 200);
     assert_eq!(get(addr, "/pipelines/nope").0, 404);
     assert_eq!(get(addr, "/api/pipelines/nope/rows").0, 404);
 

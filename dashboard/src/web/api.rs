@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde_json::{Value as Json_, json};
 
 use super::WebError;
-use super::view::{self, Chart, PipelineItem, QlikTargets, ResultView, TableQuery};
+use super::view::{self, Charts, PipelineItem, QlikTargets, ResultView, TableQuery};
 use crate::AppState;
 
 /// The alert rules, every instance's state, and the latest transitions.
@@ -95,23 +95,25 @@ pub async fn rows_csv(
         .into_response())
 }
 
-/// The chart of a pipeline's result (`?from=&to=` for windowed results).
-pub async fn chart(
+/// The charts of a pipeline's result (`?from=&to=` or `?range=` for windowed results).
+pub async fn charts(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<TableQuery>,
-) -> Result<Json<Chart>, WebError> {
+) -> Result<Json<Charts>, WebError> {
     let table = super::table_of(&state, &name).await?;
-    let mut chart = view::chart(state.store.as_ref(), &table, &query)
+    let mut charts = view::charts(state.store.as_ref(), &table, &query)
         .await?
         .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
-    // The thresholds of the rules on this chart's value, drawn as lines.
-    for rule in state.alerts.rules.iter().filter(|r| r.pipeline == name && r.value == chart.y_label) {
-        for value in rule.condition.thresholds() {
-            chart.thresholds.push(view::Threshold { rule: rule.name.clone(), value });
+    // The thresholds of the rules on a chart's value, drawn as lines.
+    for chart in &mut charts.charts {
+        for rule in state.alerts.rules.iter().filter(|r| r.pipeline == name && r.value == chart.value) {
+            for value in rule.condition.thresholds() {
+                chart.thresholds.push(view::Threshold { rule: rule.name.clone(), value });
+            }
         }
     }
-    Ok(Json(chart))
+    Ok(Json(charts))
 }
 
 /// A pipeline's bad records.

@@ -23,11 +23,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pipelines/{name}", get(api::pipeline))
         .route("/api/pipelines/{name}/rows", get(api::rows))
         .route("/api/pipelines/{name}/rows.csv", get(api::rows_csv))
-        .route("/api/pipelines/{name}/chart", get(api::chart))
+        .route("/api/pipelines/{name}/chart", get(api::charts))
         .route("/api/pipelines/{name}/bad", get(api::bad_records))
         .route("/healthz", get(api::healthz))
         .route("/assets/app.js", get(assets::script))
         .route("/assets/app.css", get(assets::style))
+        .route("/assets/uplot.js", get(assets::chart_script))
+        .route("/assets/uplot.css", get(assets::chart_style))
         .route("/metrics", get(crate::metrics::scrape))
         // The layer added last runs first: the metrics see every answer, 401s included;
         // the credentials are checked before any handler (or the 404 fallback) runs.

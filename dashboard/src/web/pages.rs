@@ -8,7 +8,7 @@ use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, Reje
 use crate::alerts::{AlertState, Instance, Rule};
 
 use super::WebError;
-use super::view::{self, PipelineItem, QlikTargets, ResultView, TableQuery};
+use super::view::{self, PipelineItem, QlikTargets, RANGES, ResultView, TableQuery};
 use crate::AppState;
 
 /// A single-row result shown as tiles on the overview (such as all-time averages).
@@ -72,17 +72,22 @@ impl PipelinePage {
     /// The link that sorts by `column` (toggling the direction if it is already the sort).
     fn sort_link(&self, result: &ResultView, column: &str) -> String {
         let desc = result.sort.as_deref() == Some(column) && !result.desc;
-        format!("?{}", view_query(result, Some(column), desc, Some(1)))
+        format!("?{}", view_query(result, Some(column), desc, Some(1), result.range.as_deref()))
     }
 
     fn page_link(&self, result: &ResultView, page: u64) -> String {
-        format!("?{}", view_query(result, result.sort.as_deref(), result.desc, Some(page)))
+        format!("?{}", view_query(result, result.sort.as_deref(), result.desc, Some(page), result.range.as_deref()))
     }
 
     /// The CSV export of what the table shows: its range and sort, every page.
     fn csv_link(&self, result: &ResultView) -> String {
-        let query = view_query(result, result.sort.as_deref(), result.desc, None);
+        let query = view_query(result, result.sort.as_deref(), result.desc, None, result.range.as_deref());
         format!("/api/pipelines/{}/rows.csv?{query}", encode(&self.status.name))
+    }
+
+    /// The link that shows the relative range `range` (keeping the sort).
+    fn range_link(&self, result: &ResultView, range: &str) -> String {
+        format!("?{}", view_query(result, result.sort.as_deref(), result.desc, Some(1), Some(range)))
     }
 
     fn arrow(&self, result: &ResultView, column: &str) -> &'static str {
@@ -94,16 +99,21 @@ impl PipelinePage {
     }
 }
 
-/// The query string of a page (if given), sort and range of `result`.
-fn view_query(result: &ResultView, sort: Option<&str>, desc: bool, page: Option<u64>) -> String {
+/// The query string of a page (if given), sort and time range (the relative `range`,
+/// else `result`'s times) of `result`.
+fn view_query(result: &ResultView, sort: Option<&str>, desc: bool, page: Option<u64>, range: Option<&str>) -> String {
     let mut query: Vec<String> = page.map(|page| format!("page={page}")).into_iter().collect();
     if let Some(sort) = sort {
         query.push(format!("sort={}", encode(sort)));
         query.push(format!("desc={desc}"));
     }
-    if result.window.is_some() {
-        query.push(format!("from={}", encode(&result.from)));
-        query.push(format!("to={}", encode(&result.to)));
+    match (&result.window, range) {
+        (None, _) => {}
+        (Some(_), Some(range)) => query.push(format!("range={}", encode(range))),
+        (Some(_), None) => {
+            query.push(format!("from={}", encode(&result.from)));
+            query.push(format!("to={}", encode(&result.to)));
+        }
     }
     query.join("&")
 }

@@ -31,7 +31,20 @@ pub struct TableQuery {
     /// Window starts from / to, ISO-8601 (`2026-01-01T00:05` or with seconds and zone; UTC if none).
     pub from: Option<String>,
     pub to: Option<String>,
+    /// A range relative to the latest window in the data (`5m`, `15m`, `1h`, `6h`,
+    /// `24h`, `all`): it follows the live edge; `from`/`to` are ignored with it.
+    pub range: Option<String>,
 }
+
+/// The relative ranges offered, and their length (`None`: all of the data).
+pub const RANGES: [(&str, Option<i64>); 6] = [
+    ("5m", Some(300_000_000)),
+    ("15m", Some(900_000_000)),
+    ("1h", Some(3_600_000_000)),
+    ("6h", Some(21_600_000_000)),
+    ("24h", Some(86_400_000_000)),
+    ("all", None),
+];
 
 /// A page of a result, ready to show.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +62,9 @@ pub struct ResultView {
     /// The time range shown, `YYYY-MM-DDTHH:MM:SS` UTC (empty without a window).
     pub from: String,
     pub to: String,
+    /// The relative range shown (one of [`RANGES`]), if it is one: the default is the
+    /// last hour.
+    pub range: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,19 +73,28 @@ pub struct ColumnView {
     pub column_type: ColumnType,
 }
 
-/// A chart chosen from the result's shape.
+/// The charts of a result: one per value column, chosen from the result's shape.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Charts {
+    pub charts: Vec<Chart>,
+}
+
+/// One chart: a value column over window start (`time`, a line per category), or
+/// the largest values of a keyed result (`bar`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Chart {
-    /// `line` (a value over window start, one line per category), `bar` (a value per
-    /// key) or `none`.
+    /// `time` or `bar`.
     pub kind: String,
-    /// For a line chart with a category column: also draw the series as bars per
-    /// window start, stacked by category.
-    pub stacked: bool,
+    /// The value column drawn.
+    pub value: String,
     pub x_label: String,
-    pub y_label: String,
-    pub x: Vec<String>,
+    /// Window starts in seconds since the epoch (`time`), or 0, 1, 2… (`bar`).
+    pub x: Vec<f64>,
+    /// The key of each bar (`bar`).
+    pub labels: Vec<String>,
     pub series: Vec<Series>,
+    /// The key columns a point adds up, when some point holds several rows.
+    pub summed_over: Vec<String>,
     /// Alert thresholds on the value (drawn as lines; see the alert rules).
     pub thresholds: Vec<Threshold>,
 }
@@ -83,24 +108,29 @@ pub struct Threshold {
 #[derive(Debug, Clone, Serialize)]
 pub struct Series {
     pub name: String,
-    pub values: Vec<f64>,
+    /// One per x; `null` where the category has no row.
+    pub values: Vec<Option<f64>>,
 }
 
-/// The roles of a result's columns, guessed from their types and names: the chart's
-/// value is the first numeric column that is not an id (`…_id`), its category the
-/// first text column, its time axis the first window column.
+/// The roles of a result's columns, guessed from their types and names: the values
+/// are the numeric columns that are not ids (`…_id`), the category the first text
+/// column, the time axis the first window column.
 struct Shape<'a> {
     window: Option<&'a ResultColumn>,
-    value: Option<usize>,
+    values: Vec<usize>,
     category: Option<usize>,
 }
+
+/// Value columns charted at most.
+const MAX_CHARTS: usize = 6;
 
 fn shape(columns: &[ResultColumn]) -> Shape<'_> {
     let numeric =
         |c: &ResultColumn| matches!(c.column_type, ColumnType::Integer | ColumnType::Real | ColumnType::Decimal);
+    let is_value = |c: &ResultColumn| numeric(c) && !c.name.ends_with("_id") && c.name != "id";
     Shape {
         window: columns.iter().find(|c| c.column_type == ColumnType::Window),
-        value: columns.iter().position(|c| numeric(c) && !c.name.ends_with("_id") && c.name != "id"),
+        values: (0..columns.len()).filter(|&i| is_value(&columns[i])).take(MAX_CHARTS).collect(),
         category: columns.iter().position(|c| c.column_type == ColumnType::Text),
     }
 }
@@ -128,13 +158,30 @@ async fn window_range(
     window: &ResultColumn,
     query: &TableQuery,
 ) -> Result<Option<WindowRange>, StoreError> {
-    let Some((_, latest)) = store.window_bounds(table, &window.name).await? else { return Ok(None) };
+    let Some((earliest, latest)) = store.window_bounds(table, &window.name).await? else { return Ok(None) };
     // The whole minute after the latest window's start: it stays in the range when the
     // shown (whole-second) times are sent back by a sort link or the form.
     let minute = 60_000_000;
-    let to = query.to.as_deref().and_then(parse_time).unwrap_or((latest.div_euclid(minute) + 1) * minute);
+    let edge = (latest.div_euclid(minute) + 1) * minute;
+    if let Some(name) = query.range.as_deref().and_then(|_| relative_range(query))
+        && let Some((_, length)) = RANGES.iter().find(|(n, _)| *n == name)
+    {
+        let from = length.map_or(earliest.div_euclid(minute) * minute, |l| edge - l);
+        return Ok(Some(WindowRange { column: window.name.clone(), from, to: edge }));
+    }
+    let to = query.to.as_deref().and_then(parse_time).unwrap_or(edge);
     let from = query.from.as_deref().and_then(parse_time).unwrap_or(to - DEFAULT_RANGE_MICROS);
     Ok(Some(WindowRange { column: window.name.clone(), from, to }))
+}
+
+/// The relative range a query asks for: its `range`, or the last hour when it gives
+/// no times.
+fn relative_range(query: &TableQuery) -> Option<&'static str> {
+    match &query.range {
+        Some(r) => RANGES.iter().map(|(name, _)| *name).find(|name| name == r),
+        None if query.from.is_none() && query.to.is_none() => Some("1h"),
+        None => None,
+    }
 }
 
 /// A value as the tables show it.
@@ -204,82 +251,127 @@ pub async fn result_view(
         window: window.map(|w| w.name),
         from: range.as_ref().map(|r| input_time(r.from)).unwrap_or_default(),
         to: range.as_ref().map(|r| input_time(r.to)).unwrap_or_default(),
+        range: relative_range(query).map(str::to_string).filter(|_| range.is_some()),
     }))
 }
 
-/// The chart of `table` in the query's time range, chosen from the result's shape.
-pub async fn chart(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<Chart>, StoreError> {
+/// The charts of `table` in the query's time range, chosen from the result's shape.
+pub async fn charts(store: &dyn Store, table: &str, query: &TableQuery) -> Result<Option<Charts>, StoreError> {
     let Some(columns) = store.columns(table).await? else { return Ok(None) };
     let shape = shape(&columns);
-    let Some(value) = shape.value else { return Ok(Some(Chart { kind: "none".into(), ..Chart::default() })) };
-    let value_name = columns[value].name.clone();
-    if let Some(window) = shape.window {
-        let range = window_range(store, table, window, query).await?;
-        let request = PageRequest {
-            sort: Some(window.name.clone()),
-            descending: true,
-            limit: CHART_ROWS,
-            window_range: range,
-            ..PageRequest::default()
-        };
-        let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
-        let w = columns.iter().position(|c| c.name == window.name).unwrap_or(0);
-        // window start → category → sum of the value.
-        let mut sums: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
-        for row in &rows {
-            let (Some(start), Some(v)) = (row.values[w].window_start(), row.values[value].number()) else { continue };
-            let category = shape.category.map(|c| text(&row.values[c])).unwrap_or_else(|| value_name.clone());
-            *sums.entry(start).or_default().entry(category).or_default() += v;
-        }
-        let categories: std::collections::BTreeSet<String> = sums.values().flat_map(|m| m.keys().cloned()).collect();
-        let series = categories
-            .iter()
-            .map(|name| Series {
-                name: name.clone(),
-                values: sums.values().map(|m| m.get(name).copied().unwrap_or(0.0)).collect(),
-            })
-            .collect();
-        return Ok(Some(Chart {
-            kind: "line".into(),
-            stacked: shape.category.is_some(),
-            x_label: format!("{}.start", window.name),
-            y_label: value_name,
-            x: sums.keys().map(|t| input_time(*t).replace('T', " ")).collect(),
-            series,
-            thresholds: Vec::new(),
-        }));
+    if shape.values.is_empty() {
+        return Ok(Some(Charts::default()));
     }
-    // A keyed result: the largest values, one bar per row (labelled by its key columns).
+    let charts = match shape.window {
+        Some(window) => time_charts(store, table, query, &columns, &shape, window).await?,
+        None => bar_charts(store, table, &columns, &shape).await?,
+    };
+    Ok(Some(Charts { charts }))
+}
+
+/// Per value column: its sum per window start and category, a line per category.
+async fn time_charts(
+    store: &dyn Store,
+    table: &str,
+    query: &TableQuery,
+    columns: &[ResultColumn],
+    shape: &Shape<'_>,
+    window: &ResultColumn,
+) -> Result<Vec<Chart>, StoreError> {
+    let range = window_range(store, table, window, query).await?;
     let request = PageRequest {
-        sort: Some(value_name.clone()),
+        sort: Some(window.name.clone()),
         descending: true,
-        limit: CHART_BARS as u64,
+        limit: CHART_ROWS,
+        window_range: range,
         ..PageRequest::default()
     };
     let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
-    let label = |row: &store::ResultRow| {
-        let keys: Vec<String> = row
-            .values
+    let w = columns.iter().position(|c| c.name == window.name).unwrap_or(0);
+    // The other columns that are not values: a point adds their rows up.
+    let others: Vec<String> = (0..columns.len())
+        .filter(|&i| i != w && Some(i) != shape.category && !shape.values.contains(&i))
+        .map(|i| columns[i].name.clone())
+        .collect();
+    let mut charts = Vec::new();
+    for &value in &shape.values {
+        let value_name = columns[value].name.clone();
+        // window start → category → (sum of the value, rows).
+        let mut sums: BTreeMap<i64, BTreeMap<String, (f64, u32)>> = BTreeMap::new();
+        for row in &rows {
+            let (Some(start), Some(v)) = (row.values[w].window_start(), row.values[value].number()) else { continue };
+            let category = shape.category.map(|c| text(&row.values[c])).unwrap_or_else(|| value_name.clone());
+            let point = sums.entry(start).or_default().entry(category).or_default();
+            *point = (point.0 + v, point.1 + 1);
+        }
+        let categories: std::collections::BTreeSet<&String> = sums.values().flat_map(|m| m.keys()).collect();
+        let series = categories
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != value && shape.value != Some(*i))
-            .map(|(_, v)| text(v))
+            .map(|&name| Series {
+                name: name.clone(),
+                values: sums.values().map(|m| m.get(name).map(|p| p.0)).collect(),
+            })
             .collect();
-        let keys: Vec<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
-        if keys.is_empty() { row.id.clone() } else { keys.join(" · ") }
-    };
-    Ok(Some(Chart {
-        kind: if rows.len() > 1 { "bar" } else { "none" }.into(),
-        stacked: false,
-        x_label: "key".into(),
-        y_label: value_name,
-        x: rows.iter().map(label).collect(),
-        series: vec![Series {
-            name: columns[value].name.clone(),
-            values: rows.iter().filter_map(|r| r.values[value].number()).collect(),
-        }],
-        thresholds: Vec::new(),
-    }))
+        let summed = sums.values().flat_map(|m| m.values()).any(|p| p.1 > 1);
+        charts.push(Chart {
+            kind: "time".into(),
+            value: value_name,
+            x_label: format!("{}.start (UTC)", window.name),
+            x: sums.keys().map(|&t| t as f64 / 1e6).collect(),
+            labels: Vec::new(),
+            series,
+            summed_over: if summed { others.clone() } else { Vec::new() },
+            thresholds: Vec::new(),
+        });
+    }
+    Ok(charts)
+}
+
+/// Per value column: its largest values, a bar per row (labelled by its key columns).
+async fn bar_charts(
+    store: &dyn Store,
+    table: &str,
+    columns: &[ResultColumn],
+    shape: &Shape<'_>,
+) -> Result<Vec<Chart>, StoreError> {
+    let key_names: Vec<&str> =
+        (0..columns.len()).filter(|i| !shape.values.contains(i)).map(|i| columns[i].name.as_str()).collect();
+    let key_names = if key_names.is_empty() { "_id".to_string() } else { key_names.join(" · ") };
+    let mut charts = Vec::new();
+    for &value in &shape.values {
+        let request = PageRequest {
+            sort: Some(columns[value].name.clone()),
+            descending: true,
+            limit: CHART_BARS as u64,
+            ..PageRequest::default()
+        };
+        let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
+        if rows.len() < 2 {
+            continue; // one row is a tile, not a chart
+        }
+        let label = |row: &store::ResultRow| {
+            let keys: Vec<String> = (0..columns.len())
+                .filter(|i| !shape.values.contains(i))
+                .map(|i| text(&row.values[i]))
+                .filter(|k| !k.is_empty())
+                .collect();
+            if keys.is_empty() { row.id.clone() } else { keys.join(" · ") }
+        };
+        charts.push(Chart {
+            kind: "bar".into(),
+            value: columns[value].name.clone(),
+            x_label: key_names.clone(),
+            x: (0..rows.len()).map(|i| i as f64).collect(),
+            labels: rows.iter().map(label).collect(),
+            series: vec![Series {
+                name: columns[value].name.clone(),
+                values: rows.iter().map(|r| r.values[value].number()).collect(),
+            }],
+            summed_over: Vec::new(),
+            thresholds: Vec::new(),
+        });
+    }
+    Ok(charts)
 }
 
 /// Every pipeline's Qlik targets, as the store has them.
