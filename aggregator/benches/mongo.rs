@@ -37,9 +37,9 @@ fn cpu_seconds() -> f64 {
 /// Upserts per second of `rounds` passes over `groups` groups, `delta` rows per write.
 async fn upserts_per_second(store: &dyn Store, groups: i64, delta: i64, rounds: i64) -> (f64, f64) {
     let columns = vec![
-        ResultColumn { name: "user_id".into(), column_type: ColumnType::Integer },
-        ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer },
-        ResultColumn { name: "avg_duration".into(), column_type: ColumnType::Real },
+        ResultColumn { name: "user_id".into(), column_type: ColumnType::Integer, role: None },
+        ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer, role: None },
+        ResultColumn { name: "avg_duration".into(), column_type: ColumnType::Real, role: None },
     ];
     store.prepare_result_table("bench", "bench", &columns, true).await.unwrap();
     let status = PipelineStatus { name: "bench".into(), ..Default::default() };

@@ -20,10 +20,10 @@ fn env(name: &str, default: u64) -> u64 {
 /// `rows` rows: 100 users × (rows / 100) five-minute windows, three interaction types cycling.
 async fn fill(store: &dyn Store, rows: u64) {
     let columns = vec![
-        ResultColumn { name: "window".into(), column_type: ColumnType::Window },
-        ResultColumn { name: "user_id".into(), column_type: ColumnType::Integer },
-        ResultColumn { name: "interaction_type".into(), column_type: ColumnType::Text },
-        ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer },
+        ResultColumn { name: "window".into(), column_type: ColumnType::Window, role: None },
+        ResultColumn { name: "user_id".into(), column_type: ColumnType::Integer, role: None },
+        ResultColumn { name: "interaction_type".into(), column_type: ColumnType::Text, role: None },
+        ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer, role: None },
     ];
     store.prepare_result_table("per_window", "per_window", &columns, true).await.unwrap();
     let status = PipelineStatus { name: "per_window".into(), state: "running".into(), ..Default::default() };

@@ -21,8 +21,8 @@ async fn sqlite(dir: &tempfile::TempDir) -> Box<dyn Store> {
 
 fn columns() -> Vec<ResultColumn> {
     vec![
-        ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer },
-        ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
+        ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer, role: None },
+        ResultColumn { name: "n".into(), column_type: ColumnType::Integer, role: None },
     ]
 }
 
@@ -142,8 +142,8 @@ fn windowed_results_are_judged_on_their_latest_window() {
     runtime().block_on(async {
         let store = sqlite(&dir).await;
         let columns = vec![
-            ResultColumn { name: "window".into(), column_type: ColumnType::Window },
-            ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
+            ResultColumn { name: "window".into(), column_type: ColumnType::Window, role: None },
+            ResultColumn { name: "n".into(), column_type: ColumnType::Integer, role: None },
         ];
         let window = |i: i64| {
             Value::Struct(vec![

@@ -36,8 +36,8 @@ fn runtime() -> tokio::runtime::Runtime {
 /// One pipeline, `per_item`, with a result and its SQL in the status.
 async fn fill(store: &dyn Store) {
     let columns = [
-        ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer },
-        ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
+        ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer, role: None },
+        ResultColumn { name: "n".into(), column_type: ColumnType::Integer, role: None },
     ];
     let status = PipelineStatus {
         name: "per_item".into(),

@@ -25,9 +25,9 @@ const HOSTILE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xs
 
 fn columns() -> Vec<ResultColumn> {
     vec![
-        ResultColumn { name: "window".into(), column_type: ColumnType::Window },
-        ResultColumn { name: "interaction_type".into(), column_type: ColumnType::Text },
-        ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer },
+        ResultColumn { name: "window".into(), column_type: ColumnType::Window, role: None },
+        ResultColumn { name: "interaction_type".into(), column_type: ColumnType::Text, role: None },
+        ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer, role: None },
     ]
 }
 
@@ -367,8 +367,8 @@ fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and
 
         // A keyed result: bars of its largest values, each named by its key on hover.
         let columns = [
-            ResultColumn { name: "item".into(), column_type: ColumnType::Text },
-            ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer },
+            ResultColumn { name: "item".into(), column_type: ColumnType::Text, role: None },
+            ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer, role: None },
         ];
         store.prepare_result_table("per_item", "per_item", &columns, true).await.unwrap();
         let rows = (1..=5)

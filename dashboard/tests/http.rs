@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use store::{
-    ColumnType, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta,
-    ResultRow, Store, Value,
+    ColumnRole, ColumnType, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, ResultColumn,
+    ResultDelta, ResultRow, Store, Value,
 };
 
 /// 2026-01-01T00:00:00Z in microseconds.
@@ -17,7 +17,7 @@ const T0: i64 = 1_767_225_600_000_000;
 const MINUTE: i64 = 60_000_000;
 
 fn column(name: &str, column_type: ColumnType) -> ResultColumn {
-    ResultColumn { name: name.into(), column_type }
+    ResultColumn { name: name.into(), column_type, role: None }
 }
 
 fn window(minute: i64) -> Value {
@@ -96,7 +96,8 @@ fn overview_row<'a>(page: &'a str, pipeline: &str) -> &'a str {
 }
 
 /// Known data: `per_window` has 36 windows (3 hours) × 2 types and two Qlik targets;
-/// `per_item` 5 items; `per_user_window` 2 windows × 3 users; `totals` one row.
+/// `per_item` 5 items; `per_user_window` 2 windows × 3 users; `with_roles` its
+/// columns' roles; `totals` one row.
 async fn fill(store: &dyn Store) {
     let columns = [
         column("window", ColumnType::Window),
@@ -145,6 +146,22 @@ async fn fill(store: &dyn Store) {
         })
         .collect();
     write(store, "per_user_window", &columns, rows, &[]).await;
+    // Roles as the aggregator writes them: a value named like an id is charted, a text
+    // value is no category, and the other key columns are what a point sums over.
+    let role = |c: ResultColumn, role| ResultColumn { role: Some(role), ..c };
+    let columns = [
+        role(column("window", ColumnType::Window), ColumnRole::Key),
+        role(column("item_id", ColumnType::Integer), ColumnRole::Key),
+        role(column("top_user_id", ColumnType::Integer), ColumnRole::Value),
+        role(column("label", ColumnType::Text), ColumnRole::Value),
+    ];
+    let rows = (1..=2)
+        .map(|i| ResultRow {
+            id: format!("{i}"),
+            values: vec![window(0), Value::Integer(i), Value::Integer(i * 10), Value::Text(format!("l{i}"))],
+        })
+        .collect();
+    write(store, "with_roles", &columns, rows, &[]).await;
     let columns = [column("average", ColumnType::Real)];
     write(store, "totals", &columns, vec![ResultRow { id: "all".into(), values: vec![Value::Real(42.25)] }], &[]).await;
     // Written in the other order: the store gives them back by target.
@@ -288,6 +305,17 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(values, ["interactions", "avg_ms"]);
     assert_eq!(charts["charts"][0]["summed_over"], serde_json::json!(["user_id"]));
     assert_eq!(charts["charts"][0]["series"][0]["values"], serde_json::json!([6.0, 6.0]), "1 + 2 + 3 per window");
+    let charts = json(addr, "/api/pipelines/with_roles/chart?range=all");
+    let chart = &charts["charts"][0];
+    assert_eq!(charts["charts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (chart["value"].as_str(), chart["series"][0]["name"].as_str()),
+        (Some("top_user_id"), Some("top_user_id"))
+    );
+    assert_eq!(
+        (&chart["summed_over"], &chart["series"][0]["values"]),
+        (&serde_json::json!(["item_id"]), &serde_json::json!([30.0]))
+    );
     // Keyed result: a bar chart, largest first; no time filter.
     let chart = json(addr, "/api/pipelines/per_item/chart");
     let chart = &chart["charts"][0];
@@ -327,7 +355,7 @@ fn check_every_route(store: Arc<dyn Store>) {
 
     // API, health, assets, errors.
     let all = json(addr, "/api/pipelines");
-    assert_eq!(all["pipelines"].as_array().unwrap().len(), 4);
+    assert_eq!(all["pipelines"].as_array().unwrap().len(), 5);
     assert_eq!(json(addr, "/api/pipelines/per_item")["status"]["events_ok"], 100);
     assert_eq!(json(addr, "/healthz")["status"], "ok");
     let (status, content_type, script) = get(addr, "/assets/app.js");

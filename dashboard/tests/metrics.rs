@@ -20,8 +20,8 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// Makes pipeline `per_item`'s result `n` for items 1..=3.
 async fn set_result(store: &dyn Store, n: i64) {
     let columns = [
-        ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer },
-        ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
+        ResultColumn { name: "item_id".into(), column_type: ColumnType::Integer, role: None },
+        ResultColumn { name: "n".into(), column_type: ColumnType::Integer, role: None },
     ];
     let status = PipelineStatus { name: "per_item".into(), state: "running".into(), ..Default::default() };
     let rows = (1..=3).map(|i| ResultRow { id: i.to_string(), values: vec![Value::Integer(i), Value::Integer(n)] });
@@ -140,7 +140,7 @@ fn a_scrape_shows_requests_store_errors_alerts_and_webhooks_moving() {
         // A store read that fails: the Qlik states in a table of another shape.
         let qlik_errors = r#"dashboard_store_read_errors_total{operation="qlik_statuses"}"#;
         assert_eq!(sample(&after, qlik_errors), None);
-        let broken = [ResultColumn { name: "bogus".into(), column_type: ColumnType::Integer }];
+        let broken = [ResultColumn { name: "bogus".into(), column_type: ColumnType::Integer, role: None }];
         let status = PipelineStatus { name: "broken".into(), result_table: QLIK_TARGETS_TABLE.into(), ..Default::default() };
         let delta = ResultDelta { upserts: vec![ResultRow { id: "1".into(), values: vec![Value::Integer(1)] }], deletes: vec![] };
         raw.prepare_result_table("broken", QLIK_TARGETS_TABLE, &broken, true).await.unwrap();

@@ -267,6 +267,20 @@ pub struct QlikTargetStatus {
 pub struct ResultColumn {
     pub name: String,
     pub column_type: ColumnType,
+    /// What the column is to the result, when the writer knows (`None`: tables of
+    /// older versions, results without a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<ColumnRole>,
+}
+
+/// What a column is to the result: part of its key (a GROUP BY column, the window),
+/// or a value computed per key (an aggregate, an expression over them). Charts plot
+/// values against keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnRole {
+    Key,
+    Value,
 }
 
 /// A result row: its `_id` and one value per [`ResultColumn`].

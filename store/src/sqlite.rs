@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::{
-    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnRole, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
     PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow,
     STATUS_TABLE, Store, StoreError, Value, iso_micros, parse_iso_micros,
 };
@@ -57,6 +57,29 @@ impl Drop for Reader<'_> {
 /// The start of a window column, as an SQL expression. Windows are JSON text whose
 /// `start` is fixed-width ISO-8601, so its text order is time order; the same
 /// expression is indexed (see [`ensure_window_index`]), so range reads and bounds use the index.
+/// A column's declared type: its type's name (see [`ColumnType::sqlite`]) and its
+/// role, if known (`INTEGER KEY`, `REAL VALUE`). SQLite keeps the declaration as
+/// written and takes the column's affinity from the type's name alone.
+fn declared(column: &ResultColumn) -> String {
+    match column.role {
+        None => column.column_type.sqlite().to_string(),
+        Some(ColumnRole::Key) => format!("{} KEY", column.column_type.sqlite()),
+        Some(ColumnRole::Value) => format!("{} VALUE", column.column_type.sqlite()),
+    }
+}
+
+/// The type and role of a declared type (see [`declared`]).
+fn from_declared(declared: &str) -> (ColumnType, Option<ColumnRole>) {
+    let mut words = declared.split_whitespace();
+    let column_type = ColumnType::from_sqlite(words.next().unwrap_or_default());
+    let role = match words.next().map(str::to_ascii_uppercase).as_deref() {
+        Some("KEY") => Some(ColumnRole::Key),
+        Some("VALUE") => Some(ColumnRole::Value),
+        _ => None,
+    };
+    (column_type, role)
+}
+
 fn window_start(column: &str) -> String {
     format!("json_extract({}, '$.start')", quote(column))
 }
@@ -156,7 +179,10 @@ impl SqliteStore {
             columns
                 .into_iter()
                 .filter(|(name, _)| name != "_id")
-                .map(|(name, declared)| ResultColumn { name, column_type: ColumnType::from_sqlite(&declared) })
+                .map(|(name, declared)| {
+                    let (column_type, role) = from_declared(&declared);
+                    ResultColumn { name, column_type, role }
+                })
                 .collect(),
         ))
     }
@@ -251,7 +277,7 @@ impl Store for SqliteStore {
             }
             let mut ddl = format!("CREATE TABLE IF NOT EXISTS {} (\"_id\" TEXT PRIMARY KEY", quote(table));
             for c in columns {
-                ddl.push_str(&format!(", {} {}", quote(&c.name), c.column_type.sqlite()));
+                ddl.push_str(&format!(", {} {}", quote(&c.name), declared(c)));
             }
             // Clustered on `_id`: one B-tree to update per upsert instead of a rowid
             // table plus an index (upserts by `_id` are all the pipelines do).
@@ -659,7 +685,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
         let writer = SqliteStore::open(&path).unwrap();
-        let columns = [ResultColumn { name: "n".into(), column_type: ColumnType::Integer }];
+        let columns = [ResultColumn { name: "n".into(), column_type: ColumnType::Integer, role: None }];
         block_on(writer.prepare_result_table("p", "p", &columns, true)).unwrap();
         let mut conn = writer.conn();
         let tx = conn.transaction().unwrap();
@@ -676,8 +702,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("s.sqlite")).unwrap();
         let columns = [
-            ResultColumn { name: "n".into(), column_type: ColumnType::Integer },
-            ResultColumn { name: "label".into(), column_type: ColumnType::Text },
+            ResultColumn { name: "n".into(), column_type: ColumnType::Integer, role: None },
+            ResultColumn { name: "label".into(), column_type: ColumnType::Text, role: None },
         ];
         block_on(store.prepare_result_table("p", "p", &columns, true)).unwrap();
         let row = |id: usize, n: i64| ResultRow {
@@ -712,7 +738,7 @@ mod tests {
     fn window_starts_are_indexed_and_the_index_follows_a_swap() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("s.sqlite")).unwrap();
-        let columns = [ResultColumn { name: "window".into(), column_type: ColumnType::Window }];
+        let columns = [ResultColumn { name: "window".into(), column_type: ColumnType::Window, role: None }];
         let shadow = crate::shadow_table("t");
         block_on(store.prepare_result_table("p", &shadow, &columns, true)).unwrap();
         block_on(store.swap_in(&shadow, "t")).unwrap();

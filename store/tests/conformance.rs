@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use store::{
-    AlertTransition, ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, ResultColumn,
-    ResultDelta, ResultRow, Store, Value, WindowRange, shadow_table,
+    AlertTransition, ColumnRole, ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord,
+    ResultColumn, ResultDelta, ResultRow, Store, Value, WindowRange, shadow_table,
 };
 
 type Behaviour = for<'a> fn(&'a dyn Store, StoreKind) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -70,7 +70,7 @@ fn on_mongodb() {
 }
 
 fn column(name: &str, column_type: ColumnType) -> ResultColumn {
-    ResultColumn { name: name.into(), column_type }
+    ResultColumn { name: name.into(), column_type, role: None }
 }
 
 fn columns() -> Vec<ResultColumn> {
@@ -246,6 +246,26 @@ async fn an_empty_result_is_an_existing_empty_table_with_its_columns(store: &dyn
     assert_eq!(store.columns("nope").await.unwrap(), None);
     let table = store.read_table("empty").await.unwrap().unwrap();
     assert_eq!((table.columns, table.rows.len()), (columns(), 0));
+    // The columns' roles, when the writer knows them, read back too.
+    let with_roles = vec![
+        ResultColumn { role: Some(ColumnRole::Key), ..column("window", ColumnType::Window) },
+        ResultColumn { role: Some(ColumnRole::Key), ..column("label", ColumnType::Text) },
+        ResultColumn { role: Some(ColumnRole::Value), ..column("n", ColumnType::Integer) },
+        ResultColumn { role: Some(ColumnRole::Value), ..column("avg", ColumnType::Real) },
+        column("note", ColumnType::Text),
+    ];
+    store.prepare_result_table("roles", "roles", &with_roles, true).await.unwrap();
+    assert_eq!(store.columns("roles").await.unwrap(), Some(with_roles.clone()));
+    let values = vec![
+        Value::Struct(vec![("start".into(), Value::Timestamp(at(0))), ("end".into(), Value::Timestamp(at(5)))]),
+        Value::Text("a".into()),
+        Value::Integer(7),
+        Value::Real(2.5),
+        Value::Text("n".into()),
+    ];
+    let delta = upserts(vec![ResultRow { id: "a".into(), values: values.clone() }]);
+    store.write_batch("roles", &with_roles, &delta, &status("roles"), &[], &[]).await.unwrap();
+    assert_eq!(rows_of(store, "roles").await[0].values, values, "each type reads back with its role declared");
 }
 
 async fn status_rows_round_trip_and_are_listed_by_name(store: &dyn Store, _: StoreKind) {

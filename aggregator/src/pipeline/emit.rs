@@ -18,7 +18,7 @@ use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use sha2::{Digest, Sha256};
-use store::{ResultColumn, ResultDelta, ResultRow, Value};
+use store::{ColumnRole, ResultColumn, ResultDelta, ResultRow, Value};
 
 use crate::error::Result;
 use crate::operators::Between;
@@ -30,13 +30,20 @@ use crate::pipeline::definition::OutputMode;
 use crate::pipeline::plan::{Emission, StreamingPlan};
 use crate::sink::values;
 
-/// The result table's columns: the output's columns except `_id`.
+/// The result table's columns: the output's columns except `_id`, each with its role
+/// when the result has a key (the key's columns, and the values computed per key).
 pub fn result_columns(plan: &StreamingPlan) -> Vec<ResultColumn> {
+    let keys = plan.key_columns();
     plan.output_schema
         .fields()
         .iter()
-        .filter(|f| f.name() != "_id")
-        .map(|f| ResultColumn { name: f.name().clone(), column_type: values::column_type(f.data_type()) })
+        .enumerate()
+        .filter(|(_, f)| f.name() != "_id")
+        .map(|(i, f)| ResultColumn {
+            name: f.name().clone(),
+            column_type: values::column_type(f.data_type()),
+            role: keys.map(|keys| if keys.contains(&i) { ColumnRole::Key } else { ColumnRole::Value }),
+        })
         .collect()
 }
 

@@ -523,6 +523,19 @@ impl StreamingPlan {
         })
     }
 
+    /// The output columns that make up the result's key, if it has one (`-- key:`, an
+    /// `_id` column, or the group columns the output copies).
+    pub fn key_columns(&self) -> Option<&[usize]> {
+        match &self.emission {
+            Emission::Keyed { key_columns, .. }
+            | Emission::Chained { key_columns, .. }
+            | Emission::Partitioned { key_columns } => Some(key_columns),
+            Emission::Rows { key_columns } | Emission::FullDiff { key_columns } | Emission::TopN { key_columns } => {
+                key_columns.as_deref()
+            }
+        }
+    }
+
     /// Stage 1's aggregation (every emission but `Rows` has one).
     fn cut(&self) -> &Cut {
         match &self.stage1 {

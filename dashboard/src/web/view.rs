@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use store::{
-    ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, ResultColumn, Store, StoreError, Value, WindowRange,
-    iso_micros,
+    ColumnRole, ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, ResultColumn, Store, StoreError, Value,
+    WindowRange, iso_micros,
 };
 
 /// Rows per table page.
@@ -112,13 +112,17 @@ pub struct Series {
     pub values: Vec<Option<f64>>,
 }
 
-/// The roles of a result's columns, guessed from their types and names: the values
-/// are the numeric columns that are not ids (`…_id`), the category the first text
-/// column, the time axis the first window column.
+/// What a chart makes of a result's columns. The aggregator writes each column's role
+/// (key or value) with the result; the values are its numeric value columns, the
+/// keys the others. For tables written without roles they are guessed: the values are
+/// the numeric columns not named like an id (`…_id`). The category is the first text
+/// key column, the time axis the first window column.
 struct Shape<'a> {
     window: Option<&'a ResultColumn>,
     values: Vec<usize>,
     category: Option<usize>,
+    /// The key columns (a point or a bar is one value of them).
+    keys: Vec<usize>,
 }
 
 /// Value columns charted at most.
@@ -127,11 +131,21 @@ const MAX_CHARTS: usize = 6;
 fn shape(columns: &[ResultColumn]) -> Shape<'_> {
     let numeric =
         |c: &ResultColumn| matches!(c.column_type, ColumnType::Integer | ColumnType::Real | ColumnType::Decimal);
-    let is_value = |c: &ResultColumn| numeric(c) && !c.name.ends_with("_id") && c.name != "id";
+    let known = columns.iter().any(|c| c.role.is_some());
+    let is_value = |c: &ResultColumn| match known {
+        true => c.role == Some(ColumnRole::Value) && numeric(c),
+        false => numeric(c) && !c.name.ends_with("_id") && c.name != "id",
+    };
+    let is_key = |c: &ResultColumn| match known {
+        true => c.role == Some(ColumnRole::Key),
+        false => !is_value(c),
+    };
+    let keys: Vec<usize> = (0..columns.len()).filter(|&i| is_key(&columns[i])).collect();
     Shape {
         window: columns.iter().find(|c| c.column_type == ColumnType::Window),
         values: (0..columns.len()).filter(|&i| is_value(&columns[i])).take(MAX_CHARTS).collect(),
-        category: columns.iter().position(|c| c.column_type == ColumnType::Text),
+        category: keys.iter().copied().find(|&i| columns[i].column_type == ColumnType::Text),
+        keys,
     }
 }
 
@@ -288,11 +302,14 @@ async fn time_charts(
     };
     let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
     let w = columns.iter().position(|c| c.name == window.name).unwrap_or(0);
-    // The other columns that are not values: a point adds their rows up.
-    let others: Vec<String> = (0..columns.len())
-        .filter(|&i| i != w && Some(i) != shape.category && !shape.values.contains(&i))
+    // The other key columns: a point adds their rows up (the `_id` if the key is its own).
+    let mut others: Vec<String> = (shape.keys.iter().copied())
+        .filter(|&i| i != w && Some(i) != shape.category)
         .map(|i| columns[i].name.clone())
         .collect();
+    if others.is_empty() {
+        others.push("_id".to_string());
+    }
     let mut charts = Vec::new();
     for &value in &shape.values {
         let value_name = columns[value].name.clone();
@@ -334,8 +351,7 @@ async fn bar_charts(
     columns: &[ResultColumn],
     shape: &Shape<'_>,
 ) -> Result<Vec<Chart>, StoreError> {
-    let key_names: Vec<&str> =
-        (0..columns.len()).filter(|i| !shape.values.contains(i)).map(|i| columns[i].name.as_str()).collect();
+    let key_names: Vec<&str> = shape.keys.iter().map(|&i| columns[i].name.as_str()).collect();
     let key_names = if key_names.is_empty() { "_id".to_string() } else { key_names.join(" · ") };
     let mut charts = Vec::new();
     for &value in &shape.values {
@@ -350,11 +366,8 @@ async fn bar_charts(
             continue; // one row is a tile, not a chart
         }
         let label = |row: &store::ResultRow| {
-            let keys: Vec<String> = (0..columns.len())
-                .filter(|i| !shape.values.contains(i))
-                .map(|i| text(&row.values[i]))
-                .filter(|k| !k.is_empty())
-                .collect();
+            let keys: Vec<String> =
+                (shape.keys.iter()).map(|&i| text(&row.values[i])).filter(|k| !k.is_empty()).collect();
             if keys.is_empty() { row.id.clone() } else { keys.join(" · ") }
         };
         charts.push(Chart {

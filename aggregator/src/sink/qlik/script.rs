@@ -263,7 +263,7 @@ pub mod marker {
     fn columns(table: &str) -> Vec<ResultColumn> {
         ["pipeline", "version", "rows", "pushed_at"]
             .iter()
-            .map(|f| ResultColumn { name: format!("__sqlagg.{table}.{f}"), column_type: ColumnType::Text })
+            .map(|f| ResultColumn { name: format!("__sqlagg.{table}.{f}"), column_type: ColumnType::Text, role: None })
             .collect()
     }
 
@@ -292,7 +292,7 @@ mod tests {
     use super::*;
 
     fn column(name: &str, column_type: ColumnType) -> ResultColumn {
-        ResultColumn { name: name.into(), column_type }
+        ResultColumn { name: name.into(), column_type, role: None }
     }
 
     #[test]
