@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use store::{ColumnType, PipelineStatus, ResultColumn, ResultDelta, ResultRow, Store, Value};
+use store::{ColumnRole, ColumnType, PipelineStatus, ResultColumn, ResultDelta, ResultRow, Store, Value};
 
 const T0: i64 = 1_767_225_600_000_000;
 const MINUTE: i64 = 60_000_000;
@@ -20,10 +20,14 @@ fn env(name: &str, default: u64) -> u64 {
 /// `rows` rows: 100 users × (rows / 100) five-minute windows, three interaction types cycling.
 async fn fill(store: &dyn Store, rows: u64) {
     let columns = vec![
-        ResultColumn { name: "window".into(), column_type: ColumnType::Window, role: None },
-        ResultColumn { name: "user_id".into(), column_type: ColumnType::Integer, role: None },
-        ResultColumn { name: "interaction_type".into(), column_type: ColumnType::Text, role: None },
-        ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer, role: None },
+        ResultColumn { name: "window".into(), column_type: ColumnType::Window, role: Some(ColumnRole::Key) },
+        ResultColumn { name: "user_id".into(), column_type: ColumnType::Integer, role: Some(ColumnRole::Key) },
+        ResultColumn { name: "interaction_type".into(), column_type: ColumnType::Text, role: Some(ColumnRole::Key) },
+        ResultColumn {
+            name: "interaction_count".into(),
+            column_type: ColumnType::Integer,
+            role: Some(ColumnRole::Value),
+        },
     ];
     store.prepare_result_table("per_window", "per_window", &columns, true).await.unwrap();
     let status = PipelineStatus { name: "per_window".into(), state: "running".into(), ..Default::default() };

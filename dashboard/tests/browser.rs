@@ -365,6 +365,24 @@ fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and
         browser.screenshot("chart-last-15m").await;
         assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
 
+        // A column filter typed into its box (Enter applies it) narrows the table, the
+        // chart and the CSV alike, and keeps the range.
+        click(&mut browser, "input[name='where.interaction_type']").await;
+        browser.call("Input.insertText", json!({"text": "VIE"})).await;
+        for kind in ["keyDown", "keyUp"] {
+            let key = json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"});
+            browser.call("Input.dispatchKeyEvent", key).await;
+        }
+        browser.wait_for("location.search.includes('where.interaction_type=VIE')").await;
+        browser.wait_for("document.readyState === 'complete' && window.dashboardCharts && window.dashboardCharts.has('interaction_count')").await;
+        assert_eq!(browser.eval("location.search.includes('range=15m')").await, true, "the range stays");
+        let types = "[...document.querySelectorAll('#result tbody tr')].map(tr => tr.cells[2].textContent)";
+        assert_eq!(browser.eval(types).await, json!(["view", "view"]), "00:50 and 00:55 (01:00 has only a click)");
+        assert_eq!(browser.eval(&format!("{plot}.series.slice(1).map(s => s.label)")).await, json!(["view"]));
+        let text = browser.eval("fetch(document.getElementById('csv').href).then(r => r.text())").await;
+        assert_eq!(text.as_str().unwrap().lines().count(), 1 + 2, "the CSV holds what the table shows");
+        browser.screenshot("table-filtered").await;
+
         // A keyed result: bars of its largest values, each named by its key on hover.
         let columns = [
             ResultColumn { name: "item".into(), column_type: ColumnType::Text, role: None },

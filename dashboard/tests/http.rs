@@ -299,6 +299,21 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(chart["charts"][0]["x"], serde_json::json!([1_767_236_100.0]), "the latest window, 02:55");
     assert!(page.contains("data-range=\"1h\" class=\"active\""), "the default is the last hour");
     assert!(page.contains("href=\"?page=1&#38;sort=window&#38;desc=true&#38;range=15m\""), "a link per range");
+    // Column filters: text contains (any case), numbers compared; in rows, CSV, charts and links.
+    let filtered = "range=all&where.interaction_type=CLI&where.interaction_count=%3E%3D31";
+    let view = json(addr, &format!("/api/pipelines/per_window/rows?{filtered}"));
+    assert_eq!(view["total"], 5, "click in windows 31..=35");
+    assert_eq!(view["rows"][0][0], "35-click");
+    let (_, _, csv) = get(addr, &format!("/api/pipelines/per_window/rows.csv?{filtered}"));
+    assert_eq!(csv.lines().count(), 1 + 5);
+    let chart = json(addr, &format!("/api/pipelines/per_window/chart?{filtered}"));
+    assert_eq!(chart["charts"][0]["x"].as_array().unwrap().len(), 5);
+    let (_, _, page) = get(addr, &format!("/pipelines/per_window?{filtered}"));
+    assert!(page.contains("name=\"where.interaction_type\" value=\"CLI\""), "the box keeps its filter");
+    assert!(page.contains("where.interaction_count=%3E%3D31"), "links keep the filters");
+    assert!(page.contains("id=\"clear-filters\""));
+    let ignored = json(addr, "/api/pipelines/per_window/rows?range=all&where.interaction_count=lots&where.nope=1");
+    assert_eq!(ignored["total"], 72, "a filter that is not a number, or on no column, is ignored");
     // A chart per value column; a point sums the users' rows, and says so.
     let charts = json(addr, "/api/pipelines/per_user_window/chart?range=all");
     let values: Vec<&str> = charts["charts"].as_array().unwrap().iter().map(|c| c["value"].as_str().unwrap()).collect();

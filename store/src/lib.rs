@@ -186,6 +186,61 @@ impl PageRequest {
             .as_ref()
             .filter(|r| columns.iter().any(|c| c.name == r.column && c.column_type == ColumnType::Window))
     }
+
+    /// The column filters that apply to the table: on a column it has, text conditions
+    /// on text columns and comparisons on numeric ones (others are ignored).
+    pub fn column_filters<'a>(&'a self, columns: &'a [ResultColumn]) -> impl Iterator<Item = &'a ColumnFilter> {
+        self.filters.iter().filter(|f| {
+            columns.iter().any(|c| {
+                c.name == f.column
+                    && match f.condition {
+                        FilterCondition::Contains(_) => c.column_type == ColumnType::Text,
+                        FilterCondition::Compare(..) => {
+                            matches!(c.column_type, ColumnType::Integer | ColumnType::Real | ColumnType::Decimal)
+                        }
+                    }
+            })
+        })
+    }
+}
+
+/// A condition on one column of a result (the table's column filters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnFilter {
+    pub column: String,
+    pub condition: FilterCondition,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterCondition {
+    /// Text that contains this, ignoring the case of ASCII letters.
+    Contains(String),
+    /// A number that compares so with this one.
+    Compare(Comparison, f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Comparison {
+    /// The operator as SQL writes it.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Comparison::Eq => "=",
+            Comparison::Ne => "<>",
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+        }
+    }
 }
 
 /// What [`Store::read_page`] reads.
@@ -198,6 +253,8 @@ pub struct PageRequest {
     pub limit: u64,
     /// Only rows whose window column starts in `[from, to)` (microseconds).
     pub window_range: Option<WindowRange>,
+    /// Only rows meeting every one of these.
+    pub filters: Vec<ColumnFilter>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

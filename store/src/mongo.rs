@@ -25,9 +25,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::uri::{password_of, redact_uri};
 use crate::{
-    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
-    PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow,
-    STATUS_TABLE, Store, StoreError, Value, iso_micros,
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, Comparison, FilterCondition, LATE_RECORDS_TABLE,
+    Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
+    ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError, Value, iso_micros,
 };
 
 /// Statements per bulk command: large enough that a round trip carries many rows,
@@ -211,12 +211,33 @@ impl From<ReadError> for StoreError {
 impl MongoStore {
     async fn read_page_once(&self, table: &str, request: &PageRequest) -> Result<Option<Page>, ReadError> {
         let Some(columns) = self.columns(table).await? else { return Ok(None) };
-        let filter = match request.window_filter(&columns) {
-            Some(range) => doc! {format!("{}.start", range.column): {
+        let mut conditions: Vec<Document> = Vec::new();
+        if let Some(range) = request.window_filter(&columns) {
+            conditions.push(doc! {format!("{}.start", range.column): {
                 "$gte": bson::DateTime::from_millis(range.from.div_euclid(1000)),
                 "$lt": bson::DateTime::from_millis(range.to.div_euclid(1000)),
-            }},
-            None => doc! {},
+            }});
+        }
+        for f in request.column_filters(&columns) {
+            conditions.push(match &f.condition {
+                FilterCondition::Contains(text) => doc! {&f.column: {"$regex": regex_literal(text), "$options": "i"}},
+                FilterCondition::Compare(op, number) => {
+                    let op = match op {
+                        Comparison::Eq => "$eq",
+                        Comparison::Ne => "$ne",
+                        Comparison::Lt => "$lt",
+                        Comparison::Le => "$lte",
+                        Comparison::Gt => "$gt",
+                        Comparison::Ge => "$gte",
+                    };
+                    doc! {&f.column: {op: *number}}
+                }
+            });
+        }
+        let filter = match conditions.len() {
+            0 => doc! {},
+            1 => conditions.pop().expect("one"),
+            _ => doc! {"$and": conditions},
         };
         let direction = if request.descending { -1 } else { 1 };
         let mut sort = Document::new();
@@ -254,6 +275,18 @@ impl MongoStore {
             ReadError::Store(self.error(e))
         }
     }
+}
+
+/// `text` as a regular expression that matches exactly it.
+fn regex_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if r"\^$.|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Whether the server answered with error `code`.

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::{
-    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnRole, ColumnType, LATE_RECORDS_TABLE, Page, PageRequest,
-    PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow,
-    STATUS_TABLE, Store, StoreError, Value, iso_micros, parse_iso_micros,
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnRole, ColumnType, FilterCondition, LATE_RECORDS_TABLE,
+    Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
+    ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError, Value, iso_micros, parse_iso_micros,
 };
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
@@ -364,14 +365,31 @@ impl Store for SqliteStore {
     async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>> {
         let Some(columns) = self.table_columns(table)? else { return Ok(None) };
         let conn = self.reader()?;
-        let mut filter = String::new();
-        let mut params: Vec<String> = Vec::new();
+        let mut conditions: Vec<String> = Vec::new();
+        let mut params: Vec<SqlValue> = Vec::new();
         if let Some(range) = request.window_filter(&columns) {
             // ISO-8601 text of fixed width: text order is time order.
             let start = window_start(&range.column);
-            filter = format!("WHERE {start} >= ?1 AND {start} < ?2");
-            params = vec![iso_micros(range.from), iso_micros(range.to)];
+            conditions.push(format!("{start} >= ?1 AND {start} < ?2"));
+            params = vec![SqlValue::Text(iso_micros(range.from)), SqlValue::Text(iso_micros(range.to))];
         }
+        for f in request.column_filters(&columns) {
+            let n = params.len() + 1;
+            match &f.condition {
+                FilterCondition::Contains(text) => {
+                    conditions.push(format!("instr(lower({}), lower(?{n})) > 0", quote(&f.column)));
+                    params.push(SqlValue::Text(text.clone()));
+                }
+                FilterCondition::Compare(op, number) => {
+                    conditions.push(format!("{} {} ?{n}", quote(&f.column), op.sql()));
+                    params.push(SqlValue::Real(*number));
+                }
+            }
+        }
+        let filter = match conditions.is_empty() {
+            true => String::new(),
+            false => format!("WHERE {}", conditions.join(" AND ")),
+        };
         let total: i64 = conn
             .query_row(&format!("SELECT count(*) FROM {} {filter}", quote(table)), params_from_iter(&params), |r| {
                 r.get(0)

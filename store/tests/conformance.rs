@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use store::{
-    AlertTransition, ColumnRole, ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord,
-    ResultColumn, ResultDelta, ResultRow, Store, Value, WindowRange, shadow_table,
+    AlertTransition, ColumnFilter, ColumnRole, ColumnType, Comparison, FilterCondition, PageRequest, PipelineStatus,
+    QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value, WindowRange, shadow_table,
 };
 
 type Behaviour = for<'a> fn(&'a dyn Store, StoreKind) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -363,17 +363,70 @@ async fn pages_are_sorted_filtered_by_window_start_and_counted(store: &dyn Store
     assert_eq!(store.window_bounds("w", "window").await.unwrap(), Some((at(0), at(9 * 300_000))));
     assert_eq!(store.window_bounds("nope", "window").await.unwrap(), None);
     // n descending, second page of 3: n = 6, 5, 4 → windows 8, 5, 2.
-    let request = PageRequest { sort: Some("n".into()), descending: true, offset: 3, limit: 3, window_range: None };
+    let request =
+        PageRequest { sort: Some("n".into()), descending: true, offset: 3, limit: 3, ..PageRequest::default() };
     let page = store.read_page("w", &request).await.unwrap().unwrap();
     assert_eq!((page.total, page.columns.clone()), (10, columns.clone()));
     assert_eq!(ids(page), ["w8", "w5", "w2"]);
     // Windows starting in [15 min, 35 min): 3..=6, sorted by window, descending.
     let range = WindowRange { column: "window".into(), from: at(3 * 300_000), to: at(7 * 300_000) };
-    let request =
-        PageRequest { sort: Some("window".into()), descending: true, offset: 0, limit: 10, window_range: Some(range) };
+    let request = PageRequest {
+        sort: Some("window".into()),
+        descending: true,
+        limit: 10,
+        window_range: Some(range),
+        ..PageRequest::default()
+    };
     let page = store.read_page("w", &request).await.unwrap().unwrap();
     assert_eq!(page.total, 4);
     assert_eq!(ids(page), ["w6", "w5", "w4", "w3"]);
+    // Column filters, with the range: n in windows 6..=3 is 2, 5, 8, 1; n >= 5 leaves 5 and 4.
+    let at_least = |n: f64| ColumnFilter { column: "n".into(), condition: FilterCondition::Compare(Comparison::Ge, n) };
+    let filtered = PageRequest { filters: vec![at_least(5.0)], ..request.clone() };
+    let page = store.read_page("w", &filtered).await.unwrap().unwrap();
+    assert_eq!((page.total, ids(page)), (2, vec!["w5".to_string(), "w4".to_string()]));
+    let every = |op, n: f64| PageRequest {
+        filters: vec![ColumnFilter { column: "n".into(), condition: FilterCondition::Compare(op, n) }],
+        limit: 10,
+        ..PageRequest::default()
+    };
+    let totals = [
+        (Comparison::Eq, 7.0, 1),
+        (Comparison::Ne, 7.0, 9),
+        (Comparison::Lt, 3.0, 3),
+        (Comparison::Le, 3.0, 4),
+        (Comparison::Gt, 7.5, 2),
+        (Comparison::Ge, 0.0, 10),
+    ];
+    for (op, n, total) in totals {
+        assert_eq!(store.read_page("w", &every(op, n)).await.unwrap().unwrap().total, total, "n {op:?} {n}");
+    }
+    // Text filters: contains, ignoring case, with no pattern syntax; ANDed with others.
+    let columns = vec![column("label", ColumnType::Text), column("n", ColumnType::Integer)];
+    store.prepare_result_table("t", "t", &columns, true).await.unwrap();
+    let labels = ["Click", "double click", "view", "a.b*c", "CLICKS"];
+    let rows: Vec<ResultRow> = (0..5)
+        .map(|i| ResultRow {
+            id: format!("t{i}"),
+            values: vec![Value::Text(labels[i].into()), Value::Integer(i as i64)],
+        })
+        .collect();
+    store.write_batch("t", &columns, &upserts(rows), &status("t"), &[], &[]).await.unwrap();
+    let contains =
+        |text: &str| ColumnFilter { column: "label".into(), condition: FilterCondition::Contains(text.into()) };
+    let matching = |filters: Vec<ColumnFilter>| PageRequest { filters, limit: 10, ..PageRequest::default() };
+    let page = store.read_page("t", &matching(vec![contains("click")])).await.unwrap().unwrap();
+    assert_eq!(ids(page), ["t0", "t1", "t4"]);
+    let page = store.read_page("t", &matching(vec![contains(".b*")])).await.unwrap().unwrap();
+    assert_eq!(ids(page), ["t3"], "no pattern syntax");
+    let page = store.read_page("t", &matching(vec![contains("click"), at_least(2.0)])).await.unwrap().unwrap();
+    assert_eq!(ids(page), ["t4"]);
+    // A filter on a column the table lacks, or of the wrong kind (text on a number), is ignored.
+    let wrong = vec![
+        ColumnFilter { column: "nope".into(), condition: FilterCondition::Contains("x".into()) },
+        ColumnFilter { column: "n".into(), condition: FilterCondition::Contains("x".into()) },
+    ];
+    assert_eq!(store.read_page("t", &matching(wrong)).await.unwrap().unwrap().total, 5);
     // An unknown sort column sorts by `_id`.
     let request = PageRequest { sort: Some("nope".into()), limit: 2, ..PageRequest::default() };
     assert_eq!(ids(store.read_page("w", &request).await.unwrap().unwrap()), ["w0", "w1"]);

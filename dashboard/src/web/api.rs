@@ -49,7 +49,7 @@ pub async fn pipeline(State(state): State<AppState>, Path(name): Path<String>) -
 pub async fn rows(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<TableQuery>,
+    query: TableQuery,
 ) -> Result<Json<ResultView>, WebError> {
     let table = super::table_of(&state, &name).await?;
     let view = view::result_view(state.store.as_ref(), &table, &query, view::PAGE_SIZE).await?;
@@ -67,7 +67,7 @@ pub struct CsvQuery {
 pub async fn rows_csv(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<TableQuery>,
+    query: TableQuery,
     Query(csv): Query<CsvQuery>,
 ) -> Result<axum::response::Response, WebError> {
     use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
@@ -99,7 +99,7 @@ pub async fn rows_csv(
 pub async fn charts(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<TableQuery>,
+    query: TableQuery,
 ) -> Result<Json<Charts>, WebError> {
     let table = super::table_of(&state, &name).await?;
     let mut charts = view::charts(state.store.as_ref(), &table, &query)

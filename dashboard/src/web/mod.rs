@@ -56,6 +56,10 @@ impl WebError {
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         WebError { status: axum::http::StatusCode::NOT_FOUND, message: format!("{what} not found") }
     }
+
+    pub fn bad_request(what: impl std::fmt::Display) -> Self {
+        WebError { status: axum::http::StatusCode::BAD_REQUEST, message: what.to_string() }
+    }
 }
 
 impl From<store::StoreError> for WebError {

@@ -1,7 +1,7 @@
 //! The HTML pages. Templates are in `templates/`; askama escapes every value.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Html;
 use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord};
 
@@ -90,6 +90,17 @@ impl PipelinePage {
         format!("?{}", view_query(result, result.sort.as_deref(), result.desc, Some(1), Some(range)))
     }
 
+    /// The page without its filters (sort and range kept).
+    fn unfiltered_link(&self, result: &ResultView) -> String {
+        let unfiltered = ResultView { filters: Vec::new(), rows: Vec::new(), ..result.clone() };
+        format!("?{}", view_query(&unfiltered, result.sort.as_deref(), result.desc, Some(1), result.range.as_deref()))
+    }
+
+    /// The filter given for `column`, if any.
+    fn filter_of<'a>(&self, result: &'a ResultView, column: &str) -> &'a str {
+        result.filters.iter().find(|(c, _)| c == column).map_or("", |(_, text)| text.as_str())
+    }
+
     fn arrow(&self, result: &ResultView, column: &str) -> &'static str {
         match (result.sort.as_deref() == Some(column), result.desc) {
             (true, true) => " ▼",
@@ -115,6 +126,9 @@ fn view_query(result: &ResultView, sort: Option<&str>, desc: bool, page: Option<
             query.push(format!("to={}", encode(&result.to)));
         }
     }
+    for (column, condition) in &result.filters {
+        query.push(format!("where.{}={}", encode(column), encode(condition)));
+    }
     query.join("&")
 }
 
@@ -132,7 +146,7 @@ fn encode(value: &str) -> String {
 pub async fn pipeline(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<TableQuery>,
+    query: TableQuery,
 ) -> Result<Html<String>, WebError> {
     let status = state.store.status(&name).await?.ok_or_else(|| WebError::not_found(format!("pipeline {name}")))?;
     let result = view::result_view(state.store.as_ref(), status.table(), &query, view::PAGE_SIZE).await?;

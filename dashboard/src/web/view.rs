@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use store::{
-    ColumnRole, ColumnType, PageRequest, PipelineStatus, QlikTargetStatus, ResultColumn, Store, StoreError, Value,
-    WindowRange, iso_micros,
+    ColumnFilter, ColumnRole, ColumnType, Comparison, FilterCondition, PageRequest, PipelineStatus, QlikTargetStatus,
+    ResultColumn, Store, StoreError, Value, WindowRange, iso_micros,
 };
 
 /// Rows per table page.
@@ -34,6 +34,59 @@ pub struct TableQuery {
     /// A range relative to the latest window in the data (`5m`, `15m`, `1h`, `6h`,
     /// `24h`, `all`): it follows the live edge; `from`/`to` are ignored with it.
     pub range: Option<String>,
+    /// Column filters (`where.<column>=<condition>`), as given: on a text column the
+    /// text it contains (ignoring case), on a numeric one a number with an optional
+    /// `=`, `!=`, `<`, `<=`, `>` or `>=` before it. Empty ones are left out.
+    #[serde(skip)]
+    pub filters: Vec<(String, String)>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TableQuery {
+    type Rejection = super::WebError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        let mut query: TableQuery =
+            serde_urlencoded::from_str(raw).map_err(|e| super::WebError::bad_request(format!("query string: {e}")))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).unwrap_or_default();
+        query.filters = pairs
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.strip_prefix("where.")?.to_string(), value.trim().to_string())))
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        Ok(query)
+    }
+}
+
+impl TableQuery {
+    /// The filters that mean something for `columns` (see [`TableQuery::filters`]).
+    fn column_filters(&self, columns: &[ResultColumn]) -> Vec<ColumnFilter> {
+        self.filters
+            .iter()
+            .filter_map(|(name, text)| {
+                let column = columns.iter().find(|c| &c.name == name)?;
+                let condition = match column.column_type {
+                    ColumnType::Text => FilterCondition::Contains(text.clone()),
+                    ColumnType::Integer | ColumnType::Real | ColumnType::Decimal => comparison(text)?,
+                    _ => return None,
+                };
+                Some(ColumnFilter { column: name.clone(), condition })
+            })
+            .collect()
+    }
+}
+
+/// A numeric condition: `12`, `=12`, `!=12`, `<12`, `<=12`, `>12`, `>=12` (spaces allowed).
+fn comparison(text: &str) -> Option<FilterCondition> {
+    let operators = [(">=", Comparison::Ge), ("<=", Comparison::Le), ("!=", Comparison::Ne), ("<>", Comparison::Ne)];
+    let single = [(">", Comparison::Gt), ("<", Comparison::Lt), ("=", Comparison::Eq)];
+    let (op, rest) = operators
+        .iter()
+        .chain(&single)
+        .find_map(|(prefix, op)| text.strip_prefix(prefix).map(|rest| (*op, rest)))
+        .unwrap_or((Comparison::Eq, text));
+    let number: f64 = rest.trim().parse().ok()?;
+    number.is_finite().then_some(FilterCondition::Compare(op, number))
 }
 
 /// The relative ranges offered, and their length (`None`: all of the data).
@@ -65,12 +118,25 @@ pub struct ResultView {
     /// The relative range shown (one of [`RANGES`]), if it is one: the default is the
     /// last hour.
     pub range: Option<String>,
+    /// The column filters, as given (see [`TableQuery::filters`]).
+    pub filters: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ColumnView {
     pub name: String,
     pub column_type: ColumnType,
+}
+
+impl ColumnView {
+    /// What its filter box says, if the column can be filtered.
+    pub fn filter_hint(&self) -> Option<&'static str> {
+        match self.column_type {
+            ColumnType::Text => Some("contains…"),
+            ColumnType::Integer | ColumnType::Real | ColumnType::Decimal => Some("e.g. >10"),
+            _ => None,
+        }
+    }
 }
 
 /// The charts of a result: one per value column, chosen from the result's shape.
@@ -244,6 +310,7 @@ pub async fn result_view(
         offset: (page - 1) * page_size,
         limit: page_size,
         window_range: range.clone(),
+        filters: query.column_filters(&columns),
     };
     let Some(result) = store.read_page(table, &request).await? else { return Ok(None) };
     Ok(Some(ResultView {
@@ -266,6 +333,7 @@ pub async fn result_view(
         from: range.as_ref().map(|r| input_time(r.from)).unwrap_or_default(),
         to: range.as_ref().map(|r| input_time(r.to)).unwrap_or_default(),
         range: relative_range(query).map(str::to_string).filter(|_| range.is_some()),
+        filters: query.filters.clone(),
     }))
 }
 
@@ -278,7 +346,7 @@ pub async fn charts(store: &dyn Store, table: &str, query: &TableQuery) -> Resul
     }
     let charts = match shape.window {
         Some(window) => time_charts(store, table, query, &columns, &shape, window).await?,
-        None => bar_charts(store, table, &columns, &shape).await?,
+        None => bar_charts(store, table, query, &columns, &shape).await?,
     };
     Ok(Some(Charts { charts }))
 }
@@ -298,6 +366,7 @@ async fn time_charts(
         descending: true,
         limit: CHART_ROWS,
         window_range: range,
+        filters: query.column_filters(columns),
         ..PageRequest::default()
     };
     let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
@@ -348,6 +417,7 @@ async fn time_charts(
 async fn bar_charts(
     store: &dyn Store,
     table: &str,
+    query: &TableQuery,
     columns: &[ResultColumn],
     shape: &Shape<'_>,
 ) -> Result<Vec<Chart>, StoreError> {
@@ -359,6 +429,7 @@ async fn bar_charts(
             sort: Some(columns[value].name.clone()),
             descending: true,
             limit: CHART_BARS as u64,
+            filters: query.column_filters(columns),
             ..PageRequest::default()
         };
         let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
