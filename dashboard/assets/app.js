@@ -6,6 +6,8 @@
 "use strict";
 
 const refreshMs = 1000 * (parseFloat(document.body.dataset.refreshSeconds) || 3);
+// The zone times are shown in (UTC unless the reader picked another; see zone.rs).
+const ZONE = document.body.dataset.zone || "UTC";
 const COLORS = ["#3b6fd8", "#e4892b", "#3aa569", "#c4443b", "#8a5cc4", "#6b7a8f", "#d3b13a", "#2fa3b5"];
 
 function el(name, attrs, text) {
@@ -23,7 +25,7 @@ async function getJson(url) {
 
 function markUpdated() {
   const t = document.getElementById("last-updated");
-  if (t) t.textContent = new Date().toISOString().slice(11, 19) + " UTC";
+  if (t) t.textContent = timeText(Date.now() / 1000).slice(11) + " " + ZONE;
 }
 
 // ---- overview: counters, state, rate ----
@@ -163,17 +165,21 @@ function numberText(v) {
   return Number.isInteger(v) ? v.toLocaleString("en-US") : (+v.toPrecision(4)).toLocaleString("en-US", { maximumFractionDigits: 6 });
 }
 
-// `YYYY-MM-DD HH:MM:SS` UTC from seconds since the epoch.
-function utcText(seconds) {
-  return new Date(seconds * 1000).toISOString().slice(0, 19).replace("T", " ");
+// `YYYY-MM-DD HH:MM:SS` in `zone` (the page's, by default) from seconds since the epoch.
+const timeFormats = new Map();
+function timeText(seconds, zone = ZONE) {
+  if (!timeFormats.has(zone)) {
+    timeFormats.set(zone, new Intl.DateTimeFormat("sv-SE", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }));
+  }
+  return timeFormats.get(zone).format(new Date(seconds * 1000));
 }
 
-// Time-axis labels, 24-hour UTC: `HH:MM` (with seconds when ticks are seconds apart),
+// Time-axis labels, 24-hour in the page's zone: `HH:MM` (with seconds when ticks are seconds apart),
 // the date under the first tick and wherever the day changes; days when ticks are days apart.
 function timeTicks(u, splits, axisIdx, space, step) {
   let day = null;
   return splits.map(t => {
-    const text = utcText(t);
+    const text = timeText(t);
     const date = text.slice(0, 10), clock = step < 60 ? text.slice(11) : text.slice(11, 16);
     if (step >= 86400) return date;
     const label = date === day ? clock : clock + "\n" + date;
@@ -183,7 +189,7 @@ function timeTicks(u, splits, axisIdx, space, step) {
 }
 
 function xText(c, x) {
-  return c.kind === "time" ? utcText(x) + " UTC" : (c.labels[x] ?? "");
+  return c.kind === "time" ? timeText(x) + " " + ZONE : (c.labels[x] ?? "");
 }
 
 // The box that follows the cursor with the exact values under it.
@@ -228,7 +234,7 @@ function drawThresholds(u, c) {
 function chartOptions(c, width) {
   const time = c.kind === "time";
   const summed = c.summed_over.length ? ` (sum over ${c.summed_over.join(", ")})` : "";
-  const series = [{ label: time ? "window start (UTC)" : "key", value: (u, x) => x == null ? "" : xText(c, x) }];
+  const series = [{ label: time ? `window start (${ZONE})` : "key", value: (u, x) => x == null ? "" : xText(c, x) }];
   c.series.forEach((s, k) => {
     const color = COLORS[k % COLORS.length];
     series.push(time
@@ -238,8 +244,8 @@ function chartOptions(c, width) {
   const limits = c.thresholds.map(t => t.value);
   return {
     width, height: 260,
-    // Times on the axis in UTC, like every time on the dashboard.
-    tzDate: ts => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+    // Times on the axis in the page's zone, like every time on the dashboard.
+    tzDate: ts => uPlot.tzDate(new Date(ts * 1000), ZONE),
     scales: {
       x: time ? { time: true } : { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] },
       // From zero (values are counts and sums), with room for the thresholds.
@@ -381,8 +387,28 @@ function showId(shown) {
   const csv = document.getElementById("csv");
   csv.href = csv.dataset.href + (shown ? "&id=true" : "");
 }
+// The time zone picker: UTC, the browser's zone, or any other; kept in a cookie.
+function setUpZonePicker(select) {
+  const browser = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const zones = ["UTC", browser, ...(Intl.supportedValuesOf ? Intl.supportedValuesOf("timeZone") : [])];
+  select.replaceChildren(...[...new Set(zones)].map(z => {
+    const option = el("option", { value: z }, z === browser && z !== "UTC" ? `${z} (browser)` : z);
+    option.selected = z === ZONE;
+    return option;
+  }));
+  select.addEventListener("change", () => {
+    document.cookie = `tz=${encodeURIComponent(select.value)}; path=/; max-age=31536000; SameSite=Lax`;
+    // A fixed range was typed in the old zone: fall back to the default range.
+    const url = new URL(location.href);
+    for (const key of ["tz", "from", "to"]) url.searchParams.delete(key);
+    location.href = url.href;
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   markUpdated();
+  const zone = document.getElementById("zone");
+  if (zone) setUpZonePicker(zone);
   const toggle = document.getElementById("show-id");
   if (toggle) {
     showId(toggle.checked);

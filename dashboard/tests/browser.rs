@@ -332,11 +332,12 @@ fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and
         assert_eq!(browser.eval("window.__marker").await, "no reload");
 
         // The last 15 minutes: three windows, following the live edge as a new one comes.
+        browser.eval("window.__previous_page = true").await;
         click(&mut browser, "#ranges a[data-range='15m']").await;
-        browser.wait_for("location.search.includes('range=15m')").await;
-        browser.wait_for("window.dashboardCharts && window.dashboardCharts.has('interaction_count')").await;
+        let charted = "window.dashboardCharts && window.dashboardCharts.has('interaction_count')";
+        browser.wait_for(&format!("!window.__previous_page && location.search.includes('range=15m') && {charted}")).await;
         assert_eq!(
-            browser.eval(&format!("{plot}.data[0].map(utcText)")).await,
+            browser.eval(&format!("{plot}.data[0].map(x => timeText(x, 'UTC'))")).await,
             json!(["2026-01-01 00:45:00", "2026-01-01 00:50:00", "2026-01-01 00:55:00"])
         );
         assert_eq!(browser.eval("document.querySelectorAll('#result tbody tr').length").await, 9);
@@ -356,9 +357,9 @@ fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and
         let delta = ResultDelta { upserts: vec![next], deletes: vec![] };
         store.write_batch("per_window", &columns(), &delta, &status, &[], &[]).await.unwrap();
         browser
-            .wait_for(&format!("{plot}.data[0].length === 3 && utcText({plot}.data[0][2]) === '2026-01-01 01:00:00'"))
+            .wait_for(&format!("{plot}.data[0].length === 3 && timeText({plot}.data[0][2]) === '2026-01-01 01:00:00'"))
             .await;
-        assert_eq!(browser.eval(&format!("utcText({plot}.data[0][0])")).await, "2026-01-01 00:50:00");
+        assert_eq!(browser.eval(&format!("timeText({plot}.data[0][0])")).await, "2026-01-01 00:50:00");
         let range =
             "document.querySelector('input[name=from]').value + ' ' + document.querySelector('input[name=to]').value";
         assert_eq!(browser.eval(range).await, "2026-01-01T00:46:00 2026-01-01T01:01:00", "the fields follow too");
@@ -368,13 +369,13 @@ fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and
         // A column filter typed into its box (Enter applies it) narrows the table, the
         // chart and the CSV alike, and keeps the range.
         click(&mut browser, "input[name='where.interaction_type']").await;
+        browser.eval("window.__previous_page = true").await;
         browser.call("Input.insertText", json!({"text": "VIE"})).await;
         for kind in ["keyDown", "keyUp"] {
             let key = json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"});
             browser.call("Input.dispatchKeyEvent", key).await;
         }
-        browser.wait_for("location.search.includes('where.interaction_type=VIE')").await;
-        browser.wait_for("document.readyState === 'complete' && window.dashboardCharts && window.dashboardCharts.has('interaction_count')").await;
+        browser.wait_for(&format!("!window.__previous_page && location.search.includes('where.interaction_type=VIE') && {charted}")).await;
         assert_eq!(browser.eval("location.search.includes('range=15m')").await, true, "the range stays");
         let types = "[...document.querySelectorAll('#result tbody tr')].map(tr => tr.cells[2].textContent)";
         assert_eq!(browser.eval(types).await, json!(["view", "view"]), "00:50 and 00:55 (01:00 has only a click)");
@@ -382,6 +383,22 @@ fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and
         let text = browser.eval("fetch(document.getElementById('csv').href).then(r => r.text())").await;
         assert_eq!(text.as_str().unwrap().lines().count(), 1 + 2, "the CSV holds what the table shows");
         browser.screenshot("table-filtered").await;
+
+        // Times in another zone, picked in the header: the table, the range, the
+        // axis, the tooltip and the header say Paris time (UTC+1 in January).
+        let pick = "(() => { const s = document.getElementById('zone'); s.value = 'Europe/Paris'; s.dispatchEvent(new Event('change')); })()";
+        browser.navigate_by(pick, &format!("document.body.dataset.zone === 'Europe/Paris' && {charted}")).await;
+        assert_eq!(browser.eval("document.cookie").await, "tz=Europe%2FParis");
+        let first = "document.querySelector('#result tbody td:nth-child(2)').textContent";
+        assert_eq!(browser.eval(first).await, "2026-01-01 01:55:00 – 02:00:00", "00:55 UTC in Paris");
+        assert_eq!(browser.eval("document.querySelector('input[name=to]').value").await, "2026-01-01T02:01:00");
+        assert_eq!(browser.eval("document.getElementById('range-zone').textContent").await, "Europe/Paris");
+        assert_eq!(browser.eval(&format!("{plot}.axes[0].label")).await, "window.start (Europe/Paris)");
+        point_at(&mut browser, 1, "mouseMoved", 0).await;
+        browser.wait_for(&format!("{tooltip}.innerText.includes('2026-01-01 01:55:00 Europe/Paris')")).await;
+        assert_eq!(browser.eval("document.getElementById('last-updated').textContent.endsWith('Europe/Paris')").await, true);
+        browser.screenshot("zone-paris").await;
+        browser.eval("document.cookie = 'tz=; path=/; max-age=0'").await;
 
         // A keyed result: bars of its largest values, each named by its key on hover.
         let columns = [

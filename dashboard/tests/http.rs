@@ -314,6 +314,20 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert!(page.contains("id=\"clear-filters\""));
     let ignored = json(addr, "/api/pipelines/per_window/rows?range=all&where.interaction_count=lots&where.nope=1");
     assert_eq!(ignored["total"], 72, "a filter that is not a number, or on no column, is ignored");
+    // Times in a zone asked for (`?tz=`, or the `tz` cookie the header's picker sets):
+    // shown and typed in it. 01:00–02:00 in Paris is 00:00–01:00 UTC in January.
+    let paris = "/api/pipelines/per_window/rows?from=2026-01-01T01:00&to=2026-01-01T02:00&tz=Europe/Paris";
+    let view = json(addr, paris);
+    assert_eq!((view["total"].as_u64(), view["zone"].as_str()), (Some(24), Some("Europe/Paris")));
+    assert_eq!(view["rows"][0][1], "2026-01-01 01:55:00 – 02:00:00");
+    assert_eq!(
+        (view["from"].as_str(), view["to"].as_str()),
+        (Some("2026-01-01T01:00:00"), Some("2026-01-01T02:00:00"))
+    );
+    let chart = json(addr, &paris.replace("/rows?", "/chart?"));
+    assert_eq!(chart["charts"][0]["x_label"], "window.start (Europe/Paris)");
+    assert_eq!(chart["charts"][0]["x"][0], 1_767_225_600.0, "x stays in seconds since the epoch");
+    assert_eq!(json(addr, "/api/pipelines/per_window/rows?tz=Mars/Olympus")["zone"], "UTC", "an unknown zone is UTC");
     // A chart per value column; a point sums the users' rows, and says so.
     let charts = json(addr, "/api/pipelines/per_user_window/chart?range=all");
     let values: Vec<&str> = charts["charts"].as_array().unwrap().iter().map(|c| c["value"].as_str().unwrap()).collect();

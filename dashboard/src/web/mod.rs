@@ -5,6 +5,7 @@ mod api;
 mod assets;
 mod pages;
 pub(crate) mod view;
+pub(crate) mod zone;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;

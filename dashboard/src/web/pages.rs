@@ -8,7 +8,7 @@ use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, Reje
 use crate::alerts::{AlertState, Instance, Rule};
 
 use super::WebError;
-use super::view::{self, PipelineItem, QlikTargets, RANGES, ResultView, TableQuery};
+use super::view::{self, PipelineItem, QlikTargets, RANGES, ResultView, TableQuery, Zone};
 use crate::AppState;
 
 /// A single-row result shown as tiles on the overview (such as all-time averages).
@@ -25,9 +25,10 @@ struct Overview {
     tiles: Vec<Tile>,
     firing: Vec<Instance>,
     refresh_seconds: f64,
+    zone: &'static str,
 }
 
-pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, WebError> {
+pub async fn overview(State(state): State<AppState>, zone: Zone) -> Result<Html<String>, WebError> {
     let statuses = state.store.statuses().await?;
     let mut tiles = Vec::new();
     for status in &statuses {
@@ -35,19 +36,21 @@ pub async fn overview(State(state): State<AppState>) -> Result<Html<String>, Web
         if let Some(page) = state.store.read_page(status.table(), &two).await?
             && page.total == 1
         {
-            let values = page.columns.iter().zip(&page.rows[0].values).map(|(c, v)| (c.name.clone(), view::text(v)));
+            let values =
+                page.columns.iter().zip(&page.rows[0].values).map(|(c, v)| (c.name.clone(), view::text_in(v, zone)));
             tiles.push(Tile { pipeline: status.name.clone(), values: values.collect() });
         }
     }
     let firing = state.alerts.instances().into_iter().filter(|i| i.state == AlertState::Firing).collect();
     let mut qlik = QlikTargets::read(state.store.as_ref()).await;
     let pipelines = statuses.into_iter().map(|s| PipelineItem::new(s, &mut qlik)).collect();
-    Ok(Html(Overview { pipelines, tiles, firing, refresh_seconds: state.refresh_seconds }.render()?))
+    let page = Overview { pipelines, tiles, firing, refresh_seconds: state.refresh_seconds, zone: zone.name() };
+    Ok(Html(page.render()?))
 }
 
-/// The attributes of the time range's inputs: 24-hour UTC text as the label says
-/// (a `datetime-local` input shows the browser's 12- or 24-hour format instead).
-const TIME_INPUT: &str = r#"pattern="\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?" placeholder="YYYY-MM-DDTHH:MM:SS" size="19" title="UTC, 24-hour: YYYY-MM-DDTHH:MM:SS""#;
+/// The attributes of the time range's inputs: 24-hour text in the zone the label
+/// names (a `datetime-local` input shows the browser's 12- or 24-hour format instead).
+const TIME_INPUT: &str = r#"pattern="\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?" placeholder="YYYY-MM-DDTHH:MM:SS" size="19" title="24-hour: YYYY-MM-DDTHH:MM:SS""#;
 
 /// What the watermark on a pipeline page means, and why it trails the events.
 const WATERMARK_HELP: &str = "The watermark is the latest event time seen (the lowest over the source's partitions) \
@@ -66,6 +69,7 @@ struct PipelinePage {
     qlik: Vec<QlikTargetStatus>,
     sql: Option<String>,
     refresh_seconds: f64,
+    zone: &'static str,
 }
 
 impl PipelinePage {
@@ -153,7 +157,8 @@ pub async fn pipeline(
     // The SQL as the aggregator read it (older stores: the file, if this machine can read it).
     let sql = status.sql_text.clone().or_else(|| std::fs::read_to_string(&status.sql_file).ok());
     let qlik = QlikTargets::read(state.store.as_ref()).await.take(&name);
-    Ok(Html(PipelinePage { status, result, qlik, sql, refresh_seconds: state.refresh_seconds }.render()?))
+    let zone = query.zone.name();
+    Ok(Html(PipelinePage { status, result, qlik, sql, refresh_seconds: state.refresh_seconds, zone }.render()?))
 }
 
 #[derive(Template)]
@@ -163,17 +168,23 @@ struct BadRecordsPage {
     records: Vec<RejectedRecord>,
     total: usize,
     refresh_seconds: f64,
+    zone: &'static str,
 }
 
 /// Bad records shown on a page, the latest (by offset) first.
 const BAD_RECORDS_SHOWN: usize = 200;
 
-pub async fn bad_records(State(state): State<AppState>, Path(name): Path<String>) -> Result<Html<String>, WebError> {
+pub async fn bad_records(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    zone: Zone,
+) -> Result<Html<String>, WebError> {
     let mut records = state.store.rejected_records(&name, false).await?;
     let total = records.len();
     records.reverse();
     records.truncate(BAD_RECORDS_SHOWN);
-    Ok(Html(BadRecordsPage { name, records, total, refresh_seconds: state.refresh_seconds }.render()?))
+    let page = BadRecordsPage { name, records, total, refresh_seconds: state.refresh_seconds, zone: zone.name() };
+    Ok(Html(page.render()?))
 }
 
 #[derive(Template)]
@@ -183,18 +194,20 @@ struct AlertsPage {
     instances: Vec<Instance>,
     history: Vec<AlertTransition>,
     refresh_seconds: f64,
+    zone: &'static str,
 }
 
 /// Transitions shown in the history.
 pub const HISTORY_SHOWN: usize = 200;
 
-pub async fn alerts(State(state): State<AppState>) -> Result<Html<String>, WebError> {
+pub async fn alerts(State(state): State<AppState>, zone: Zone) -> Result<Html<String>, WebError> {
     let history = state.store.alert_history(HISTORY_SHOWN).await?;
     let page = AlertsPage {
         rules: state.alerts.rules.clone(),
         instances: state.alerts.instances(),
         history,
         refresh_seconds: state.refresh_seconds,
+        zone: zone.name(),
     };
     Ok(Html(page.render()?))
 }

@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use super::zone::Zone;
 use store::{
     ColumnFilter, ColumnRole, ColumnType, Comparison, FilterCondition, PageRequest, PipelineStatus, QlikTargetStatus,
-    ResultColumn, Store, StoreError, Value, WindowRange, iso_micros,
+    ResultColumn, Store, StoreError, Value, WindowRange,
 };
 
 /// Rows per table page.
@@ -39,6 +41,9 @@ pub struct TableQuery {
     /// `=`, `!=`, `<`, `<=`, `>` or `>=` before it. Empty ones are left out.
     #[serde(skip)]
     pub filters: Vec<(String, String)>,
+    /// The zone times are shown and typed in (see [`Zone`]).
+    #[serde(skip)]
+    pub zone: Zone,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TableQuery {
@@ -54,6 +59,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TableQuery {
             .filter_map(|(key, value)| Some((key.strip_prefix("where.")?.to_string(), value.trim().to_string())))
             .filter(|(_, value)| !value.is_empty())
             .collect();
+        query.zone = Zone::of_request(parts);
         Ok(query)
     }
 }
@@ -112,7 +118,7 @@ pub struct ResultView {
     pub desc: bool,
     /// The window column, for windowed results (the time filter applies to it).
     pub window: Option<String>,
-    /// The time range shown, `YYYY-MM-DDTHH:MM:SS` UTC (empty without a window).
+    /// The time range shown, `YYYY-MM-DDTHH:MM:SS` in `zone` (empty without a window).
     pub from: String,
     pub to: String,
     /// The relative range shown (one of [`RANGES`]), if it is one: the default is the
@@ -120,6 +126,8 @@ pub struct ResultView {
     pub range: Option<String>,
     /// The column filters, as given (see [`TableQuery::filters`]).
     pub filters: Vec<(String, String)>,
+    /// The zone of the times shown (an IANA name).
+    pub zone: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -215,20 +223,15 @@ fn shape(columns: &[ResultColumn]) -> Shape<'_> {
     }
 }
 
-/// A time from a query string: RFC 3339, or `YYYY-MM-DDTHH:MM[:SS]` taken as UTC.
-fn parse_time(text: &str) -> Option<i64> {
+/// A time from a query string: RFC 3339, or `YYYY-MM-DDTHH:MM[:SS]` in `zone`.
+fn parse_time(text: &str, zone: Zone) -> Option<i64> {
     let text = text.trim();
     store::parse_iso_micros(text).or_else(|| {
         ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
             .iter()
             .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
-            .map(|t| t.and_utc().timestamp_micros())
+            .and_then(|t| zone.micros_of_local(t))
     })
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` (UTC), as the time range inputs show it.
-fn input_time(micros: i64) -> String {
-    iso_micros(micros)[..19].to_string()
 }
 
 /// The window range of a request: the query's, else the last hour of event time in the data.
@@ -249,8 +252,9 @@ async fn window_range(
         let from = length.map_or(earliest.div_euclid(minute) * minute, |l| edge - l);
         return Ok(Some(WindowRange { column: window.name.clone(), from, to: edge }));
     }
-    let to = query.to.as_deref().and_then(parse_time).unwrap_or(edge);
-    let from = query.from.as_deref().and_then(parse_time).unwrap_or(to - DEFAULT_RANGE_MICROS);
+    let parse = |text: &Option<String>| text.as_deref().and_then(|t| parse_time(t, query.zone));
+    let to = parse(&query.to).unwrap_or(edge);
+    let from = parse(&query.from).unwrap_or(to - DEFAULT_RANGE_MICROS);
     Ok(Some(WindowRange { column: window.name.clone(), from, to }))
 }
 
@@ -264,8 +268,13 @@ fn relative_range(query: &TableQuery) -> Option<&'static str> {
     }
 }
 
-/// A value as the tables show it.
+/// A value as the tables show it, times in UTC.
 pub fn text(value: &Value) -> String {
+    text_in(value, Zone::default())
+}
+
+/// A value as the tables show it, times in `zone`.
+pub fn text_in(value: &Value, zone: Zone) -> String {
     match value {
         Value::Null => String::new(),
         Value::Bool(v) => v.to_string(),
@@ -275,11 +284,11 @@ pub fn text(value: &Value) -> String {
             rounded.trim_end_matches('0').trim_end_matches('.').to_string()
         }
         Value::Decimal(v) | Value::Text(v) => v.clone(),
-        Value::Timestamp(v) => iso_micros(*v)[..19].replace('T', " "),
+        Value::Timestamp(v) => zone.format(*v, ' '),
         Value::Struct(fields) if fields.len() == 2 && fields.iter().all(|(_, v)| matches!(v, Value::Timestamp(_))) => {
             // A window: `2026-01-01 00:05:00 – 00:10:00`.
-            let start = text(&fields[0].1);
-            let end = text(&fields[1].1);
+            let start = text_in(&fields[0].1, zone);
+            let end = text_in(&fields[1].1, zone);
             let same_day = start.get(..10) == end.get(..10);
             format!("{start} – {}", if same_day { &end[11..] } else { &end })
         }
@@ -322,7 +331,7 @@ pub async fn result_view(
         rows: result
             .rows
             .iter()
-            .map(|r| std::iter::once(r.id.clone()).chain(r.values.iter().map(text)).collect())
+            .map(|r| std::iter::once(r.id.clone()).chain(r.values.iter().map(|v| text_in(v, query.zone))).collect())
             .collect(),
         total: result.total,
         page,
@@ -330,8 +339,9 @@ pub async fn result_view(
         sort: request.sort_column(&result.columns).map(|c| c.name.clone()),
         desc: request.descending,
         window: window.map(|w| w.name),
-        from: range.as_ref().map(|r| input_time(r.from)).unwrap_or_default(),
-        to: range.as_ref().map(|r| input_time(r.to)).unwrap_or_default(),
+        from: range.as_ref().map(|r| query.zone.format(r.from, 'T')).unwrap_or_default(),
+        to: range.as_ref().map(|r| query.zone.format(r.to, 'T')).unwrap_or_default(),
+        zone: query.zone.name(),
         range: relative_range(query).map(str::to_string).filter(|_| range.is_some()),
         filters: query.filters.clone(),
     }))
@@ -386,7 +396,8 @@ async fn time_charts(
         let mut sums: BTreeMap<i64, BTreeMap<String, (f64, u32)>> = BTreeMap::new();
         for row in &rows {
             let (Some(start), Some(v)) = (row.values[w].window_start(), row.values[value].number()) else { continue };
-            let category = shape.category.map(|c| text(&row.values[c])).unwrap_or_else(|| value_name.clone());
+            let category =
+                shape.category.map(|c| text_in(&row.values[c], query.zone)).unwrap_or_else(|| value_name.clone());
             let point = sums.entry(start).or_default().entry(category).or_default();
             *point = (point.0 + v, point.1 + 1);
         }
@@ -402,7 +413,7 @@ async fn time_charts(
         charts.push(Chart {
             kind: "time".into(),
             value: value_name,
-            x_label: format!("{}.start (UTC)", window.name),
+            x_label: format!("{}.start ({})", window.name, query.zone.name()),
             x: sums.keys().map(|&t| t as f64 / 1e6).collect(),
             labels: Vec::new(),
             series,
@@ -438,7 +449,7 @@ async fn bar_charts(
         }
         let label = |row: &store::ResultRow| {
             let keys: Vec<String> =
-                (shape.keys.iter()).map(|&i| text(&row.values[i])).filter(|k| !k.is_empty()).collect();
+                (shape.keys.iter()).map(|&i| text_in(&row.values[i], query.zone)).filter(|k| !k.is_empty()).collect();
             if keys.is_empty() { row.id.clone() } else { keys.join(" · ") }
         };
         charts.push(Chart {

@@ -86,13 +86,24 @@ impl Browser {
     /// Sends a DevTools command (to the page once attached) and returns its result.
     /// Events that arrive meanwhile are answered (see [`Browser::answer_auth`]).
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(result) => result,
+            Err(reply) => panic!("{method}: {reply}"),
+        }
+    }
+
+    /// [`Browser::call`], with the browser's error as `Err` (a page navigating away
+    /// while a command runs, say).
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.send(method, params).await;
         loop {
             let Some(Ok(Message::Text(text))) = self.socket.next().await else { continue };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return match reply.get("error") {
+                    Some(_) => Err(reply),
+                    None => Ok(reply["result"].clone()),
+                };
             }
             self.on_event(&reply).await;
         }
@@ -158,13 +169,28 @@ impl Browser {
         self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'").await;
     }
 
-    /// Waits (up to 20 s) until `condition` is true in the page.
+    /// Waits (up to 20 s) until `condition` is true in the page. While the page is
+    /// navigating, the condition may not be evaluable (no document yet, or the
+    /// browser drops the evaluation): that counts as not yet.
     pub async fn wait_for(&mut self, condition: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.eval(&format!("!!({condition})")).await != json!(true) {
+        loop {
+            let params = json!({"expression": format!("!!({condition})"), "returnByValue": true, "awaitPromise": true});
+            let result = self.try_call("Runtime.evaluate", params).await;
+            if result.is_ok_and(|r| r.get("exceptionDetails").is_none() && r["result"]["value"] == json!(true)) {
+                return;
+            }
             assert!(Instant::now() < deadline, "gave up waiting in the browser for: {condition}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs `action` (which makes the page navigate) and waits until the next page has
+    /// loaded and `condition` holds on it.
+    pub async fn navigate_by(&mut self, action: &str, condition: &str) {
+        self.eval("window.__previous_page = true").await;
+        self.eval(action).await;
+        self.wait_for(&format!("!window.__previous_page && document.readyState === 'complete' && ({condition})")).await;
     }
 
     /// Saves a PNG of the page under `target/test-artifacts/dashboard/<name>.png`.
