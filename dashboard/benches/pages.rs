@@ -1,8 +1,13 @@
 //! `cargo bench -p dashboard`: requests per second and latency percentiles of the
-//! pipeline page (and its chart and rows API) with `BENCH_ROWS` (default 100,000)
-//! result rows in an SQLite store, under `BENCH_CONNECTIONS` (default 8) concurrent
-//! clients for `BENCH_SECONDS` (default 10) per route, all on this machine. Every
-//! request logs in with basic auth and is counted in the metrics, as in compose.
+//! pipeline page (and its chart and rows API, with relative ranges and column filters)
+//! with `BENCH_ROWS` (default 100,000) result rows in an SQLite store, under
+//! `BENCH_CONNECTIONS` (default 8) concurrent clients for `BENCH_SECONDS` (default 10)
+//! per route, all on this machine. Every request logs in with basic auth and is counted
+//! in the metrics, as in compose. Then, in headless Chromium, the pipeline page's
+//! weight (bytes transferred, page and assets) and its time to first chart.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,6 +103,8 @@ fn main() {
             "/pipelines/per_window?sort=interaction_count&desc=true&page=3",
             "/api/pipelines/per_window/rows",
             "/api/pipelines/per_window/chart",
+            "/api/pipelines/per_window/chart?range=24h",
+            "/api/pipelines/per_window/rows?range=all&where.interaction_type=click&where.interaction_count=%3E40",
             "/",
         ] {
             let url = format!("{base}{route}");
@@ -134,5 +141,35 @@ fn main() {
                 percentile(&latencies, 1.0)
             );
         }
+
+        // The page in a browser: what it transfers, and when its first chart is drawn.
+        let mut browser = support::Browser::start().await;
+        browser.answer_auth(Some(("admin", PASSWORD))).await;
+        browser.call("Network.enable", serde_json::json!({})).await;
+        let mut weights = Vec::new();
+        let mut first_chart = Vec::new();
+        for _ in 0..5 {
+            browser.call("Network.clearBrowserCache", serde_json::json!({})).await;
+            browser.goto(&format!("{base}/pipelines/per_window")).await;
+            browser.wait_for("performance.getEntriesByName('first-chart').length > 0").await;
+            let measured = browser
+                .eval(
+                    "(() => { const nav = performance.getEntriesByType('navigation')[0];
+                       const bytes = [nav, ...performance.getEntriesByType('resource')].reduce((a, e) => a + e.transferSize, 0);
+                       return [bytes, performance.getEntriesByName('first-chart')[0].startTime]; })()",
+                )
+                .await;
+            weights.push(measured[0].as_f64().unwrap());
+            first_chart.push(measured[1].as_f64().unwrap());
+        }
+        first_chart.sort_by(f64::total_cmp);
+        println!(
+            "\npipeline page in Chromium (5 cold loads): {:.0} KB transferred (page, script, style, uPlot, first data); \
+             first chart drawn after {:.0} ms (median; min {:.0}, max {:.0})",
+            weights.iter().copied().fold(0.0, f64::max) / 1024.0,
+            first_chart[2],
+            first_chart[0],
+            first_chart[4]
+        );
     });
 }
