@@ -135,6 +135,59 @@ pub trait Store: Send + Sync {
     /// The earliest and latest `start` of a window column (microseconds), if any row has one.
     async fn window_bounds(&self, table: &str, column: &str) -> Result<Option<(i64, i64)>>;
 
+    /// The sums of the numeric columns `values` per start of the window column
+    /// `window` and value of the text column `category` (if given), over the rows the
+    /// request's range and filters keep: the latest `limit` window starts, in time
+    /// order (what a time chart draws); `None` if there is no such table.
+    ///
+    /// This default reads the rows (the latest `limit` × 100 at most) and adds them up;
+    /// a store that can group (SQLite) does it where the rows are.
+    async fn window_sums(
+        &self,
+        table: &str,
+        window: &str,
+        category: Option<&str>,
+        values: &[String],
+        request: &PageRequest,
+    ) -> Result<Option<Vec<WindowSum>>> {
+        let read = PageRequest {
+            sort: Some(window.to_string()),
+            descending: true,
+            offset: 0,
+            limit: request.limit.saturating_mul(100),
+            skip_total: true,
+            ..request.clone()
+        };
+        let Some(page) = self.read_page(table, &read).await? else { return Ok(None) };
+        let position = |name: &str| page.columns.iter().position(|c| c.name == name);
+        let (Some(w), category) = (position(window), category.and_then(position)) else { return Ok(Some(Vec::new())) };
+        let values: Vec<Option<usize>> = values.iter().map(|v| position(v)).collect();
+        let mut sums: std::collections::BTreeMap<(i64, Option<String>), WindowSum> = Default::default();
+        for row in &page.rows {
+            let Some(start) = row.values[w].window_start() else { continue };
+            let category = category.map(|c| match &row.values[c] {
+                Value::Text(t) => t.clone(),
+                Value::Null => String::new(),
+                other => other.to_json().to_string(),
+            });
+            let sum = sums.entry((start, category.clone())).or_insert_with(|| WindowSum {
+                start,
+                category,
+                sums: vec![None; values.len()],
+                rows: 0,
+            });
+            sum.rows += 1;
+            for (total, value) in sum.sums.iter_mut().zip(&values) {
+                if let Some(v) = value.and_then(|v| row.values[v].number()) {
+                    *total = Some(total.unwrap_or(0.0) + v);
+                }
+            }
+        }
+        let starts: std::collections::BTreeSet<i64> = sums.keys().map(|(s, _)| *s).collect();
+        let keep = starts.iter().rev().nth(usize::try_from(request.limit).unwrap_or(usize::MAX).saturating_sub(1));
+        Ok(Some(sums.into_values().filter(|s| keep.is_none_or(|k| s.start >= *k)).collect()))
+    }
+
     /// Every status row, by name.
     async fn statuses(&self) -> Result<Vec<PipelineStatus>>;
 
@@ -204,6 +257,19 @@ impl PageRequest {
     }
 }
 
+/// The sums of some value columns over the rows of one window start (and category).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSum {
+    /// The window's start, in microseconds.
+    pub start: i64,
+    /// The category's value as text (`None` without a category column).
+    pub category: Option<String>,
+    /// Per value column, the sum of its numbers (`None` if the rows have none).
+    pub sums: Vec<Option<f64>>,
+    /// The rows added up.
+    pub rows: u64,
+}
+
 /// A condition on one column of a result (the table's column filters).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnFilter {
@@ -255,6 +321,9 @@ pub struct PageRequest {
     pub window_range: Option<WindowRange>,
     /// Only rows meeting every one of these.
     pub filters: Vec<ColumnFilter>,
+    /// Leave the count of matching rows out ([`Page::total`] is then the rows read):
+    /// counting a large table costs a scan of it.
+    pub skip_total: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -269,7 +338,7 @@ pub struct WindowRange {
 pub struct Page {
     pub columns: Vec<ResultColumn>,
     pub rows: Vec<ResultRow>,
-    /// Rows matching the request's filter, on all pages.
+    /// Rows matching the request's filter, on all pages (unless it skipped counting).
     pub total: u64,
 }
 

@@ -250,8 +250,13 @@ impl MongoStore {
             sort.insert(key, direction);
         }
         sort.insert("_id", direction);
-        let total = self.collection(table).count_documents(filter.clone()).await.map_err(|e| self.read_error(e))?;
-        let rows = self
+        let total = match request.skip_total {
+            true => None,
+            false => {
+                Some(self.collection(table).count_documents(filter.clone()).await.map_err(|e| self.read_error(e))?)
+            }
+        };
+        let rows: Vec<ResultRow> = self
             .find_all(table, filter, sort, request.offset, request.limit)
             .await?
             .into_iter()
@@ -264,6 +269,7 @@ impl MongoStore {
                 values: columns.iter().map(|c| from_bson(d.get(&c.name), c.column_type)).collect(),
             })
             .collect();
+        let total = total.unwrap_or(rows.len() as u64);
         Ok(Some(Page { columns, rows, total }))
     }
 

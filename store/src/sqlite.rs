@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use crate::{
     ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnRole, ColumnType, FilterCondition, LATE_RECORDS_TABLE,
     Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
-    ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError, Value, iso_micros, parse_iso_micros,
+    ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError, Value, WindowSum, iso_micros, parse_iso_micros,
 };
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
@@ -58,6 +58,36 @@ impl Drop for Reader<'_> {
 /// The start of a window column, as an SQL expression. Windows are JSON text whose
 /// `start` is fixed-width ISO-8601, so its text order is time order; the same
 /// expression is indexed (see [`ensure_window_index`]), so range reads and bounds use the index.
+/// The `WHERE` clause (or nothing) and its parameters for a request's window range
+/// and column filters.
+fn where_clause(columns: &[ResultColumn], request: &PageRequest) -> (String, Vec<SqlValue>) {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut params: Vec<SqlValue> = Vec::new();
+    if let Some(range) = request.window_filter(columns) {
+        // ISO-8601 text of fixed width: text order is time order.
+        let start = window_start(&range.column);
+        conditions.push(format!("{start} >= ?1 AND {start} < ?2"));
+        params = vec![SqlValue::Text(iso_micros(range.from)), SqlValue::Text(iso_micros(range.to))];
+    }
+    for f in request.column_filters(columns) {
+        let n = params.len() + 1;
+        match &f.condition {
+            FilterCondition::Contains(text) => {
+                conditions.push(format!("instr(lower({}), lower(?{n})) > 0", quote(&f.column)));
+                params.push(SqlValue::Text(text.clone()));
+            }
+            FilterCondition::Compare(op, number) => {
+                conditions.push(format!("{} {} ?{n}", quote(&f.column), op.sql()));
+                params.push(SqlValue::Real(*number));
+            }
+        }
+    }
+    match conditions.is_empty() {
+        true => (String::new(), params),
+        false => (format!("WHERE {}", conditions.join(" AND ")), params),
+    }
+}
+
 /// A column's declared type: its type's name (see [`ColumnType::sqlite`]) and its
 /// role, if known (`INTEGER KEY`, `REAL VALUE`). SQLite keeps the declaration as
 /// written and takes the column's affinity from the type's name alone.
@@ -365,36 +395,16 @@ impl Store for SqliteStore {
     async fn read_page(&self, table: &str, request: &PageRequest) -> Result<Option<Page>> {
         let Some(columns) = self.table_columns(table)? else { return Ok(None) };
         let conn = self.reader()?;
-        let mut conditions: Vec<String> = Vec::new();
-        let mut params: Vec<SqlValue> = Vec::new();
-        if let Some(range) = request.window_filter(&columns) {
-            // ISO-8601 text of fixed width: text order is time order.
-            let start = window_start(&range.column);
-            conditions.push(format!("{start} >= ?1 AND {start} < ?2"));
-            params = vec![SqlValue::Text(iso_micros(range.from)), SqlValue::Text(iso_micros(range.to))];
-        }
-        for f in request.column_filters(&columns) {
-            let n = params.len() + 1;
-            match &f.condition {
-                FilterCondition::Contains(text) => {
-                    conditions.push(format!("instr(lower({}), lower(?{n})) > 0", quote(&f.column)));
-                    params.push(SqlValue::Text(text.clone()));
-                }
-                FilterCondition::Compare(op, number) => {
-                    conditions.push(format!("{} {} ?{n}", quote(&f.column), op.sql()));
-                    params.push(SqlValue::Real(*number));
-                }
-            }
-        }
-        let filter = match conditions.is_empty() {
-            true => String::new(),
-            false => format!("WHERE {}", conditions.join(" AND ")),
-        };
-        let total: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {} {filter}", quote(table)), params_from_iter(&params), |r| {
-                r.get(0)
+        let (filter, params) = where_clause(&columns, request);
+        let count = || {
+            conn.query_row(&format!("SELECT count(*) FROM {} {filter}", quote(table)), params_from_iter(&params), |r| {
+                r.get::<_, i64>(0)
             })
-            .map_err(|e| self.error(e))?;
+        };
+        let total = match request.skip_total {
+            true => None,
+            false => Some(count().map_err(|e| self.error(e))?),
+        };
         let direction = if request.descending { "DESC" } else { "ASC" };
         let order = match request.sort_column(&columns) {
             Some(c) => format!("{} {direction}, \"_id\" {direction}", quote(&c.name)),
@@ -410,7 +420,7 @@ impl Store for SqliteStore {
                 quote(table)
             ))
             .map_err(|e| self.error(e))?;
-        let rows = stmt
+        let rows: Vec<ResultRow> = stmt
             .query_map(params_from_iter(&params), |r| {
                 let values = columns
                     .iter()
@@ -421,7 +431,8 @@ impl Store for SqliteStore {
             })
             .and_then(|rows| rows.collect())
             .map_err(|e| self.error(e))?;
-        Ok(Some(Page { columns, rows, total: total as u64 }))
+        let total = total.map_or(rows.len() as u64, |t| t as u64);
+        Ok(Some(Page { columns, rows, total }))
     }
 
     async fn window_bounds(&self, table: &str, column: &str) -> Result<Option<(i64, i64)>> {
@@ -437,6 +448,70 @@ impl Store for SqliteStore {
         };
         let (min, max) = (bound("min")?, bound("max")?);
         Ok(min.as_deref().and_then(parse_iso_micros).zip(max.as_deref().and_then(parse_iso_micros)))
+    }
+
+    async fn window_sums(
+        &self,
+        table: &str,
+        window: &str,
+        category: Option<&str>,
+        values: &[String],
+        request: &PageRequest,
+    ) -> Result<Option<Vec<WindowSum>>> {
+        let Some(columns) = self.table_columns(table)? else { return Ok(None) };
+        let of_type =
+            |name: &str, types: &[ColumnType]| columns.iter().any(|c| c.name == name && types.contains(&c.column_type));
+        if !of_type(window, &[ColumnType::Window]) {
+            return Ok(Some(Vec::new()));
+        }
+        // Grouped where the rows are: one row per window start and category.
+        let (filter, params) = where_clause(&columns, request);
+        let start = window_start(window);
+        let category_text = match category.filter(|c| of_type(c, &[ColumnType::Text])) {
+            Some(c) => format!("coalesce({}, '')", quote(c)),
+            None => "NULL".to_string(),
+        };
+        let numeric = [ColumnType::Integer, ColumnType::Real, ColumnType::Decimal];
+        let sums: Vec<String> = values
+            .iter()
+            .map(|v| match of_type(v, &numeric) {
+                true => format!("SUM(CAST({} AS REAL))", quote(v)),
+                false => "NULL".to_string(),
+            })
+            .collect();
+        let sums = if sums.is_empty() { String::new() } else { format!("{}, ", sums.join(", ")) };
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {start} AS s, {category_text} AS c, {sums}count(*) FROM {} {filter}
+                 GROUP BY s, c ORDER BY s DESC, c",
+                quote(table)
+            ))
+            .map_err(|e| self.error(e))?;
+        let mut rows = stmt.query(params_from_iter(&params)).map_err(|e| self.error(e))?;
+        let mut found: Vec<WindowSum> = Vec::new();
+        let mut starts = 0;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let read = || -> rusqlite::Result<Option<WindowSum>> {
+                let Some(start) = row.get::<_, Option<String>>(0)?.as_deref().and_then(parse_iso_micros) else {
+                    return Ok(None);
+                };
+                let sums =
+                    (0..values.len()).map(|i| row.get::<_, Option<f64>>(2 + i)).collect::<rusqlite::Result<_>>()?;
+                let rows: i64 = row.get(2 + values.len())?;
+                Ok(Some(WindowSum { start, category: row.get(1)?, sums, rows: rows as u64 }))
+            };
+            let Some(sum) = read().map_err(|e| self.error(e))? else { continue };
+            if found.last().is_none_or(|last| last.start != sum.start) {
+                starts += 1;
+                if starts > request.limit {
+                    break;
+                }
+            }
+            found.push(sum);
+        }
+        found.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.category.cmp(&b.category)));
+        Ok(Some(found))
     }
 
     async fn statuses(&self) -> Result<Vec<PipelineStatus>> {

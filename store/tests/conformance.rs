@@ -427,6 +427,67 @@ async fn pages_are_sorted_filtered_by_window_start_and_counted(store: &dyn Store
         ColumnFilter { column: "n".into(), condition: FilterCondition::Contains("x".into()) },
     ];
     assert_eq!(store.read_page("t", &matching(wrong)).await.unwrap().unwrap().total, 5);
+    // Sums per window start and category, as a time chart draws them (grouped in the
+    // store where it can): windows 0..3, labels a and b, x missing on one row.
+    let columns = vec![
+        column("window", ColumnType::Window),
+        column("label", ColumnType::Text),
+        column("n", ColumnType::Integer),
+        column("x", ColumnType::Real),
+    ];
+    store.prepare_result_table("s", "s", &columns, true).await.unwrap();
+    let rows: Vec<ResultRow> = (0..12)
+        .map(|i| {
+            let x = if i == 5 { Value::Null } else { Value::Real(0.5) };
+            let label = Value::Text(["a", "b"][(i % 2) as usize].into());
+            ResultRow { id: format!("s{i:02}"), values: vec![window(i % 3), label, Value::Integer(i), x] }
+        })
+        .collect();
+    store.write_batch("s", &columns, &upserts(rows), &status("s"), &[], &[]).await.unwrap();
+    let values = ["n".to_string(), "x".to_string(), "nope".to_string()];
+    let sums = |request: PageRequest, category: Option<&'static str>| {
+        let values = values.clone();
+        async move {
+            let sums = store.window_sums("s", "window", category, &values, &request).await.unwrap().unwrap();
+            sums.into_iter().map(|s| (s.start, s.category, s.sums, s.rows)).collect::<Vec<_>>()
+        }
+    };
+    let all = PageRequest { limit: 100, ..PageRequest::default() };
+    let a = |s: &str| Some(s.to_string());
+    // Window 0 holds i = 0, 3, 6, 9 (a, b, a, b); window 1 1, 4, 7, 10 (b, a, b, a);
+    // window 2 2, 5, 8, 11 (a, b, a, b), x missing at 5.
+    assert_eq!(
+        sums(all.clone(), Some("label")).await,
+        [
+            (at(0), a("a"), vec![Some(6.0), Some(1.0), None], 2),
+            (at(0), a("b"), vec![Some(12.0), Some(1.0), None], 2),
+            (at(300_000), a("a"), vec![Some(14.0), Some(1.0), None], 2),
+            (at(300_000), a("b"), vec![Some(8.0), Some(1.0), None], 2),
+            (at(600_000), a("a"), vec![Some(10.0), Some(1.0), None], 2),
+            (at(600_000), a("b"), vec![Some(16.0), Some(0.5), None], 2),
+        ]
+    );
+    // Without a category, the latest two window starts, and with a filter.
+    let latest = PageRequest { limit: 2, ..all.clone() };
+    assert_eq!(
+        sums(latest.clone(), None).await,
+        [
+            (at(300_000), None, vec![Some(22.0), Some(2.0), None], 4),
+            (at(600_000), None, vec![Some(26.0), Some(1.5), None], 4)
+        ]
+    );
+    let filtered = PageRequest { filters: vec![contains("b")], ..latest };
+    assert_eq!(
+        sums(filtered, None).await,
+        [
+            (at(300_000), None, vec![Some(8.0), Some(1.0), None], 2),
+            (at(600_000), None, vec![Some(16.0), Some(0.5), None], 2)
+        ]
+    );
+    assert_eq!(store.window_sums("nope", "window", None, &values, &all).await.unwrap(), None);
+    // Without counting, the total is the rows read.
+    let uncounted = PageRequest { limit: 2, skip_total: true, ..PageRequest::default() };
+    assert_eq!(store.read_page("w", &uncounted).await.unwrap().unwrap().total, 2);
     // An unknown sort column sorts by `_id`.
     let request = PageRequest { sort: Some("nope".into()), limit: 2, ..PageRequest::default() };
     assert_eq!(ids(store.read_page("w", &request).await.unwrap().unwrap()), ["w0", "w1"]);

@@ -16,8 +16,8 @@ use store::{
 pub const PAGE_SIZE: u64 = 50;
 /// Rows a CSV export holds at most.
 pub const CSV_ROWS: u64 = 100_000;
-/// Rows a chart is drawn from, at most (the newest windows first).
-const CHART_ROWS: u64 = 20_000;
+/// Window starts a time chart draws, at most (the newest).
+const CHART_POINTS: u64 = 2_000;
 /// Bars in a chart of a keyed result.
 const CHART_BARS: usize = 30;
 /// The default time range: the last hour of event time present in the data.
@@ -320,6 +320,7 @@ pub async fn result_view(
         limit: page_size,
         window_range: range.clone(),
         filters: query.column_filters(&columns),
+        skip_total: false,
     };
     let Some(result) = store.read_page(table, &request).await? else { return Ok(None) };
     Ok(Some(ResultView {
@@ -372,14 +373,15 @@ async fn time_charts(
 ) -> Result<Vec<Chart>, StoreError> {
     let range = window_range(store, table, window, query).await?;
     let request = PageRequest {
-        sort: Some(window.name.clone()),
-        descending: true,
-        limit: CHART_ROWS,
+        limit: CHART_POINTS,
         window_range: range,
         filters: query.column_filters(columns),
         ..PageRequest::default()
     };
-    let rows = store.read_page(table, &request).await?.map(|p| p.rows).unwrap_or_default();
+    // Summed in the store (grouped where the rows are, for SQLite).
+    let category = shape.category.map(|c| columns[c].name.as_str());
+    let value_names: Vec<String> = shape.values.iter().map(|&v| columns[v].name.clone()).collect();
+    let sums = store.window_sums(table, &window.name, category, &value_names, &request).await?.unwrap_or_default();
     let w = columns.iter().position(|c| c.name == window.name).unwrap_or(0);
     // The other key columns: a point adds their rows up (the `_id` if the key is its own).
     let mut others: Vec<String> = (shape.keys.iter().copied())
@@ -390,31 +392,26 @@ async fn time_charts(
         others.push("_id".to_string());
     }
     let mut charts = Vec::new();
-    for &value in &shape.values {
-        let value_name = columns[value].name.clone();
-        // window start → category → (sum of the value, rows).
-        let mut sums: BTreeMap<i64, BTreeMap<String, (f64, u32)>> = BTreeMap::new();
-        for row in &rows {
-            let (Some(start), Some(v)) = (row.values[w].window_start(), row.values[value].number()) else { continue };
-            let category =
-                shape.category.map(|c| text_in(&row.values[c], query.zone)).unwrap_or_else(|| value_name.clone());
-            let point = sums.entry(start).or_default().entry(category).or_default();
-            *point = (point.0 + v, point.1 + 1);
+    for (k, value_name) in value_names.into_iter().enumerate() {
+        // window start → category → sum of the value (where the rows have one).
+        let mut points: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
+        let mut summed = false;
+        for sum in &sums {
+            let Some(v) = sum.sums[k] else { continue };
+            let category = sum.category.clone().unwrap_or_else(|| value_name.clone());
+            points.entry(sum.start).or_default().insert(category, v);
+            summed |= sum.rows > 1;
         }
-        let categories: std::collections::BTreeSet<&String> = sums.values().flat_map(|m| m.keys()).collect();
+        let categories: std::collections::BTreeSet<&String> = points.values().flat_map(|m| m.keys()).collect();
         let series = categories
             .iter()
-            .map(|&name| Series {
-                name: name.clone(),
-                values: sums.values().map(|m| m.get(name).map(|p| p.0)).collect(),
-            })
+            .map(|&name| Series { name: name.clone(), values: points.values().map(|m| m.get(name).copied()).collect() })
             .collect();
-        let summed = sums.values().flat_map(|m| m.values()).any(|p| p.1 > 1);
         charts.push(Chart {
             kind: "time".into(),
             value: value_name,
             x_label: format!("{}.start ({})", window.name, query.zone.name()),
-            x: sums.keys().map(|&t| t as f64 / 1e6).collect(),
+            x: points.keys().map(|&t| t as f64 / 1e6).collect(),
             labels: Vec::new(),
             series,
             summed_over: if summed { others.clone() } else { Vec::new() },
