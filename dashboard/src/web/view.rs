@@ -258,6 +258,12 @@ async fn window_range(
     Ok(Some(WindowRange { column: window.name.clone(), from, to }))
 }
 
+/// The range as a condition on the rows: none for `all` (every row is in it, and
+/// without a condition SQLite scans the table rather than walk the window index).
+fn condition(range: Option<WindowRange>, query: &TableQuery) -> Option<WindowRange> {
+    range.filter(|_| query.range.is_none() || relative_range(query) != Some("all"))
+}
+
 /// The relative range a query asks for: its `range`, or the last hour when it gives
 /// no times.
 fn relative_range(query: &TableQuery) -> Option<&'static str> {
@@ -318,7 +324,7 @@ pub async fn result_view(
         descending: query.desc.unwrap_or(by_latest_window),
         offset: (page - 1) * page_size,
         limit: page_size,
-        window_range: range.clone(),
+        window_range: condition(range.clone(), query),
         filters: query.column_filters(&columns),
         skip_total: false,
     };
@@ -374,7 +380,7 @@ async fn time_charts(
     let range = window_range(store, table, window, query).await?;
     let request = PageRequest {
         limit: CHART_POINTS,
-        window_range: range,
+        window_range: condition(range, query),
         filters: query.column_filters(columns),
         ..PageRequest::default()
     };
