@@ -127,7 +127,12 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(dashboard::metrics::MeteredStore::new(Arc::from(store), metrics.clone()));
     let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
     if !rules.is_empty() {
-        let engine = dashboard::alerts::Engine::new(rules);
+        // Each instance as its latest stored transition left it (not all normal again).
+        let history = store.alert_history(dashboard::alerts::engine::RESTORE_HISTORY).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the alert history; every alert starts normal");
+            Vec::new()
+        });
+        let engine = dashboard::alerts::Engine::restored(rules, &history);
         let webhook = args.webhook.clone().map(dashboard::alerts::webhook::Webhook::new);
         let interval = std::time::Duration::from_secs_f64(args.alerts_interval_seconds.max(0.1));
         tokio::spawn(dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), metrics.clone(), interval));

@@ -233,3 +233,36 @@ fn the_webhook_receives_firing_and_resolved_with_labels_values_and_times() {
         assert!(received.try_recv().is_err(), "only firing and resolved are sent");
     });
 }
+
+#[test]
+fn a_restart_restores_every_instance_from_the_stored_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let rules = rule("pending_seconds = 60\nper_group = true");
+        let mut engine = Engine::new(rules.clone());
+        // Item 1 is over the threshold from T0 + 1 s and fires at T0 + 61 s; item 2 from T0 + 30 s.
+        set_items(store, &[(1, 20), (2, 5)]).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + SECOND).await;
+        set_items(store, &[(1, 20), (2, 20)]).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + 30 * SECOND).await;
+        evaluate_once(&mut engine, store, None, &view, &metrics, T0 + 61 * SECOND).await;
+        let before = states(&engine);
+        assert_eq!(before, [("item_id=1".to_string(), "firing"), ("item_id=2".to_string(), "pending")]);
+
+        // The dashboard restarts: its engine comes back from the store's transitions.
+        let history = store.alert_history(dashboard::alerts::engine::RESTORE_HISTORY).await.unwrap();
+        let mut engine = Engine::restored(rules, &history);
+        assert_eq!(states(&engine), before, "not all normal again");
+        let firing = engine.instances().into_iter().find(|i| i.instance == "item_id=1").unwrap();
+        assert_eq!((firing.since, firing.firing_since), (T0 + 61 * SECOND, Some(T0 + 61 * SECOND)));
+        assert_eq!(firing.labels, BTreeMap::from([("item_id".to_string(), "1".to_string())]));
+        // Still over: no transition (so no second notification); item 2's pending
+        // period still counts from T0 + 30 s, and ends at T0 + 90 s.
+        assert!(engine.evaluate(store, T0 + 80 * SECOND).await.is_empty(), "nothing moves");
+        let moved = engine.evaluate(store, T0 + 91 * SECOND).await;
+        let moved: Vec<(String, String, String)> = moved.into_iter().map(|(t, _)| (t.instance, t.from, t.to)).collect();
+        assert_eq!(moved, [("item_id=2".to_string(), "pending".to_string(), "firing".to_string())]);
+    });
+}

@@ -22,6 +22,11 @@ impl AlertState {
     pub const ALL: [AlertState; 5] =
         [AlertState::Normal, AlertState::Pending, AlertState::Firing, AlertState::NoData, AlertState::Error];
 
+    /// The state a stored transition names (`firing`…).
+    pub fn parse(text: &str) -> Option<AlertState> {
+        AlertState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertState::Normal => "normal",
@@ -63,9 +68,44 @@ pub struct Engine {
     instances: BTreeMap<(String, String), Instance>,
 }
 
+/// Stored transitions read back at start to restore the instances' states.
+pub const RESTORE_HISTORY: usize = 100_000;
+
 impl Engine {
     pub fn new(rules: Vec<Rule>) -> Self {
         Engine { rules, instances: BTreeMap::new() }
+    }
+
+    /// An engine whose instances are as their latest stored transition left them
+    /// (`history` newest first, as [`Store::alert_history`] gives it), for the rules
+    /// that still exist: after a restart a firing alert stays firing (and is not
+    /// notified again), and a pending one keeps counting from when it began.
+    pub fn restored(rules: Vec<Rule>, history: &[AlertTransition]) -> Self {
+        let mut engine = Engine::new(rules);
+        for transition in history {
+            let Some(rule) = engine.rules.iter().find(|r| r.name == transition.rule) else { continue };
+            let key = (transition.rule.clone(), transition.instance.clone());
+            let Some(state) = AlertState::parse(&transition.to) else { continue };
+            if engine.instances.contains_key(&key) {
+                continue; // an older transition of an instance already restored
+            }
+            let at = store::parse_iso_micros(&transition.at).unwrap_or_default();
+            let instance = Instance {
+                rule: rule.name.clone(),
+                pipeline: rule.pipeline.clone(),
+                severity: rule.severity.clone(),
+                instance: transition.instance.clone(),
+                // Until the next evaluation gives them exactly.
+                labels: labels_of(&transition.instance),
+                state,
+                value: transition.value,
+                since: at,
+                firing_since: (state == AlertState::Firing).then_some(at),
+                message: transition.message.clone(),
+            };
+            engine.instances.insert(key, instance);
+        }
+        engine
     }
 
     /// Every instance, by rule and instance.
@@ -122,13 +162,14 @@ impl Engine {
             pipeline: rule.pipeline.clone(),
             severity: rule.severity.clone(),
             instance,
-            labels,
+            labels: labels.clone(),
             state: AlertState::Normal,
             value: None,
             since: now,
             firing_since: None,
             message: None,
         });
+        current.labels = labels;
         let pending_micros = (rule.pending_seconds * 1e6) as i64;
         let (next, message) = match &value {
             Err(e) => (AlertState::Error, Some(e.clone())),
@@ -172,6 +213,11 @@ impl Engine {
 
 fn instance_key(labels: &BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// The labels an instance key holds, as far as its text tells (see [`instance_key`]).
+fn labels_of(instance: &str) -> BTreeMap<String, String> {
+    instance.split(',').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// The rule's instances and their values in `table` (`None`: the pipeline has no result yet).
