@@ -125,17 +125,31 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(dashboard::metrics::Metrics::new());
     let store: Arc<dyn store::Store> =
         Arc::new(dashboard::metrics::MeteredStore::new(Arc::from(store), metrics.clone()));
-    let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
-    if !rules.is_empty() {
+    let alerts = Arc::new(dashboard::alerts::AlertsView::new(rules.clone()));
+    // Kept for the life of the process: it watches the rules file.
+    let mut _rules_watcher = None;
+    if let Some(path) = &args.alerts {
         // Each instance as its latest stored transition left it (not all normal again).
         let history = store.alert_history(dashboard::alerts::engine::RESTORE_HISTORY).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not read the alert history; every alert starts normal");
             Vec::new()
         });
-        let engine = dashboard::alerts::Engine::restored(rules, &history);
+        let engine = dashboard::alerts::Engine::restored(rules.clone(), &history);
+        let reloaded = match dashboard::alerts::reload::watch(path, rules, alerts.clone()) {
+            Ok((watcher, reloaded)) => {
+                _rules_watcher = Some(watcher);
+                Some(reloaded)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, file = %path.display(), "cannot watch the rules file; edits need a restart");
+                None
+            }
+        };
         let webhook = args.webhook.clone().map(dashboard::alerts::webhook::Webhook::new);
         let interval = std::time::Duration::from_secs_f64(args.alerts_interval_seconds.max(0.1));
-        tokio::spawn(dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), metrics.clone(), interval));
+        let run =
+            dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), metrics.clone(), interval, reloaded);
+        tokio::spawn(run);
     }
     let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts, access, metrics };
     // Ctrl-C, or SIGTERM from `docker stop`: finish the requests in flight, then exit.

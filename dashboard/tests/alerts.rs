@@ -266,3 +266,60 @@ fn a_restart_restores_every_instance_from_the_stored_transitions() {
         assert_eq!(moved, [("item_id=2".to_string(), "pending".to_string(), "firing".to_string())]);
     });
 }
+
+#[test]
+fn an_edited_rules_file_is_picked_up_while_running_and_a_broken_edit_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(sqlite(&dir).await);
+        set_items(store.as_ref(), &[(1, 20)]).await;
+        let path = dir.path().join("rules.toml");
+        let high =
+            "[[rule]]\nname = \"high\"\npipeline = \"p\"\nvalue = \"n\"\ncondition = \"above\"\nthreshold = 10\n";
+        let low = "[[rule]]\nname = \"low\"\npipeline = \"p\"\nvalue = \"n\"\ncondition = \"below\"\nthreshold = 100\n";
+        // As editors save: a new file renamed over the old one.
+        let save = |text: String| {
+            let temporary = dir.path().join("rules.toml.new");
+            std::fs::write(&temporary, text).unwrap();
+            std::fs::rename(&temporary, &path).unwrap();
+        };
+        save(high.to_string());
+        let rules = rules::load(&path).unwrap();
+        let view = std::sync::Arc::new(AlertsView::new(rules.clone()));
+        let (_watcher, reloaded) = dashboard::alerts::reload::watch(&path, rules.clone(), view.clone()).unwrap();
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let interval = std::time::Duration::from_millis(100);
+        let run =
+            dashboard::alerts::run(Engine::new(rules), store, None, view.clone(), metrics, interval, Some(reloaded));
+        tokio::spawn(run);
+        let firing = |view: &AlertsView| {
+            let mut names: Vec<String> =
+                view.instances().into_iter().filter(|i| i.state.as_str() == "firing").map(|i| i.rule).collect();
+            names.sort();
+            names
+        };
+        let wait = |what: &'static str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "waited in vain for {what}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        };
+        wait("high to fire", &|| firing(&view) == ["high"]);
+
+        // A second rule is added: it is evaluated without a restart.
+        save(format!("{high}\n{low}"));
+        wait("the new rule to fire", &|| firing(&view) == ["high", "low"]);
+        assert_eq!(view.rules().len(), 2);
+        // A broken edit is reported; the rules before it keep running.
+        save(format!("{high}\n[[rule]]\nname = "));
+        wait("the broken edit to be reported", &|| view.rules_error().is_some());
+        assert!(view.rules_error().unwrap().contains("rules.toml"), "{:?}", view.rules_error());
+        assert_eq!(view.rules().len(), 2);
+        // A rule removed: its instance leaves; the report of the broken edit goes.
+        save(low.to_string());
+        wait("high to leave", &|| firing(&view) == ["low"] && view.rules().len() == 1);
+        assert_eq!(view.rules_error(), None);
+    });
+}

@@ -91,7 +91,7 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         write(store.as_ref(), 5).await;
         let text = "[[rule]]\nname = \"busy\"\npipeline = \"per_window\"\nvalue = \"interaction_count\"\ncondition = \"above\"\nthreshold = 50\n";
         let rules = rules::parse(text, "alerts.toml").unwrap();
-        let alerts = Arc::new(AlertsView { rules: rules.clone(), ..Default::default() });
+        let alerts = Arc::new(AlertsView::new(rules.clone()));
         let mut engine = Engine::new(rules);
         evaluate_once(&mut engine, store.as_ref(), None, &alerts, &Metrics::new(), T0).await;
         let (url, _stop) = serve(state(store.clone(), alerts.clone())).await;

@@ -208,7 +208,7 @@ fn check_every_route(store: Arc<dyn Store>) {
         "alerts.toml",
     )
     .unwrap();
-    let alerts = Arc::new(dashboard::alerts::AlertsView { rules: rules.clone(), ..Default::default() });
+    let alerts = Arc::new(dashboard::alerts::AlertsView::new(rules.clone()));
     let mut engine = dashboard::alerts::Engine::new(rules);
     let metrics = Arc::new(dashboard::metrics::Metrics::new());
     runtime.block_on(dashboard::alerts::evaluate_once(&mut engine, store.as_ref(), None, &alerts, &metrics, T0));

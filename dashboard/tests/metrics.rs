@@ -77,7 +77,7 @@ fn a_scrape_shows_requests_store_errors_alerts_and_webhooks_moving() {
         set_result(raw.as_ref(), 5).await;
         let text = "[[rule]]\nname = \"busy\"\npipeline = \"per_item\"\nvalue = \"n\"\ncondition = \"above\"\nthreshold = 50\n";
         let rules = rules::parse(text, "alerts.toml").unwrap();
-        let alerts = Arc::new(AlertsView { rules: rules.clone(), ..Default::default() });
+        let alerts = Arc::new(AlertsView::new(rules.clone()));
         let token = Secret::new(TOKEN, "test").unwrap();
         let state = dashboard::AppState {
             access: Arc::new(Access::Protected(Credentials::new("admin", None, Some(token)).unwrap().unwrap())),

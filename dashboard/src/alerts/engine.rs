@@ -108,6 +108,13 @@ impl Engine {
         engine
     }
 
+    /// Replaces the rules: instances of rules that keep their name keep their state,
+    /// those of rules that are gone leave.
+    pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        self.instances.retain(|(rule, _), _| rules.iter().any(|r| &r.name == rule));
+        self.rules = rules;
+    }
+
     /// Every instance, by rule and instance.
     pub fn instances(&self) -> Vec<Instance> {
         self.instances.values().cloned().collect()

@@ -9,6 +9,7 @@
 //! For windowed results a rule looks at the latest window only (the current one).
 
 pub mod engine;
+pub mod reload;
 pub mod rules;
 pub mod webhook;
 
@@ -21,14 +22,34 @@ use store::Store;
 
 use crate::metrics::Metrics;
 
-/// What the pages show of the alerts: the rules and every instance's current state.
+/// What the pages show of the alerts: the rules, every instance's current state, and
+/// why the rules file's last edit was not taken (if it was not).
 #[derive(Default)]
 pub struct AlertsView {
-    pub rules: Vec<Rule>,
+    rules: RwLock<Vec<Rule>>,
     pub instances: RwLock<Vec<Instance>>,
+    pub rules_error: RwLock<Option<String>>,
 }
 
 impl AlertsView {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        AlertsView { rules: RwLock::new(rules), ..Default::default() }
+    }
+
+    pub fn rules(&self) -> Vec<Rule> {
+        self.rules.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        if let Ok(mut shown) = self.rules.write() {
+            *shown = rules;
+        }
+    }
+
+    pub fn rules_error(&self) -> Option<String> {
+        self.rules_error.read().ok().and_then(|e| e.clone())
+    }
+
     pub fn instances(&self) -> Vec<Instance> {
         self.instances.read().map(|i| i.clone()).unwrap_or_default()
     }
@@ -70,7 +91,9 @@ pub async fn evaluate_once(
     }
 }
 
-/// Evaluates the rules every `interval`, for ever (the task is dropped at shutdown).
+/// Evaluates the rules every `interval`, for ever (the task is dropped at shutdown);
+/// when `reloaded` brings new rules (the rules file changed), they replace the old ones
+/// at once and are evaluated (instances of rules that stay keep their state).
 pub async fn run(
     mut engine: Engine,
     store: Arc<dyn Store>,
@@ -78,10 +101,26 @@ pub async fn run(
     view: Arc<AlertsView>,
     metrics: Arc<Metrics>,
     interval: std::time::Duration,
+    mut reloaded: Option<tokio::sync::watch::Receiver<Vec<Rule>>>,
 ) {
     loop {
         let now = chrono::Utc::now().timestamp_micros();
         evaluate_once(&mut engine, store.as_ref(), webhook.as_ref(), &view, &metrics, now).await;
-        tokio::time::sleep(interval).await;
+        let changed = async {
+            let Some(rules) = reloaded.as_mut() else { return std::future::pending().await };
+            match rules.changed().await {
+                Ok(()) => Some(rules.borrow_and_update().clone()),
+                // The watcher is gone: evaluate on the interval alone.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            Some(rules) = changed => {
+                tracing::info!(rules = rules.len(), "alert rules reloaded");
+                engine.set_rules(rules.clone());
+                view.set_rules(rules);
+            }
+        }
     }
 }

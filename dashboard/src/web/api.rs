@@ -13,7 +13,8 @@ use crate::AppState;
 pub async fn alerts(State(state): State<AppState>) -> Result<Json<Json_>, WebError> {
     let history = state.store.alert_history(super::pages::HISTORY_SHOWN).await?;
     Ok(Json(json!({
-        "rules": state.alerts.rules,
+        "rules": state.alerts.rules(),
+        "rules_error": state.alerts.rules_error(),
         "instances": state.alerts.instances(),
         "history": history,
     })))
@@ -107,7 +108,7 @@ pub async fn charts(
         .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
     // The thresholds of the rules on a chart's value, drawn as lines.
     for chart in &mut charts.charts {
-        for rule in state.alerts.rules.iter().filter(|r| r.pipeline == name && r.value == chart.value) {
+        for rule in state.alerts.rules().iter().filter(|r| r.pipeline == name && r.value == chart.value) {
             for value in rule.condition.thresholds() {
                 chart.thresholds.push(view::Threshold { rule: rule.name.clone(), value });
             }

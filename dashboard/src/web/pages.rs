@@ -194,6 +194,8 @@ struct AlertsPage {
     rules: Vec<Rule>,
     instances: Vec<Instance>,
     history: Vec<AlertTransition>,
+    /// Why the rules file's last edit was not taken (the rules before it still run).
+    rules_error: Option<String>,
     refresh_seconds: f64,
     zone: &'static str,
 }
@@ -204,7 +206,8 @@ pub const HISTORY_SHOWN: usize = 200;
 pub async fn alerts(State(state): State<AppState>, zone: Zone) -> Result<Html<String>, WebError> {
     let history = state.store.alert_history(HISTORY_SHOWN).await?;
     let page = AlertsPage {
-        rules: state.alerts.rules.clone(),
+        rules: state.alerts.rules(),
+        rules_error: state.alerts.rules_error(),
         instances: state.alerts.instances(),
         history,
         refresh_seconds: state.refresh_seconds,
