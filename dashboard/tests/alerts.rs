@@ -235,6 +235,49 @@ fn the_webhook_receives_firing_and_resolved_with_labels_values_and_times() {
 }
 
 #[test]
+fn keep_firing_for_holds_a_recovering_alert_without_notifying_until_it_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let (url, mut received) = receiver().await;
+        let webhook = Webhook::new(url);
+        let mut engine = Engine::new(rule("keep_firing_seconds = 30"));
+        // The instance's state after the value is `n` at T0 + `seconds`.
+        async fn at(
+            engine: &mut Engine,
+            (store, webhook, view, metrics): (&dyn Store, &Webhook, &AlertsView, &Metrics),
+            n: i64,
+            seconds: i64,
+        ) -> &'static str {
+            set_items(store, &[(1, n)]).await;
+            evaluate_once(engine, store, Some(webhook), view, metrics, T0 + seconds * SECOND).await;
+            engine.instances()[0].state.as_str()
+        }
+        let with = (store, &webhook, &view, &metrics);
+        assert_eq!(at(&mut engine, with, 20, 0).await, "firing");
+        assert_eq!(received.recv().await.unwrap()["status"], "firing");
+        // Below the threshold: recovering, not resolved; back above within 30 s: firing,
+        // the same alert (no second notification).
+        assert_eq!(at(&mut engine, with, 5, 10).await, "recovering");
+        assert_eq!(at(&mut engine, with, 20, 20).await, "firing");
+        assert_eq!(at(&mut engine, with, 5, 30).await, "recovering");
+        assert_eq!(at(&mut engine, with, 5, 59).await, "recovering", "29 s of the 30");
+        assert!(received.try_recv().is_err(), "recovering and back are not notified");
+        assert_eq!(at(&mut engine, with, 5, 60).await, "normal");
+        let resolved = received.recv().await.unwrap();
+        assert_eq!(resolved["status"], "resolved");
+        assert_eq!(resolved["alerts"][0]["startsAt"], "2026-01-01T00:00:00.000000Z", "firing since the first time");
+        let history: Vec<String> =
+            store.alert_history(10).await.unwrap().into_iter().rev().map(|t| format!("{}→{}", t.from, t.to)).collect();
+        assert_eq!(
+            history,
+            ["normal→firing", "firing→recovering", "recovering→firing", "firing→recovering", "recovering→normal"]
+        );
+    });
+}
+
+#[test]
 fn a_restart_restores_every_instance_from_the_stored_transitions() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {

@@ -14,13 +14,21 @@ pub enum AlertState {
     Normal,
     Pending,
     Firing,
+    /// Was firing; the condition stopped holding less than `keep_firing_seconds` ago.
+    Recovering,
     NoData,
     Error,
 }
 
 impl AlertState {
-    pub const ALL: [AlertState; 5] =
-        [AlertState::Normal, AlertState::Pending, AlertState::Firing, AlertState::NoData, AlertState::Error];
+    pub const ALL: [AlertState; 6] = [
+        AlertState::Normal,
+        AlertState::Pending,
+        AlertState::Firing,
+        AlertState::Recovering,
+        AlertState::NoData,
+        AlertState::Error,
+    ];
 
     /// The state a stored transition names (`firing`…).
     pub fn parse(text: &str) -> Option<AlertState> {
@@ -32,6 +40,7 @@ impl AlertState {
             AlertState::Normal => "normal",
             AlertState::Pending => "pending",
             AlertState::Firing => "firing",
+            AlertState::Recovering => "recovering",
             AlertState::NoData => "nodata",
             AlertState::Error => "error",
         }
@@ -178,17 +187,23 @@ impl Engine {
         });
         current.labels = labels;
         let pending_micros = (rule.pending_seconds * 1e6) as i64;
+        let keep_firing_micros = (rule.keep_firing_seconds * 1e6) as i64;
         let (next, message) = match &value {
             Err(e) => (AlertState::Error, Some(e.clone())),
             Ok(None) => (AlertState::NoData, None),
             Ok(Some(v)) if rule.condition.holds(*v) => match current.state {
-                AlertState::Firing => (AlertState::Firing, None),
+                // Back before the keep-firing period ran out: still the same alert.
+                AlertState::Firing | AlertState::Recovering => (AlertState::Firing, None),
                 AlertState::Pending if now - current.since >= pending_micros => (AlertState::Firing, None),
                 AlertState::Pending => (AlertState::Pending, None),
                 _ if pending_micros == 0 => (AlertState::Firing, None),
                 _ => (AlertState::Pending, None),
             },
-            Ok(Some(_)) => (AlertState::Normal, None),
+            Ok(Some(_)) => match current.state {
+                AlertState::Firing if keep_firing_micros > 0 => (AlertState::Recovering, None),
+                AlertState::Recovering if now - current.since < keep_firing_micros => (AlertState::Recovering, None),
+                _ => (AlertState::Normal, None),
+            },
         };
         if let Ok(v) = &value {
             current.value = *v;
@@ -200,7 +215,7 @@ impl Engine {
         let from = current.state;
         current.state = next;
         current.since = now;
-        if next == AlertState::Firing {
+        if next == AlertState::Firing && from != AlertState::Recovering {
             current.firing_since = Some(now);
         }
         let transition = AlertTransition {

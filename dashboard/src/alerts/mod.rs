@@ -1,7 +1,8 @@
 //! Threshold alerts, evaluated in the dashboard process like Grafana's: each rule (or,
 //! with `per_group`, each group of its pipeline's result) is an alert instance moving
 //! Normal → Pending (condition holds, for less than the pending period) → Firing →
-//! Normal (resolved); NoData when the pipeline has no rows to judge, Error when the
+//! Recovering (condition no longer holds, for less than `keep_firing_seconds`; back to
+//! Firing if it holds again) → Normal (resolved); NoData when the pipeline has no rows to judge, Error when the
 //! rule cannot be evaluated (no such column, no number). Every transition is stored
 //! in the store's alert collection with the value that caused it; transitions to
 //! firing and resolved are POSTed to the optional webhook.
@@ -73,9 +74,13 @@ pub async fn evaluate_once(
         if let Err(e) = store.record_alert(&transition).await {
             tracing::warn!(error = %e, "could not store an alert transition");
         }
-        let resolved = transition.from == "firing" && transition.to == "normal";
+        // Notified: starting to fire, and resolving. Recovering is still firing (the
+        // receiver hears nothing); back to firing from it is the same alert.
+        let was_firing = ["firing", "recovering"].contains(&transition.from.as_str());
+        let resolved = was_firing && transition.to == "normal";
+        let fires = instance.state == AlertState::Firing && !was_firing;
         if let Some(webhook) = webhook
-            && (instance.state == AlertState::Firing || resolved)
+            && (fires || resolved)
         {
             let sent = webhook.send(&webhook::payload(&instance, now)).await;
             if let Err(e) = &sent {

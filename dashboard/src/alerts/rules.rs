@@ -10,6 +10,7 @@
 //! threshold = 100                  # above / below
 //! # range = [10, 100]              # outside / within
 //! pending_seconds = 60             # how long the condition must hold before firing (default 0)
+//! keep_firing_seconds = 120        # how long a firing alert stays (Recovering) after the condition stops holding (default 0)
 //! severity = "critical"            # free text (default "warning")
 //! per_group = true                 # one alert instance per group (default false)
 //! reduce = "max"                   # without per_group: max | min | sum | avg of the rows (default max)
@@ -69,6 +70,8 @@ pub struct Rule {
     pub filter: BTreeMap<String, String>,
     pub condition: Condition,
     pub pending_seconds: f64,
+    /// How long a firing instance stays (Recovering) once the condition stops holding.
+    pub keep_firing_seconds: f64,
     pub severity: String,
     pub per_group: bool,
     pub reduce: Reduce,
@@ -88,6 +91,8 @@ struct RuleText {
     range: Option<[f64; 2]>,
     #[serde(default)]
     pending_seconds: f64,
+    #[serde(default)]
+    keep_firing_seconds: f64,
     severity: Option<String>,
     #[serde(default)]
     per_group: bool,
@@ -157,6 +162,9 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Rule>, RulesError> {
         if !(r.pending_seconds >= 0.0 && r.pending_seconds.is_finite()) {
             return Err(fail("`pending_seconds` must be 0 or more".into()));
         }
+        if !(r.keep_firing_seconds >= 0.0 && r.keep_firing_seconds.is_finite()) {
+            return Err(fail("`keep_firing_seconds` must be 0 or more".into()));
+        }
         let filter = r
             .filter
             .iter()
@@ -175,6 +183,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Rule>, RulesError> {
             filter,
             condition,
             pending_seconds: r.pending_seconds,
+            keep_firing_seconds: r.keep_firing_seconds,
             severity: r.severity.clone().unwrap_or_else(|| "warning".into()),
             per_group: r.per_group,
             reduce: r.reduce.unwrap_or(Reduce::Max),
