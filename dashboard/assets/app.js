@@ -204,6 +204,13 @@ function showTooltip(u, c) {
     line.style.color = s._stroke;
     lines.push(line);
   });
+  // Alert transitions within a few pixels of the cursor.
+  for (const a of c.annotations || []) {
+    if (Math.abs(u.valToPos(a.at, "x") - u.cursor.left) > 4) continue;
+    const line = el("div", { class: "annotation" }, `${a.text} (${timeText(a.at)})`);
+    line.style.color = ANNOTATION_COLORS[a.to] || "#6b7a8f";
+    lines.push(line);
+  }
   tip.replaceChildren(...lines);
   tip.hidden = false;
   const left = u.cursor.left + 12, right = u.over.clientWidth - u.cursor.left + 12;
@@ -231,10 +238,34 @@ function drawThresholds(u, c) {
   ctx.restore();
 }
 
-function chartOptions(c, width) {
+// Alert transitions, as vertical lines coloured by the state they went to, where they
+// happened (when the rule was evaluated: for live data, close to the window's time).
+const ANNOTATION_COLORS = { firing: "#c4443b", recovering: "#d3b13a", pending: "#e4892b", normal: "#3aa569" };
+function drawAnnotations(u, c) {
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.setLineDash([2, 3]);
+  ctx.lineWidth = devicePixelRatio;
+  for (const a of c.annotations || []) {
+    if (a.at < u.scales.x.min || a.at > u.scales.x.max) continue;
+    const x = Math.round(u.valToPos(a.at, "x", true));
+    ctx.strokeStyle = ctx.fillStyle = ANNOTATION_COLORS[a.to] || "#6b7a8f";
+    ctx.beginPath();
+    ctx.moveTo(x, u.bbox.top);
+    ctx.lineTo(x, u.bbox.top + u.bbox.height);
+    ctx.stroke();
+    ctx.fillRect(x - 3 * devicePixelRatio, u.bbox.top, 6 * devicePixelRatio, 6 * devicePixelRatio);
+  }
+  ctx.restore();
+}
+
+// `holder.c` is the chart's latest description (thresholds and annotations change
+// while the plot stays).
+function chartOptions(holder, width) {
+  const c = holder.c;
   const time = c.kind === "time";
   const summed = c.summed_over.length ? ` (sum over ${c.summed_over.join(", ")})` : "";
-  const series = [{ label: time ? `window start (${ZONE})` : "key", value: (u, x) => x == null ? "" : xText(c, x) }];
+  const series = [{ label: time ? `window start (${ZONE})` : "key", value: (u, x) => x == null ? "" : xText(holder.c, x) }];
   c.series.forEach((s, k) => {
     const color = COLORS[k % COLORS.length];
     series.push(time
@@ -252,7 +283,7 @@ function chartOptions(c, width) {
       y: { range: (u, min, max) => uPlot.rangeNum(Math.min(0, min ?? 0, ...limits), Math.max(0, max ?? 0, ...limits), 0.1, true) },
     },
     axes: [
-      time ? { label: c.x_label, values: timeTicks, space: 60 } : { label: c.x_label, splits: () => c.x, values: (u, splits) => splits.map(i => c.labels[i] ?? ""), rotate: -30, size: 60 },
+      time ? { label: c.x_label, values: timeTicks, space: 60 } : { label: c.x_label, splits: () => holder.c.x, values: (u, splits) => splits.map(i => holder.c.labels[i] ?? ""), rotate: -30, size: 60 },
       { label: c.value + summed, size: 70, values: (u, splits) => splits.map(numberText) },
     ],
     series,
@@ -260,7 +291,10 @@ function chartOptions(c, width) {
     // cursor are in the tooltip, so the legend keeps its place as the cursor moves.
     legend: { live: false },
     cursor: { drag: { x: time, y: false, setScale: time } },
-    hooks: { setCursor: [u => showTooltip(u, c)], draw: [u => drawThresholds(u, c)] },
+    hooks: {
+      setCursor: [u => showTooltip(u, holder.c)],
+      draw: [u => { drawThresholds(u, holder.c); drawAnnotations(u, holder.c); }],
+    },
   };
 }
 
@@ -283,19 +317,21 @@ function drawCharts(section, data) {
       const figure = el("figure", { class: "chart", "data-value": c.value });
       figure.appendChild(el("figcaption", {}, c.value));
       section.appendChild(figure);
-      const plot = new uPlot(chartOptions(c, Math.max(300, section.clientWidth - 20)), chartData(c), figure);
+      const holder = { c };
+      const plot = new uPlot(chartOptions(holder, Math.max(300, section.clientWidth - 20)), chartData(c), figure);
       // For the benchmark's time to first chart.
       if (!performance.getEntriesByName("first-chart").length) performance.mark("first-chart");
       const tip = el("div", { class: "tooltip" });
       tip.hidden = true;
       plot.over.appendChild(tip);
-      entry = { plot, signature, figure };
+      entry = { plot, signature, figure, holder };
       charts.set(c.value, entry);
     } else {
       // A zoomed chart keeps its range; the others follow the data.
       const [first, last] = [c.x[0], c.x[c.x.length - 1]];
       const x = entry.plot.scales.x;
       const zoomed = c.kind === "time" && x.min != null && (x.min > entry.first || x.max < entry.last);
+      entry.holder.c = c;
       entry.plot.setData(chartData(c), !zoomed);
       Object.assign(entry, { first, last });
       continue;

@@ -115,6 +115,21 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         assert_eq!(browser.eval(legend).await, json!([HOSTILE, "click", "view"]), "a line per type");
         let thresholds = "window.dashboardCharts.get('interaction_count').signature.includes('busy50')";
         assert_eq!(browser.eval(thresholds).await, true, "the rule's threshold is drawn");
+        // The rule's transition (evaluated at 00:01) is marked where it happened, and
+        // named under the cursor there.
+        let chart = "window.dashboardCharts.get('interaction_count')";
+        let annotations = format!("{chart}.holder.c.annotations.map(a => [a.at, a.text])");
+        assert_eq!(browser.eval(&annotations).await, json!([[1_767_225_660_i64, "busy: normal → firing"]]));
+        let at = browser
+            .eval(&format!("(() => {{ const p = {chart}.plot; const r = p.over.getBoundingClientRect();
+                return [r.left + p.valToPos(1767225660, 'x'), r.top + r.height / 2]; }})()"))
+            .await;
+        for x in [at[0].as_f64().unwrap() - 3.0, at[0].as_f64().unwrap()] {
+            let params = json!({"type": "mouseMoved", "x": x, "y": at[1], "button": "none", "buttons": 0});
+            browser.call("Input.dispatchMouseEvent", params).await;
+        }
+        browser.wait_for("document.querySelector('#charts .tooltip .annotation')?.textContent === 'busy: normal → firing (2026-01-01 00:01:00)'").await;
+        browser.screenshot("chart-annotation").await;
         assert_eq!(browser.eval("document.querySelectorAll('#result tbody tr').length").await, 36);
         // The hostile category is text in the table and the legend.
         browser.wait_for(&format!("document.getElementById('result').innerText.includes({HOSTILE:?})")).await;

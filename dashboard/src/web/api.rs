@@ -106,16 +106,40 @@ pub async fn charts(
     let mut charts = view::charts(state.store.as_ref(), &table, &query)
         .await?
         .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
-    // The thresholds of the rules on a chart's value, drawn as lines.
+    // The rules on a chart's value: their thresholds, drawn as lines, and their
+    // instances' transitions, drawn as marks where they happened (on a time chart).
+    let rules = state.alerts.rules();
+    let history = match rules.iter().any(|r| r.pipeline == name) {
+        true => state.store.alert_history(ANNOTATIONS_READ).await?,
+        false => Vec::new(),
+    };
     for chart in &mut charts.charts {
-        for rule in state.alerts.rules().iter().filter(|r| r.pipeline == name && r.value == chart.value) {
+        for rule in rules.iter().filter(|r| r.pipeline == name && r.value == chart.value) {
             for value in rule.condition.thresholds() {
                 chart.thresholds.push(view::Threshold { rule: rule.name.clone(), value });
+            }
+            if chart.kind != "time" {
+                continue;
+            }
+            let (Some(&first), Some(&last)) = (chart.x.first(), chart.x.last()) else { continue };
+            for t in history.iter().filter(|t| t.rule == rule.name) {
+                let Some(at) = store::parse_iso_micros(&t.at).map(|m| m as f64 / 1e6) else { continue };
+                if at >= first && at <= last + WINDOW_SLACK_SECONDS {
+                    let instance = if t.instance.is_empty() { String::new() } else { format!(" {}", t.instance) };
+                    let text = format!("{}{instance}: {} → {}", t.rule, t.from, t.to);
+                    chart.annotations.push(view::Annotation { at, to: t.to.clone(), text });
+                }
             }
         }
     }
     Ok(Json(charts))
 }
+
+/// Alert transitions read for a chart's annotations (the newest).
+const ANNOTATIONS_READ: usize = 1_000;
+/// How far after the last window start a transition still shows (the last window is
+/// still open then).
+const WINDOW_SLACK_SECONDS: f64 = 3_600.0;
 
 /// A pipeline's bad records.
 pub async fn bad_records(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Json_>, WebError> {

@@ -171,6 +171,18 @@ pub struct Chart {
     pub summed_over: Vec<String>,
     /// Alert thresholds on the value (drawn as lines; see the alert rules).
     pub thresholds: Vec<Threshold>,
+    /// Transitions of the alerts on the value, at the time they happened (`time` charts).
+    pub annotations: Vec<Annotation>,
+}
+
+/// An alert transition drawn on a chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct Annotation {
+    /// When it happened (the rule's evaluation), in seconds since the epoch.
+    pub at: f64,
+    /// The state it went to (its colour).
+    pub to: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -422,6 +434,7 @@ async fn time_charts(
             series,
             summed_over: if summed { others.clone() } else { Vec::new() },
             thresholds: Vec::new(),
+            annotations: Vec::new(),
         });
     }
     Ok(charts)
@@ -467,6 +480,7 @@ async fn bar_charts(
             }],
             summed_over: Vec::new(),
             thresholds: Vec::new(),
+            annotations: Vec::new(),
         });
     }
     Ok(charts)
