@@ -170,6 +170,12 @@ fn windowed_results_are_judged_on_their_latest_window() {
 
 /// A local HTTP server that answers 200 and hands each request body to the test.
 async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    receiver_failing(0).await
+}
+
+/// [`receiver`], but the first `fail_first` requests are answered 500 (and not handed on).
+async fn receiver_failing(fail_first: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    let mut failures_left = fail_first;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook?token=secret", listener.local_addr().unwrap());
     let (send, receive) = tokio::sync::mpsc::unbounded_channel();
@@ -194,6 +200,12 @@ async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json:
                     }
                 }
             };
+            if failures_left > 0 {
+                failures_left -= 1;
+                let failure = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                socket.write_all(failure).await.unwrap();
+                continue;
+            }
             socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await.unwrap();
             send.send(serde_json::from_str(&body).unwrap()).unwrap();
         }
@@ -364,5 +376,57 @@ fn an_edited_rules_file_is_picked_up_while_running_and_a_broken_edit_is_reported
         save(low.to_string());
         wait("high to leave", &|| firing(&view) == ["low"] && view.rules().len() == 1);
         assert_eq!(view.rules_error(), None);
+    });
+}
+
+#[test]
+fn a_notification_that_does_not_arrive_is_sent_again_at_the_next_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        // The receiver fails twice, then accepts.
+        let (url, mut received) = receiver_failing(2).await;
+        let webhook = Webhook::new(url);
+        let mut engine = Engine::new(rule(""));
+        set_items(store, &[(1, 20)]).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0).await;
+        assert!(received.try_recv().is_err(), "the first attempt failed");
+        // Nothing changes, but the evaluations send it again: it arrives at the third attempt.
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 10 * SECOND).await;
+        assert!(received.try_recv().is_err(), "the second attempt failed");
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 20 * SECOND).await;
+        let firing = received.recv().await.unwrap();
+        assert_eq!(
+            (firing["status"].as_str(), firing["alerts"][0]["startsAt"].as_str()),
+            (Some("firing"), Some("2026-01-01T00:00:00.000000Z"))
+        );
+        // Delivered: not sent again.
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 30 * SECOND).await;
+        assert!(received.try_recv().is_err(), "sent once it arrived");
+    });
+}
+
+#[test]
+fn a_notification_is_given_up_after_its_last_attempt_and_a_newer_one_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let attempts = dashboard::alerts::webhook::MAX_ATTEMPTS as usize;
+        // Fails every attempt of the firing one, then the resolve's first attempt passes.
+        let (url, mut received) = receiver_failing(attempts).await;
+        let webhook = Webhook::new(url);
+        let mut engine = Engine::new(rule(""));
+        set_items(store, &[(1, 20)]).await;
+        for k in 0..attempts as i64 + 2 {
+            evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + k * 10 * SECOND).await;
+        }
+        assert!(received.try_recv().is_err(), "given up after {attempts} attempts, not sent for ever");
+        set_items(store, &[(1, 1)]).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 100 * SECOND).await;
+        assert_eq!(received.recv().await.unwrap()["status"], "resolved");
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 110 * SECOND).await;
+        assert!(received.try_recv().is_err(), "nothing older comes after the resolve");
     });
 }

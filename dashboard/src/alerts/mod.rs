@@ -68,6 +68,11 @@ pub async fn evaluate_once(
     now: i64,
 ) {
     let started = std::time::Instant::now();
+    if let Some(webhook) = webhook {
+        for arrived in webhook.retry_failed().await {
+            metrics.webhook_request(arrived);
+        }
+    }
     for (transition, instance) in engine.evaluate(store, now).await {
         tracing::info!(rule = %transition.rule, instance = %transition.instance, from = %transition.from, to = %transition.to, value = ?transition.value, "alert");
         metrics.alert_transition(&transition.rule, &transition.to);
@@ -82,9 +87,10 @@ pub async fn evaluate_once(
         if let Some(webhook) = webhook
             && (fires || resolved)
         {
-            let sent = webhook.send(&webhook::payload(&instance, now)).await;
+            let key = (instance.rule.clone(), instance.instance.clone());
+            let sent = webhook.notify(key, webhook::payload(&instance, now)).await;
             if let Err(e) = &sent {
-                tracing::warn!(error = %e, rule = %transition.rule, "alert webhook failed");
+                tracing::warn!(error = %e, rule = %transition.rule, "alert webhook failed; it is sent again at the next evaluation");
             }
             metrics.webhook_request(sent.is_ok());
         }
