@@ -443,8 +443,36 @@ function setUpZonePicker(select) {
   });
 }
 
+// Silences: created and expired through the JSON API, then the page is read again.
+async function postJson(url, body) {
+  const response = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  if (!response.ok) throw new Error((await response.json().catch(() => ({}))).error || response.statusText);
+}
+function setUpSilences(form) {
+  const error = document.getElementById("silence-error");
+  form.addEventListener("submit", async event => {
+    event.preventDefault();
+    const data = new FormData(form);
+    try {
+      await postJson("/api/silences", { matchers: data.get("matchers"), minutes: Number(data.get("minutes")), comment: data.get("comment") });
+      location.reload();
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+    }
+  });
+  for (const button of document.querySelectorAll("#silences button.expire")) {
+    button.addEventListener("click", async () => {
+      await postJson(`/api/silences/${encodeURIComponent(button.dataset.silence)}/expire`, {});
+      location.reload();
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   markUpdated();
+  const silenceForm = document.getElementById("new-silence");
+  if (silenceForm) setUpSilences(silenceForm);
   const zone = document.getElementById("zone");
   if (zone) setUpZonePicker(zone);
   const toggle = document.getElementById("show-id");

@@ -430,3 +430,38 @@ fn a_notification_is_given_up_after_its_last_attempt_and_a_newer_one_replaces_it
         assert!(received.try_recv().is_err(), "nothing older comes after the resolve");
     });
 }
+
+#[test]
+fn a_silence_stops_the_notifications_it_matches_while_it_is_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let (url, mut received) = receiver().await;
+        let webhook = Webhook::new(url);
+        let mut engine = Engine::new(rule("per_group = true"));
+        // Item 7 is silenced for a minute from T0; item 8 is not.
+        let silence = store::Silence {
+            id: "s1".into(),
+            matchers: [("alertname".to_string(), "high".to_string()), ("item_id".to_string(), "7".to_string())].into(),
+            comment: "maintenance".into(),
+            created_at: store::iso_micros(T0),
+            ends_at: store::iso_micros(T0 + 60 * SECOND),
+        };
+        store.save_silence(&silence).await.unwrap();
+        set_items(store, &[(7, 20), (8, 20)]).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + SECOND).await;
+        assert_eq!(states(&engine), [("item_id=7".to_string(), "firing"), ("item_id=8".to_string(), "firing")]);
+        let notified = received.recv().await.unwrap();
+        assert_eq!(notified["alerts"][0]["labels"]["item_id"], "8", "only the instance not silenced");
+        assert!(received.try_recv().is_err(), "item 7 is silenced");
+        // After the silence ends, item 7's next transition is notified again.
+        set_items(store, &[(7, 1), (8, 20)]).await;
+        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 61 * SECOND).await;
+        let resolved = received.recv().await.unwrap();
+        assert_eq!(
+            (resolved["status"].as_str(), resolved["alerts"][0]["labels"]["item_id"].as_str()),
+            (Some("resolved"), Some("7"))
+        );
+    });
+}

@@ -235,6 +235,16 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         browser.goto(&format!("{url}/alerts")).await;
         assert_eq!(browser.eval("document.body.innerText.includes('normal → firing')").await, true);
         browser.screenshot("alerts").await;
+        // A silence made on the page covers the firing instance; expired, it no longer does.
+        let form = "document.getElementById('new-silence')";
+        browser.eval(&format!("{form}.matchers.value = 'alertname=busy'; {form}.comment.value = 'deploy'")).await;
+        browser.navigate_by(&format!("{form}.requestSubmit()"), "document.querySelectorAll('#silences tbody tr').length === 1").await;
+        let row = "document.querySelector('#silences tbody tr')";
+        assert_eq!(browser.eval(&format!("{row}.innerText.includes('alertname=busy') && {row}.innerText.includes('active')")).await, true);
+        assert_eq!(browser.eval("document.querySelector('#alert-instances .state-silenced')?.textContent").await, "silenced");
+        browser.screenshot("alerts-silenced").await;
+        browser.navigate_by("document.querySelector('#silences button.expire').click()", "document.querySelector('#silences tbody tr .state-expired') !== null").await;
+        assert_eq!(browser.eval("document.querySelector('#alert-instances .state-silenced')").await, serde_json::Value::Null);
 
         // A pipeline that failed before writing a result: its page has its error and
         // SQL, and follows its status too.

@@ -187,6 +187,22 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     (status, content_type, body.to_string())
 }
 
+/// A POST over a plain socket with `body` of `content_type`: (status code, body).
+fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
 fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let (status, content_type, body) = get(addr, path);
     assert_eq!(status, 200, "{path}: {body}");
@@ -381,6 +397,42 @@ fn check_every_route(store: Arc<dyn Store>) {
     assert_eq!(chart["charts"][0]["thresholds"][0]["value"], 30.0);
 
     check_qlik_targets(addr);
+
+    // Silences: created (matchers as text or a map), listed, expired; JSON only.
+    let (status, body) = post(
+        addr,
+        "/api/silences",
+        "application/json",
+        r#"{"matchers": "alertname=busy, interaction_type=<b>", "minutes": 30, "comment": "deploy"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let listed = json(addr, "/api/silences");
+    let silence = &listed["silences"][0];
+    assert_eq!(
+        (silence["matchers"]["interaction_type"].as_str(), silence["active"].as_bool()),
+        (Some("<b>"), Some(true))
+    );
+    let id = silence["id"].as_str().unwrap().to_string();
+    let (_, _, page) = get(addr, "/alerts");
+    assert!(
+        page.contains(&format!("data-silence=\"{id}\"")) && page.contains("interaction_type=&#60;b&#62;"),
+        "listed, escaped"
+    );
+    assert_eq!(post(addr, "/api/silences", "application/json", r#"{"matchers": "nonsense", "minutes": 5}"#).0, 400);
+    assert_eq!(
+        post(addr, "/api/silences", "application/json", r#"{"matchers": {}, "minutes": 5}"#).0,
+        400,
+        "no matcher"
+    );
+    let form = "matchers=alertname%3Dbusy&minutes=5";
+    assert_eq!(
+        post(addr, "/api/silences", "application/x-www-form-urlencoded", form).0,
+        415,
+        "a cross-site form cannot"
+    );
+    assert_eq!(post(addr, &format!("/api/silences/{id}/expire"), "application/json", "{}").0, 200);
+    assert_eq!(json(addr, "/api/silences")["silences"][0]["active"], false);
+    assert_eq!(post(addr, "/api/silences/nope/expire", "application/json", "{}").0, 404);
 
     // API, health, assets, errors.
     let all = json(addr, "/api/pipelines");

@@ -198,6 +198,12 @@ pub trait Store: Send + Sync {
     /// The latest `limit` alert transitions, newest first.
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>>;
 
+    /// Saves a silence (by its id: saving it again replaces it, as expiring does).
+    async fn save_silence(&self, silence: &Silence) -> Result<()>;
+
+    /// Every silence, active and expired, the newest first.
+    async fn silences(&self) -> Result<Vec<Silence>>;
+
     /// Every Qlik target's state, by pipeline and target.
     async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>>;
 
@@ -219,6 +225,7 @@ pub const BAD_RECORDS_TABLE: &str = "_bad_records";
 pub const LATE_RECORDS_TABLE: &str = "_late_records";
 pub const ALERTS_TABLE: &str = "_alerts";
 pub const QLIK_TARGETS_TABLE: &str = "_qlik_targets";
+pub const SILENCES_TABLE: &str = "_silences";
 
 /// A result table as read back: its columns (besides `_id`) and rows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -268,6 +275,20 @@ pub struct WindowSum {
     pub sums: Vec<Option<f64>>,
     /// The rows added up.
     pub rows: u64,
+}
+
+/// A silence of alert notifications: the instances whose labels all match its
+/// matchers are not notified from its creation until it ends, as in Grafana.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Silence {
+    pub id: String,
+    /// Label → value (`alertname`, `pipeline`, `severity`, or a group column).
+    pub matchers: std::collections::BTreeMap<String, String>,
+    pub comment: String,
+    /// ISO-8601 UTC.
+    pub created_at: String,
+    /// ISO-8601 UTC: when it stops (set to now to expire it).
+    pub ends_at: String,
 }
 
 /// A condition on one column of a result (the table's column filters).

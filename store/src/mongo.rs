@@ -27,7 +27,7 @@ use crate::uri::{password_of, redact_uri};
 use crate::{
     ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, Comparison, FilterCondition, LATE_RECORDS_TABLE,
     Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
-    ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError, Value, iso_micros,
+    ResultDelta, ResultRow, SILENCES_TABLE, STATUS_TABLE, Silence, Store, StoreError, Value, iso_micros,
 };
 
 /// Statements per bulk command: large enough that a round trip carries many rows,
@@ -542,6 +542,25 @@ impl Store for MongoStore {
         // Ordered here, not by the server: offsets compare by their line number.
         records.sort_by(|a, b| a.offset_order().cmp(&b.offset_order()));
         Ok(records)
+    }
+
+    async fn save_silence(&self, silence: &Silence) -> Result<()> {
+        let mut document = bson::to_document(silence).map_err(|e| self.error(e))?;
+        document.insert("_id", &silence.id);
+        self.collection(SILENCES_TABLE)
+            .replace_one(doc! {"_id": &silence.id}, document)
+            .upsert(true)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn silences(&self) -> Result<Vec<Silence>> {
+        self.find_all(SILENCES_TABLE, doc! {}, doc! {"created_at": -1, "_id": -1}, 0, u64::MAX)
+            .await?
+            .into_iter()
+            .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{SILENCES_TABLE}: {e}"))))
+            .collect()
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {

@@ -15,7 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use crate::{
     ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnRole, ColumnType, FilterCondition, LATE_RECORDS_TABLE,
     Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
-    ResultDelta, ResultRow, STATUS_TABLE, Store, StoreError, Value, WindowSum, iso_micros, parse_iso_micros,
+    ResultDelta, ResultRow, SILENCES_TABLE, STATUS_TABLE, Silence, Store, StoreError, Value, WindowSum, iso_micros,
+    parse_iso_micros,
 };
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
@@ -264,7 +265,8 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             seq INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, instance TEXT, pipeline TEXT,
             severity TEXT, from_state TEXT, to_state TEXT, value REAL, at TEXT, message TEXT);
          CREATE TABLE IF NOT EXISTS {QLIK_TARGETS_TABLE} (
-            pipeline TEXT, target TEXT, status TEXT, PRIMARY KEY (pipeline, target));"
+            pipeline TEXT, target TEXT, status TEXT, PRIMARY KEY (pipeline, target));
+         CREATE TABLE IF NOT EXISTS {SILENCES_TABLE} (id TEXT PRIMARY KEY, created_at TEXT, silence TEXT);"
     ))?;
     // Stores written by earlier versions lack the status columns added since.
     let added = [
@@ -572,6 +574,34 @@ impl Store for SqliteStore {
         let conn = self.reader()?;
         let mut stmt = conn
             .prepare(&format!("SELECT status FROM {QLIK_TARGETS_TABLE} ORDER BY pipeline, target"))
+            .map_err(|e| self.error(e))?;
+        let rows: Vec<String> =
+            stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| {
+                    self.error(rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
+                })
+            })
+            .collect()
+    }
+
+    async fn save_silence(&self, silence: &Silence) -> Result<()> {
+        let json = serde_json::to_string(silence)
+            .map_err(|e| self.error(rusqlite::Error::ToSqlConversionFailure(e.into())))?;
+        self.conn()
+            .execute(
+                &format!("INSERT OR REPLACE INTO {SILENCES_TABLE} (id, created_at, silence) VALUES (?1, ?2, ?3)"),
+                params![silence.id, silence.created_at, json],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    async fn silences(&self) -> Result<Vec<Silence>> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare(&format!("SELECT silence FROM {SILENCES_TABLE} ORDER BY created_at DESC, id DESC"))
             .map_err(|e| self.error(e))?;
         let rows: Vec<String> =
             stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| self.error(e))?;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use store::{
     AlertTransition, ColumnFilter, ColumnRole, ColumnType, Comparison, FilterCondition, PageRequest, PipelineStatus,
-    QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value, WindowRange, shadow_table,
+    QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Silence, Store, Value, WindowRange,
+    shadow_table,
 };
 
 type Behaviour = for<'a> fn(&'a dyn Store, StoreKind) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -37,6 +38,7 @@ behaviours!(
     alert_transitions_are_listed_newest_first,
     pages_are_sorted_filtered_by_window_start_and_counted,
     qlik_target_states_are_replaced_per_pipeline_and_target,
+    silences_round_trip_newest_first_and_are_replaced_by_id,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -492,6 +494,26 @@ async fn pages_are_sorted_filtered_by_window_start_and_counted(store: &dyn Store
     let request = PageRequest { sort: Some("nope".into()), limit: 2, ..PageRequest::default() };
     assert_eq!(ids(store.read_page("w", &request).await.unwrap().unwrap()), ["w0", "w1"]);
     assert_eq!(store.read_page("nope", &request).await.unwrap(), None);
+}
+
+async fn silences_round_trip_newest_first_and_are_replaced_by_id(store: &dyn Store, _: StoreKind) {
+    assert!(store.silences().await.unwrap().is_empty());
+    let silence = |id: &str, created: &str, ends: &str| Silence {
+        id: id.into(),
+        matchers: [("alertname".to_string(), "high".to_string()), ("item_id".to_string(), "7".to_string())].into(),
+        comment: format!("maintenance <{id}>"),
+        created_at: created.into(),
+        ends_at: ends.into(),
+    };
+    let first = silence("a", "2026-01-01T00:00:00.000000Z", "2026-01-01T01:00:00.000000Z");
+    let second = silence("b", "2026-01-01T00:30:00.000000Z", "2026-01-01T02:00:00.000000Z");
+    store.save_silence(&first).await.unwrap();
+    store.save_silence(&second).await.unwrap();
+    assert_eq!(store.silences().await.unwrap(), [second.clone(), first.clone()], "newest first");
+    // Expiring one saves it again with an earlier end.
+    let expired = Silence { ends_at: "2026-01-01T00:40:00.000000Z".into(), ..second };
+    store.save_silence(&expired).await.unwrap();
+    assert_eq!(store.silences().await.unwrap(), [expired, first]);
 }
 
 /// MongoDB only: the documents carry BSON types, a window is a sub-document of dates

@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod reload;
 pub mod rules;
+pub mod silences;
 pub mod webhook;
 
 pub use engine::{AlertState, Engine, Instance};
@@ -73,6 +74,14 @@ pub async fn evaluate_once(
             metrics.webhook_request(arrived);
         }
     }
+    // Read once per evaluation; without them (a store error) nothing is silenced.
+    let silences = match webhook {
+        Some(_) => store.silences().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the silences");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
     for (transition, instance) in engine.evaluate(store, now).await {
         tracing::info!(rule = %transition.rule, instance = %transition.instance, from = %transition.from, to = %transition.to, value = ?transition.value, "alert");
         metrics.alert_transition(&transition.rule, &transition.to);
@@ -84,8 +93,15 @@ pub async fn evaluate_once(
         let was_firing = ["firing", "recovering"].contains(&transition.from.as_str());
         let resolved = was_firing && transition.to == "normal";
         let fires = instance.state == AlertState::Firing && !was_firing;
+        let silenced = silences::silencing(&silences, &instance, now);
+        if let Some(silence) = silenced
+            && (fires || resolved)
+        {
+            tracing::info!(rule = %transition.rule, instance = %transition.instance, silence = %silence.id, "alert notification silenced");
+        }
         if let Some(webhook) = webhook
             && (fires || resolved)
+            && silenced.is_none()
         {
             let key = (instance.rule.clone(), instance.instance.clone());
             let sent = webhook.notify(key, webhook::payload(&instance, now)).await;

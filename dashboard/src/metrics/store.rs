@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use store::{
     AlertTransition, Page, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
-    ResultDelta, ResultTable, Store,
+    ResultDelta, ResultTable, Silence, Store, WindowSum,
 };
 
 use super::Metrics;
@@ -102,6 +102,25 @@ impl Store for MeteredStore {
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {
         self.read("alert_history", self.inner.alert_history(limit)).await
+    }
+
+    async fn window_sums(
+        &self,
+        table: &str,
+        window: &str,
+        category: Option<&str>,
+        values: &[String],
+        request: &PageRequest,
+    ) -> Result<Option<Vec<WindowSum>>> {
+        self.read("window_sums", self.inner.window_sums(table, window, category, values, request)).await
+    }
+
+    async fn save_silence(&self, silence: &Silence) -> Result<()> {
+        self.inner.save_silence(silence).await
+    }
+
+    async fn silences(&self) -> Result<Vec<Silence>> {
+        self.read("silences", self.inner.silences()).await
     }
 
     async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>> {

@@ -8,6 +8,7 @@ use serde_json::{Value as Json_, json};
 use super::WebError;
 use super::view::{self, Charts, PipelineItem, QlikTargets, ResultView, TableQuery};
 use crate::AppState;
+use crate::alerts::silences;
 
 /// The alert rules, every instance's state, and the latest transitions.
 pub async fn alerts(State(state): State<AppState>) -> Result<Json<Json_>, WebError> {
@@ -18,6 +19,73 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Json<Json_>, WebErr
         "instances": state.alerts.instances(),
         "history": history,
     })))
+}
+
+/// Every silence, the newest first, each with whether it is in force now.
+pub async fn silences(State(state): State<AppState>) -> Result<Json<Json_>, WebError> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let silences: Vec<Json_> = state
+        .store
+        .silences()
+        .await?
+        .into_iter()
+        .map(|s| {
+            let active = silences::is_active(&s, now);
+            let mut value = json!(s);
+            value["active"] = json!(active);
+            value
+        })
+        .collect();
+    Ok(Json(json!({ "silences": silences })))
+}
+
+/// What a new silence says: matchers as a map or as `label=value, …` text.
+#[derive(Debug, serde::Deserialize)]
+pub struct NewSilence {
+    pub matchers: Matchers,
+    pub minutes: f64,
+    #[serde(default)]
+    pub comment: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Matchers {
+    Map(std::collections::BTreeMap<String, String>),
+    Text(String),
+}
+
+/// Creates a silence from now (a JSON body: a cross-site form cannot send one).
+pub async fn create_silence(
+    State(state): State<AppState>,
+    Json(new): Json<NewSilence>,
+) -> Result<(StatusCode, Json<store::Silence>), WebError> {
+    let matchers = match new.matchers {
+        Matchers::Map(map) => map,
+        Matchers::Text(text) => silences::parse_matchers(&text).map_err(WebError::bad_request)?,
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    let silence = silences::new(matchers, new.minutes, new.comment, now).map_err(WebError::bad_request)?;
+    state.store.save_silence(&silence).await?;
+    tracing::info!(silence = %silence.id, matchers = ?silence.matchers, ends_at = %silence.ends_at, "silence created");
+    Ok((StatusCode::CREATED, Json(silence)))
+}
+
+/// Ends a silence now (a JSON body, `{}`, for the same reason).
+pub async fn expire_silence(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(_): Json<Json_>,
+) -> Result<Json<store::Silence>, WebError> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let silence = state.store.silences().await?.into_iter().find(|s| s.id == id);
+    let mut silence = silence.ok_or_else(|| WebError::not_found(format!("silence {id}")))?;
+    if silences::is_active(&silence, now) {
+        silence.ends_at = store::iso_micros(now);
+        state.store.save_silence(&silence).await?;
+        tracing::info!(silence = %silence.id, "silence expired");
+    }
+    Ok(Json(silence))
 }
 
 /// Every pipeline's status with its Qlik targets (`qlik`, `qlik_summary`), and the

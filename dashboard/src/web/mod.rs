@@ -9,7 +9,7 @@ pub(crate) mod zone;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::AppState;
 
@@ -20,6 +20,8 @@ pub fn router(state: AppState) -> Router {
         .route("/pipelines/{name}/bad", get(pages::bad_records))
         .route("/alerts", get(pages::alerts))
         .route("/api/alerts", get(api::alerts))
+        .route("/api/silences", get(api::silences).post(api::create_silence))
+        .route("/api/silences/{id}/expire", post(api::expire_silence))
         .route("/api/pipelines", get(api::pipelines))
         .route("/api/pipelines/{name}", get(api::pipeline))
         .route("/api/pipelines/{name}/rows", get(api::rows))

@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Html;
-use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord};
+use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, Silence};
 
 use crate::alerts::{AlertState, Instance, Rule};
 
@@ -194,10 +194,21 @@ struct AlertsPage {
     rules: Vec<Rule>,
     instances: Vec<Instance>,
     history: Vec<AlertTransition>,
+    /// Every silence, the newest first, with whether it is in force now.
+    silences: Vec<(Silence, bool)>,
+    /// Per instance (as `instances`): the silence covering it now, if any.
+    silenced_by: Vec<Option<String>>,
     /// Why the rules file's last edit was not taken (the rules before it still run).
     rules_error: Option<String>,
     refresh_seconds: f64,
     zone: &'static str,
+}
+
+impl AlertsPage {
+    /// The silence covering instance number `index`, if any.
+    fn silenced(&self, index: impl std::borrow::Borrow<usize>) -> Option<&str> {
+        self.silenced_by.get(*index.borrow()).and_then(|s| s.as_deref())
+    }
 }
 
 /// Transitions shown in the history.
@@ -205,10 +216,18 @@ pub const HISTORY_SHOWN: usize = 200;
 
 pub async fn alerts(State(state): State<AppState>, zone: Zone) -> Result<Html<String>, WebError> {
     let history = state.store.alert_history(HISTORY_SHOWN).await?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let silences = state.store.silences().await?;
+    let instances = state.alerts.instances();
+    let silenced_by =
+        instances.iter().map(|i| crate::alerts::silences::silencing(&silences, i, now).map(|s| s.id.clone())).collect();
+    let silences = silences.into_iter().map(|s| (s.clone(), crate::alerts::silences::is_active(&s, now))).collect();
     let page = AlertsPage {
         rules: state.alerts.rules(),
         rules_error: state.alerts.rules_error(),
-        instances: state.alerts.instances(),
+        silences,
+        silenced_by,
+        instances,
         history,
         refresh_seconds: state.refresh_seconds,
         zone: zone.name(),
