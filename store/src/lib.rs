@@ -140,8 +140,8 @@ pub trait Store: Send + Sync {
     /// request's range and filters keep: the latest `limit` window starts, in time
     /// order (what a time chart draws); `None` if there is no such table.
     ///
-    /// This default reads the rows (the latest `limit` × 100 at most) and adds them up;
-    /// a store that can group (SQLite) does it where the rows are.
+    /// This default reads the rows (the latest [`WINDOW_SUMS_ROWS`] at most) and adds
+    /// them up; a store that can group (SQLite) does it where the rows are.
     async fn window_sums(
         &self,
         table: &str,
@@ -154,7 +154,7 @@ pub trait Store: Send + Sync {
             sort: Some(window.to_string()),
             descending: true,
             offset: 0,
-            limit: request.limit.saturating_mul(100),
+            limit: WINDOW_SUMS_ROWS,
             skip_total: true,
             ..request.clone()
         };
@@ -263,6 +263,9 @@ impl PageRequest {
         })
     }
 }
+
+/// Rows the generic [`Store::window_sums`] reads at most (the newest).
+pub const WINDOW_SUMS_ROWS: u64 = 50_000;
 
 /// The sums of some value columns over the rows of one window start (and category).
 #[derive(Debug, Clone, PartialEq)]
