@@ -157,6 +157,28 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Writes `value` as the document `_id` of `collection`, replacing any before it.
+    async fn replace_by_id(&self, collection: &str, id: impl Into<Bson>, value: &impl serde::Serialize) -> Result<()> {
+        let id = id.into();
+        let mut document = bson::to_document(value).map_err(|e| self.error(e))?;
+        document.insert("_id", id.clone());
+        self.collection(collection)
+            .replace_one(doc! {"_id": id}, document)
+            .upsert(true)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Every document of `collection` in `sort` order, read as `T`.
+    async fn all_as<T: serde::de::DeserializeOwned>(&self, collection: &str, sort: Document) -> Result<Vec<T>> {
+        self.find_all(collection, doc! {}, sort, 0, u64::MAX)
+            .await?
+            .into_iter()
+            .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{collection}: {e}"))))
+            .collect()
+    }
+
     /// The documents matching `filter`, sorted, `limit` of them (all: `u64::MAX`) from `skip`.
     async fn find_all(
         &self,
@@ -446,14 +468,7 @@ impl Store for MongoStore {
     }
 
     async fn write_status(&self, status: &PipelineStatus) -> Result<()> {
-        let mut document = bson::to_document(status).map_err(|e| self.error(e))?;
-        document.insert("_id", status.name.as_str());
-        self.collection(STATUS_TABLE)
-            .replace_one(doc! {"_id": &status.name}, document)
-            .upsert(true)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(())
+        self.replace_by_id(STATUS_TABLE, status.name.as_str(), status).await
     }
 
     async fn record_alert(&self, transition: &AlertTransition) -> Result<()> {
@@ -463,15 +478,8 @@ impl Store for MongoStore {
     }
 
     async fn write_qlik_status(&self, status: &QlikTargetStatus) -> Result<()> {
-        let mut document = bson::to_document(status).map_err(|e| self.error(e))?;
         let id = doc! {"pipeline": &status.pipeline, "target": &status.target};
-        document.insert("_id", id.clone());
-        self.collection(QLIK_TARGETS_TABLE)
-            .replace_one(doc! {"_id": id}, document)
-            .upsert(true)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(())
+        self.replace_by_id(QLIK_TARGETS_TABLE, id, status).await
     }
 
     async fn has_table(&self, table: &str) -> Result<bool> {
@@ -519,11 +527,7 @@ impl Store for MongoStore {
     }
 
     async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>> {
-        self.find_all(QLIK_TARGETS_TABLE, doc! {}, doc! {"_id.pipeline": 1, "_id.target": 1}, 0, u64::MAX)
-            .await?
-            .into_iter()
-            .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{QLIK_TARGETS_TABLE}: {e}"))))
-            .collect()
+        self.all_as(QLIK_TARGETS_TABLE, doc! {"_id.pipeline": 1, "_id.target": 1}).await
     }
 
     async fn rejected_records(&self, pipeline: &str, late: bool) -> Result<Vec<RejectedRecord>> {
@@ -545,22 +549,11 @@ impl Store for MongoStore {
     }
 
     async fn save_silence(&self, silence: &Silence) -> Result<()> {
-        let mut document = bson::to_document(silence).map_err(|e| self.error(e))?;
-        document.insert("_id", &silence.id);
-        self.collection(SILENCES_TABLE)
-            .replace_one(doc! {"_id": &silence.id}, document)
-            .upsert(true)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(())
+        self.replace_by_id(SILENCES_TABLE, silence.id.as_str(), silence).await
     }
 
     async fn silences(&self) -> Result<Vec<Silence>> {
-        self.find_all(SILENCES_TABLE, doc! {}, doc! {"created_at": -1, "_id": -1}, 0, u64::MAX)
-            .await?
-            .into_iter()
-            .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{SILENCES_TABLE}: {e}"))))
-            .collect()
+        self.all_as(SILENCES_TABLE, doc! {"created_at": -1, "_id": -1}).await
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {

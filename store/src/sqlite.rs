@@ -195,6 +195,21 @@ impl SqliteStore {
         run().map_err(|e| self.error(e))
     }
 
+    /// The rows of `sql`, whose one column holds each as JSON, read as `T`.
+    fn json_rows<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(sql).map_err(|e| self.error(e))?;
+        let rows: Vec<String> =
+            stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| {
+                    self.error(rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
+                })
+            })
+            .collect()
+    }
+
     /// The columns of `table` (besides `_id`) with their declared types, or `None`
     /// if it does not exist.
     fn table_columns(&self, table: &str) -> Result<Option<Vec<ResultColumn>>> {
@@ -571,19 +586,7 @@ impl Store for SqliteStore {
     }
 
     async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>> {
-        let conn = self.reader()?;
-        let mut stmt = conn
-            .prepare(&format!("SELECT status FROM {QLIK_TARGETS_TABLE} ORDER BY pipeline, target"))
-            .map_err(|e| self.error(e))?;
-        let rows: Vec<String> =
-            stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|e| {
-                    self.error(rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
-                })
-            })
-            .collect()
+        self.json_rows(&format!("SELECT status FROM {QLIK_TARGETS_TABLE} ORDER BY pipeline, target"))
     }
 
     async fn save_silence(&self, silence: &Silence) -> Result<()> {
@@ -599,19 +602,7 @@ impl Store for SqliteStore {
     }
 
     async fn silences(&self) -> Result<Vec<Silence>> {
-        let conn = self.reader()?;
-        let mut stmt = conn
-            .prepare(&format!("SELECT silence FROM {SILENCES_TABLE} ORDER BY created_at DESC, id DESC"))
-            .map_err(|e| self.error(e))?;
-        let rows: Vec<String> =
-            stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|e| {
-                    self.error(rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
-                })
-            })
-            .collect()
+        self.json_rows(&format!("SELECT silence FROM {SILENCES_TABLE} ORDER BY created_at DESC, id DESC"))
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {
