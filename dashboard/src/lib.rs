@@ -12,12 +12,13 @@
 //!   string, the default time range, values as text, the chart of a result, the Qlik
 //!   targets and their summary;
 //! * `alerts/`: threshold alert rules (`rules.rs`), their state machine (`engine.rs`),
-//!   the webhook (`webhook.rs`), evaluated on an interval beside the server;
+//!   the notification policy (`notify.rs`: groups, waits, repeats) and the contact
+//!   points (`contact_points.rs`: webhook, Slack), evaluated on an interval beside the server;
 //! * `auth.rs`: who may see it ([`auth::Access`]: basic auth and/or a bearer token,
 //!   required unless it listens on loopback only), checked before every route but
 //!   `/healthz`;
 //! * `metrics/`: its own Prometheus metrics at `/metrics` (requests, store reads,
-//!   alert evaluations, webhook), and the store wrapper that measures every read;
+//!   alert evaluations, notifications), and the store wrapper that measures every read;
 //! * `assets/`: the page script (live refresh, charts as SVG) and style, served by
 //!   the dashboard itself: nothing is fetched from the internet.
 

@@ -46,7 +46,9 @@ struct Args {
     /// Seconds between evaluations of the alert rules.
     #[arg(long, env = "DASHBOARD_ALERTS_INTERVAL_SECONDS", default_value_t = 10.0)]
     alerts_interval_seconds: f64,
-    /// A URL that receives a JSON POST on every transition to firing or resolved.
+    /// The URL of the `default` contact point: it receives the notifications (JSON
+    /// POSTs) of alerts that start firing or resolve, unless the rules file routes them
+    /// elsewhere (see the README's contact points and policy).
     #[arg(long, env = "DASHBOARD_WEBHOOK", hide_env_values = true)]
     webhook: Option<String>,
 }
@@ -104,9 +106,17 @@ async fn main() -> anyhow::Result<()> {
     // where it must not stops at once.
     let access = Arc::new(access(&args).await?);
     let rules = match &args.alerts {
-        Some(path) => dashboard::alerts::rules::load(path)?,
-        None => Vec::new(),
+        Some(path) => dashboard::alerts::rules::load_file(path)?,
+        None => dashboard::alerts::RulesFile::default(),
     };
+    let notifier =
+        dashboard::alerts::Notifier::new(args.webhook.clone(), rules.contact_points.clone(), rules.policy.clone());
+    if args.alerts.is_some() {
+        // Names and kinds only: the URLs carry tokens.
+        let contact_points: Vec<String> =
+            notifier.contact_points().iter().map(|c| format!("{} ({})", c.name, c.kind.as_str())).collect();
+        tracing::info!(rules = rules.rules.len(), contact_points = ?contact_points, "alert rules loaded");
+    }
     // A store that is not up yet (MongoDB starting beside us) is waited for.
     let store = loop {
         match store::open(&args.store, args.database.as_deref()).await {
@@ -125,7 +135,8 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(dashboard::metrics::Metrics::new());
     let store: Arc<dyn store::Store> =
         Arc::new(dashboard::metrics::MeteredStore::new(Arc::from(store), metrics.clone()));
-    let alerts = Arc::new(dashboard::alerts::AlertsView::new(rules.clone()));
+    let alerts = Arc::new(dashboard::alerts::AlertsView::new(rules.rules.clone()));
+    alerts.set_notifications(notifier.contact_points().to_vec(), notifier.policy().clone());
     // Kept for the life of the process: it watches the rules file.
     let mut _rules_watcher = None;
     if let Some(path) = &args.alerts {
@@ -134,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(error = %e, "could not read the alert history; every alert starts normal");
             Vec::new()
         });
-        let engine = dashboard::alerts::Engine::restored(rules.clone(), &history);
+        let engine = dashboard::alerts::Engine::restored(rules.rules.clone(), &history);
         let reloaded = match dashboard::alerts::reload::watch(path, rules, alerts.clone()) {
             Ok((watcher, reloaded)) => {
                 _rules_watcher = Some(watcher);
@@ -145,10 +156,16 @@ async fn main() -> anyhow::Result<()> {
                 None
             }
         };
-        let webhook = args.webhook.clone().map(dashboard::alerts::webhook::Webhook::new);
         let interval = std::time::Duration::from_secs_f64(args.alerts_interval_seconds.max(0.1));
-        let run =
-            dashboard::alerts::run(engine, store.clone(), webhook, alerts.clone(), metrics.clone(), interval, reloaded);
+        let run = dashboard::alerts::run(
+            engine,
+            store.clone(),
+            notifier,
+            alerts.clone(),
+            metrics.clone(),
+            interval,
+            reloaded,
+        );
         tokio::spawn(run);
     }
     let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts, access, metrics };

@@ -1,9 +1,12 @@
 //! The alert state machine over a real store (SQLite; the store interface is the same
-//! for MongoDB), and the webhook received by a local HTTP server.
+//! for MongoDB), and the notifications (webhook and Slack contact points, grouping,
+//! repeats, routing, silences) received by local HTTP servers.
+
+mod support;
 
 use std::collections::BTreeMap;
 
-use dashboard::alerts::{AlertsView, Engine, evaluate_once, rules, webhook::Webhook};
+use dashboard::alerts::{AlertsView, Engine, Notifier, Policy, evaluate_once, rules};
 use dashboard::metrics::Metrics;
 use store::{ColumnType, PipelineStatus, ResultColumn, ResultDelta, ResultRow, Store, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +45,17 @@ fn rule(extra: &str) -> Vec<rules::Rule> {
         "[[rule]]\nname = \"high\"\npipeline = \"p\"\nvalue = \"n\"\ncondition = \"above\"\nthreshold = 10\n{extra}"
     );
     rules::parse(&text, "alerts.toml").unwrap()
+}
+
+/// No group wait or interval: each evaluation's news is sent at once (as one
+/// notification per group).
+fn at_once() -> Policy {
+    Policy { group_wait_seconds: 0.0, group_interval_seconds: 0.0, ..Policy::default() }
+}
+
+/// `--webhook url` with the policy `at_once`.
+fn webhook(url: String) -> Notifier {
+    Notifier::new(Some(url), vec![], at_once())
 }
 
 /// (instance, state) of every instance.
@@ -220,10 +234,10 @@ fn the_webhook_receives_firing_and_resolved_with_labels_values_and_times() {
         let store = sqlite(&dir).await;
         let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         let (url, mut received) = receiver().await;
-        let webhook = Webhook::new(url);
+        let mut webhook = webhook(url);
         let mut engine = Engine::new(rule("per_group = true\nseverity = \"critical\""));
         set_items(store, &[(7, 42)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0).await;
         let firing = received.recv().await.unwrap();
         assert_eq!(firing["status"], "firing");
         let alert = &firing["alerts"][0];
@@ -236,7 +250,7 @@ fn the_webhook_receives_firing_and_resolved_with_labels_values_and_times() {
         assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
 
         set_items(store, &[(7, 1)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 90 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 90 * SECOND).await;
         let resolved = received.recv().await.unwrap();
         assert_eq!(resolved["status"], "resolved");
         assert_eq!(resolved["alerts"][0]["startsAt"], "2026-01-01T00:00:00.000000Z");
@@ -253,12 +267,12 @@ fn keep_firing_for_holds_a_recovering_alert_without_notifying_until_it_runs_out(
         let store = sqlite(&dir).await;
         let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         let (url, mut received) = receiver().await;
-        let webhook = Webhook::new(url);
+        let mut webhook = webhook(url);
         let mut engine = Engine::new(rule("keep_firing_seconds = 30"));
         // The instance's state after the value is `n` at T0 + `seconds`.
         async fn at(
             engine: &mut Engine,
-            (store, webhook, view, metrics): (&dyn Store, &Webhook, &AlertsView, &Metrics),
+            (store, webhook, view, metrics): (&dyn Store, &mut Notifier, &AlertsView, &Metrics),
             n: i64,
             seconds: i64,
         ) -> &'static str {
@@ -266,17 +280,21 @@ fn keep_firing_for_holds_a_recovering_alert_without_notifying_until_it_runs_out(
             evaluate_once(engine, store, Some(webhook), view, metrics, T0 + seconds * SECOND).await;
             engine.instances()[0].state.as_str()
         }
-        let with = (store, &webhook, &view, &metrics);
-        assert_eq!(at(&mut engine, with, 20, 0).await, "firing");
+        macro_rules! with {
+            () => {
+                (store, &mut webhook, &view, &metrics)
+            };
+        }
+        assert_eq!(at(&mut engine, with!(), 20, 0).await, "firing");
         assert_eq!(received.recv().await.unwrap()["status"], "firing");
         // Below the threshold: recovering, not resolved; back above within 30 s: firing,
         // the same alert (no second notification).
-        assert_eq!(at(&mut engine, with, 5, 10).await, "recovering");
-        assert_eq!(at(&mut engine, with, 20, 20).await, "firing");
-        assert_eq!(at(&mut engine, with, 5, 30).await, "recovering");
-        assert_eq!(at(&mut engine, with, 5, 59).await, "recovering", "29 s of the 30");
+        assert_eq!(at(&mut engine, with!(), 5, 10).await, "recovering");
+        assert_eq!(at(&mut engine, with!(), 20, 20).await, "firing");
+        assert_eq!(at(&mut engine, with!(), 5, 30).await, "recovering");
+        assert_eq!(at(&mut engine, with!(), 5, 59).await, "recovering", "29 s of the 30");
         assert!(received.try_recv().is_err(), "recovering and back are not notified");
-        assert_eq!(at(&mut engine, with, 5, 60).await, "normal");
+        assert_eq!(at(&mut engine, with!(), 5, 60).await, "normal");
         let resolved = received.recv().await.unwrap();
         assert_eq!(resolved["status"], "resolved");
         assert_eq!(resolved["alerts"][0]["startsAt"], "2026-01-01T00:00:00.000000Z", "firing since the first time");
@@ -340,13 +358,14 @@ fn an_edited_rules_file_is_picked_up_while_running_and_a_broken_edit_is_reported
             std::fs::rename(&temporary, &path).unwrap();
         };
         save(high.to_string());
-        let rules = rules::load(&path).unwrap();
-        let view = std::sync::Arc::new(AlertsView::new(rules.clone()));
-        let (_watcher, reloaded) = dashboard::alerts::reload::watch(&path, rules.clone(), view.clone()).unwrap();
+        let file = rules::load_file(&path).unwrap();
+        let view = std::sync::Arc::new(AlertsView::new(file.rules.clone()));
+        let (_watcher, reloaded) = dashboard::alerts::reload::watch(&path, file.clone(), view.clone()).unwrap();
         let metrics = std::sync::Arc::new(Metrics::new());
         let interval = std::time::Duration::from_millis(100);
-        let run =
-            dashboard::alerts::run(Engine::new(rules), store, None, view.clone(), metrics, interval, Some(reloaded));
+        let notifier = Notifier::new(None, vec![], Policy::default());
+        let engine = Engine::new(file.rules);
+        let run = dashboard::alerts::run(engine, store, notifier, view.clone(), metrics, interval, Some(reloaded));
         tokio::spawn(run);
         let firing = |view: &AlertsView| {
             let mut names: Vec<String> =
@@ -387,22 +406,22 @@ fn a_notification_that_does_not_arrive_is_sent_again_at_the_next_evaluations() {
         let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         // The receiver fails twice, then accepts.
         let (url, mut received) = receiver_failing(2).await;
-        let webhook = Webhook::new(url);
+        let mut webhook = webhook(url);
         let mut engine = Engine::new(rule(""));
         set_items(store, &[(1, 20)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0).await;
         assert!(received.try_recv().is_err(), "the first attempt failed");
         // Nothing changes, but the evaluations send it again: it arrives at the third attempt.
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 10 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 10 * SECOND).await;
         assert!(received.try_recv().is_err(), "the second attempt failed");
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 20 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 20 * SECOND).await;
         let firing = received.recv().await.unwrap();
         assert_eq!(
             (firing["status"].as_str(), firing["alerts"][0]["startsAt"].as_str()),
             (Some("firing"), Some("2026-01-01T00:00:00.000000Z"))
         );
         // Delivered: not sent again.
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 30 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 30 * SECOND).await;
         assert!(received.try_recv().is_err(), "sent once it arrived");
     });
 }
@@ -413,34 +432,35 @@ fn a_notification_is_given_up_after_its_last_attempt_and_a_newer_one_replaces_it
     runtime().block_on(async {
         let store = sqlite(&dir).await;
         let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
-        let attempts = dashboard::alerts::webhook::MAX_ATTEMPTS as usize;
+        let attempts = dashboard::alerts::contact_points::MAX_ATTEMPTS as usize;
         // Fails every attempt of the firing one, then the resolve's first attempt passes.
         let (url, mut received) = receiver_failing(attempts).await;
-        let webhook = Webhook::new(url);
+        let mut webhook = webhook(url);
         let mut engine = Engine::new(rule(""));
         set_items(store, &[(1, 20)]).await;
         for k in 0..attempts as i64 + 2 {
-            evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + k * 10 * SECOND).await;
+            evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + k * 10 * SECOND).await;
         }
         assert!(received.try_recv().is_err(), "given up after {attempts} attempts, not sent for ever");
         set_items(store, &[(1, 1)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 100 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 100 * SECOND).await;
         assert_eq!(received.recv().await.unwrap()["status"], "resolved");
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 110 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 110 * SECOND).await;
         assert!(received.try_recv().is_err(), "nothing older comes after the resolve");
     });
 }
 
 #[test]
-fn a_silence_stops_the_notifications_it_matches_while_it_is_in_force() {
+fn a_silence_leaves_the_instances_it_matches_out_of_their_groups_notifications() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let store = sqlite(&dir).await;
         let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
         let (url, mut received) = receiver().await;
-        let webhook = Webhook::new(url);
+        let mut webhook = webhook(url);
         let mut engine = Engine::new(rule("per_group = true"));
-        // Item 7 is silenced for a minute from T0; item 8 is not.
+        // Item 7 is silenced for a minute from T0; item 8 is not. Both are in the
+        // group of rule `high`.
         let silence = store::Silence {
             id: "s1".into(),
             matchers: [("alertname".to_string(), "high".to_string()), ("item_id".to_string(), "7".to_string())].into(),
@@ -450,18 +470,287 @@ fn a_silence_stops_the_notifications_it_matches_while_it_is_in_force() {
         };
         store.save_silence(&silence).await.unwrap();
         set_items(store, &[(7, 20), (8, 20)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + SECOND).await;
         assert_eq!(states(&engine), [("item_id=7".to_string(), "firing"), ("item_id=8".to_string(), "firing")]);
         let notified = received.recv().await.unwrap();
-        assert_eq!(notified["alerts"][0]["labels"]["item_id"], "8", "only the instance not silenced");
+        assert_eq!(items(&notified), [("firing", "8")], "only the instance not silenced");
+        // Still silenced: nothing new to say.
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 30 * SECOND).await;
         assert!(received.try_recv().is_err(), "item 7 is silenced");
-        // After the silence ends, item 7's next transition is notified again.
+        // The silence ends while item 7 still fires: its group tells it now.
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 61 * SECOND).await;
+        assert_eq!(items(&received.recv().await.unwrap()), [("firing", "7"), ("firing", "8")]);
         set_items(store, &[(7, 1), (8, 20)]).await;
-        evaluate_once(&mut engine, store, Some(&webhook), &view, &metrics, T0 + 61 * SECOND).await;
+        evaluate_once(&mut engine, store, Some(&mut webhook), &view, &metrics, T0 + 70 * SECOND).await;
         let resolved = received.recv().await.unwrap();
+        assert_eq!(items(&resolved), [("firing", "8"), ("resolved", "7")]);
+        assert_eq!(resolved["status"], "firing", "a group with firing alerts is firing");
+    });
+}
+
+/// (status, item_id) of each alert of a webhook notification.
+fn items(notification: &serde_json::Value) -> Vec<(&str, &str)> {
+    let alerts = notification["alerts"].as_array().unwrap();
+    alerts.iter().map(|a| (a["status"].as_str().unwrap(), a["labels"]["item_id"].as_str().unwrap())).collect()
+}
+
+/// Two rules on `p`: `high` (per group) and `low` (whole result), with `extra` after each.
+fn two_rules(high: &str, low: &str) -> String {
+    format!(
+        "[[rule]]\nname = \"high\"\npipeline = \"p\"\nvalue = \"n\"\ncondition = \"above\"\nthreshold = 10\nper_group = true\n{high}\n\
+         [[rule]]\nname = \"low\"\npipeline = \"p\"\nvalue = \"n\"\ncondition = \"below\"\nthreshold = 100\n{low}\n"
+    )
+}
+
+#[test]
+fn instances_of_a_group_that_fire_within_its_wait_and_interval_arrive_in_one_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let (url, mut received) = receiver().await;
+        // Grafana's default policy: group by alert name, wait 30 s, interval 5 min.
+        let mut notifier = Notifier::new(Some(url), vec![], Policy::default());
+        let mut engine = Engine::new(rule("per_group = true"));
+        let mut at = async |items: &[(i64, i64)], seconds: i64| {
+            set_items(store, items).await;
+            evaluate_once(&mut engine, store, Some(&mut notifier), &view, &metrics, T0 + seconds * SECOND).await;
+        };
+        at(&[(7, 20), (8, 1)], 0).await;
+        at(&[(7, 20), (8, 20)], 10).await;
+        assert!(received.try_recv().is_err(), "the group waits 30 s for more alerts");
+        at(&[(7, 20), (8, 20)], 30).await;
+        let first = received.recv().await.unwrap();
+        assert_eq!(items(&first), [("firing", "7"), ("firing", "8")], "one notification, both alerts");
+        assert_eq!(first["groupKey"], r#"default:{alertname="high"}"#);
+        assert_eq!(first["groupLabels"], serde_json::json!({"alertname": "high"}));
         assert_eq!(
-            (resolved["status"].as_str(), resolved["alerts"][0]["labels"]["item_id"].as_str()),
-            (Some("resolved"), Some("7"))
+            first["commonLabels"],
+            serde_json::json!({"alertname": "high", "pipeline": "p", "severity": "warning"})
         );
+        assert_eq!(first["title"], "[FIRING:2] high (p warning)");
+        assert_eq!(first["receiver"], "default");
+        assert_eq!(first["alerts"][0]["startsAt"], "2026-01-01T00:00:00.000000Z");
+        assert_eq!(first["alerts"][1]["startsAt"], "2026-01-01T00:00:10.000000Z");
+        assert!(first["message"].as_str().unwrap().contains("high item_id=8 on p: 20 (warning)"), "{first}");
+
+        // A third fires and the first resolves within the group interval (5 min from
+        // the notification): both are told together when it has passed.
+        at(&[(7, 20), (8, 20), (9, 50)], 60).await;
+        at(&[(7, 1), (8, 20), (9, 50)], 200).await;
+        at(&[(7, 1), (8, 20), (9, 50)], 329).await;
+        assert!(received.try_recv().is_err(), "changes wait for the group interval");
+        at(&[(7, 1), (8, 20), (9, 50)], 330).await;
+        let second = received.recv().await.unwrap();
+        assert_eq!(items(&second), [("firing", "8"), ("firing", "9"), ("resolved", "7")]);
+        assert_eq!(second["title"], "[FIRING:2] high (p warning)");
+        assert_eq!(second["alerts"][2]["endsAt"], "2026-01-01T00:03:20.000000Z", "resolved when it was seen");
+        assert!(received.try_recv().is_err());
+    });
+}
+
+#[test]
+fn a_group_still_firing_is_sent_again_after_the_repeat_interval_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let (url, mut received) = receiver().await;
+        let policy = Policy { repeat_interval_seconds: 2.0, ..at_once() };
+        let mut notifier = Notifier::new(Some(url), vec![], policy);
+        let mut engine = Engine::new(rule(""));
+        set_items(store, &[(1, 20)]).await;
+        // What arrives after an evaluation at T0 + `millis` ms: statuses.
+        let mut at = async |millis: i64| {
+            let now = T0 + millis * SECOND / 1000;
+            evaluate_once(&mut engine, store, Some(&mut notifier), &view, &metrics, now).await;
+            let mut statuses = Vec::new();
+            while let Ok(n) = received.try_recv() {
+                assert_eq!(n["alerts"][0]["startsAt"], "2026-01-01T00:00:00.000000Z", "the same alert");
+                statuses.push(n["status"].as_str().unwrap().to_string());
+            }
+            statuses
+        };
+        assert_eq!(at(0).await, ["firing"]);
+        assert!(at(1_000).await.is_empty());
+        assert!(at(1_999).await.is_empty(), "not before the repeat interval");
+        assert_eq!(at(2_000).await, ["firing"], "repeated");
+        assert!(at(3_000).await.is_empty());
+        assert_eq!(at(4_100).await, ["firing"], "repeated again, 2 s after the last");
+        set_items(store, &[(1, 1)]).await;
+        assert_eq!(at(5_000).await, ["resolved"]);
+        assert!(at(9_000).await.is_empty(), "a resolved group is not repeated");
+    });
+}
+
+#[test]
+fn the_running_alerts_send_a_groups_wait_and_repeats_on_time_between_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(sqlite(&dir).await);
+        set_items(store.as_ref(), &[(1, 20)]).await;
+        let (url, mut received) = receiver().await;
+        let file = rules::parse_file(
+            "[policy]\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\nrepeat_interval = \"1s\"\n\
+             [[rule]]\nname = \"high\"\npipeline = \"p\"\nvalue = \"n\"\ncondition = \"above\"\nthreshold = 10\n",
+            "alerts.toml",
+        )
+        .unwrap();
+        let notifier = Notifier::new(Some(url), file.contact_points, file.policy);
+        let view = std::sync::Arc::new(AlertsView::new(file.rules.clone()));
+        // One evaluation (at the start), the next in an hour: what arrives is sent by
+        // the policy's own timing.
+        let hour = std::time::Duration::from_secs(3600);
+        let metrics = std::sync::Arc::new(Metrics::new());
+        tokio::spawn(dashboard::alerts::run(Engine::new(file.rules), store, notifier, view, metrics, hour, None));
+        let started = std::time::Instant::now();
+        let next = async |received: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>| {
+            let wait = std::time::Duration::from_secs(20);
+            tokio::time::timeout(wait, received.recv()).await.expect("a notification within 20 s").unwrap()
+        };
+        let first = next(&mut received).await;
+        let waited = started.elapsed();
+        assert_eq!(items_of(&first), [("firing", "high")]);
+        assert!(waited >= std::time::Duration::from_millis(900), "the group waited 1 s: {waited:?}");
+        let second = next(&mut received).await;
+        assert_eq!(items_of(&second), [("firing", "high")], "repeated while it fires");
+        assert_eq!(second["alerts"][0]["startsAt"], first["alerts"][0]["startsAt"]);
+    });
+}
+
+/// (status, alertname) of each alert of a webhook notification.
+fn items_of(notification: &serde_json::Value) -> Vec<(&str, &str)> {
+    let alerts = notification["alerts"].as_array().unwrap();
+    alerts.iter().map(|a| (a["status"].as_str().unwrap(), a["labels"]["alertname"].as_str().unwrap())).collect()
+}
+
+#[test]
+fn a_slack_contact_point_receives_one_message_per_group_in_slacks_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let (url, mut received) = receiver().await;
+        let file = rules::parse_file(
+            &format!(
+                "[[contact_point]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"{url}\"\n\
+                 [policy]\ncontact_point = \"ops\"\ngroup_wait = 0\ngroup_interval = 0\n{}",
+                two_rules("severity = \"critical\"", "")
+            ),
+            "alerts.toml",
+        )
+        .unwrap();
+        let mut notifier = Notifier::new(None, file.contact_points, file.policy);
+        let mut engine = Engine::new(file.rules);
+        set_items(store, &[(7, 42), (8, 50)]).await;
+        evaluate_once(&mut engine, store, Some(&mut notifier), &view, &metrics, T0).await;
+        // One message per group: `high` (two alerts) and `low` (one).
+        let mut messages = [received.recv().await.unwrap(), received.recv().await.unwrap()];
+        assert!(received.try_recv().is_err());
+        // `high`'s first.
+        messages.sort_by_key(|m| !m["text"].as_str().unwrap().contains("high"));
+        let high = &messages[0];
+        assert_eq!(high["text"], "[FIRING:2] high (p critical)");
+        let blocks = high["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0], serde_json::json!({"type": "header", "text": {"type": "plain_text", "text": "[FIRING:2] high (p critical)"}}));
+        assert_eq!(blocks[1]["type"], "section");
+        assert_eq!(blocks[1]["text"]["type"], "mrkdwn");
+        let section = blocks[1]["text"]["text"].as_str().unwrap();
+        assert!(section.starts_with("*Firing*\n• high item_id=7 on p: 42 (critical), since 2026-01-01T00:00:00"), "{section}");
+        assert!(section.contains("\n• high item_id=8 on p: 50 (critical)"), "{section}");
+        assert_eq!(blocks.last().unwrap()["type"], "context");
+        assert_eq!(blocks.last().unwrap()["elements"][0]["text"], "group alertname=high");
+        assert_eq!(messages[1]["text"], "[FIRING:1] low (p warning)");
+        assert!(high.get("alerts").is_none(), "Slack's shape, not the webhook's");
+
+        set_items(store, &[(7, 42), (8, 1)]).await;
+        evaluate_once(&mut engine, store, Some(&mut notifier), &view, &metrics, T0 + 10 * SECOND).await;
+        let resolved = received.recv().await.unwrap();
+        assert_eq!(resolved["text"], "[FIRING:1] high (p critical)");
+        let sections: Vec<&str> = resolved["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "section")
+            .map(|b| b["text"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(sections.len(), 2, "{resolved}");
+        assert!(sections[0].starts_with("*Firing*\n• high item_id=7"), "{sections:?}");
+        assert!(sections[1].starts_with("*Resolved*\n• high item_id=8 on p: 1 (critical), resolved 2026-01-01T00:00:10"), "{sections:?}");
+    });
+}
+
+#[test]
+fn each_rule_goes_to_its_contact_point_and_the_others_to_the_policys() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = sqlite(&dir).await;
+        let (store, view, metrics) = (store.as_ref(), AlertsView::default(), Metrics::new());
+        let (ops_url, mut ops) = receiver().await;
+        let (default_url, mut default) = receiver().await;
+        let file = rules::parse_file(
+            &format!(
+                "[[contact_point]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{ops_url}\"\n\
+                 [policy]\ngroup_wait = 0\ngroup_interval = 0\n{}",
+                two_rules("contact_point = \"ops\"", "")
+            ),
+            "alerts.toml",
+        )
+        .unwrap();
+        let mut notifier = Notifier::new(Some(default_url), file.contact_points, file.policy);
+        let names: Vec<&str> = notifier.contact_points().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["default", "ops"]);
+        let mut engine = Engine::new(file.rules);
+        set_items(store, &[(7, 42)]).await;
+        evaluate_once(&mut engine, store, Some(&mut notifier), &view, &metrics, T0).await;
+        let to_ops = ops.recv().await.unwrap();
+        assert_eq!((to_ops["receiver"].as_str(), items_of(&to_ops)), (Some("ops"), vec![("firing", "high")]));
+        assert_eq!(to_ops["groupKey"], r#"ops:{alertname="high"}"#);
+        let to_default = default.recv().await.unwrap();
+        assert_eq!(
+            (to_default["receiver"].as_str(), items_of(&to_default)),
+            (Some("default"), vec![("firing", "low")])
+        );
+        assert!(ops.try_recv().is_err() && default.try_recv().is_err(), "each to its own");
+    });
+}
+
+#[test]
+fn contact_points_and_the_policy_are_on_the_alerts_page_and_api_without_their_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(sqlite(&dir).await);
+        let file = rules::parse_file(
+            &format!(
+                "[[contact_point]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/secret-one\"\n\
+                 [policy]\ngroup_by = [\"alertname\", \"pipeline\"]\nrepeat_interval = \"1h30m\"\n{}",
+                two_rules("contact_point = \"ops\"", "")
+            ),
+            "alerts.toml",
+        )
+        .unwrap();
+        let notifier = Notifier::new(Some("http://127.0.0.1:1/hook?token=secret-two".into()), file.contact_points, file.policy);
+        let view = std::sync::Arc::new(AlertsView::new(file.rules));
+        view.set_notifications(notifier.contact_points().to_vec(), notifier.policy().clone());
+        let (url, _stop) = support::serve(support::state(store, view)).await;
+        let api: serde_json::Value = reqwest::get(format!("{url}/api/alerts")).await.unwrap().json().await.unwrap();
+        assert_eq!(
+            api["contact_points"],
+            serde_json::json!([
+                {"name": "default", "kind": "webhook", "url_from": "--webhook"},
+                {"name": "ops", "kind": "slack", "url_from": "url"},
+            ])
+        );
+        assert_eq!(api["policy"]["group_by"], serde_json::json!(["alertname", "pipeline"]));
+        assert_eq!(api["policy"]["repeat_interval_seconds"], 5400.0);
+        assert_eq!(api["rules"][0]["contact_point"], "ops");
+        let page = reqwest::get(format!("{url}/alerts")).await.unwrap().text().await.unwrap();
+        assert!(page.contains("<tr data-contact-point=\"ops\"><td>ops</td><td>slack</td><td>url</td><td>high</td></tr>"), "{page}");
+        assert!(page.contains("<tr data-contact-point=\"default\"><td>default</td><td>webhook</td><td>--webhook</td><td>low</td></tr>"), "{page}");
+        assert!(page.contains("every 1h30m (repeat interval)"), "{page}");
+        for text in [api.to_string(), page] {
+            assert!(!text.contains("secret") && !text.contains("hooks.slack.com"), "a URL shows: {text}");
+        }
     });
 }

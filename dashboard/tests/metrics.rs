@@ -8,7 +8,7 @@ mod support;
 
 use std::sync::Arc;
 
-use dashboard::alerts::{AlertsView, Engine, evaluate_once, rules, webhook::Webhook};
+use dashboard::alerts::{AlertsView, Engine, Notifier, Policy, evaluate_once, rules};
 use dashboard::auth::{Access, Credentials, Secret};
 use store::{ColumnType, PipelineStatus, QLIK_TARGETS_TABLE, ResultColumn, ResultDelta, ResultRow, Store, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,8 +30,9 @@ async fn set_result(store: &dyn Store, n: i64) {
     store.write_batch("per_item", &columns, &delta, &status, &[], &[]).await.unwrap();
 }
 
-/// A webhook receiver that answers every POST with `status`.
-async fn webhook_answering(status: u16) -> String {
+/// A webhook receiver that answers the first `failing` POSTs with 500, then 204.
+async fn webhook_failing_first(failing: usize) -> String {
+    let mut failures_left = failing;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -55,6 +56,8 @@ async fn webhook_answering(status: u16) -> String {
                 }
                 assert!(n > 0, "the request ended early");
             }
+            let status = if failures_left > 0 { 500 } else { 204 };
+            failures_left = failures_left.saturating_sub(1);
             let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             socket.write_all(answer.as_bytes()).await.unwrap();
         }
@@ -148,8 +151,11 @@ fn a_scrape_shows_requests_store_errors_alerts_and_webhooks_moving() {
         assert_eq!(get("/api/pipelines", Some(TOKEN)).await, 200, "the page goes on without the Qlik states");
         assert_eq!(sample(&scrape().await, qlik_errors), Some(1.0));
 
-        // Alerts: normal, then firing (the webhook refuses), then resolved (it accepts).
+        // Alerts: normal, then firing (the webhook refuses), then resolved (it accepts
+        // the firing one again, then the resolve). Notified at once: no group wait.
         let mut engine = Engine::new(rules);
+        let at_once = Policy { group_wait_seconds: 0.0, group_interval_seconds: 0.0, ..Policy::default() };
+        let mut notifier = Notifier::new(Some(webhook_failing_first(1).await), vec![], at_once);
         evaluate_once(&mut engine, store.as_ref(), None, &alerts, &metrics, T0).await;
         let text = scrape().await;
         let firing = r#"dashboard_alert_instances{rule="busy",state="firing"}"#;
@@ -160,8 +166,7 @@ fn a_scrape_shows_requests_store_errors_alerts_and_webhooks_moving() {
         assert_eq!(sample(&text, "dashboard_webhook_requests_total"), Some(0.0));
 
         set_result(raw.as_ref(), 80).await;
-        let refusing = Webhook::new(webhook_answering(500).await);
-        evaluate_once(&mut engine, store.as_ref(), Some(&refusing), &alerts, &metrics, T0 + 1).await;
+        evaluate_once(&mut engine, store.as_ref(), Some(&mut notifier), &alerts, &metrics, T0 + 1).await;
         let text = scrape().await;
         assert_eq!((sample(&text, normal), sample(&text, firing)), (Some(0.0), Some(1.0)));
         assert_eq!(sample(&text, r#"dashboard_alert_transitions_total{rule="busy",to="firing"}"#), Some(1.0));
@@ -169,11 +174,10 @@ fn a_scrape_shows_requests_store_errors_alerts_and_webhooks_moving() {
         assert_eq!(sample(&text, "dashboard_webhook_failures_total"), Some(1.0));
 
         set_result(raw.as_ref(), 5).await;
-        let accepting = Webhook::new(webhook_answering(204).await);
-        evaluate_once(&mut engine, store.as_ref(), Some(&accepting), &alerts, &metrics, T0 + 2).await;
+        evaluate_once(&mut engine, store.as_ref(), Some(&mut notifier), &alerts, &metrics, T0 + 2).await;
         let text = scrape().await;
         assert_eq!((sample(&text, normal), sample(&text, firing)), (Some(1.0), Some(0.0)), "resolved");
-        assert_eq!(sample(&text, "dashboard_webhook_requests_total"), Some(2.0));
+        assert_eq!(sample(&text, "dashboard_webhook_requests_total"), Some(3.0), "the firing one again, the resolve");
         assert_eq!(sample(&text, "dashboard_webhook_failures_total"), Some(1.0));
         assert_eq!(sample(&text, "dashboard_alert_evaluations_total"), Some(3.0));
         let read_table = r#"dashboard_store_read_duration_seconds_count{operation="read_table"}"#;

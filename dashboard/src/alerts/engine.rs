@@ -60,7 +60,7 @@ pub struct Instance {
     pub value: Option<f64>,
     /// Microseconds: when the current state began.
     pub since: i64,
-    /// Microseconds: when it started firing (for the webhook's startsAt).
+    /// Microseconds: when it started firing (for the notifications' startsAt).
     pub firing_since: Option<i64>,
     pub message: Option<String>,
 }

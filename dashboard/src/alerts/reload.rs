@@ -1,4 +1,5 @@
-//! The rules file, watched: an edit that parses replaces the running rules; one that
+//! The rules file, watched: an edit that parses replaces the running rules (and
+//! contact points and policy); one that
 //! does not is reported on `/alerts` (and in the log) while the rules before it keep
 //! running, as Grafana's file provisioning and Prometheus' rule reloads behave.
 
@@ -8,16 +9,16 @@ use std::sync::Arc;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 
-use super::{AlertsView, Rule, rules};
+use super::{AlertsView, RulesFile, rules};
 
 /// Watches `path` (through its directory: editors replace files rather than write them
-/// in place). Returns the watcher, which must be kept, and the rules after each edit
-/// that parses.
+/// in place). Returns the watcher, which must be kept, and the file as read after each
+/// edit that parses.
 pub fn watch(
     path: &Path,
-    rules: Vec<Rule>,
+    rules: RulesFile,
     view: Arc<AlertsView>,
-) -> notify::Result<(notify::RecommendedWatcher, watch::Receiver<Vec<Rule>>)> {
+) -> notify::Result<(notify::RecommendedWatcher, watch::Receiver<RulesFile>)> {
     let (sender, receiver) = watch::channel(rules);
     let file: PathBuf = path.to_path_buf();
     let name = file.file_name().map(|n| n.to_os_string());
@@ -26,7 +27,7 @@ pub fn watch(
         if event.kind.is_access() || !event.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
             return;
         }
-        match rules::load(&file) {
+        match rules::load_file(&file) {
             Ok(rules) => {
                 if let Ok(mut error) = view.rules_error.write() {
                     *error = None;

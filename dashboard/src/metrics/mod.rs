@@ -7,7 +7,7 @@
 //!   the store, so every read counts: pages, API, health check, alert rules);
 //! * alert rule evaluations and their duration, transitions, and the current alert
 //!   instances by rule and state;
-//! * webhook requests and failures.
+//! * notifications POSTed to contact points (webhooks, Slack), and those that failed.
 //!
 //! One [`Metrics`] per dashboard (tests run several in one process, each with its own).
 //! A scrape gets OpenMetrics text when it asks for it (Prometheus does), else the
@@ -145,13 +145,13 @@ impl Metrics {
         let webhook_requests = Counter::default();
         registry.register(
             "dashboard_webhook_requests",
-            "Alert notifications POSTed to the webhook",
+            "Alert notifications POSTed to contact points (webhook, Slack)",
             webhook_requests.clone(),
         );
         let webhook_failures = Counter::default();
         registry.register(
             "dashboard_webhook_failures",
-            "Alert notifications the webhook did not accept (no answer, or an error status)",
+            "Alert notifications a contact point did not accept (no answer, or an error status)",
             webhook_failures.clone(),
         );
         Metrics {

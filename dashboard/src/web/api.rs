@@ -10,11 +10,14 @@ use super::view::{self, Charts, PipelineItem, QlikTargets, ResultView, TableQuer
 use crate::AppState;
 use crate::alerts::silences;
 
-/// The alert rules, every instance's state, and the latest transitions.
+/// The alert rules, every instance's state, the latest transitions, the contact points
+/// (names and kinds, never their URLs) and the notification policy.
 pub async fn alerts(State(state): State<AppState>) -> Result<Json<Json_>, WebError> {
     let history = state.store.alert_history(super::pages::HISTORY_SHOWN).await?;
     Ok(Json(json!({
         "rules": state.alerts.rules(),
+        "contact_points": state.alerts.contact_points(),
+        "policy": state.alerts.policy(),
         "rules_error": state.alerts.rules_error(),
         "instances": state.alerts.instances(),
         "history": history,

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::response::Html;
 use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, Silence};
 
-use crate::alerts::{AlertState, Instance, Rule};
+use crate::alerts::{AlertState, ContactPoint, Instance, Policy, Rule};
 
 use super::WebError;
 use super::view::{self, PipelineItem, QlikTargets, RANGES, ResultView, TableQuery, Zone};
@@ -200,11 +200,30 @@ struct AlertsPage {
     silenced_by: Vec<Option<String>>,
     /// Why the rules file's last edit was not taken (the rules before it still run).
     rules_error: Option<String>,
+    /// Names and kinds (the URLs are never shown).
+    contact_points: Vec<ContactPoint>,
+    policy: Policy,
     refresh_seconds: f64,
     zone: &'static str,
 }
 
 impl AlertsPage {
+    /// The rules whose notifications go to `contact_point`.
+    fn routed_to(&self, contact_point: &str) -> String {
+        let rules: Vec<&str> = self
+            .rules
+            .iter()
+            .filter(|r| r.contact_point.as_deref().unwrap_or(&self.policy.contact_point) == contact_point)
+            .map(|r| r.name.as_str())
+            .collect();
+        rules.join(", ")
+    }
+
+    /// Whether `--webhook` gave the `default` contact point.
+    fn has_default(&self) -> bool {
+        self.contact_points.iter().any(|c| c.name == crate::alerts::contact_points::DEFAULT)
+    }
+
     /// The silence covering instance number `index`, if any.
     fn silenced(&self, index: impl std::borrow::Borrow<usize>) -> Option<&str> {
         self.silenced_by.get(*index.borrow()).and_then(|s| s.as_deref())
@@ -225,6 +244,8 @@ pub async fn alerts(State(state): State<AppState>, zone: Zone) -> Result<Html<St
     let page = AlertsPage {
         rules: state.alerts.rules(),
         rules_error: state.alerts.rules_error(),
+        contact_points: state.alerts.contact_points(),
+        policy: state.alerts.policy(),
         silences,
         silenced_by,
         instances,
@@ -233,6 +254,23 @@ pub async fn alerts(State(state): State<AppState>, zone: Zone) -> Result<Html<St
         zone: zone.name(),
     };
     Ok(Html(page.render()?))
+}
+
+/// Seconds as Grafana writes durations: `30s`, `5m`, `4h`, `1h30m`.
+pub fn duration_text(seconds: impl std::borrow::Borrow<f64>) -> String {
+    let seconds = *seconds.borrow();
+    let whole = seconds.round() as i64;
+    if (seconds - whole as f64).abs() > 1e-9 || whole == 0 {
+        return format!("{seconds}s");
+    }
+    let (h, m, s) = (whole / 3600, whole % 3600 / 60, whole % 60);
+    let mut text = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            text.push_str(&format!("{n}{unit}"));
+        }
+    }
+    text
 }
 
 /// A rule's condition as text, e.g. `above 100`.
