@@ -59,12 +59,94 @@ async function refreshOverview(table) {
     const set = (field, text) => { const c = row.querySelector(`[data-field="${field}"]`); if (c && c.firstChild?.nodeType !== 1) c.textContent = text; };
     drawState(row.querySelector('[data-field="state"]'), s);
     for (const f of ["events_in", "events_ok", "events_late", "lag", "last_batch_at"]) set(f, s[f] ?? "");
+    set("watermark_delay", s.watermark ? delayText(now / 1000 - Date.parse(s.watermark) / 1000) : "");
     const bad = row.querySelector('[data-field="events_bad"] a');
     if (bad) bad.textContent = s.events_bad;
     drawQlikIndicator(row, s);
     const last = lastCounts.get(s.name);
     if (last) set("rate", Math.round((s.events_in - last.count) / ((now - last.at) / 1000)));
     lastCounts.set(s.name, { count: s.events_in, at: now });
+  }
+  await refreshHealth(table);
+}
+
+// A delay in seconds as people read it: `12 s`, `4.5 min`, `2.1 h`, `3 d`.
+function delayText(seconds) {
+  const sign = seconds < 0 ? "-" : "";
+  const s = Math.abs(seconds);
+  if (s < 60) return sign + Math.round(s) + " s";
+  if (s < 3600) return sign + +(s / 60).toFixed(1) + " min";
+  if (s < 86400) return sign + +(s / 3600).toFixed(1) + " h";
+  return sign + +(s / 86400).toFixed(1) + " d";
+}
+
+// ---- overview: each pipeline's health over the last hour or day (small uPlot charts) ----
+// The dashboard samples every pipeline's status every 10 s into a history kept in the
+// store (see health.rs); each value cell gets a line of it, over a fixed span ending
+// now, so an idle or stalled pipeline shows as such, and a gap where nothing was sampled.
+const HEALTH = [
+  { measure: "events_per_second", label: "events/s", color: "#3b6fd8", text: numberText },
+  { measure: "lag", label: "lag", color: "#e4892b", text: numberText },
+  { measure: "watermark_delay_seconds", label: "watermark delay", color: "#8a5cc4", text: delayText },
+];
+const sparklines = new Map(); // "pipeline/measure" → uPlot
+window.dashboardSparklines = sparklines; // for the browser tests
+
+function sparklineOptions(color, span) {
+  return {
+    width: 140, height: 30,
+    padding: [3, 1, 1, 1],
+    legend: { show: false },
+    cursor: { show: false },
+    select: { show: false },
+    scales: {
+      x: { time: true, range: () => { const now = Date.now() / 1000; return [now - span, now]; } },
+      y: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(max ?? 0, 0) * 1.1 || 1] },
+    },
+    axes: [{ show: false }, { show: false }],
+    series: [{}, { stroke: color, width: 1.5, fill: color + "22", spanGaps: false, points: { show: false } }],
+  };
+}
+
+// `t` and `values` with a null where samples are more than two periods apart (the
+// dashboard was not running), so the line breaks there instead of bridging it.
+function withGaps(t, values, period) {
+  const x = [], y = [];
+  t.forEach((at, i) => {
+    if (i > 0 && at - t[i - 1] > 2 * period) { x.push(t[i - 1] + period); y.push(null); }
+    x.push(at);
+    y.push(values[i]);
+  });
+  return [x, y];
+}
+
+async function refreshHealth(table) {
+  const range = table.dataset.healthRange === "24h" ? "24h" : "1h";
+  const span = range === "24h" ? 86400 : 3600;
+  const data = await getJson("/api/health?range=" + range);
+  for (const series of data.pipelines) {
+    const row = table.querySelector(`tr[data-pipeline="${CSS.escape(series.pipeline)}"]`);
+    if (!row) continue;
+    for (const h of HEALTH) {
+      const holder = row.querySelector(`[data-spark="${h.measure}"]`);
+      if (!holder) continue;
+      const points = withGaps(series.t, series[h.measure], data.resolution_seconds);
+      const key = series.pipeline + "/" + h.measure;
+      const plot = sparklines.get(key);
+      if (plot) plot.setData(points);
+      else sparklines.set(key, new uPlot(sparklineOptions(h.color, span), points, holder));
+      const known = series[h.measure].filter(v => v != null);
+      // Until two refreshes give the live rate, the latest sampled one if it is recent.
+      const rate = row.querySelector('[data-field="rate"]');
+      const last = series.t.length - 1;
+      const recent = last >= 0 && Date.now() / 1000 - series.t[last] < 3 * data.resolution_seconds;
+      if (h.measure === "events_per_second" && rate && rate.textContent === "" && recent && series[h.measure][last] != null) {
+        rate.textContent = Math.round(series[h.measure][last]);
+      }
+      holder.title = known.length
+        ? `${h.label} over the last ${range === "24h" ? "day" : "hour"}: latest ${h.text(known[known.length - 1])}, highest ${h.text(Math.max(...known))}`
+        : `${h.label}: no samples yet`;
+    }
   }
 }
 
@@ -482,5 +564,8 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const pipeline = document.getElementById("pipeline");
   if (pipeline) refreshPipeline(pipeline).catch(() => {});
+  // The overview's rates, watermark delays and health charts at once, not a refresh later.
+  const overview = document.getElementById("pipelines");
+  if (overview) refreshOverview(overview).catch(() => {});
   schedule();
 });

@@ -2,7 +2,9 @@
 //! the aggregator writes (SQLite or MongoDB, through `store::Store`) and shows every
 //! pipeline's state, its live result as a table and a chart, its bad records, and the
 //! state of its Qlik targets (the apps the aggregator pushes its result into).
-//! It only reads: the aggregator never talks to it, and it never talks to the aggregator.
+//! It reads what the aggregator writes, and writes only its own records (alert
+//! transitions, silences, the pipelines' health history): the aggregator never talks to
+//! it, and it never talks to the aggregator.
 //!
 //! Layout:
 //! * [`run`] serves until `shutdown` resolves (tests bind port 0 and pass their own);
@@ -14,6 +16,8 @@
 //! * `alerts/`: threshold alert rules (`rules.rs`), their state machine (`engine.rs`),
 //!   the notification policy (`notify.rs`: groups, waits, repeats) and the contact
 //!   points (`contact_points.rs`: webhook, Slack), evaluated on an interval beside the server;
+//! * `health.rs`: each pipeline's health (events/s, lag, watermark delay) sampled into
+//!   a bounded, downsampled history in the store, for the overview's small charts;
 //! * `auth.rs`: who may see it ([`auth::Access`]: basic auth and/or a bearer token,
 //!   required unless it listens on loopback only), checked before every route but
 //!   `/healthz`;
@@ -24,6 +28,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod health;
 pub mod metrics;
 mod web;
 

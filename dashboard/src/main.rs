@@ -168,6 +168,8 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::spawn(run);
     }
+    // The pipelines' health over time, for the overview (kept in the store).
+    tokio::spawn(dashboard::health::run(store.clone(), dashboard::health::Sampler::default()));
     let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts, access, metrics };
     // Ctrl-C, or SIGTERM from `docker stop`: finish the requests in flight, then exit.
     let shutdown = async {

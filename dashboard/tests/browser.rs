@@ -3,7 +3,8 @@
 //! appears on the open overview without a reload, Qlik targets appear and change on
 //! the open pages without a reload, and markup from the data never runs; behind
 //! credentials, the browser's login prompt comes up, a cancelled one shows a 401 and no
-//! data, and once logged in the pages render and refresh live. Screenshots go to
+//! data, and once logged in the pages render and refresh live; the overview draws each
+//! pipeline's health over the last hour and day. Screenshots go to
 //! `target/test-artifacts/dashboard/`.
 
 mod support;
@@ -267,6 +268,61 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
         assert_eq!(browser.eval("document.getElementById('state').textContent").await, "starting");
         assert_eq!(browser.eval("window.__marker").await, "no reload");
         browser.screenshot("pipeline-without-result").await;
+    });
+}
+
+#[test]
+fn the_overview_draws_each_pipelines_health_over_the_last_hour_and_day() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
+        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
+        write(store.as_ref(), 5).await;
+        // The last 50 minutes, sampled every 10 s as the dashboard does: the rate
+        // climbs and falls, the lag builds up then drains, the watermark trails by
+        // 5 s to 2 min; nothing for the 10 minutes before now (the dashboard was down).
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut sampler = dashboard::health::Sampler::default();
+        let (mut events, mut status) = (0u64, PipelineStatus { name: "per_window".into(), state: "running".into(), ..Default::default() });
+        for i in 0..300i64 {
+            let at = now - 3_600_000_000 + i * 10_000_000;
+            let wave = ((i as f64) / 300.0 * std::f64::consts::PI).sin();
+            events += (wave * 5_000.0) as u64 + 200;
+            status.events_in = events;
+            status.lag = (wave * wave * 40_000.0) as u64;
+            status.watermark = Some(store::iso_micros(at - 5_000_000 - (wave * 115_000_000.0) as i64));
+            store.write_status(&status).await.unwrap();
+            sampler.sample(store.as_ref(), at).await.unwrap();
+        }
+        let (url, _stop) = serve(state(store.clone(), Arc::new(AlertsView::default()))).await;
+        let mut browser = Browser::start().await;
+
+        browser.goto(&format!("{url}/")).await;
+        browser.wait_for("window.dashboardSparklines && window.dashboardSparklines.size === 3").await;
+        let drawn = "[...document.querySelectorAll('tr[data-pipeline=per_window] .spark')].map(h => [h.dataset.spark, h.querySelectorAll('canvas').length, h.querySelector('canvas').width > 0])";
+        assert_eq!(
+            browser.eval(drawn).await,
+            json!([["events_per_second", 1, true], ["lag", 1, true], ["watermark_delay_seconds", 1, true]])
+        );
+        // What each chart holds: a point per sample (the first has no rate), on an
+        // hour's span ending now.
+        let plotted = "(() => { const p = window.dashboardSparklines.get('per_window/lag'); return [p.data[0].length, p.data[1].filter(v => v != null).length, Math.round(p.scales.x.max - p.scales.x.min)]; })()";
+        assert_eq!(browser.eval(plotted).await, json!([300, 300, 3600]));
+        let rates = "window.dashboardSparklines.get('per_window/events_per_second').data[1].filter(v => v != null).length";
+        assert_eq!(browser.eval(rates).await, 299);
+        let title = "document.querySelector('[data-spark=lag]').title";
+        assert!(browser.eval(title).await.as_str().unwrap().starts_with("lag over the last hour: latest "), "a tooltip says the values");
+        browser.wait_for("document.querySelector('[data-field=watermark_delay]').textContent.endsWith(' min')").await;
+        browser.screenshot("overview-health").await;
+
+        // The last day: one point per minute.
+        browser.navigate_by("document.querySelector('#health-range a[href=\"?health=24h\"]').click()", "window.dashboardSparklines && window.dashboardSparklines.size === 3").await;
+        let minutes = "(() => { const p = window.dashboardSparklines.get('per_window/lag'); return [p.data[0].length >= 50 && p.data[0].length <= 52, Math.round(p.scales.x.max - p.scales.x.min)]; })()";
+        assert_eq!(browser.eval(minutes).await, json!([true, 86400]));
+        assert_eq!(browser.eval("document.querySelector('#health-range a.active').textContent").await, "the last day");
+        browser.screenshot("overview-health-day").await;
     });
 }
 

@@ -10,7 +10,11 @@
 //!   re-processing after a crash overwrites instead of duplicating;
 //! * `_alerts`: alert state transitions ([`AlertTransition`]), written by the dashboard;
 //! * `_qlik_targets`: one row per pipeline and Qlik app it is pushed into
-//!   ([`QlikTargetStatus`]), written by the aggregator's Qlik push.
+//!   ([`QlikTargetStatus`]), written by the aggregator's Qlik push;
+//! * `_silences`: alert silences ([`Silence`]), written by the dashboard;
+//! * `_pipeline_health`: each pipeline's health over time ([`HealthSample`]: events/s,
+//!   lag, watermark delay), sampled by the dashboard at a few resolutions, each kept
+//!   to a fixed number of samples.
 //!
 //! [`Store`] is the one interface to both: its write side is used by the aggregator,
 //! its read side by the dashboard, and `tests/conformance.rs` runs every behaviour
@@ -207,6 +211,14 @@ pub trait Store: Send + Sync {
     /// Every Qlik target's state, by pipeline and target.
     async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>>;
 
+    /// Writes pipeline health samples (one with the same pipeline, resolution and time
+    /// replaces the one before), then keeps only the newest `keep` of each pipeline and
+    /// resolution the samples are of.
+    async fn write_health(&self, samples: &[HealthSample], keep: usize) -> Result<()>;
+
+    /// The health samples of one resolution, by pipeline, then oldest first.
+    async fn health(&self, resolution_seconds: u32) -> Result<Vec<HealthSample>>;
+
     /// All rows of a result table ordered by `_id`, or `None` if it does not exist.
     async fn read_table(&self, table: &str) -> Result<Option<ResultTable>> {
         let all = PageRequest { limit: u64::MAX, ..PageRequest::default() };
@@ -226,6 +238,7 @@ pub const LATE_RECORDS_TABLE: &str = "_late_records";
 pub const ALERTS_TABLE: &str = "_alerts";
 pub const QLIK_TARGETS_TABLE: &str = "_qlik_targets";
 pub const SILENCES_TABLE: &str = "_silences";
+pub const HEALTH_TABLE: &str = "_pipeline_health";
 
 /// A result table as read back: its columns (besides `_id`) and rows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -292,6 +305,23 @@ pub struct Silence {
     pub created_at: String,
     /// ISO-8601 UTC: when it stops (set to now to expire it).
     pub ends_at: String,
+}
+
+/// One pipeline's health over one period: a sample taken by the dashboard, or the
+/// summary of several over a longer period (a coarser resolution).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HealthSample {
+    pub pipeline: String,
+    /// The length of the period it stands for (10: a sample every 10 s; 60: a minute).
+    pub resolution_seconds: u32,
+    /// ISO-8601 UTC: the start of the period.
+    pub at: String,
+    /// Events consumed per second over it, if known (not across a restart of the pipeline).
+    pub events_per_second: Option<f64>,
+    /// Records waiting in the source (the status's `lag`).
+    pub lag: Option<u64>,
+    /// How far the watermark trails the clock, in seconds, if the pipeline has one.
+    pub watermark_delay_seconds: Option<f64>,
 }
 
 /// A condition on one column of a result (the table's column filters).

@@ -25,9 +25,10 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::uri::{password_of, redact_uri};
 use crate::{
-    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, Comparison, FilterCondition, LATE_RECORDS_TABLE,
-    Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
-    ResultDelta, ResultRow, SILENCES_TABLE, STATUS_TABLE, Silence, Store, StoreError, Value, iso_micros,
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnType, Comparison, FilterCondition, HEALTH_TABLE,
+    HealthSample, LATE_RECORDS_TABLE, Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus,
+    RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow, SILENCES_TABLE, STATUS_TABLE, Silence, Store,
+    StoreError, Value, iso_micros,
 };
 
 /// Statements per bulk command: large enough that a round trip carries many rows,
@@ -82,6 +83,7 @@ impl MongoStore {
             (BAD_RECORDS_TABLE, doc! {"pipeline": 1}),
             (LATE_RECORDS_TABLE, doc! {"pipeline": 1}),
             (ALERTS_TABLE, doc! {"at": -1}),
+            (HEALTH_TABLE, doc! {"resolution_seconds": 1, "pipeline": 1, "at": 1}),
         ] {
             store.create_index(collection, keys).await?;
         }
@@ -554,6 +556,40 @@ impl Store for MongoStore {
 
     async fn silences(&self) -> Result<Vec<Silence>> {
         self.all_as(SILENCES_TABLE, doc! {"created_at": -1, "_id": -1}).await
+    }
+
+    async fn write_health(&self, samples: &[HealthSample], keep: usize) -> Result<()> {
+        let mut documents = Vec::new();
+        for s in samples {
+            let id = doc! {"pipeline": &s.pipeline, "resolution_seconds": s.resolution_seconds, "at": &s.at};
+            let mut document = bson::to_document(s).map_err(|e| self.error(e))?;
+            document.insert("_id", id.clone());
+            documents.push((Bson::Document(id), document, 256));
+        }
+        self.upsert_all(HEALTH_TABLE, documents).await?;
+        let series: std::collections::BTreeSet<(&str, u32)> =
+            samples.iter().map(|s| (s.pipeline.as_str(), s.resolution_seconds)).collect();
+        for (pipeline, resolution) in series {
+            let series = doc! {"pipeline": pipeline, "resolution_seconds": resolution};
+            // Everything older than the `keep`-th newest (none if there are fewer).
+            let mut older = series.clone();
+            if keep > 0 {
+                let kept = self.find_all(HEALTH_TABLE, series, doc! {"at": -1}, keep as u64 - 1, 1).await?;
+                let Some(oldest_kept) = kept.first().and_then(|d| d.get_str("at").ok()) else { continue };
+                older.insert("at", doc! {"$lt": oldest_kept});
+            }
+            self.collection(HEALTH_TABLE).delete_many(older).await.map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    async fn health(&self, resolution_seconds: u32) -> Result<Vec<HealthSample>> {
+        let filter = doc! {"resolution_seconds": resolution_seconds};
+        self.find_all(HEALTH_TABLE, filter, doc! {"pipeline": 1, "at": 1}, 0, u64::MAX)
+            .await?
+            .into_iter()
+            .map(|d| bson::from_document(d).map_err(|e| self.error(format!("{HEALTH_TABLE}: {e}"))))
+            .collect()
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {

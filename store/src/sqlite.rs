@@ -13,10 +13,10 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::{
-    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnRole, ColumnType, FilterCondition, LATE_RECORDS_TABLE,
-    Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
-    ResultDelta, ResultRow, SILENCES_TABLE, STATUS_TABLE, Silence, Store, StoreError, Value, WindowSum, iso_micros,
-    parse_iso_micros,
+    ALERTS_TABLE, AlertTransition, BAD_RECORDS_TABLE, ColumnRole, ColumnType, FilterCondition, HEALTH_TABLE,
+    HealthSample, LATE_RECORDS_TABLE, Page, PageRequest, PipelineStatus, QLIK_TARGETS_TABLE, QlikTargetStatus,
+    RejectedRecord, Result, ResultColumn, ResultDelta, ResultRow, SILENCES_TABLE, STATUS_TABLE, Silence, Store,
+    StoreError, Value, WindowSum, iso_micros, parse_iso_micros,
 };
 
 /// Write transactions take the write lock at BEGIN, where the busy timeout applies,
@@ -285,7 +285,10 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             severity TEXT, from_state TEXT, to_state TEXT, value REAL, at TEXT, message TEXT);
          CREATE TABLE IF NOT EXISTS {QLIK_TARGETS_TABLE} (
             pipeline TEXT, target TEXT, status TEXT, PRIMARY KEY (pipeline, target));
-         CREATE TABLE IF NOT EXISTS {SILENCES_TABLE} (id TEXT PRIMARY KEY, created_at TEXT, silence TEXT);"
+         CREATE TABLE IF NOT EXISTS {SILENCES_TABLE} (id TEXT PRIMARY KEY, created_at TEXT, silence TEXT);
+         CREATE TABLE IF NOT EXISTS {HEALTH_TABLE} (
+            pipeline TEXT, resolution_seconds INTEGER, at TEXT, events_per_second REAL, lag INTEGER,
+            watermark_delay_seconds REAL, PRIMARY KEY (pipeline, resolution_seconds, at)) WITHOUT ROWID;"
     ))?;
     // Stores written by earlier versions lack the status columns added since.
     let added = [
@@ -607,6 +610,67 @@ impl Store for SqliteStore {
 
     async fn silences(&self) -> Result<Vec<Silence>> {
         self.json_rows(&format!("SELECT silence FROM {SILENCES_TABLE} ORDER BY created_at DESC, id DESC"))
+    }
+
+    async fn write_health(&self, samples: &[HealthSample], keep: usize) -> Result<()> {
+        self.transaction(|tx| {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {HEALTH_TABLE}
+                 (pipeline, resolution_seconds, at, events_per_second, lag, watermark_delay_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ))?;
+            for s in samples {
+                let lag = s.lag.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+                insert.execute(params![
+                    s.pipeline,
+                    s.resolution_seconds,
+                    s.at,
+                    s.events_per_second,
+                    lag,
+                    s.watermark_delay_seconds
+                ])?;
+            }
+            // Everything older than the `keep`-th newest (none if there are fewer).
+            let mut prune = tx.prepare_cached(&format!(
+                "DELETE FROM {HEALTH_TABLE} WHERE pipeline = ?1 AND resolution_seconds = ?2 AND at < (
+                    SELECT at FROM {HEALTH_TABLE} WHERE pipeline = ?1 AND resolution_seconds = ?2
+                    ORDER BY at DESC LIMIT 1 OFFSET ?3)"
+            ))?;
+            let series: std::collections::BTreeSet<(&str, u32)> =
+                samples.iter().map(|s| (s.pipeline.as_str(), s.resolution_seconds)).collect();
+            for (pipeline, resolution) in series {
+                match keep {
+                    0 => tx.execute(
+                        &format!("DELETE FROM {HEALTH_TABLE} WHERE pipeline = ?1 AND resolution_seconds = ?2"),
+                        params![pipeline, resolution],
+                    )?,
+                    _ => prune.execute(params![pipeline, resolution, (keep - 1) as i64])?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    async fn health(&self, resolution_seconds: u32) -> Result<Vec<HealthSample>> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT pipeline, resolution_seconds, at, events_per_second, lag, watermark_delay_seconds
+                 FROM {HEALTH_TABLE} WHERE resolution_seconds = ?1 ORDER BY pipeline, at"
+            ))
+            .map_err(|e| self.error(e))?;
+        stmt.query_map([resolution_seconds], |r| {
+            Ok(HealthSample {
+                pipeline: r.get(0)?,
+                resolution_seconds: r.get(1)?,
+                at: r.get(2)?,
+                events_per_second: r.get(3)?,
+                lag: r.get::<_, Option<i64>>(4)?.map(|l| l.max(0) as u64),
+                watermark_delay_seconds: r.get(5)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.error(e))
     }
 
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertTransition>> {

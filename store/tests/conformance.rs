@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use store::{
-    AlertTransition, ColumnFilter, ColumnRole, ColumnType, Comparison, FilterCondition, PageRequest, PipelineStatus,
-    QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Silence, Store, Value, WindowRange,
-    shadow_table,
+    AlertTransition, ColumnFilter, ColumnRole, ColumnType, Comparison, FilterCondition, HealthSample, PageRequest,
+    PipelineStatus, QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Silence, Store, Value,
+    WindowRange, shadow_table,
 };
 
 type Behaviour = for<'a> fn(&'a dyn Store, StoreKind) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -39,6 +39,7 @@ behaviours!(
     pages_are_sorted_filtered_by_window_start_and_counted,
     qlik_target_states_are_replaced_per_pipeline_and_target,
     silences_round_trip_newest_first_and_are_replaced_by_id,
+    health_samples_are_replaced_by_time_and_kept_to_the_newest_per_pipeline_and_resolution,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -514,6 +515,47 @@ async fn silences_round_trip_newest_first_and_are_replaced_by_id(store: &dyn Sto
     let expired = Silence { ends_at: "2026-01-01T00:40:00.000000Z".into(), ..second };
     store.save_silence(&expired).await.unwrap();
     assert_eq!(store.silences().await.unwrap(), [expired, first]);
+}
+
+async fn health_samples_are_replaced_by_time_and_kept_to_the_newest_per_pipeline_and_resolution(
+    store: &dyn Store,
+    _: StoreKind,
+) {
+    assert!(store.health(10).await.unwrap().is_empty());
+    let sample = |pipeline: &str, resolution_seconds: u32, i: i64, rate: Option<f64>| HealthSample {
+        pipeline: pipeline.into(),
+        resolution_seconds,
+        at: store::iso_micros(at(i * 10_000)),
+        events_per_second: rate,
+        lag: Some(i as u64 * 1_000),
+        watermark_delay_seconds: Some(i as f64 / 4.0),
+    };
+    // Ten samples of `a`, one write each as the dashboard does, keeping four; `b` keeps its two.
+    for i in 0..10 {
+        let samples = [sample("a", 10, i, Some(i as f64 * 1.5)), sample("b", 10, i.min(1), None)];
+        store.write_health(&samples, 4).await.unwrap();
+    }
+    store.write_health(&[sample("a", 60, 0, Some(2.0))], 4).await.unwrap();
+    let tens = store.health(10).await.unwrap();
+    let kept: Vec<(&str, i64)> = tens
+        .iter()
+        .map(|s| (s.pipeline.as_str(), (store::parse_iso_micros(&s.at).unwrap() - at(0)) / 10_000_000))
+        .collect();
+    assert_eq!(
+        kept,
+        [("a", 6), ("a", 7), ("a", 8), ("a", 9), ("b", 0), ("b", 1)],
+        "the newest four of a, oldest first"
+    );
+    assert_eq!(tens[3], sample("a", 10, 9, Some(13.5)), "read back as written");
+    assert_eq!(tens[4], sample("b", 10, 0, None));
+    assert_eq!(store.health(60).await.unwrap(), [sample("a", 60, 0, Some(2.0))], "each resolution its own");
+    // The same time again replaces it; keeping none empties the series.
+    store.write_health(&[sample("a", 10, 9, Some(99.0))], 4).await.unwrap();
+    let a: Vec<Option<f64>> =
+        store.health(10).await.unwrap().iter().filter(|s| s.pipeline == "a").map(|s| s.events_per_second).collect();
+    assert_eq!(a, [Some(9.0), Some(10.5), Some(12.0), Some(99.0)]);
+    store.write_health(&[sample("b", 10, 2, None)], 0).await.unwrap();
+    assert!(store.health(10).await.unwrap().iter().all(|s| s.pipeline == "a"));
 }
 
 /// MongoDB only: the documents carry BSON types, a window is a sub-document of dates

@@ -1,14 +1,15 @@
 //! [`MeteredStore`]: a [`Store`] that times every read and counts the failed ones, so
 //! that whoever reads (a page, the API, the health check, an alert rule) is measured.
-//! Writes (the dashboard writes only alert transitions) pass through unmeasured.
+//! Writes (the dashboard writes alert transitions, silences and pipeline health) pass
+//! through unmeasured.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use store::{
-    AlertTransition, Page, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, Result, ResultColumn,
-    ResultDelta, ResultTable, Silence, Store, WindowSum,
+    AlertTransition, HealthSample, Page, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, Result,
+    ResultColumn, ResultDelta, ResultTable, Silence, Store, WindowSum,
 };
 
 use super::Metrics;
@@ -125,6 +126,14 @@ impl Store for MeteredStore {
 
     async fn qlik_statuses(&self) -> Result<Vec<QlikTargetStatus>> {
         self.read("qlik_statuses", self.inner.qlik_statuses()).await
+    }
+
+    async fn write_health(&self, samples: &[HealthSample], keep: usize) -> Result<()> {
+        self.inner.write_health(samples, keep).await
+    }
+
+    async fn health(&self, resolution_seconds: u32) -> Result<Vec<HealthSample>> {
+        self.read("health", self.inner.health(resolution_seconds)).await
     }
 
     // The two reads with default implementations: the inner store's own (which may be

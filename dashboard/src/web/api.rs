@@ -223,6 +223,74 @@ pub async fn bad_records(State(state): State<AppState>, Path(name): Path<String>
     Ok(Json(json!({ "pipeline": name, "records": records })))
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct HealthQuery {
+    /// `1h` (10-second samples, the default) or `24h` (one-minute ones).
+    pub range: Option<String>,
+}
+
+/// One pipeline's health history as columns (what a chart draws): `t` in seconds
+/// since the epoch, then one value (or `null`) per sample for each measure.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct HealthSeries {
+    pub pipeline: String,
+    pub t: Vec<f64>,
+    pub events_per_second: Vec<Option<f64>>,
+    pub lag: Vec<Option<u64>>,
+    pub watermark_delay_seconds: Vec<Option<f64>>,
+}
+
+/// The health history of every pipeline at the resolution `range` asks for.
+async fn health_series(
+    state: &AppState,
+    query: &HealthQuery,
+) -> Result<(&'static str, u32, Vec<HealthSeries>), WebError> {
+    use crate::health::{COARSE_SECONDS, FINE_SECONDS};
+    let (range, resolution) = match query.range.as_deref() {
+        None | Some("1h") => ("1h", FINE_SECONDS),
+        Some("24h") => ("24h", COARSE_SECONDS),
+        Some(other) => return Err(WebError::bad_request(format!("range `{other}`: 1h or 24h"))),
+    };
+    let mut series: Vec<HealthSeries> = Vec::new();
+    // By pipeline, oldest first.
+    for sample in state.store.health(resolution).await? {
+        if series.last().is_none_or(|s| s.pipeline != sample.pipeline) {
+            series.push(HealthSeries { pipeline: sample.pipeline.clone(), ..Default::default() });
+        }
+        let Some(at) = store::parse_iso_micros(&sample.at) else { continue };
+        let s = series.last_mut().expect("pushed above");
+        s.t.push(at as f64 / 1e6);
+        s.events_per_second.push(sample.events_per_second);
+        s.lag.push(sample.lag);
+        s.watermark_delay_seconds.push(sample.watermark_delay_seconds);
+    }
+    Ok((range, resolution, series))
+}
+
+/// Every pipeline's health history (`?range=1h|24h`): events/s, lag, watermark delay.
+pub async fn health(State(state): State<AppState>, Query(query): Query<HealthQuery>) -> Result<Json<Json_>, WebError> {
+    let (range, resolution, series) = health_series(&state, &query).await?;
+    Ok(Json(json!({ "range": range, "resolution_seconds": resolution, "pipelines": series })))
+}
+
+/// One pipeline's health history (`?range=1h|24h`); empty columns if it has none yet.
+pub async fn pipeline_health(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HealthQuery>,
+) -> Result<Json<Json_>, WebError> {
+    state.store.status(&name).await?.ok_or_else(|| WebError::not_found(format!("pipeline {name}")))?;
+    let (range, resolution, series) = health_series(&state, &query).await?;
+    let series = series
+        .into_iter()
+        .find(|s| s.pipeline == name)
+        .unwrap_or(HealthSeries { pipeline: name, ..Default::default() });
+    let mut body = json!(series);
+    body["range"] = json!(range);
+    body["resolution_seconds"] = json!(resolution);
+    Ok(Json(body))
+}
+
 /// 200 when the store answers, 503 (with the store's error) when it does not.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
     match state.store.statuses().await {

@@ -1,7 +1,7 @@
 //! The HTML pages. Templates are in `templates/`; askama escapes every value.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use store::{AlertTransition, PageRequest, PipelineStatus, QlikTargetStatus, RejectedRecord, Silence};
 
@@ -24,11 +24,23 @@ struct Overview {
     pipelines: Vec<PipelineItem>,
     tiles: Vec<Tile>,
     firing: Vec<Instance>,
+    /// The span of the health charts: `1h` or `24h`.
+    health_range: &'static str,
     refresh_seconds: f64,
     zone: &'static str,
 }
 
-pub async fn overview(State(state): State<AppState>, zone: Zone) -> Result<Html<String>, WebError> {
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct OverviewQuery {
+    /// The span of the health charts: `24h`, else the last hour.
+    pub health: Option<String>,
+}
+
+pub async fn overview(
+    State(state): State<AppState>,
+    zone: Zone,
+    Query(query): Query<OverviewQuery>,
+) -> Result<Html<String>, WebError> {
     let statuses = state.store.statuses().await?;
     let mut tiles = Vec::new();
     for status in &statuses {
@@ -45,7 +57,9 @@ pub async fn overview(State(state): State<AppState>, zone: Zone) -> Result<Html<
     let firing = state.alerts.instances().into_iter().filter(|i| i.state == AlertState::Firing).collect();
     let mut qlik = QlikTargets::read(state.store.as_ref()).await;
     let pipelines = statuses.into_iter().map(|s| PipelineItem::new(s, &mut qlik)).collect();
-    let page = Overview { pipelines, tiles, firing, refresh_seconds: state.refresh_seconds, zone: zone.name() };
+    let health_range = if query.health.as_deref() == Some("24h") { "24h" } else { "1h" };
+    let page =
+        Overview { pipelines, tiles, firing, health_range, refresh_seconds: state.refresh_seconds, zone: zone.name() };
     Ok(Html(page.render()?))
 }
 
