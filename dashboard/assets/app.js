@@ -67,7 +67,103 @@ async function refreshOverview(table) {
     if (last) set("rate", Math.round((s.events_in - last.count) / ((now - last.at) / 1000)));
     lastCounts.set(s.name, { count: s.events_in, at: now });
   }
-  await refreshHealth(table);
+  const rows = [...table.querySelectorAll("tr[data-pipeline]")];
+  await Promise.all([refreshHealth(table), ...rows.map(refreshMain)]);
+}
+
+// ---- overview: each pipeline's result at a glance ----
+// A windowed result: a small line of its first value column summed per window over
+// the pipeline page's default range (the last hour of event time), from the same chart
+// API; a single row: its values (the server writes them, the refresh follows them);
+// a keyed result: its largest values of the first value column as bars. One request
+// per pipeline and refresh.
+const mainCharts = new Map(); // pipeline → { kind, plot?, holder } (for the browser tests)
+window.dashboardMainCharts = mainCharts;
+const MAIN_BARS = 5;
+
+// A time chart's lines (one per category) added up per window start; null where none has a value.
+function summedPerWindow(c) {
+  return c.x.map((_, i) => c.series.reduce((sum, s) => s.values[i] == null ? sum : (sum ?? 0) + s.values[i], null));
+}
+
+function mainChartOptions(width) {
+  return {
+    width, height: 44,
+    padding: [4, 1, 1, 1],
+    legend: { show: false },
+    cursor: { show: false },
+    select: { show: false },
+    scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(max ?? 0, 0) * 1.1 || 1] } },
+    axes: [{ show: false }, { show: false }],
+    series: [{}, { stroke: COLORS[0], width: 1.5, fill: COLORS[0] + "22", spanGaps: false, points: { show: false } }],
+  };
+}
+
+async function refreshMain(row) {
+  const cell = row.querySelector("td.main");
+  const kind = cell && cell.dataset.main;
+  if (!kind) return;
+  const pipeline = row.dataset.pipeline;
+  const name = encodeURIComponent(pipeline);
+  try {
+    if (kind === "value") {
+      const view = await getJson(`/api/pipelines/${name}/rows`);
+      if (view.rows.length !== 1) return;
+      view.columns.forEach((column, k) => {
+        const value = cell.querySelector(`[data-tile="${CSS.escape(pipeline + "/" + column.name)}"]`);
+        if (value) value.textContent = view.rows[0][k + 1];
+      });
+      return;
+    }
+    const { charts: list } = await getJson(`/api/pipelines/${name}/chart`);
+    drawMain(cell, pipeline, list[0]);
+    cell.removeAttribute("title");
+  } catch (e) {
+    cell.title = "could not read the result: " + e.message;
+  }
+}
+
+function drawMain(cell, pipeline, c) {
+  let entry = mainCharts.get(pipeline);
+  if (entry && (!c || entry.kind !== c.kind)) {
+    if (entry.plot) entry.plot.destroy();
+    cell.replaceChildren();
+    mainCharts.delete(pipeline);
+    entry = null;
+  }
+  if (!c) return;
+  if (!entry) {
+    const caption = el("div", { class: "main-caption" });
+    const holder = el("div", { class: "main-" + c.kind });
+    cell.replaceChildren(caption, holder);
+    entry = { kind: c.kind, caption, holder };
+    mainCharts.set(pipeline, entry);
+  }
+  if (c.kind === "time") {
+    const sums = summedPerWindow(c);
+    const data = [c.x, sums];
+    if (entry.plot) entry.plot.setData(data);
+    else entry.plot = new uPlot(mainChartOptions(200), data, entry.holder);
+    const known = sums.filter(v => v != null);
+    const latest = known.length ? numberText(known[known.length - 1]) : "no windows yet";
+    const summed = c.series.length > 1 || c.summed_over.length ? " (sum per window)" : "";
+    entry.caption.textContent = `${c.value}${summed}: ${latest}`;
+    entry.holder.title = known.length
+      ? `${c.value}${summed} per window over the last hour of event time: latest ${latest}, highest ${numberText(Math.max(...known))}`
+      : `${c.value}: no windows in the last hour`;
+    return;
+  }
+  // Bars: the largest values, each named by its key.
+  const values = c.series[0].values.slice(0, MAIN_BARS);
+  const highest = Math.max(0, ...values.filter(v => v != null));
+  entry.caption.textContent = `${c.value}, largest:`;
+  entry.holder.replaceChildren(...values.map((v, i) => {
+    const bar = el("div", { class: "bar" });
+    const fill = el("span", { class: "fill" });
+    fill.style.width = highest > 0 && v > 0 ? (100 * v / highest).toFixed(1) + "%" : "0";
+    bar.append(el("span", { class: "label" }, c.labels[i] ?? ""), fill, el("span", { class: "value" }, numberText(v)));
+    return bar;
+  }));
 }
 
 // A delay in seconds as people read it: `12 s`, `4.5 min`, `2.1 h`, `3 d`.

@@ -326,6 +326,87 @@ fn the_overview_draws_each_pipelines_health_over_the_last_hour_and_day() {
     });
 }
 
+#[test]
+fn the_overview_shows_each_pipelines_main_chart_or_value() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
+        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        // A windowed result (a line per type on its page), a single row, a keyed one.
+        store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
+        write(store.as_ref(), 5).await;
+        let single = [ResultColumn { name: "average".into(), column_type: ColumnType::Real, role: None }];
+        let totals = |average: f64| ResultDelta {
+            upserts: vec![ResultRow { id: "all".into(), values: vec![Value::Real(average)] }],
+            deletes: vec![],
+        };
+        let status = |name: &str| PipelineStatus { name: name.into(), state: "running".into(), ..Default::default() };
+        store.prepare_result_table("totals", "totals", &single, true).await.unwrap();
+        store.write_batch("totals", &single, &totals(42.25), &status("totals"), &[], &[]).await.unwrap();
+        let keyed = [
+            ResultColumn { name: "item".into(), column_type: ColumnType::Text, role: None },
+            ResultColumn { name: "interaction_count".into(), column_type: ColumnType::Integer, role: None },
+        ];
+        let rows = (1..=8)
+            .map(|i| ResultRow { id: format!("i{i}"), values: vec![Value::Text(format!("item {i}")), Value::Integer(i * 100)] })
+            .collect();
+        store.prepare_result_table("per_item", "per_item", &keyed, true).await.unwrap();
+        let delta = ResultDelta { upserts: rows, deletes: vec![] };
+        store.write_batch("per_item", &keyed, &delta, &status("per_item"), &[], &[]).await.unwrap();
+        let (url, _stop) = serve(state(store.clone(), Arc::new(AlertsView::default()))).await;
+        let mut browser = Browser::start().await;
+
+        browser.goto(&format!("{url}/")).await;
+        browser.wait_for("window.dashboardMainCharts && window.dashboardMainCharts.get('per_window')?.plot && window.dashboardMainCharts.has('per_item')").await;
+        // The windowed result: one line, its value summed per window over the pipeline
+        // page's default range (the last hour up to the minute after the latest window),
+        // as the store sums it.
+        let canvases = "document.querySelectorAll('tr[data-pipeline=per_window] td.main canvas').length";
+        assert_eq!(browser.eval(canvases).await, 1);
+        let plot = "window.dashboardMainCharts.get('per_window').plot";
+        assert_eq!(browser.eval(&format!("{plot}.series.length")).await, 2, "the x axis and one line");
+        let edge = T0 + 56 * MINUTE;
+        let request = store::PageRequest {
+            limit: 2_000,
+            window_range: Some(store::WindowRange { column: "window".into(), from: edge - 60 * MINUTE, to: edge }),
+            ..Default::default()
+        };
+        let mut sums =
+            store.window_sums("per_window", "window", None, &["interaction_count".into()], &request).await.unwrap().unwrap();
+        sums.sort_by_key(|s| s.start);
+        let expected: Vec<Vec<Option<f64>>> = vec![
+            sums.iter().map(|s| Some(s.start as f64 / 1e6)).collect(),
+            sums.iter().map(|s| s.sums[0]).collect(),
+        ];
+        assert_eq!(sums.len(), 12);
+        assert_eq!(sums[11].sums[0], Some(15.0), "three types × 5 in the latest window");
+        let drawn: Vec<Vec<Option<f64>>> = serde_json::from_value(browser.eval(&format!("{plot}.data")).await).unwrap();
+        assert_eq!(drawn, expected, "the store's sums per window");
+        let caption = "document.querySelector('tr[data-pipeline=per_window] .main-caption').textContent";
+        assert_eq!(browser.eval(caption).await, "interaction_count (sum per window): 15");
+        // The single row: its value, at once and as it changes (no reload).
+        let tile = "document.querySelector('tr[data-pipeline=totals] td.main [data-tile=\"totals/average\"]').textContent";
+        assert_eq!(browser.eval(tile).await, "42.25");
+        assert_eq!(browser.eval("document.querySelectorAll('tr[data-pipeline=totals] td.main canvas').length").await, 0);
+        // The keyed result: its largest values as bars.
+        let bars = "[...document.querySelectorAll('tr[data-pipeline=per_item] .main-bar .bar')].map(b => b.querySelector('.label').textContent + ' ' + b.querySelector('.value').textContent)";
+        assert_eq!(browser.eval(bars).await, json!(["item 8 800", "item 7 700", "item 6 600", "item 5 500", "item 4 400"]));
+        browser.screenshot("overview-main").await;
+
+        // The refresh follows the data: the latest window grows, the row changes.
+        browser.eval("window.__marker = 'no reload'").await;
+        write(store.as_ref(), 100).await;
+        store.write_batch("totals", &single, &totals(7.5), &status("totals"), &[], &[]).await.unwrap();
+        browser.wait_for(&format!("{plot}.data[1][11] === 300")).await;
+        browser.wait_for(&format!("{tile} === '7.5'")).await;
+        assert_eq!(browser.eval(caption).await, "interaction_count (sum per window): 300");
+        assert_eq!(browser.eval("window.__marker").await, "no reload");
+        assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+        browser.screenshot("overview-main-live").await;
+    });
+}
+
 /// Moves the mouse to window `w` (0 = the first shown) halfway up the chart of
 /// `interaction_count`, with `buttons` held.
 async fn point_at(browser: &mut Browser, w: usize, event: &str, buttons: u32) {

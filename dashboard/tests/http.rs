@@ -244,6 +244,17 @@ fn check_every_route(store: Arc<dyn Store>) {
     }
     assert!(page.contains("data-tile=\"totals/average\">42.25<"), "the single-row result is a tile");
     assert!(!page.contains("data-tile=\"per_item"), "only single-row results are tiles");
+    // The others' main chart is drawn by the page, from the chart API.
+    let main = |name: &str| {
+        page.split(&format!("<tr data-pipeline=\"{name}\">"))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(main("per_window").contains("data-main=\"chart\""), "a windowed result: its chart");
+    assert!(main("per_item").contains("data-main=\"chart\""), "a keyed result: its largest values");
+    assert!(main("totals").contains("data-main=\"value\""), "a single row: its value");
 
     // Pipeline page: windowed → the last hour of event time by default (12 windows × 2).
     let (status, _, page) = get(addr, "/pipelines/per_window");

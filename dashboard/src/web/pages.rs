@@ -11,10 +11,14 @@ use super::WebError;
 use super::view::{self, PipelineItem, QlikTargets, RANGES, ResultView, TableQuery, Zone};
 use crate::AppState;
 
-/// A single-row result shown as tiles on the overview (such as all-time averages).
-pub struct Tile {
-    pub pipeline: String,
+/// What a pipeline's row on the overview shows of its result at a glance.
+#[derive(Debug, Default)]
+pub struct Main {
+    /// A single-row result (such as all-time averages): its values, as a tile.
     pub values: Vec<(String, String)>,
+    /// A result of several rows: its first chart, drawn by the page from the chart API
+    /// (a line of its first value column summed per window, or its largest values).
+    pub chart: bool,
 }
 
 #[derive(Template)]
@@ -22,7 +26,8 @@ pub struct Tile {
 struct Overview {
     /// Each pipeline's status and Qlik targets.
     pipelines: Vec<PipelineItem>,
-    tiles: Vec<Tile>,
+    /// Each pipeline's result at a glance (as `pipelines`, in order).
+    mains: Vec<Main>,
     firing: Vec<Instance>,
     /// The span of the health charts: `1h` or `24h`.
     health_range: &'static str,
@@ -42,24 +47,27 @@ pub async fn overview(
     Query(query): Query<OverviewQuery>,
 ) -> Result<Html<String>, WebError> {
     let statuses = state.store.statuses().await?;
-    let mut tiles = Vec::new();
+    let mut mains = Vec::new();
     for status in &statuses {
         // Two rows at most, uncounted: a result of millions costs no scan here.
         let two = PageRequest { limit: 2, skip_total: true, ..PageRequest::default() };
-        if let Some(page) = state.store.read_page(status.table(), &two).await?
-            && page.rows.len() == 1
-        {
-            let values =
-                page.columns.iter().zip(&page.rows[0].values).map(|(c, v)| (c.name.clone(), view::text_in(v, zone)));
-            tiles.push(Tile { pipeline: status.name.clone(), values: values.collect() });
-        }
+        let main = match state.store.read_page(status.table(), &two).await? {
+            Some(page) if page.rows.len() == 1 => {
+                let values = page.columns.iter().zip(&page.rows[0].values);
+                Main { values: values.map(|(c, v)| (c.name.clone(), view::text_in(v, zone))).collect(), chart: false }
+            }
+            // None yet, or several: the chart API says what to draw (nothing while empty).
+            Some(_) => Main { values: Vec::new(), chart: true },
+            None => Main::default(),
+        };
+        mains.push(main);
     }
     let firing = state.alerts.instances().into_iter().filter(|i| i.state == AlertState::Firing).collect();
     let mut qlik = QlikTargets::read(state.store.as_ref()).await;
     let pipelines = statuses.into_iter().map(|s| PipelineItem::new(s, &mut qlik)).collect();
     let health_range = if query.health.as_deref() == Some("24h") { "24h" } else { "1h" };
     let page =
-        Overview { pipelines, tiles, firing, health_range, refresh_seconds: state.refresh_seconds, zone: zone.name() };
+        Overview { pipelines, mains, firing, health_range, refresh_seconds: state.refresh_seconds, zone: zone.name() };
     Ok(Html(page.render()?))
 }
 
