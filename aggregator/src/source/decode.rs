@@ -313,6 +313,10 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Parses an event time: epoch milliseconds (all digits), or ISO-8601 with or without
 /// an offset (without one it is UTC). Returns microseconds since the epoch.
 pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
+    // The shape on every event first: this runs once per event.
+    if let Some(micros) = parse_plain_iso_micros(text) {
+        return Ok(micros);
+    }
     let t = text.trim();
     let digits = t.strip_prefix('-').unwrap_or(t);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -334,17 +338,26 @@ fn parse_plain_iso_micros(t: &str) -> Option<i64> {
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        b[range].iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
+    let digit = |i: usize| -> Option<i64> {
+        let d = b[i].wrapping_sub(b'0');
+        (d < 10).then_some(i64::from(d))
     };
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let two = |i: usize| -> Option<i64> { Some(digit(i)? * 10 + digit(i + 1)?) };
+    let (year, month, day) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
     let mut micros = 0;
-    match &b[19..] {
-        [] => {}
-        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) && fraction.iter().all(u8::is_ascii_digit) => {
-            for i in 0..6 {
-                micros = micros * 10 + fraction.get(i).map_or(0, |d| i64::from(d - b'0'));
+    match b.len() {
+        19 => {}
+        // A fraction of 1 to 9 digits; microseconds keep its first 6.
+        n @ 21..=29 if b[19] == b'.' => {
+            for i in 20..n {
+                let d = digit(i)?;
+                if i < 26 {
+                    micros = micros * 10 + d;
+                }
+            }
+            for _ in n.min(26)..26 {
+                micros *= 10;
             }
         }
         _ => return None,
