@@ -401,11 +401,11 @@ function showTooltip(u, c) {
 function drawThresholds(u, c) {
   const ctx = u.ctx;
   ctx.save();
-  ctx.strokeStyle = ctx.fillStyle = "#c4443b";
   ctx.setLineDash([6, 4]);
   ctx.font = `${11 * devicePixelRatio}px system-ui`;
   ctx.textAlign = "right";
   for (const t of c.thresholds) {
+    ctx.strokeStyle = ctx.fillStyle = t.color || "#c4443b";
     const y = Math.round(u.valToPos(t.value, "y", true));
     ctx.beginPath();
     ctx.moveTo(u.bbox.left, y);
@@ -446,7 +446,7 @@ function chartOptions(holder, width) {
   const series = [{ label: time ? `window start (${ZONE})` : "key", value: (u, x) => x == null ? "" : xText(holder.c, x) }];
   c.series.forEach((s, k) => {
     const color = COLORS[k % COLORS.length];
-    series.push(time
+    series.push(time && !holder.bars
       ? { label: s.name, stroke: color, width: 2, spanGaps: false, value: (u, v) => numberText(v) }
       : { label: s.name, stroke: color, fill: color + "aa", width: 1, paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false }, value: (u, v) => numberText(v) });
   });
@@ -575,6 +575,108 @@ async function refreshBadRecords(section) {
   document.getElementById("bad-total").textContent = `${records.length} bad records${latest}.`;
 }
 
+// ---- panels as code: one per file of the panels folder (see /api/panels) ----
+// Drawn from the pipeline's chart and rows API with the panel's query (its columns,
+// filters and range); a panel whose file changed is drawn anew, one whose file went
+// away is removed. On a pipeline page, that pipeline's panels only.
+const panels = new Map(); // file → { signature, node, plot?, holder? } (for the browser tests)
+window.dashboardPanels = panels;
+
+function panelChart(entry, p, c) {
+  const thresholds = [...c.thresholds, ...p.thresholds.map(t => ({ rule: "", value: t.value, color: t.color }))];
+  const chart = { ...c, thresholds };
+  if (entry.plot && entry.plotKind === chart.kind) {
+    entry.holder.c = chart;
+    entry.plot.setData(chartData(chart));
+    return;
+  }
+  if (entry.plot) entry.plot.destroy();
+  entry.holder = { c: chart, bars: p.kind === "bar" };
+  entry.body.replaceChildren();
+  entry.plot = new uPlot(chartOptions(entry.holder, Math.max(300, entry.node.parentNode.clientWidth - 20)), chartData(chart), entry.body);
+  entry.plotKind = chart.kind;
+}
+
+async function drawPanel(entry, p) {
+  const base = `/api/pipelines/${encodeURIComponent(p.pipeline)}`;
+  const query = p.query ? "?" + p.query : "";
+  if (p.kind === "table") {
+    const view = await getJson(`${base}/rows${query}`);
+    // With `columns`: those, beside the keys (the columns that are not numbers).
+    const numeric = c => /^(integer|real|decimal)$/i.test(String(c.column_type));
+    const shown = view.columns.map((c, k) => [c.name, k + 1, c]).filter(([name, , c]) => !p.columns.length || p.columns.includes(name) || !numeric(c));
+    const table = el("table", { class: "result" });
+    const head = el("tr");
+    for (const [name] of shown) head.append(el("th", {}, name));
+    table.append(el("thead"), el("tbody"));
+    table.tHead.append(head);
+    for (const row of view.rows) {
+      const tr = el("tr");
+      for (const [, k] of shown) tr.append(el("td", {}, row[k]));
+      table.tBodies[0].append(tr);
+    }
+    entry.body.replaceChildren(table);
+    entry.body.dataset.rows = view.rows.length;
+    return;
+  }
+  const { charts: list } = await getJson(`${base}/chart${query}`);
+  if (!list.length) { entry.body.replaceChildren(el("p", { class: "empty" }, "no data")); entry.plot?.destroy(); entry.plot = null; return; }
+  if (p.kind === "value") {
+    const c = list[0];
+    const sums = c.kind === "time" ? summedPerWindow(c).filter(v => v != null) : [c.series[0].values.reduce((a, v) => a + (v ?? 0), 0)];
+    const value = sums.length ? sums[sums.length - 1] : null;
+    const over = p.thresholds.filter(t => value != null && value >= t.value).pop();
+    const big = el("div", { class: "panel-number", "data-value": value ?? "" }, value == null ? "no data" : numberText(value));
+    if (over) big.style.color = over.color || "#c4443b";
+    entry.body.replaceChildren(big, el("div", { class: "hint" }, c.value + (c.kind === "time" ? ", latest window" : ", total")));
+    return;
+  }
+  panelChart(entry, p, list[0]);
+}
+
+async function refreshPanels(section) {
+  const { panels: all, errors } = await getJson("/api/panels");
+  const only = section.dataset.pipeline;
+  const list = all.filter(p => !only || p.pipeline === only);
+  const errorList = document.getElementById("panel-errors");
+  errorList.replaceChildren(...errors.map(e => el("li", { "data-file": e.file }, `${e.file}:${e.line}: ${e.message}`)));
+  const holder = document.getElementById("panel-list");
+  // Shown before drawing: a chart takes its width from the section.
+  section.hidden = list.length === 0 && errors.length === 0;
+  const wanted = new Set(list.map(p => p.file));
+  for (const [file, entry] of panels) {
+    if (wanted.has(file)) continue;
+    entry.plot?.destroy();
+    entry.node.remove();
+    panels.delete(file);
+  }
+  for (const p of list) {
+    const signature = JSON.stringify(p);
+    let entry = panels.get(p.file);
+    if (entry && entry.signature !== signature) {
+      entry.plot?.destroy();
+      entry.node.remove();
+      entry = null;
+    }
+    if (!entry) {
+      const node = el("figure", { class: "panel panel-" + p.kind, "data-file": p.file, "data-pipeline": p.pipeline });
+      const caption = el("figcaption");
+      caption.append(el("span", { class: "panel-title" }, p.title), " ", el("a", { href: "/pipelines/" + encodeURIComponent(p.pipeline), class: "hint" }, p.pipeline));
+      const body = el("div", { class: "panel-body" });
+      node.append(caption, body);
+      entry = { signature, node, body, plot: null };
+      panels.set(p.file, entry);
+    }
+    holder.append(entry.node); // in file-name order
+    try {
+      await drawPanel(entry, p);
+      entry.node.removeAttribute("title");
+    } catch (e) {
+      entry.node.title = "could not read the data: " + e.message;
+    }
+  }
+}
+
 // ---- the refresh loop ----
 let timer = null;
 async function refresh() {
@@ -582,6 +684,8 @@ async function refresh() {
     const overview = document.getElementById("pipelines");
     const pipeline = document.getElementById("pipeline");
     const bad = document.getElementById("bad-records");
+    const panelSection = document.getElementById("panels");
+    if (panelSection) await refreshPanels(panelSection);
     if (overview) await refreshOverview(overview);
     if (pipeline) await refreshPipeline(pipeline);
     if (bad) await refreshBadRecords(bad);

@@ -91,6 +91,7 @@ fn main() {
             alerts: Default::default(),
             access: Arc::new(dashboard::auth::Access::Protected(credentials)),
             metrics,
+            panels: Default::default(),
         };
         tokio::spawn(dashboard::run(listener, state, std::future::pending()));
         let client = reqwest::Client::new();

@@ -23,6 +23,7 @@
 //!   `/healthz`;
 //! * `metrics/`: its own Prometheus metrics at `/metrics` (requests, store reads,
 //!   alert evaluations, notifications), and the store wrapper that measures every read;
+//! * `panels.rs`: panels as code, one TOML file each in a watched folder;
 //! * `assets/`: the page script (live refresh, charts as SVG) and style, served by
 //!   the dashboard itself: nothing is fetched from the internet.
 
@@ -30,6 +31,7 @@ pub mod alerts;
 pub mod auth;
 pub mod health;
 pub mod metrics;
+pub mod panels;
 mod web;
 
 use std::future::Future;
@@ -52,6 +54,8 @@ pub struct AppState {
     /// What `/metrics` serves. Store reads are measured when `store` is a
     /// [`metrics::MeteredStore`] of the same metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The panels of the panels folder (see [`panels`]); none by default.
+    pub panels: Arc<panels::PanelsView>,
 }
 
 /// The routes of the dashboard.

@@ -51,6 +51,11 @@ struct Args {
     /// elsewhere (see the README's contact points and policy).
     #[arg(long, env = "DASHBOARD_WEBHOOK", hide_env_values = true)]
     webhook: Option<String>,
+    /// A folder of panel files (`*.toml`, one panel each; see the README), watched while
+    /// running. Default: `panels` if that folder exists; without one the pages show only
+    /// their automatic charts.
+    #[arg(long, env = "DASHBOARD_PANELS")]
+    panels: Option<PathBuf>,
 }
 
 /// A secret from the environment variable `var` or from `file`, not both. An empty
@@ -170,7 +175,25 @@ async fn main() -> anyhow::Result<()> {
     }
     // The pipelines' health over time, for the overview (kept in the store).
     tokio::spawn(dashboard::health::run(store.clone(), dashboard::health::Sampler::default()));
-    let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts, access, metrics };
+    // The panels folder, read now and again after each change in it.
+    let panels_dir = args.panels.clone().or_else(|| Some(PathBuf::from("panels")).filter(|d| d.is_dir()));
+    let panels = Arc::new(dashboard::panels::PanelsView::default());
+    let mut _panels_watcher = None;
+    if let Some(dir) = &panels_dir {
+        let loaded = dashboard::panels::load_dir(dir);
+        for e in &loaded.errors {
+            tracing::warn!(error = %e, "a panel file was not taken");
+        }
+        tracing::info!(folder = %dir.display(), panels = loaded.panels.len(), "panels loaded");
+        panels.set(loaded);
+        match dashboard::panels::watch(dir, panels.clone()) {
+            Ok(watcher) => _panels_watcher = Some(watcher),
+            Err(e) => {
+                tracing::warn!(error = %e, folder = %dir.display(), "cannot watch the panels folder; edits need a restart")
+            }
+        }
+    }
+    let state = AppState { store, refresh_seconds: args.refresh_seconds.max(0.5), alerts, access, metrics, panels };
     // Ctrl-C, or SIGTERM from `docker stop`: finish the requests in flight, then exit.
     let shutdown = async {
         let mut terminate =

@@ -653,3 +653,88 @@ fn behind_credentials_the_browser_prompts_shows_nothing_without_them_and_refresh
         assert_eq!(browser.auth_challenges.len(), 1, "{:?}", browser.auth_challenges);
     });
 }
+
+#[test]
+fn a_panel_file_appears_without_restart_changes_with_its_edit_and_goes_with_its_deletion() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("panels");
+    std::fs::create_dir(&folder).unwrap();
+    runtime.block_on(async {
+        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
+        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
+        write(store.as_ref(), 5).await;
+        let state = state(store.clone(), Arc::new(AlertsView::default()));
+        let _watcher = dashboard::panels::watch(&folder, state.panels.clone()).unwrap();
+        let (url, _stop) = serve(state).await;
+        let mut browser = Browser::start().await;
+
+        // No panel file: the overview is as without panels.
+        browser.goto(&format!("{url}/")).await;
+        browser.wait_for("window.dashboardMainCharts && window.dashboardMainCharts.get('per_window')?.plot").await;
+        assert_eq!(browser.eval("document.getElementById('panels').hidden").await, true);
+        browser.eval("window.__marker = 'no reload'").await;
+
+        // A file is written: its panel appears, its filter applied (clicks only: one
+        // line, 1…11 then the latest window's 5), its threshold drawn.
+        let panel = "title = \"Clicks\"\npipeline = \"per_window\"\nkind = \"line\"\ncolumns = [\"interaction_count\"]\n\
+                     filters = { interaction_type = \"click\" }\nthresholds = [{ value = 8, color = \"#8a5cc4\" }]\n";
+        std::fs::write(folder.join("10-clicks.toml"), panel).unwrap();
+        browser.wait_for("window.dashboardPanels.get('10-clicks.toml')?.plot").await;
+        assert_eq!(browser.eval("document.getElementById('panels').hidden").await, false);
+        let title = "document.querySelector('#panels figure[data-file=\"10-clicks.toml\"] .panel-title').textContent";
+        assert_eq!(browser.eval(title).await, "Clicks");
+        let plot = "window.dashboardPanels.get('10-clicks.toml').plot";
+        assert_eq!(browser.eval(&format!("{plot}.series.map(s => s.label).slice(1)")).await, json!(["click"]));
+        let expected: Vec<i64> = (1..=11).chain([5]).collect();
+        assert_eq!(browser.eval(&format!("{plot}.data[1]")).await, json!(expected));
+        let thresholds = "window.dashboardPanels.get('10-clicks.toml').holder.c.thresholds";
+        assert_eq!(browser.eval(&format!("{thresholds}.map(t => [t.value, t.color])")).await, json!([[8, "#8a5cc4"]]));
+        assert_eq!(browser.eval("document.querySelectorAll('#panels canvas').length > 0").await, true);
+        browser.screenshot("panel-added").await;
+
+        // On the pipeline's page too, above its automatic charts.
+        browser.goto(&format!("{url}/pipelines/per_window")).await;
+        browser.wait_for("window.dashboardPanels.get('10-clicks.toml')?.plot && window.dashboardCharts.size > 0").await;
+        let above = "!!(document.getElementById('panels').compareDocumentPosition(document.getElementById('charts')) & Node.DOCUMENT_POSITION_FOLLOWING)";
+        assert_eq!(browser.eval(above).await, true);
+        browser.screenshot("panel-on-pipeline-page").await;
+
+        // Edited into a single value of the views (the latest window's 5), and a broken
+        // file beside it: its error shows, the good panel stays.
+        browser.goto(&format!("{url}/")).await;
+        browser.wait_for("window.dashboardPanels.get('10-clicks.toml')?.plot").await;
+        browser.eval("window.__marker = 'no reload'").await;
+        let edited = "title = \"Views, latest\"\npipeline = \"per_window\"\nkind = \"value\"\n\
+                      filters = { interaction_type = \"view\" }\n";
+        std::fs::write(folder.join("10-clicks.toml"), edited).unwrap();
+        std::fs::write(folder.join("20-broken.toml"), "pipeline = \"per_window\"\nkind = \"pie\"\n").unwrap();
+        let table = "title = \"Busy windows\"\npipeline = \"per_window\"\nkind = \"table\"\nrange = \"all\"\n\
+                     filters = { interaction_count = \">10\" }\n";
+        std::fs::write(folder.join("30-busy.toml"), table).unwrap();
+        let value = "document.querySelector('#panels figure[data-file=\"10-clicks.toml\"] .panel-number')?.textContent";
+        browser.wait_for(&format!("{value} === '5'")).await;
+        assert_eq!(browser.eval(title).await, "Views, latest");
+        // The table: the rows the filter keeps (the three types of the 11th window).
+        let rows = "document.querySelector('#panels figure[data-file=\"30-busy.toml\"] .panel-body')?.dataset.rows";
+        browser.wait_for(&format!("{rows} === '3'")).await;
+        let cells = "[...document.querySelectorAll('#panels figure[data-file=\"30-busy.toml\"] tbody td:last-child')].map(c => c.textContent)";
+        assert_eq!(browser.eval(cells).await, json!(["11", "11", "11"]));
+        browser.wait_for("document.querySelectorAll('#panel-errors li').length === 1").await;
+        let error = browser.eval("document.querySelector('#panel-errors li').textContent").await;
+        assert!(error.as_str().unwrap().starts_with("20-broken.toml:2: unknown variant `pie`"), "{error}");
+        assert_eq!(browser.eval("window.__marker").await, "no reload");
+        browser.screenshot("panel-edited-and-broken").await;
+
+        // Deleted (and the broken one too): the section goes, the page stays as it was.
+        std::fs::remove_file(folder.join("10-clicks.toml")).unwrap();
+        std::fs::remove_file(folder.join("20-broken.toml")).unwrap();
+        std::fs::remove_file(folder.join("30-busy.toml")).unwrap();
+        browser.wait_for("document.getElementById('panels').hidden && window.dashboardPanels.size === 0").await;
+        assert_eq!(browser.eval("document.querySelectorAll('#panels figure').length").await, 0);
+        assert_eq!(browser.eval("window.__marker").await, "no reload");
+        assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+        browser.screenshot("panel-deleted").await;
+    });
+}

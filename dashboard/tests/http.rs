@@ -230,7 +230,8 @@ fn check_every_route(store: Arc<dyn Store>) {
     runtime.block_on(dashboard::alerts::evaluate_once(&mut engine, store.as_ref(), None, &alerts, &metrics, T0));
     let state_store = store.clone();
     let access = Arc::new(dashboard::auth::Access::Open);
-    let state = dashboard::AppState { store, refresh_seconds: 3.0, alerts, access, metrics };
+    let state =
+        dashboard::AppState { store, refresh_seconds: 3.0, alerts, access, metrics, panels: Default::default() };
     let server = runtime.spawn(dashboard::run(listener, state, async {
         let _ = stopped.await;
     }));
@@ -607,4 +608,62 @@ fn every_route_on_mongodb() {
     let store = runtime.block_on(store::open(&server.uri("dashboard"), None)).unwrap();
     check_every_route(Arc::from(store));
     drop(runtime);
+}
+
+#[test]
+fn the_panels_api_lists_the_panels_and_the_broken_files_and_the_chart_api_takes_a_panels_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("panels");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(
+        folder.join("b-clicks.toml"),
+        "title = \"Clicks\"\npipeline = \"per_window\"\nkind = \"bar\"\ncolumns = [\"interaction_count\"]\n\
+         filters = { interaction_type = \"click\" }\nthresholds = [30]\nrange = \"all\"\n",
+    )
+    .unwrap();
+    std::fs::write(folder.join("a-broken.toml"), "pipeline = \"per_window\"\n\nrange = \"2w\"\n").unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
+    let store: Arc<dyn Store> = Arc::from(runtime.block_on(store::open(&uri, None)).unwrap());
+    runtime.block_on(fill(store.as_ref()));
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = dashboard::AppState {
+        store,
+        refresh_seconds: 3.0,
+        alerts: Default::default(),
+        access: Arc::new(dashboard::auth::Access::Open),
+        metrics: Arc::new(dashboard::metrics::Metrics::new()),
+        panels: Arc::new(dashboard::panels::PanelsView::new(dashboard::panels::load_dir(&folder))),
+    };
+    let server = runtime.spawn(dashboard::run(listener, state, std::future::pending()));
+
+    let listing = json(addr, "/api/panels");
+    let panels = listing["panels"].as_array().unwrap();
+    assert_eq!(panels.len(), 1, "{listing}");
+    let panel = &panels[0];
+    assert_eq!(panel["file"], "b-clicks.toml");
+    assert_eq!(panel["title"], "Clicks");
+    assert_eq!(panel["kind"], "bar");
+    assert_eq!(panel["filters"], serde_json::json!({"interaction_type": "click"}));
+    assert_eq!(panel["thresholds"], serde_json::json!([{"value": 30.0, "color": null}]));
+    let query = panel["query"].as_str().unwrap();
+    assert_eq!(query, "columns=interaction_count&range=all&where.interaction_type=click");
+    assert_eq!(
+        listing["errors"],
+        serde_json::json!([{"file": "a-broken.toml", "line": 3, "message": "range `2w`: one of 5m, 15m, 1h, 6h, 24h, all"}])
+    );
+
+    // The panel's data: the chart API with its query, the filter applied.
+    let charts = json(addr, &format!("/api/pipelines/per_window/chart?{query}"));
+    let charts = charts["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 1);
+    assert_eq!(charts[0]["value"], "interaction_count");
+    let names: Vec<&str> =
+        charts[0]["series"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["click"]);
+    // A column that is not a value column: no chart.
+    let none = json(addr, "/api/pipelines/per_window/chart?columns=nothing");
+    assert_eq!(none["charts"], serde_json::json!([]));
+    server.abort();
 }

@@ -177,6 +177,12 @@ pub async fn charts(
     let mut charts = view::charts(state.store.as_ref(), &table, &query)
         .await?
         .ok_or_else(|| WebError::not_found(format!("result of {name}")))?;
+    // A panel's columns (`?columns=a,b`): the charts of those value columns only.
+    if let Some(columns) = query.columns.as_deref().filter(|c| !c.trim().is_empty()) {
+        let wanted: Vec<&str> = columns.split(',').map(str::trim).collect();
+        charts.charts.retain(|c| wanted.contains(&c.value.as_str()));
+        charts.charts.sort_by_key(|c| wanted.iter().position(|w| *w == c.value));
+    }
     // The rules on a chart's value: their thresholds, drawn as lines, and their
     // instances' transitions, drawn as marks where they happened (on a time chart).
     let rules = state.alerts.rules();
@@ -211,6 +217,11 @@ const ANNOTATIONS_READ: usize = 1_000;
 /// How far after the last window start a transition still shows (the last window is
 /// still open then).
 const WINDOW_SLACK_SECONDS: f64 = 3_600.0;
+
+/// The panels of the panels folder and the files that could not be read (`file:line: reason`).
+pub async fn panels(State(state): State<AppState>) -> Json<crate::panels::Loaded> {
+    Json(state.panels.get())
+}
 
 /// A pipeline's bad records.
 pub async fn bad_records(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Json_>, WebError> {

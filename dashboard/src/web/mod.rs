@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pipelines/{name}/rows.csv", get(api::rows_csv))
         .route("/api/pipelines/{name}/chart", get(api::charts))
         .route("/api/pipelines/{name}/bad", get(api::bad_records))
+        .route("/api/panels", get(api::panels))
         .route("/api/health", get(api::health))
         .route("/api/pipelines/{name}/health", get(api::pipeline_health))
         .route("/healthz", get(api::healthz))

@@ -36,6 +36,8 @@ pub struct TableQuery {
     /// A range relative to the latest window in the data (`5m`, `15m`, `1h`, `6h`,
     /// `24h`, `all`): it follows the live edge; `from`/`to` are ignored with it.
     pub range: Option<String>,
+    /// The value columns charted, comma-separated (a panel's `columns`); none: all.
+    pub columns: Option<String>,
     /// Column filters (`where.<column>=<condition>`), as given: on a text column the
     /// text it contains (ignoring case), on a numeric one a number with an optional
     /// `=`, `!=`, `<`, `<=`, `>` or `>=` before it. Empty ones are left out.

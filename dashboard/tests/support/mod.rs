@@ -228,5 +228,5 @@ pub fn state(store: Arc<dyn store::Store>, alerts: Arc<dashboard::alerts::Alerts
     let metrics = Arc::new(dashboard::metrics::Metrics::new());
     let store = Arc::new(dashboard::metrics::MeteredStore::new(store, metrics.clone()));
     let access = Arc::new(dashboard::auth::Access::Open);
-    dashboard::AppState { store, refresh_seconds: 0.5, alerts, access, metrics }
+    dashboard::AppState { store, refresh_seconds: 0.5, alerts, access, metrics, panels: Default::default() }
 }
