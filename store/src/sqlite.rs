@@ -263,10 +263,6 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // A page cache of up to 64 MiB per connection (SQLite's default is 2 MiB): a
-    // pipeline's upserts land all over a result table of tens of MB, and with the
-    // default nearly every one re-reads its B-tree pages with a system call.
-    conn.pragma_update(None, "cache_size", -65536)?;
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {STATUS_TABLE} (
             name TEXT PRIMARY KEY, sql_file TEXT, sql_hash TEXT, state TEXT, host TEXT,
