@@ -32,6 +32,7 @@ pub mod auth;
 pub mod health;
 pub mod metrics;
 pub mod panels;
+pub mod watch;
 mod web;
 
 use std::future::Future;

@@ -19,9 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
 
 /// How a panel draws its data.
@@ -224,39 +222,19 @@ impl PanelsView {
     }
 }
 
-/// How long the folder is let settle after a change before it is read again (an
-/// editor's save is several events).
-const DEBOUNCE: Duration = Duration::from_millis(200);
-
 /// Watches `dir`: after each change of a `*.toml` file in it, every file is read again
 /// into `view`. Returns the watcher, which must be kept.
 pub fn watch(dir: &Path, view: Arc<PanelsView>) -> notify::Result<notify::RecommendedWatcher> {
-    let (sender, receiver) = std::sync::mpsc::channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if !event.kind.is_access() && event.paths.iter().any(|p| is_panel_file(p)) {
-            let _ = sender.send(());
+    let folder = dir.to_path_buf();
+    let reload = move || {
+        let loaded = load_dir(&folder);
+        for e in &loaded.errors {
+            tracing::warn!(error = %e, "a panel file was not taken");
         }
-    })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    let dir = dir.to_path_buf();
-    std::thread::Builder::new()
-        .name("panels-reload".into())
-        .spawn(move || {
-            // Ends when the watcher (and its sender) is dropped.
-            while receiver.recv().is_ok() {
-                std::thread::sleep(DEBOUNCE);
-                while receiver.try_recv().is_ok() {}
-                let loaded = load_dir(&dir);
-                for e in &loaded.errors {
-                    tracing::warn!(error = %e, "a panel file was not taken");
-                }
-                tracing::info!(panels = loaded.panels.len(), errors = loaded.errors.len(), "panels reloaded");
-                view.set(loaded);
-            }
-        })
-        .map_err(|e| notify::Error::generic(&e.to_string()))?;
-    Ok(watcher)
+        tracing::info!(panels = loaded.panels.len(), errors = loaded.errors.len(), "panels reloaded");
+        view.set(loaded);
+    };
+    crate::watch::watch_dir(dir, "panels-reload", is_panel_file, reload)
 }
 
 #[cfg(test)]
