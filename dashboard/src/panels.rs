@@ -22,6 +22,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::watch::{FileError, line_of};
+
 /// How a panel draws its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,19 +86,6 @@ enum ThresholdText {
     Full { value: f64, color: Option<String> },
 }
 
-/// A panel file that cannot be used: `<file>:<line>: <reason>`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
-#[error("{file}:{line}: {message}")]
-pub struct PanelError {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 /// The line where `key` is set (1 if it is not found).
 fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
@@ -105,8 +94,8 @@ fn line_of_key(text: &str, key: &str) -> usize {
 }
 
 /// Parses one panel file's `text` (`file` names it in errors and in the panel).
-pub fn parse(text: &str, file: &str) -> Result<Panel, PanelError> {
-    let error = |line: usize, message: String| PanelError { file: file.to_string(), line, message };
+pub fn parse(text: &str, file: &str) -> Result<Panel, FileError> {
+    let error = |line: usize, message: String| FileError { file: file.to_string(), line, message };
     let parsed: PanelText = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(text, s.start));
         error(line, e.message().trim().to_string())
@@ -172,7 +161,7 @@ pub fn parse(text: &str, file: &str) -> Result<Panel, PanelError> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Loaded {
     pub panels: Vec<Panel>,
-    pub errors: Vec<PanelError>,
+    pub errors: Vec<FileError>,
 }
 
 /// Reads every `*.toml` file of `dir`, in the order of their names (none if `dir` is missing).
@@ -189,7 +178,7 @@ pub fn load_dir(dir: &Path) -> Loaded {
                 Ok(panel) => loaded.panels.push(panel),
                 Err(e) => loaded.errors.push(e),
             },
-            Err(e) => loaded.errors.push(PanelError { file: name, line: 0, message: format!("cannot read: {e}") }),
+            Err(e) => loaded.errors.push(FileError { file: name, line: 0, message: format!("cannot read: {e}") }),
         }
     }
     loaded

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use serde::Serialize;
 
 /// How long files are let settle after a change before they are read again.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -48,4 +49,19 @@ pub fn directory_of(file: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// A file read while running that cannot be used: `<file>:<line>: <reason>` (the
+/// rules file, a panel file).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[error("{file}:{line}: {message}")]
+pub struct FileError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// The line (from 1) of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }

@@ -21,7 +21,7 @@ pub mod silences;
 pub use contact_points::ContactPoint;
 pub use engine::{AlertState, Engine, Instance};
 pub use notify::{Notifier, Policy};
-pub use rules::{Rule, RulesError, RulesFile};
+pub use rules::{Rule, RulesFile};
 
 use std::sync::{Arc, RwLock};
 

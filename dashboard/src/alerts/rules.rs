@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::contact_points::{self, ContactPoint, Kind};
 use super::notify::Policy;
+use crate::watch::{FileError, line_of};
 
 /// When a rule's condition holds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -155,19 +156,6 @@ struct RulesText {
     policy: Option<toml::Spanned<PolicyText>>,
 }
 
-/// A rules file that cannot be used: `<file>:<line>: <reason>`.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
-pub struct RulesError {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 /// A duration as the policy takes it: seconds, or text such as `30s`, `5m`, `1h30m`,
 /// `500ms`, `1d` (Grafana's and Prometheus' units).
 pub fn duration_seconds(value: &toml::Value) -> Result<f64, String> {
@@ -203,14 +191,14 @@ pub fn duration_seconds(value: &toml::Value) -> Result<f64, String> {
 }
 
 /// Reads the rules of `path`.
-pub fn load(path: &Path) -> Result<Vec<Rule>, RulesError> {
+pub fn load(path: &Path) -> Result<Vec<Rule>, FileError> {
     Ok(load_file(path)?.rules)
 }
 
 /// Reads the rules, contact points and policy of `path`.
-pub fn load_file(path: &Path) -> Result<RulesFile, RulesError> {
+pub fn load_file(path: &Path) -> Result<RulesFile, FileError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| RulesError {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
         file: file.clone(),
         line: 0,
         message: format!("cannot read: {e}"),
@@ -219,19 +207,19 @@ pub fn load_file(path: &Path) -> Result<RulesFile, RulesError> {
 }
 
 /// Parses rules from `text` (`file` names it in errors).
-pub fn parse(text: &str, file: &str) -> Result<Vec<Rule>, RulesError> {
+pub fn parse(text: &str, file: &str) -> Result<Vec<Rule>, FileError> {
     Ok(parse_file(text, file)?.rules)
 }
 
 /// Parses rules, contact points and policy from `text` (`file` names it in errors).
-pub fn parse_file(text: &str, file: &str) -> Result<RulesFile, RulesError> {
+pub fn parse_file(text: &str, file: &str) -> Result<RulesFile, FileError> {
     parse_with_env(text, file, &|var| std::env::var(var).ok())
 }
 
 /// [`parse_file`], with `env` giving the environment variables `url_env` names.
-fn parse_with_env(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RulesFile, RulesError> {
+fn parse_with_env(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RulesFile, FileError> {
     let error =
-        |offset: usize, message: String| RulesError { file: file.to_string(), line: line_of(text, offset), message };
+        |offset: usize, message: String| FileError { file: file.to_string(), line: line_of(text, offset), message };
     let parsed: RulesText = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         error(offset, e.message().to_string())
