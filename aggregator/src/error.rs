@@ -47,8 +47,22 @@ impl Error {
     }
 }
 
+impl Error {
+    /// This error inside a DataFusionError, for an operator run as a plan node; it
+    /// comes back out unchanged (see the `From` below).
+    pub fn into_datafusion(self) -> datafusion::error::DataFusionError {
+        datafusion::error::DataFusionError::External(Box::new(self))
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        // One of ours that went through a plan node: as it was.
+        if let datafusion::error::DataFusionError::External(inner) = e.find_root()
+            && let Some(ours) = inner.downcast_ref::<Error>()
+        {
+            return Error { kind: ours.kind, message: ours.message.clone() };
+        }
         Error::internal(e.to_string())
     }
 }

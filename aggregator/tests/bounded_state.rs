@@ -4,6 +4,7 @@
 
 mod support;
 
+use aggregator::operators::exec::OperatorKind;
 use aggregator::pipeline::Shutdown;
 use aggregator::pipeline::definition::PipelineDefinition;
 use aggregator::pipeline::runner::Pipeline;
@@ -97,9 +98,13 @@ fn aggregates_of_windowed_aggregates_keep_state_only_for_open_windows() {
             while let Some(batch) = source.next_batch(500).unwrap() {
                 let logged = pipeline.log_batch(&batch, source.partitions()).unwrap();
                 pipeline.process(&batch, &logged, &Shutdown::default()).await.unwrap();
-                let (groups, partitions, closed_rows) = pipeline.downstream_state();
-                peak = groups.into_iter().chain(partitions).max().unwrap_or(0).max(peak);
-                kept = kept.max(closed_rows);
+                for operator in pipeline.operators() {
+                    match operator.kind {
+                        OperatorKind::SourceAggregate => kept = kept.max(operator.closed_rows),
+                        OperatorKind::Aggregate | OperatorKind::WindowFunctions => peak = peak.max(operator.held),
+                        other => panic!("{case}: {other:?} holds rows beyond their window"),
+                    }
+                }
             }
             (peak, kept)
         });

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aggregator::operators::aggregate::Aggregate;
+use aggregator::operators::exec::Tick;
 use aggregator::pipeline::definition::PipelineDefinition;
 use aggregator::pipeline::plan::StreamingPlan;
 use datafusion::arrow::array::{
@@ -38,9 +39,14 @@ fn events(plan: &StreamingPlan, users: impl Iterator<Item = i64>) -> RecordBatch
     RecordBatch::try_new(plan.source_schema.clone(), columns).unwrap()
 }
 
-fn update(plan: &StreamingPlan, aggregate: &mut Aggregate, events: RecordBatch) -> RecordBatch {
-    let input = runtime().block_on(plan.aggregate_input(events)).unwrap();
-    aggregate.update(&input).unwrap().finals
+/// Runs one micro-batch through the plan: the rows its result gains.
+fn update(plan: &StreamingPlan, events: RecordBatch) -> RecordBatch {
+    runtime().block_on(plan.run(events, Tick::default())).unwrap().rows()
+}
+
+/// `f` over the plan's aggregation over SOURCE.
+fn state<T>(plan: &StreamingPlan, f: impl FnOnce(&mut Aggregate) -> T) -> T {
+    plan.with_source_aggregate(|source| f(&mut source.aggregate)).expect("an aggregation")
 }
 
 fn sorted(batch: &RecordBatch) -> Vec<String> {
@@ -59,13 +65,12 @@ fn sorted(batch: &RecordBatch) -> Vec<String> {
 #[test]
 fn a_count_by_a_bigint_key_costs_tens_of_bytes_per_group() {
     let plan = plan("SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id");
-    let mut aggregate = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
     let groups = 400_000;
     for start in (0..groups).step_by(50_000) {
-        update(&plan, &mut aggregate, events(&plan, start..start + 50_000));
+        update(&plan, events(&plan, start..start + 50_000));
     }
-    assert_eq!(aggregate.len(), groups as usize);
-    let per_group = aggregate.size() as f64 / groups as f64;
+    assert_eq!(state(&plan, |a| a.len()), groups as usize);
+    let per_group = state(&plan, |a| a.size()) as f64 / groups as f64;
     // Key (9 bytes in row format) + its offset + the table slot + the count (8 bytes
     // and a validity bit), with the slack of growing vectors and tables.
     assert!(per_group < 80.0, "{per_group:.1} bytes per group");
@@ -73,30 +78,29 @@ fn a_count_by_a_bigint_key_costs_tens_of_bytes_per_group() {
 
 #[test]
 fn a_batch_reports_and_checkpoints_only_the_groups_it_touches() {
-    let plan = plan(
-        "SELECT user_id, COUNT(*) AS n, COUNT(DISTINCT item_id) AS items, MAX(item_id) AS top FROM SOURCE GROUP BY user_id",
-    );
-    let mut aggregate = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
-    update(&plan, &mut aggregate, events(&plan, 0..100_000));
-    let full = aggregate.full_state().unwrap();
+    let sql = "SELECT user_id, COUNT(*) AS n, COUNT(DISTINCT item_id) AS items, MAX(item_id) AS top FROM SOURCE GROUP BY user_id";
+    let plan = plan(sql);
+    update(&plan, events(&plan, 0..100_000));
+    let full = state(&plan, |a| a.full_state().unwrap());
     assert_eq!(full.num_rows(), 100_000);
 
-    let finals = update(&plan, &mut aggregate, events(&plan, (0..100_000).step_by(10_000)));
+    let finals = update(&plan, events(&plan, (0..100_000).step_by(10_000)));
     assert_eq!(finals.num_rows(), 10, "the final values of the touched groups only");
-    let (first_change, removed) = aggregate.take_changes().unwrap();
+    let (first_change, removed) = state(&plan, |a| a.take_changes().unwrap());
     assert_eq!(first_change.num_rows(), 10);
     assert_eq!(removed.num_rows(), 0);
-    let (written, _) = aggregate.take_changes().unwrap();
+    let (written, _) = state(&plan, |a| a.take_changes().unwrap());
     assert_eq!(written.num_rows(), 0, "nothing changed since the last checkpoint");
 
     // The full state and the changes after it restore the same groups.
-    let finals = update(&plan, &mut aggregate, events(&plan, [5, 6].into_iter()));
-    let (second_change, _) = aggregate.take_changes().unwrap();
-    let mut restored = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
+    let finals = update(&plan, events(&plan, [5, 6].into_iter()));
+    let (second_change, _) = state(&plan, |a| a.take_changes().unwrap());
+    let restored = self::plan(sql);
     for saved in [&full, &first_change, &second_change] {
-        restored.restore(saved).unwrap();
+        state(&restored, |a| a.restore(saved).unwrap());
     }
-    let (restored, original) = (sorted(&restored.evaluate_all().unwrap()), sorted(&aggregate.evaluate_all().unwrap()));
+    let restored = sorted(&state(&restored, |a| a.evaluate_all().unwrap()));
+    let original = sorted(&state(&plan, |a| a.evaluate_all().unwrap()));
     let differ: Vec<_> = restored.iter().zip(&original).filter(|(a, b)| a != b).take(3).collect();
     assert!(restored.len() == original.len() && differ.is_empty(), "restored state differs: {differ:?}");
     assert_eq!(sorted(&finals), ["5|2|1|5", "6|2|1|6"]);
@@ -107,18 +111,18 @@ fn closed_windows_leave_the_state_and_their_keys_go_into_the_next_checkpoint() {
     let plan = plan(
         "SELECT window(timestamp, '5 minutes') AS window, user_id, COUNT(*) AS n FROM SOURCE GROUP BY window(timestamp, '5 minutes'), user_id",
     );
-    let mut aggregate = Aggregate::new(plan.aggregate_spec().expect("an aggregation")).unwrap();
-    update(&plan, &mut aggregate, events(&plan, 0..3_000));
-    aggregate.full_state().unwrap();
-    let closed = aggregate.evict(1_767_225_600_000_000 + 300_000_000, true).unwrap().unwrap();
+    update(&plan, events(&plan, 0..3_000));
+    state(&plan, |a| a.full_state().unwrap());
+    let closed = state(&plan, |a| a.evict(1_767_225_600_000_000 + 300_000_000, true).unwrap().unwrap());
     assert_eq!(closed.num_rows(), 3_000);
-    assert!(aggregate.is_empty());
-    let (written, removed) = aggregate.take_changes().unwrap();
+    assert!(state(&plan, |a| a.is_empty()));
+    let (written, removed) = state(&plan, |a| a.take_changes().unwrap());
     assert_eq!((written.num_rows(), removed.num_rows()), (0, 3_000));
     // Space is given back: a new window's groups get the ids from 0 again.
-    update(&plan, &mut aggregate, events(&plan, 0..10).map_time(600_000_000));
-    assert_eq!(aggregate.len(), 10);
-    assert!(aggregate.size() < 3_000 * 16, "{} bytes after compaction", aggregate.size());
+    update(&plan, events(&plan, 0..10).map_time(600_000_000));
+    assert_eq!(state(&plan, |a| a.len()), 10);
+    let size = state(&plan, |a| a.size());
+    assert!(size < 3_000 * 16, "{size} bytes after compaction");
 }
 
 #[test]

@@ -6,9 +6,10 @@ mod support;
 
 use std::io::Write;
 
+use aggregator::operators::exec::OperatorKind;
 use aggregator::pipeline::Shutdown;
 use aggregator::pipeline::definition::PipelineDefinition;
-use aggregator::pipeline::plan::{Emission, StreamingPlan};
+use aggregator::pipeline::plan::StreamingPlan;
 use aggregator::pipeline::runner::Pipeline;
 use aggregator::source::file_log::FileLog;
 use aggregator::source::{Source, SourceOffset};
@@ -35,8 +36,9 @@ fn sql_file(name: &str, sql: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// Runs `file` over 50,000 events of 50,000 users, then 10 events of 10 of them; returns
-/// per batch its records and the rows `read` counted.
-fn rows_read_per_batch(file: &std::path::Path, read: fn(&Pipeline) -> Option<u64>) -> Vec<(usize, u64)> {
+/// per batch its records and the rows the (topmost) operator of `kind` read.
+fn rows_read_per_batch(file: &std::path::Path, kind: OperatorKind) -> Vec<(usize, u64)> {
+    let read = |pipeline: &Pipeline| pipeline.operators().iter().find(|o| o.kind == kind).map(|o| o.rows_read);
     let log = tempfile::tempdir().unwrap();
     write_events(log.path(), 1, 0..50_000);
     write_events(log.path(), 2, (0..50_000).step_by(5_000));
@@ -61,7 +63,7 @@ fn rows_read_per_batch(file: &std::path::Path, read: fn(&Pipeline) -> Option<u64
 
 #[test]
 fn a_second_stage_reads_only_the_changes_of_the_groups_a_batch_touches() {
-    let reads = rows_read_per_batch(&repo_root().join("sql/avg_interactions_per_user.sql"), Pipeline::chain_rows_read);
+    let reads = rows_read_per_batch(&repo_root().join("sql/avg_interactions_per_user.sql"), OperatorKind::Aggregate);
     // 50,000 new groups: 50,000 rows inserted. Then 10 events of 10 of those 50,000
     // users: each group's old row retracted and its new row inserted, 20 rows.
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
@@ -73,7 +75,7 @@ fn a_top_n_reads_only_the_changes_of_the_groups_a_batch_touches() {
         "top_users.sql",
         "SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id ORDER BY n DESC, user_id LIMIT 3\n",
     );
-    let reads = rows_read_per_batch(&file, Pipeline::top_n_rows_read);
+    let reads = rows_read_per_batch(&file, OperatorKind::TopN);
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
 
@@ -86,7 +88,7 @@ fn a_top_n_over_an_aggregate_of_an_aggregate_reads_only_the_last_levels_changes(
          totals AS (SELECT user_id, SUM(n) AS total FROM per_user GROUP BY user_id)\n\
          SELECT user_id, total FROM totals ORDER BY total DESC, user_id LIMIT 3\n",
     );
-    let reads = rows_read_per_batch(&file, Pipeline::top_n_rows_read);
+    let reads = rows_read_per_batch(&file, OperatorKind::TopN);
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
 
@@ -100,29 +102,35 @@ fn window_functions_over_changes_recompute_only_the_partitions_a_batch_touches()
          SELECT user_id, interaction_type, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY n DESC, interaction_type) AS r\n\
          FROM AGGREGATED) AS ranked GROUP BY user_id\n-- end_for\n",
     );
-    let reads = rows_read_per_batch(&file, Pipeline::partition_rows_recomputed);
+    let reads = rows_read_per_batch(&file, OperatorKind::WindowFunctions);
     // First 50,000 one-row partitions appear (nothing before, one row after each);
     // then 10 of them change: their one row before and after.
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
 
+/// The kinds of a plan's streaming operators, from the result down.
+fn operators(plan: &StreamingPlan) -> Vec<OperatorKind> {
+    plan.operators().iter().map(|o| o.kind).collect()
+}
+
 #[test]
 fn second_stages_and_window_functions_between_aggregations_run_over_changes() {
+    use OperatorKind::*;
     let plan = |name: &str| {
         let def = PipelineDefinition::from_file(&repo_root().join(format!("sql/{name}.sql"))).unwrap();
         runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
     };
     for name in ["avg_interactions_per_item", "avg_interactions_per_user"] {
-        assert!(matches!(plan(name).emission, Emission::Chained { .. }), "{name}");
+        assert_eq!(operators(&plan(name)), [Aggregate, SourceAggregate], "{name}");
     }
     // ROW_NUMBER partitioned by item between the aggregations: recomputed per item.
-    assert!(matches!(plan("item_type_extremes").emission, Emission::Chained { .. }));
+    assert_eq!(operators(&plan("item_type_extremes")), [Aggregate, WindowFunctions, SourceAggregate]);
     // Top-N per window, as a second stage or in one query: recomputed per window.
     let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     for case in ["top_n_per_window", "top_n_per_window_subquery"] {
         let def = PipelineDefinition::from_file(&cases.join(format!("{case}.sql"))).unwrap();
         let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
-        assert!(matches!(plan.emission, Emission::Partitioned { .. }), "{case}");
+        assert_eq!(operators(&plan), [WindowFunctions, SourceAggregate], "{case}");
     }
     // A window over all rows (no PARTITION BY) between aggregations: one partition,
     // recomputed whole each batch, and the aggregation over it still reads changes.
@@ -133,5 +141,5 @@ fn second_stages_and_window_functions_between_aggregations_run_over_changes() {
     );
     let def = PipelineDefinition::from_file(&file).unwrap();
     let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
-    assert!(matches!(plan.emission, Emission::Chained { .. }));
+    assert_eq!(operators(&plan), [Aggregate, WindowFunctions, SourceAggregate]);
 }

@@ -42,6 +42,7 @@ use datafusion::arrow::compute::{cast, concat, take};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
@@ -49,6 +50,7 @@ use datafusion::physical_plan::aggregates::{AggregateMode, PhysicalGroupBy, aggr
 
 use crate::error::Result;
 use crate::operators::changelog::Changelog;
+use crate::operators::exec::{Closing, OperatorKind, OperatorStats, StreamingOperator, Tick};
 use crate::pipeline::windows::{WindowSpec, window_struct_fields};
 use crate::state::columns::{StateColumn, as_type};
 use crate::state::group_index::{GroupId, GroupIndex, KeyRows};
@@ -1165,4 +1167,101 @@ fn window_field(windows: &ArrayRef, name: &str, row: usize) -> Option<i64> {
     let values = windows.as_struct_opt()?.column_by_name(name)?;
     let values = values.as_primitive_opt::<TimestampMicrosecondType>()?;
     (windows.is_valid(row) && values.is_valid(row)).then(|| values.value(row))
+}
+
+/// The aggregation as a streaming operator (see [`crate::operators::exec`]).
+pub struct AggregateOperator {
+    pub aggregate: Aggregate,
+    /// Over `SOURCE` (its state is checkpointed) or over a changelog.
+    over_source: bool,
+    closing: Closing,
+    /// Source only: keep closed windows' rows (in `closed`) for a rebuild after a restart,
+    /// because something above holds state they feed beyond their window.
+    keep_closed: bool,
+    /// The final rows of windows that left the state, kept as `keep_closed` says.
+    pub closed: Option<RecordBatch>,
+}
+
+impl AggregateOperator {
+    pub fn new(aggregate: Aggregate, over_source: bool, closing: Closing) -> Self {
+        AggregateOperator { aggregate, over_source, closing, keep_closed: false, closed: None }
+    }
+
+    /// Whether the touched groups' old values are retracted (what reads the output
+    /// needs them unless it only renames columns of a result keyed by the groups).
+    pub fn set_emit_previous(&mut self, emit_previous: bool) {
+        self.aggregate.emit_previous = emit_previous;
+    }
+
+    pub fn set_keep_closed(&mut self, keep_closed: bool) {
+        self.keep_closed = keep_closed;
+    }
+
+    fn keep(&mut self, closed: RecordBatch) -> Result<()> {
+        self.closed = Some(match self.closed.take() {
+            Some(old) => datafusion::arrow::compute::concat_batches(&old.schema(), [&old, &closed])?,
+            None => closed,
+        });
+        Ok(())
+    }
+
+    /// Over `SOURCE`: folds the batch's events in, closes windows; the result's changes.
+    fn over_source(&mut self, input: &RecordBatch, tick: Tick) -> Result<Changelog> {
+        let schema = self.aggregate.final_schema.clone();
+        if tick.rebuild {
+            // Everything the operators above have seen, as inserted.
+            let mut parts: Vec<RecordBatch> = self.closed.iter().cloned().collect();
+            if self.closing != Closing::Emit {
+                parts.push(self.aggregate.evaluate_all()?);
+            }
+            return Changelog::inserted(&datafusion::arrow::compute::concat_batches(&schema, &parts)?);
+        }
+        let Merged { finals, previous, .. } = self.aggregate.update(input)?;
+        let closed = match (self.closing, tick.watermark) {
+            (Closing::Keep, _) | (_, None) => None,
+            (closing, Some(w)) => self.aggregate.evict(w, closing == Closing::Emit || self.keep_closed)?,
+        };
+        if let Some(closed) = closed.as_ref().filter(|_| self.keep_closed) {
+            self.keep(closed.clone())?;
+        }
+        match self.closing {
+            Closing::Emit => Ok(closed.map_or_else(|| Ok(Changelog::empty(&schema)), |c| Changelog::inserted(&c))?),
+            _ => Changelog::new(&finals, &previous.unwrap_or_else(|| RecordBatch::new_empty(schema))),
+        }
+    }
+
+    /// Over a changelog: adds and retracts rows; closes windows; the result's changes.
+    fn over_changes(&mut self, input: RecordBatch, tick: Tick) -> Result<Changelog> {
+        let changed = self.aggregate.update_changelog(&Changelog::from_batch(input)?)?;
+        if let (Some(w), true) = (tick.watermark, self.closing != Closing::Keep) {
+            self.aggregate.evict(w, false)?;
+        }
+        changed.changelog()
+    }
+}
+
+#[async_trait::async_trait]
+impl StreamingOperator for AggregateOperator {
+    async fn process(&mut self, inputs: Vec<RecordBatch>, tick: Tick, _ctx: Arc<TaskContext>) -> Result<RecordBatch> {
+        let [input] = <[RecordBatch; 1]>::try_from(inputs)
+            .map_err(|_| crate::error::Error::internal("an aggregation reads one input".to_string()))?;
+        let changes = match self.over_source {
+            true => self.over_source(&input, tick)?,
+            false => self.over_changes(input, tick)?,
+        };
+        Ok(changes.into_batch())
+    }
+
+    fn stats(&self) -> OperatorStats {
+        OperatorStats {
+            kind: if self.over_source { OperatorKind::SourceAggregate } else { OperatorKind::Aggregate },
+            rows_read: self.aggregate.rows_read(),
+            held: self.aggregate.len(),
+            closed_rows: self.closed.as_ref().map_or(0, |c| c.num_rows()),
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }

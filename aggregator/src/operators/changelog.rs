@@ -21,7 +21,6 @@ use datafusion::physical_plan::unnest::UnnestExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use crate::error::{Error, Result};
-use crate::pipeline::live_table::LiveExec;
 
 /// The column holding each row's weight, last in a changelog's schema.
 pub const WEIGHT_COLUMN: &str = "__weight";
@@ -100,56 +99,49 @@ pub fn with_weight(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `plan` (row by row over scans of live slots) rebuilt to read changelogs and pass
-/// each row's weight through to the end of its output. The weight stays the last
-/// column at every node, so the plan's own column indices keep their meaning.
-pub fn carry_weight(plan: &Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let carried = carry(plan)?;
-    match carried.schema().fields().last() {
-        Some(f) if f.name() == WEIGHT_COLUMN => Ok(carried),
-        _ => internal_err!("the weight column was lost on the way through `{}`", plan.name()),
-    }
-}
-
-/// [`carry_weight`] of a node, over its children carried first.
-fn carry(node: &Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
-    if let Some(scan) = node.downcast_ref::<LiveExec>() {
-        return Ok(Arc::new(scan.with_weight()?));
-    }
-    let children = node.children().into_iter().map(carry).collect::<DfResult<Vec<_>>>()?;
+/// A row-by-row `node` rebuilt over `inputs` (its children, rebuilt to output
+/// changelogs) to pass each row's weight through, last in its output. The weight stays
+/// the last column at every node, so the plan's own column indices keep their meaning.
+pub fn carry_weight(
+    node: &Arc<dyn ExecutionPlan>,
+    inputs: Vec<Arc<dyn ExecutionPlan>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
     let weight_of = |input: &Arc<dyn ExecutionPlan>| input.schema().fields().len() - 1;
-    if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
-        let input = children[0].clone();
+    let carried: Arc<dyn ExecutionPlan> = if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        let input = inputs[0].clone();
         let mut exprs = projection.expr().to_vec();
         let weight = Column::new(WEIGHT_COLUMN, weight_of(&input));
         exprs.push(ProjectionExpr { expr: Arc::new(weight), alias: WEIGHT_COLUMN.to_string() });
-        return Ok(Arc::new(ProjectionExec::try_new(exprs, input)?));
-    }
-    if let Some(unnest) = node.downcast_ref::<UnnestExec>() {
+        Arc::new(ProjectionExec::try_new(exprs, input)?)
+    } else if let Some(unnest) = node.downcast_ref::<UnnestExec>() {
         // The weight is not unnested: it stays last, repeated for every row made.
-        return Ok(Arc::new(UnnestExec::new(
-            children[0].clone(),
+        Arc::new(UnnestExec::new(
+            inputs[0].clone(),
             unnest.list_column_indices().to_vec(),
             unnest.struct_column_indices().to_vec(),
             with_weight(&unnest.schema()),
             unnest.options().clone(),
-        )?));
-    }
-    if let Some(filter) = node.downcast_ref::<FilterExec>() {
-        let input = children[0].clone();
+        )?)
+    } else if let Some(filter) = node.downcast_ref::<FilterExec>() {
+        let input = inputs[0].clone();
         let projection = filter.projection().as_ref().map(|p| [p.as_ref(), &[weight_of(&input)]].concat());
         let builder = FilterExecBuilder::from(filter).with_input(input).apply_projection(None)?;
-        return Ok(Arc::new(builder.apply_projection(projection)?.build()?));
+        Arc::new(builder.apply_projection(projection)?.build()?)
+    } else {
+        // Every other row-by-row node is rebuilt over its new inputs by DataFusion:
+        // unions and coalescing follow their inputs' schemas.
+        node.clone().replace_children(inputs, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))?
+    };
+    match carried.schema().fields().last() {
+        Some(f) if f.name() == WEIGHT_COLUMN => Ok(carried),
+        _ => internal_err!("the weight column was lost on the way through `{}`", node.name()),
     }
-    // Every other node is rebuilt over its new children by DataFusion: unions and
-    // coalescing follow their input's schema.
-    node.clone().replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::live_table::{LiveSlot, LiveTable};
+    use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable};
     use datafusion::arrow::array::{Int64Array, ListArray, StringArray};
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::physical_plan::collect;
@@ -174,6 +166,14 @@ mod tests {
         Changelog::new(&batch(inserted), &batch(retracted)).unwrap()
     }
 
+    /// A row-by-row plan over live slots, rebuilt by `carry_weight` from the scans up.
+    fn carry(node: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        if let Some(scan) = node.downcast_ref::<LiveExec>() {
+            return Arc::new(scan.with_weight().unwrap());
+        }
+        carry_weight(node, node.children().into_iter().map(carry).collect()).unwrap()
+    }
+
     /// Runs `sql` over `changes` with its plan rebuilt by `carry_weight`; returns each
     /// output row as text with its weight, sorted.
     async fn run(sql: &str, schema: &SchemaRef, changes: Changelog) -> Vec<(String, i64)> {
@@ -181,7 +181,7 @@ mod tests {
         let slot = LiveSlot::default();
         ctx.register_table("t", Arc::new(LiveTable::new(schema.clone(), slot.clone()))).unwrap();
         let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
-        let plan = carry_weight(&plan).unwrap();
+        let plan = carry(&plan);
         slot.set(vec![changes.into_batch()]);
         let batches = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
         let out = Changelog::from_batch(concat_batches(&plan.schema(), &batches).unwrap()).unwrap();

@@ -13,14 +13,19 @@
 //! (a rank can move every row).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
 
 use crate::error::Result;
 use crate::operators::aggregate::window_end;
 use crate::operators::changelog::Changelog;
+use crate::operators::exec::{OperatorKind, OperatorStats, StreamingOperator, Tick};
+use crate::pipeline::live_table::{LiveSlot, run_over};
 
 type RowBytes = Box<[u8]>;
 
@@ -150,12 +155,50 @@ impl PartitionedRows {
     }
 }
 
+/// Window functions as a streaming operator: the touched partitions' rows before and
+/// after a batch go through DataFusion's own window plan (`segment`, reading `slot`);
+/// the old results are retracted, the new ones inserted.
+pub struct WindowFunctions {
+    pub rows: PartitionedRows,
+    pub slot: LiveSlot,
+    pub segment: Arc<dyn ExecutionPlan>,
+    /// Partitions of closed windows leave (not in complete mode).
+    pub evict: bool,
+}
+
+#[async_trait::async_trait]
+impl StreamingOperator for WindowFunctions {
+    async fn process(&mut self, inputs: Vec<RecordBatch>, tick: Tick, ctx: Arc<TaskContext>) -> Result<RecordBatch> {
+        let [input] = <[RecordBatch; 1]>::try_from(inputs)
+            .map_err(|_| crate::error::Error::internal("window functions read one input".to_string()))?;
+        let (before, after) = self.rows.apply(&Changelog::from_batch(input)?)?;
+        let retracted = run_over(&self.slot, vec![before], &self.segment, ctx.clone()).await?;
+        let inserted = run_over(&self.slot, vec![after], &self.segment, ctx).await?;
+        if let (Some(w), true) = (tick.watermark, self.evict) {
+            self.rows.evict(w);
+        }
+        Ok(Changelog::new(&inserted, &retracted)?.into_batch())
+    }
+
+    fn stats(&self) -> OperatorStats {
+        OperatorStats {
+            kind: OperatorKind::WindowFunctions,
+            rows_read: self.rows.rows_recomputed(),
+            held: self.rows.len(),
+            closed_rows: 0,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-    use std::sync::Arc;
 
     fn batch(schema: &SchemaRef, rows: &[(i64, i64)]) -> RecordBatch {
         let (a, b): (Vec<i64>, Vec<i64>) = rows.iter().copied().unzip();

@@ -9,14 +9,17 @@
 //! when a leader is retracted, the next one comes up.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalSortExpr;
 
 use crate::error::Result;
 use crate::operators::changelog::Changelog;
+use crate::operators::exec::{OperatorKind, OperatorStats, StreamingOperator, Tick};
 
 /// A row held: its sort key and its own bytes (both in arrow's row format).
 type Entry = (Box<[u8]>, Box<[u8]>);
@@ -132,6 +135,28 @@ impl TopNChanges {
         }
         let before = std::mem::replace(&mut self.passed_on, now.clone());
         Changelog::new(&now, &before)
+    }
+}
+
+#[async_trait::async_trait]
+impl StreamingOperator for TopNChanges {
+    async fn process(&mut self, inputs: Vec<RecordBatch>, _tick: Tick, _ctx: Arc<TaskContext>) -> Result<RecordBatch> {
+        let [input] = <[RecordBatch; 1]>::try_from(inputs)
+            .map_err(|_| crate::error::Error::internal("an ORDER BY … LIMIT reads one input".to_string()))?;
+        Ok(self.apply(&Changelog::from_batch(input)?)?.into_batch())
+    }
+
+    fn stats(&self) -> OperatorStats {
+        OperatorStats {
+            kind: OperatorKind::TopN,
+            rows_read: self.top_n.rows_read(),
+            held: self.top_n.len(),
+            closed_rows: 0,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
@@ -18,9 +19,10 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, collect};
 
 /// The rows a live table shows on its next scan.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,25 @@ impl LiveSlot {
     fn get(&self) -> Vec<RecordBatch> {
         self.0.lock().expect("live slot lock").clone()
     }
+    /// Whether both are the same slot.
+    pub fn same(&self, other: &LiveSlot) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Runs `plan` with `slot` holding `batches`: its output as one batch.
+pub async fn run_over(
+    slot: &LiveSlot,
+    batches: Vec<RecordBatch>,
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: Arc<TaskContext>,
+) -> DfResult<RecordBatch> {
+    slot.set(batches);
+    // Operators may keep run-time state (dynamic filters); start each run clean.
+    let plan = reset_plan_states(plan.clone())?;
+    let out = collect(plan.clone(), ctx).await;
+    slot.set(vec![]);
+    Ok(concat_batches(&plan.schema(), &out?)?)
 }
 
 #[derive(Debug)]
@@ -88,6 +109,15 @@ impl LiveExec {
             Boundedness::Bounded,
         ));
         Ok(LiveExec { slot, table_schema, schema, projection, properties })
+    }
+
+    pub fn slot(&self) -> &LiveSlot {
+        &self.slot
+    }
+
+    /// The table's columns it reads, in order (all of them if `None`).
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
     }
 
     /// The same scan over changelogs of the slot's rows: the weight column follows

@@ -2,7 +2,8 @@
 //!
 //! * [`definition`] — the file: stages, settings, SHA-256 identity;
 //! * [`spark`] — Spark SQL's `window.start` references made DataFusion SQL;
-//! * [`plan`] — DataFusion plans the SQL; we cut the plan at the aggregation;
+//! * [`plan`] — DataFusion plans the SQL; [`dataflow`], a physical optimizer rule,
+//!   swaps its stateful nodes for streaming operators over changelogs;
 //! * [`windows`] — `window` / `tumble` / `hop` for `GROUP BY`;
 //! * [`watermark`] — event time and lateness;
 //! * [`crate::operators::aggregate`] — the aggregation's columnar state, eviction of
@@ -13,6 +14,7 @@
 //!   re-runs exactly the same batches;
 //! * [`runner`] — the micro-batch loop that ties them together.
 
+pub mod dataflow;
 pub mod definition;
 pub mod emit;
 pub mod live_table;

@@ -33,7 +33,8 @@ use crate::error::Result;
 use crate::metrics::{
     Metrics, Outcome, OutcomeLabels, PartitionLabels, RetryLabels, RetryTarget, RowLabels, RowOp, metrics,
 };
-use crate::operators::aggregate::Aggregate;
+use crate::operators::aggregate::AggregateOperator;
+use crate::operators::exec::{OperatorStats, Tick};
 use crate::pipeline::definition::PipelineDefinition;
 use crate::pipeline::emit::{self, Emitter, result_columns};
 use crate::pipeline::offset_log::{self, LoggedBatch, OffsetLog};
@@ -58,8 +59,8 @@ pub struct Pipeline {
     options: PipelineOptions,
     plan: StreamingPlan,
     decoder: JsonDecoder,
-    /// The aggregation's state; `None` for a query without aggregation.
-    aggregate: Option<Aggregate>,
+    /// `SOURCE` as the file declares it (to plan the SQL again when starting over).
+    source_schema: SourceSchema,
     emitter: Emitter,
     watermark: Watermark,
     counters: Counters,
@@ -237,8 +238,8 @@ impl Pipeline {
         }
         let mut pipeline = Pipeline {
             decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
-            aggregate: plan.aggregate_spec().map(Aggregate::new).transpose()?,
-            emitter: Emitter::new(&plan, Default::default(), None)?,
+            source_schema: source_schema.clone(),
+            emitter: Emitter::new(&plan),
             watermark: Watermark::new(delay, WatermarkState::default()),
             counters: Counters::default(),
             offset: SourceOffset::Start,
@@ -271,19 +272,21 @@ impl Pipeline {
         .await?;
         match resumed {
             Some(checkpoint) => {
-                pipeline.emitter = Emitter::new(&pipeline.plan, checkpoint.header.written, checkpoint.finalized)?;
-                if let Some(aggregate) = &mut pipeline.aggregate {
+                let restore = |source: &mut AggregateOperator| -> Result<()> {
                     for saved in &checkpoint.state {
                         if let Some(removed) = &saved.removed {
-                            aggregate.restore_removed(removed)?;
+                            source.aggregate.restore_removed(removed)?;
                         }
                         if let Some(written) = &saved.written {
-                            aggregate.restore(written)?;
+                            source.aggregate.restore(written)?;
                         }
                     }
-                    aggregate.set_evicted_until(checkpoint.header.evicted_until);
-                    pipeline.emitter.rebuild(&pipeline.plan, aggregate).await?;
-                }
+                    source.aggregate.set_evicted_until(checkpoint.header.evicted_until);
+                    source.closed = checkpoint.closed_rows.clone();
+                    Ok(())
+                };
+                pipeline.plan.with_source_aggregate(restore).transpose()?;
+                pipeline.rebuild().await?;
                 pipeline.watermark = Watermark::new(delay, checkpoint.header.watermark);
                 pipeline.counters = checkpoint.header.counters;
                 pipeline.offset = checkpoint.header.offset;
@@ -329,31 +332,28 @@ impl Pipeline {
         ResultVersion { sql_hash: self.def.sql_hash.clone(), events: self.counters.changed_at }
     }
 
-    /// Number of groups in the state (open windows only, for windowed pipelines).
+    /// Number of groups in the source aggregation's state (open windows only, for
+    /// windowed pipelines).
     pub fn state_groups(&self) -> usize {
-        self.aggregate.as_ref().map_or(0, Aggregate::len)
+        self.plan.with_source_aggregate(|source| source.aggregate.len()).unwrap_or(0)
     }
 
-    /// Rows the first aggregation over stage 1's changes has read (a second stage, a
-    /// subquery or CTE aggregating stage 1's result), if the pipeline has one.
-    pub fn chain_rows_read(&self) -> Option<u64> {
-        self.emitter.chain_rows_read()
+    /// What each streaming operator holds and has done, from the result down.
+    pub fn operators(&self) -> Vec<OperatorStats> {
+        self.plan.operators()
     }
 
-    /// Rows window functions over stage 1's changes have been recomputed over, if any.
-    pub fn partition_rows_recomputed(&self) -> Option<u64> {
-        self.emitter.partition_rows_recomputed()
-    }
-
-    /// What the state over stage 1's changes holds: groups per level of the chain,
-    /// partitions of window functions, rows of closed windows kept.
-    pub fn downstream_state(&self) -> (Vec<usize>, Vec<usize>, usize) {
-        self.emitter.downstream_state()
-    }
-
-    /// Rows the incremental `ORDER BY … LIMIT` has read, if the pipeline has one.
-    pub fn top_n_rows_read(&self) -> Option<u64> {
-        self.emitter.top_n_rows_read()
+    /// After a restart: the operators above the source aggregation (and the emitter)
+    /// rebuild their state from what it holds, as if it had all just been inserted.
+    async fn rebuild(&mut self) -> Result<()> {
+        let only_source = self.plan.operators().len() == 1;
+        if !self.plan.aggregates() || (only_source && !self.emitter.keeps_state()) {
+            return Ok(());
+        }
+        let empty = RecordBatch::new_empty(self.plan.source_schema.clone());
+        let changes = self.plan.run(empty, Tick { watermark: None, rebuild: true }).await?;
+        self.emitter.apply(&changes);
+        Ok(())
     }
 
     fn update_status(&mut self, state: &str) {
@@ -421,8 +421,9 @@ impl Pipeline {
     /// Forgets the state and starts over as a new version would: from the source's
     /// beginning, into a shadow table swapped in when caught up.
     async fn start_over(&mut self, shutdown: &Shutdown) -> Result<()> {
-        self.aggregate = self.plan.aggregate_spec().map(Aggregate::new).transpose()?;
-        self.emitter = Emitter::new(&self.plan, Default::default(), None)?;
+        // A plan of its own: its operators start empty.
+        self.plan = StreamingPlan::new(&self.def, &self.source_schema).await?;
+        self.emitter = Emitter::new(&self.plan);
         self.watermark = Watermark::new(self.watermark.delay_micros, WatermarkState::default());
         self.counters = Counters::default();
         self.offset = SourceOffset::Start;
@@ -649,14 +650,13 @@ impl Pipeline {
         let bad: Vec<RejectedRecord> = decoded.bad.into_iter().map(|(i, reason)| rejected(i, reason)).collect();
 
         let (good, late) = self.split_late(decoded.batch, &decoded.rows, raw, rejected)?;
-        let delta = match &mut self.aggregate {
-            Some(aggregate) => {
-                let input = self.plan.aggregate_input(good.clone()).await?;
-                let merged = aggregate.update(&input)?;
-                let close_at = self.watermark.close_windows();
-                self.emitter.emit(&self.plan, aggregate, merged, close_at).await?
+        let delta = match self.plan.aggregates() {
+            true => {
+                let tick = Tick { watermark: self.watermark.close_windows(), rebuild: false };
+                let changes = self.plan.run(good.clone(), tick).await?;
+                self.emitter.apply(&changes)
             }
-            None => {
+            false => {
                 let (out, records) = self.plan.rows(good.clone()).await?;
                 emit::rows_delta(&self.plan, &out, &records, |i| raw.location(i))
             }
@@ -811,14 +811,21 @@ impl Pipeline {
     pub fn checkpoint(&mut self) -> Result<()> {
         let started = Instant::now();
         self.checkpoint_written()?;
-        let state = match (&mut self.aggregate, self.checkpoints.wants_full()) {
-            // Without aggregation there is no state: an empty one, always whole.
-            (None, _) => StateChange::Full(RecordBatch::new_empty(Arc::new(Schema::empty()))),
-            (Some(aggregate), true) => StateChange::Full(aggregate.full_state()?),
-            (Some(aggregate), false) => {
-                let (written, removed) = aggregate.take_changes()?;
-                StateChange::Delta { written, removed }
-            }
+        let full = self.checkpoints.wants_full();
+        let saved = self.plan.with_source_aggregate(|source| -> Result<_> {
+            let state = match full {
+                true => StateChange::Full(source.aggregate.full_state()?),
+                false => {
+                    let (written, removed) = source.aggregate.take_changes()?;
+                    StateChange::Delta { written, removed }
+                }
+            };
+            Ok((state, source.aggregate.evicted_until(), source.closed.clone(), source.aggregate.size()))
+        });
+        // Without aggregation there is no state: an empty one, always whole.
+        let (state, evicted_until, closed, state_bytes) = match saved.transpose()? {
+            Some(saved) => saved,
+            None => (StateChange::Full(RecordBatch::new_empty(Arc::new(Schema::empty()))), None, None, 0),
         };
         let header = CheckpointHeader {
             sql_hash: self.def.sql_hash.clone(),
@@ -828,17 +835,16 @@ impl Pipeline {
                 Replay::Until(until) => until.clone(),
                 Replay::Done => None,
             },
-            evicted_until: self.aggregate.as_ref().and_then(Aggregate::evicted_until),
+            evicted_until,
             counters: self.counters,
-            written: self.emitter.written.clone(),
             batch: self.batch,
             state_files: Vec::new(),
             closed_files: Vec::new(),
         };
-        self.checkpoints.start(header, state, self.emitter.finalized.clone())?;
+        self.checkpoints.start(header, state, closed)?;
         let (m, pipeline) = (metrics(), Metrics::pipeline(&self.def.name));
         m.checkpoint_duration.get_or_create(&pipeline).observe(started.elapsed().as_secs_f64());
-        m.state_bytes.get_or_create(&pipeline).set(self.aggregate.as_ref().map_or(0, Aggregate::size) as i64);
+        m.state_bytes.get_or_create(&pipeline).set(state_bytes as i64);
         Ok(())
     }
 

@@ -34,7 +34,6 @@
 //! another version (`SQLAGG01`, whole state in one file, before columnar state) is not
 //! read: the pipeline starts as a new version and replays its source.
 
-use std::collections::HashMap;
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -83,8 +82,6 @@ pub struct CheckpointHeader {
     pub replay_until: Option<SourceOffset>,
     pub evicted_until: Option<i64>,
     pub counters: Counters,
-    /// For pipelines that diff whole results: `_id` → fingerprint of the row written.
-    pub written: HashMap<String, u64>,
     /// The number of the last micro-batch the state holds (see the offset log).
     #[serde(default)]
     pub batch: u64,
@@ -115,7 +112,7 @@ pub struct StateFile {
 #[derive(Debug, Default)]
 pub struct Checkpoint {
     pub header: CheckpointHeader,
-    pub finalized: Option<RecordBatch>,
+    pub closed_rows: Option<RecordBatch>,
     pub state: Vec<SavedState>,
 }
 
@@ -252,12 +249,12 @@ impl Checkpoint {
         for file in &header.closed_files {
             closed.extend(read_ipc(&read_state_file(&dir, &file.name, 1)?[0])?);
         }
-        let finalized = match closed.first() {
+        let closed_rows = match closed.first() {
             Some(first) => Some(datafusion::arrow::compute::concat_batches(&first.schema(), &closed)?),
             None => None,
         };
         remove_unnamed(&dir, &header);
-        Ok(Some(Checkpoint { header, finalized, state }))
+        Ok(Some(Checkpoint { header, closed_rows, state }))
     }
 }
 
@@ -331,14 +328,14 @@ impl CheckpointWriter {
 
     /// Starts writing a checkpoint (after the one before, if it is still being
     /// written: call [`Self::finish`] first to learn when that one is on disk).
-    /// `finalized` is every closed window's rows so far (it only grows): the rows after
+    /// `closed_rows` is every closed window's rows so far (it only grows): the rows after
     /// those already in files go into a new one, merged with the files before it while
     /// it is at least as large as they are.
     pub fn start(
         &mut self,
         mut header: CheckpointHeader,
         state: StateChange,
-        finalized: Option<RecordBatch>,
+        closed_rows: Option<RecordBatch>,
     ) -> Result<()> {
         self.finish()?;
         let (full, written, removed) = match state {
@@ -352,7 +349,7 @@ impl CheckpointWriter {
         let mut files = if full { Vec::new() } else { self.files.clone() };
         // The file's size is known once encoded: the writer thread fills it in.
         files.push(StateFile { name: name.clone(), bytes: 0, full });
-        let (closed, new_closed) = self.closed_files(finalized.as_ref());
+        let (closed, new_closed) = self.closed_files(closed_rows.as_ref());
         let batch = header.batch;
         let job = move || -> Result<WriterDone> {
             let parts = [ipc_bytes(Some(&written))?, ipc_bytes(removed.as_ref().filter(|r| r.num_rows() > 0))?];
@@ -392,8 +389,8 @@ impl CheckpointWriter {
 
     /// The closed-rows files of the next checkpoint, and the new one to write (its name
     /// and rows) if rows closed since the last checkpoint.
-    fn closed_files(&mut self, finalized: Option<&RecordBatch>) -> (Vec<ClosedFile>, Option<(String, RecordBatch)>) {
-        let total = finalized.map_or(0, |f| f.num_rows() as u64);
+    fn closed_files(&mut self, closed_rows: Option<&RecordBatch>) -> (Vec<ClosedFile>, Option<(String, RecordBatch)>) {
+        let total = closed_rows.map_or(0, |f| f.num_rows() as u64);
         let mut kept = self.closed.clone();
         let mut start: u64 = kept.iter().map(|f| f.rows).sum();
         // (Fewer rows than the files hold cannot happen: rows only close. Rewrite them.)
@@ -401,7 +398,7 @@ impl CheckpointWriter {
             kept.clear();
             start = 0;
         }
-        let (Some(finalized), true) = (finalized, total > start) else { return (kept, None) };
+        let (Some(closed_rows), true) = (closed_rows, total > start) else { return (kept, None) };
         while let Some(last) = kept.last()
             && last.rows <= total - start
         {
@@ -411,7 +408,7 @@ impl CheckpointWriter {
         let name = format!("{}.closed", self.next);
         self.next += 1;
         kept.push(ClosedFile { name: name.clone(), rows: total - start });
-        let rows = finalized.slice(start as usize, (total - start) as usize);
+        let rows = closed_rows.slice(start as usize, (total - start) as usize);
         (kept, Some((name, rows)))
     }
 }
@@ -460,7 +457,7 @@ mod tests {
         assert_eq!(loaded.state[0].removed, None);
         assert_eq!(loaded.state[1].written, Some(batch(vec![3])));
         assert_eq!(loaded.state[1].removed, Some(batch(vec![1])));
-        assert_eq!(loaded.finalized, Some(batch(vec![9])));
+        assert_eq!(loaded.closed_rows, Some(batch(vec![9])));
         let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names, ["p.checkpoint", "p.state"]);
@@ -516,7 +513,7 @@ mod tests {
             assert_eq!(closed_on_disk(), files.len(), "merged files are removed");
         }
         let loaded = Checkpoint::load(&path).unwrap().unwrap();
-        assert_eq!(loaded.finalized, Some(batch(all.clone())));
+        assert_eq!(loaded.closed_rows, Some(batch(all.clone())));
         assert!(loaded.header.closed_files.len() <= 5, "{:?}", loaded.header.closed_files);
         // Nothing closed since: no file written; a restarted writer goes on.
         let mut writer = CheckpointWriter::new(path.clone(), Some(&loaded.header));
@@ -526,7 +523,7 @@ mod tests {
         all.push(21);
         writer.start(header(22), none(), Some(batch(all.clone()))).unwrap();
         writer.finish().unwrap();
-        assert_eq!(Checkpoint::load(&path).unwrap().unwrap().finalized, Some(batch(all)));
+        assert_eq!(Checkpoint::load(&path).unwrap().unwrap().closed_rows, Some(batch(all)));
     }
 
     #[test]

@@ -1,4 +1,5 @@
--- error: not in complete mode
+-- Window functions over a nested aggregate in complete mode: the whole result is
+-- rewritten every batch from what the emitter keeps.
 -- output_mode: complete
 WITH per_user AS (
     SELECT user_id, item_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id, item_id

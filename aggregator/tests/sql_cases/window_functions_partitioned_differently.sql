@@ -1,4 +1,6 @@
--- error: between two aggregations cannot run incrementally yet
+-- Two window functions partitioned differently between two aggregations: no
+-- partition holds all the rows a change can move, so the window node is recomputed
+-- whole over the rows of its input (a Recompute operator).
 SELECT AVG(by_type + overall) AS avg_rank
 FROM (
     SELECT item_id, interaction_type,
