@@ -243,7 +243,10 @@ impl StreamingPlan {
         });
         let mut operators = Vec::new();
         root.plan.apply(|node| {
-            if let Some(exec) = node.downcast_ref::<StreamingExec>() {
+            // (Stage 1 read twice by a second stage is one dataflow, met twice.)
+            if let Some(exec) = node.downcast_ref::<StreamingExec>()
+                && !operators.iter().any(|o| Arc::ptr_eq(o, exec.operator()))
+            {
                 operators.push(exec.operator().clone());
             }
             Ok(TreeNodeRecursion::Continue)

@@ -1,4 +1,4 @@
--- ORDER BY ... LIMIT over the groups: not one row per group, so the whole result is diffed.
+-- ORDER BY ... LIMIT over the groups: an incremental top-N over their changes, keyed by item.
 SELECT item_id, COUNT(*) AS n
 FROM SOURCE
 GROUP BY item_id
