@@ -108,6 +108,12 @@ fn aggregates_of_aggregates_match_the_batch_query_at_any_micro_batch_size() {
         cases.join("window_function_over_nested.sql"),
         cases.join("top_n_per_window_over_nested.sql"),
         cases.join("top_n_between_aggregations.sql"),
+        // Recomputed whole, complete mode, content ids, HAVING, merged sessions.
+        cases.join("window_functions_partitioned_differently.sql"),
+        cases.join("join_of_two_levels.sql"),
+        cases.join("complete_window_function_over_nested.sql"),
+        cases.join("having_toggles.sql"),
+        cases.join("session_window.sql"),
     ];
     for file in &files {
         for batch in [13, 97, 2_500] {
