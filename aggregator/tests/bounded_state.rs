@@ -101,7 +101,9 @@ fn aggregates_of_windowed_aggregates_keep_state_only_for_open_windows() {
                 for operator in pipeline.operators() {
                     match operator.kind {
                         OperatorKind::SourceAggregate => kept = kept.max(operator.closed_rows),
-                        OperatorKind::Aggregate | OperatorKind::WindowFunctions => peak = peak.max(operator.held),
+                        OperatorKind::Aggregate | OperatorKind::WindowFunctions | OperatorKind::TopNPerPartition => {
+                            peak = peak.max(operator.held)
+                        }
                         other => panic!("{case}: {other:?} holds rows beyond their window"),
                     }
                 }

@@ -92,6 +92,22 @@ fn a_top_n_over_an_aggregate_of_an_aggregate_reads_only_the_last_levels_changes(
     assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
 }
 
+/// `ROW_NUMBER() … <= N` per partition: the work is the changes read, not the partition.
+#[test]
+fn a_top_n_per_partition_reads_only_the_changes_not_the_partitions_rows() {
+    let (_dir, file) = sql_file(
+        "top_users_per_type.sql",
+        "SELECT interaction_type, user_id, n FROM (\n\
+         SELECT interaction_type, user_id, COUNT(*) AS n,\n\
+         ROW_NUMBER() OVER (PARTITION BY interaction_type ORDER BY COUNT(*) DESC, user_id) AS r\n\
+         FROM SOURCE GROUP BY interaction_type, user_id) AS ranked WHERE r <= 3\n",
+    );
+    // All 50,000 users are in one partition ("view"): then 10 of them change, and
+    // the operator reads their 20 changes, not the partition's 50,000 rows.
+    let reads = rows_read_per_batch(&file, OperatorKind::TopNPerPartition);
+    assert_eq!(reads, [(50_000, 50_000), (10, 20)]);
+}
+
 #[test]
 fn window_functions_over_changes_recompute_only_the_partitions_a_batch_touches() {
     let (_dir, file) = sql_file(
@@ -125,12 +141,12 @@ fn second_stages_and_window_functions_between_aggregations_run_over_changes() {
     }
     // ROW_NUMBER partitioned by item between the aggregations: recomputed per item.
     assert_eq!(operators(&plan("item_type_extremes")), [Aggregate, WindowFunctions, SourceAggregate]);
-    // Top-N per window, as a second stage or in one query: recomputed per window.
+    // Top-N per window, as a second stage or in one query: a top-N per partition.
     let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     for case in ["top_n_per_window", "top_n_per_window_subquery"] {
         let def = PipelineDefinition::from_file(&cases.join(format!("{case}.sql"))).unwrap();
         let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
-        assert_eq!(operators(&plan), [WindowFunctions, SourceAggregate], "{case}");
+        assert_eq!(operators(&plan), [TopNPerPartition, SourceAggregate], "{case}");
     }
     // A window over all rows (no PARTITION BY) between aggregations: one partition,
     // recomputed whole each batch, and the aggregation over it still reads changes.

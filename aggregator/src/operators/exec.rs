@@ -63,6 +63,8 @@ pub enum OperatorKind {
     Aggregate,
     /// `ORDER BY … LIMIT N` over a changelog.
     TopN,
+    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) <= N` over a changelog.
+    TopNPerPartition,
     /// Window functions over a changelog, recomputed per partition touched.
     WindowFunctions,
     /// Any other node over changelogs: recomputed whole from all its input rows.

@@ -8,16 +8,17 @@
 //! the first N rows are read off the front. Rows must be kept beyond the first N:
 //! when a leader is retracted, the next one comes up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalSortExpr;
 
 use crate::error::Result;
+use crate::operators::aggregate::window_end;
 use crate::operators::changelog::Changelog;
 use crate::operators::exec::{OperatorKind, OperatorStats, StreamingOperator, Tick};
 
@@ -151,6 +152,160 @@ impl StreamingOperator for TopNChanges {
             kind: OperatorKind::TopN,
             rows_read: self.top_n.rows_read(),
             held: self.top_n.len(),
+            closed_rows: 0,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) <= N` over a changelog (top-N per
+/// partition, Flink's Rank operator): every row of each partition is kept in sort order
+/// (as [`TopN`] keeps them), and a batch costs its rows times the logarithm of their
+/// partition's rows plus N per partition it touches — not the partitions' sizes. When a
+/// touched partition's first N rows change, their old rows (with their row numbers) are
+/// retracted and the new ones inserted.
+pub struct TopNPerPartition {
+    spec: PerPartitionSpec,
+    partition_keys: RowConverter,
+    sort_keys: RowConverter,
+    row_bytes: RowConverter,
+    /// Partition key → its rows in order, each with how many times it is held.
+    partitions: HashMap<Box<[u8]>, BTreeMap<Entry, i64>>,
+    /// Partitions by window end, when the partition key includes the event-time window.
+    by_end: BTreeMap<i64, Vec<Box<[u8]>>>,
+    rows_read: u64,
+}
+
+/// What [`TopNPerPartition`] is: over rows of `schema`, per `partition_columns`, the first
+/// `fetch` in the order of `sort`, each with its row number; `output` picks the columns
+/// passed on among the rows' and the row number (last); `window` is the partition column
+/// that is the event-time window, if any.
+pub struct PerPartitionSpec {
+    pub schema: SchemaRef,
+    pub partition_columns: Vec<usize>,
+    pub sort: Vec<PhysicalSortExpr>,
+    pub fetch: usize,
+    pub window: Option<usize>,
+    pub output: Vec<usize>,
+    pub output_schema: SchemaRef,
+    /// Partitions of closed windows leave (not in complete mode).
+    pub evict: bool,
+}
+
+impl TopNPerPartition {
+    pub fn new(spec: PerPartitionSpec) -> Result<Self> {
+        let field = |c: &usize| SortField::new(spec.schema.field(*c).data_type().clone());
+        let sort_fields = spec
+            .sort
+            .iter()
+            .map(|s| Ok(SortField::new_with_options(s.expr.data_type(&spec.schema)?, s.options)))
+            .collect::<Result<Vec<_>>>()?;
+        let row_fields = spec.schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        Ok(TopNPerPartition {
+            partition_keys: RowConverter::new(spec.partition_columns.iter().map(field).collect())?,
+            sort_keys: RowConverter::new(sort_fields)?,
+            row_bytes: RowConverter::new(row_fields)?,
+            spec,
+            partitions: HashMap::new(),
+            by_end: BTreeMap::new(),
+            rows_read: 0,
+        })
+    }
+
+    /// The first N rows of a partition (row bytes).
+    fn first(&self, key: &[u8]) -> Vec<Box<[u8]>> {
+        let Some(rows) = self.partitions.get(key) else { return Vec::new() };
+        rows.iter()
+            .flat_map(|((_, row), &count)| std::iter::repeat_n(row, count.max(0) as usize))
+            .take(self.spec.fetch)
+            .cloned()
+            .collect()
+    }
+
+    /// Applies `changes`; the changes of the first N rows of the partitions they touch.
+    pub fn apply(&mut self, changes: &Changelog, watermark: Option<i64>) -> Result<Changelog> {
+        let batch = changes.rows();
+        let n = batch.num_rows();
+        self.rows_read += n as u64;
+        let columns = |cs: &[usize]| cs.iter().map(|&c| batch.column(c).clone()).collect::<Vec<ArrayRef>>();
+        let keys = self.partition_keys.convert_columns(&columns(&self.spec.partition_columns))?;
+        let values = self
+            .spec
+            .sort
+            .iter()
+            .map(|s| s.expr.evaluate(&batch)?.into_array(n))
+            .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
+        let sort_keys = self.sort_keys.convert_columns(&values)?;
+        let rows = self.row_bytes.convert_columns(batch.columns())?;
+        // Each touched partition's first rows before the batch.
+        let mut before: BTreeMap<Box<[u8]>, Vec<Box<[u8]>>> = BTreeMap::new();
+        for i in 0..n {
+            let key = keys.row(i).data();
+            if !before.contains_key(key) {
+                before.insert(Box::from(key), self.first(key));
+                if let Some(end) = self.spec.window.and_then(|w| window_end(batch.column(w), i))
+                    && !self.partitions.contains_key(key)
+                {
+                    self.by_end.entry(end).or_default().push(Box::from(key));
+                }
+            }
+        }
+        for (i, &weight) in changes.weights().iter().enumerate() {
+            let partition = self.partitions.entry(Box::from(keys.row(i).data())).or_default();
+            let entry = (Box::from(sort_keys.row(i).data()), Box::from(rows.row(i).data()));
+            let count = partition.entry(entry).or_insert(0);
+            *count += weight;
+            if *count == 0 {
+                partition.remove(&(Box::from(sort_keys.row(i).data()), Box::from(rows.row(i).data())));
+            }
+        }
+        let (mut inserted, mut retracted) = (Vec::new(), Vec::new());
+        for (key, old) in before {
+            if self.partitions.get(&key).is_some_and(|rows| rows.is_empty()) {
+                self.partitions.remove(&key);
+            }
+            let new = self.first(&key);
+            if new != old {
+                retracted.extend(old.into_iter().zip(1u64..));
+                inserted.extend(new.into_iter().zip(1u64..));
+            }
+        }
+        if let (Some(w), true) = (watermark, self.spec.evict) {
+            let keep = self.by_end.split_off(&(w + 1));
+            for key in std::mem::replace(&mut self.by_end, keep).into_values().flatten() {
+                self.partitions.remove(&key);
+            }
+        }
+        Changelog::new(&self.numbered(&inserted)?, &self.numbered(&retracted)?)
+    }
+
+    /// Rows with their row numbers, as the output's columns.
+    fn numbered(&self, rows: &[(Box<[u8]>, u64)]) -> Result<RecordBatch> {
+        let parser = self.row_bytes.parser();
+        let mut columns = self.row_bytes.convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))?;
+        columns.push(Arc::new(UInt64Array::from_iter_values(rows.iter().map(|(_, n)| *n))));
+        let columns = self.spec.output.iter().map(|&c| columns[c].clone()).collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok(RecordBatch::try_new_with_options(self.spec.output_schema.clone(), columns, &options)?)
+    }
+}
+
+#[async_trait::async_trait]
+impl StreamingOperator for TopNPerPartition {
+    async fn process(&mut self, inputs: Vec<RecordBatch>, tick: Tick, _ctx: Arc<TaskContext>) -> Result<RecordBatch> {
+        let [input] = <[RecordBatch; 1]>::try_from(inputs)
+            .map_err(|_| crate::error::Error::internal("a top-N per partition reads one input".to_string()))?;
+        Ok(self.apply(&Changelog::from_batch(input)?, tick.watermark)?.into_batch())
+    }
+
+    fn stats(&self) -> OperatorStats {
+        OperatorStats {
+            kind: OperatorKind::TopNPerPartition,
+            rows_read: self.rows_read,
+            held: self.partitions.len(),
             closed_rows: 0,
         }
     }

@@ -25,10 +25,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::physical_expr::expressions::Column;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::filter::FilterExec;
@@ -45,7 +49,7 @@ use crate::operators::changelog::{carry_weight, with_weight};
 use crate::operators::exec::{Closing, SharedOperator, StreamingExec, TeeExec};
 use crate::operators::partitioned::{PartitionSpec, PartitionedRows, WindowFunctions};
 use crate::operators::recompute::Recompute;
-use crate::operators::top_n::{TopN, TopNChanges};
+use crate::operators::top_n::{PerPartitionSpec, TopN, TopNChanges, TopNPerPartition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot};
 use crate::pipeline::windows::{WindowCall, WindowSpec};
 
@@ -170,6 +174,11 @@ impl ToDataflow {
         }
         if node.is::<BoundedWindowAggExec>() || node.is::<WindowAggExec>() {
             return self.window_functions(node, walk);
+        }
+        if let Some(filter) = node.downcast_ref::<FilterExec>()
+            && let Some(flow) = self.top_n_per_partition(filter, walk)?
+        {
+            return Ok(flow);
         }
         if node.name() == "ScalarSubqueryExec" {
             // Its subqueries' results reach its expressions out of band.
@@ -383,6 +392,51 @@ impl ToDataflow {
         Ok(traced(exec, &input, width, |c| trace_segment(&segment, c)))
     }
 
+    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) <= N` (DataFusion's filter over
+    /// its window node over a sort), if `filter` is that: the top-N per partition.
+    fn top_n_per_partition(&self, filter: &FilterExec, walk: &mut Walk) -> DfResult<Option<Flow>> {
+        let Some(window) = filter.input().downcast_ref::<BoundedWindowAggExec>() else { return Ok(None) };
+        let [expr] = window.window_expr() else { return Ok(None) };
+        let Some(sort) = window.input().downcast_ref::<SortExec>().filter(|s| s.fetch().is_none()) else {
+            return Ok(None);
+        };
+        let row_number = window.input().schema().fields().len();
+        let (Some(fetch), true) =
+            (row_number_limit(filter.predicate(), row_number), expr.name().starts_with("row_number("))
+        else {
+            return Ok(None);
+        };
+        let partition_columns: Option<Vec<usize>> =
+            expr.partition_by().iter().map(|k| k.downcast_ref::<Column>().map(|c| c.index())).collect();
+        let Some(partition_columns) = partition_columns.filter(|p| !p.is_empty()) else { return Ok(None) };
+        let input = self.flow(sort.input(), false, walk)?;
+        if !input.changelog {
+            return Err(refused(self.not_row_wise(window.name(), walk)));
+        }
+        let partition_window = input.window.filter(|w| partition_columns.contains(w));
+        if partition_window.is_none() {
+            walk.state_beyond_windows = true;
+        }
+        let output: Vec<usize> = match filter.projection() {
+            Some(p) => p.to_vec(),
+            None => (0..=row_number).collect(),
+        };
+        let spec = PerPartitionSpec {
+            schema: sort.input().schema(),
+            partition_columns,
+            sort: expr.order_by().to_vec(),
+            fetch,
+            window: partition_window,
+            output: output.clone(),
+            output_schema: filter.schema(),
+            evict: self.closing != Closing::Keep,
+        };
+        let operator = TopNPerPartition::new(spec).map_err(Error::into_datafusion)?;
+        let plan = StreamingExec::new(Box::new(operator), vec![input.plan.clone()], with_weight(&filter.schema()));
+        // The rows are their input's rows (and their row number).
+        Ok(Some(traced(plan, &input, output.len(), |c| Some(output[c]).filter(|&i| i < row_number))))
+    }
+
     /// Any other node over changelogs: recomputed whole from all its inputs' rows.
     fn recompute(&self, node: &Arc<dyn ExecutionPlan>, children: Vec<Flow>, walk: &mut Walk) -> DfResult<Flow> {
         walk.state_beyond_windows = true;
@@ -400,6 +454,21 @@ impl ToDataflow {
         let exec = StreamingExec::new(Box::new(operator), plans, with_weight(&node.schema()));
         Ok(Flow { plan: exec, changelog: true, window: None, key: None })
     }
+}
+
+/// N of a filter `row_number <= N` (or `< N + 1`, or `= 1`) on column `row_number`.
+fn row_number_limit(predicate: &Arc<dyn PhysicalExpr>, row_number: usize) -> Option<usize> {
+    let binary = predicate.downcast_ref::<BinaryExpr>()?;
+    binary.left().downcast_ref::<Column>().filter(|c| c.index() == row_number)?;
+    let literal = binary.right().downcast_ref::<Literal>()?.value().cast_to(&DataType::Int64).ok()?;
+    let ScalarValue::Int64(Some(n)) = literal else { return None };
+    let n = match binary.op() {
+        Operator::LtEq => n,
+        Operator::Lt => n - 1,
+        Operator::Eq if n == 1 => 1,
+        _ => return None,
+    };
+    usize::try_from(n).ok().filter(|&n| n > 0)
 }
 
 /// Nodes that work row by row over `SOURCE`'s events (or carry weights over changes).
