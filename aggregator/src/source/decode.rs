@@ -291,6 +291,9 @@ impl JsonDecoder {
 struct FlatDecoder {
     /// Each column's name and type, in the order of the decode schema.
     fields: Vec<(String, FlatType)>,
+    /// Each column's key as it is written in a record, quotes included: keys are
+    /// matched where they stand, without reading them out first.
+    quoted: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, Copy)]
@@ -321,10 +324,12 @@ enum FlatColumn {
 }
 
 impl FlatDecoder {
-    /// `None` if some column has a type without a fast path (or there are too many
-    /// columns to track repeated keys in a `u64`).
+    /// `None` if some column has a type without a fast path, a name that JSON
+    /// would write with escapes, or there are too many columns to track repeated keys
+    /// in a `u64`.
     fn new(schema: &Schema) -> Option<Self> {
-        if schema.fields().len() > 64 {
+        let plain = |name: &str| name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if schema.fields().len() > 64 || !schema.fields().iter().all(|f| plain(f.name())) {
             return None;
         }
         let fields = schema.fields().iter().map(|f| {
@@ -338,7 +343,9 @@ impl FlatDecoder {
             };
             Some((f.name().clone(), kind))
         });
-        Some(FlatDecoder { fields: fields.collect::<Option<_>>()? })
+        let fields: Vec<(String, FlatType)> = fields.collect::<Option<_>>()?;
+        let quoted = fields.iter().map(|(name, _)| format!("\"{name}\"").into_bytes()).collect();
+        Some(FlatDecoder { fields, quoted })
     }
 
     /// The records as one batch of `schema`, or `None` if one of them is not for the fast path.
@@ -351,7 +358,7 @@ impl FlatDecoder {
                 FlatType::Int64 => FlatColumn::Int64(Int64Builder::with_capacity(n)),
                 FlatType::Int32 => FlatColumn::Int32(Int32Builder::with_capacity(n)),
                 FlatType::Boolean => FlatColumn::Boolean(BooleanBuilder::with_capacity(n)),
-                FlatType::Utf8 => FlatColumn::Utf8(StringBuilder::with_capacity(n, n * 16)),
+                FlatType::Utf8 => FlatColumn::Utf8(StringBuilder::with_capacity(n, n * 32)),
                 FlatType::Utf8View => FlatColumn::Utf8View(StringViewBuilder::with_capacity(n)),
             })
             .collect();
@@ -397,21 +404,28 @@ impl FlatDecoder {
         at.expect(b'{')?;
         at.skip_whitespace();
         let mut seen = 0u64;
+        // The column whose key usually comes next: records tend to keep one order.
+        let mut next = 0;
         if at.peek() == Some(b'}') {
             at.at += 1;
         } else {
             loop {
-                let key = at.string()?;
+                let column = at.known_key(&self.quoted, next);
+                if column.is_none() {
+                    // Another key (one with an escape may still name a column: given up).
+                    at.string()?;
+                }
                 at.skip_whitespace();
                 at.expect(b':')?;
                 at.skip_whitespace();
-                match self.fields.iter().position(|(name, _)| name == key) {
+                match column {
                     Some(c) => {
                         if seen & (1 << c) != 0 {
                             return None;
                         }
                         seen |= 1 << c;
                         values[c] = at.value(self.fields[c].1)?;
+                        next = c + 1;
                     }
                     None => at.skip_scalar()?,
                 }
@@ -456,11 +470,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The column whose quoted key (see [`FlatDecoder::quoted`]) starts here, trying
+    /// `first` before the others; the cursor moves past it.
+    fn known_key(&mut self, keys: &[Vec<u8>], first: usize) -> Option<usize> {
+        let rest = &self.text.as_bytes()[self.at..];
+        let here = |c: &usize| rest.starts_with(&keys[*c]);
+        let c = Some(first).filter(|&c| c < keys.len()).filter(here).or_else(|| (0..keys.len()).find(here))?;
+        self.at += keys[c].len();
+        Some(c)
+    }
+
     /// A string without escapes, without its quotes.
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        let len = self.text.as_bytes()[start..].iter().position(|&b| b == b'"' || b == b'\\')?;
+        let len = memchr::memchr2(b'"', b'\\', &self.text.as_bytes()[start..])?;
         self.at = start + len;
         // An escape is for the general path.
         self.expect(b'"')?;

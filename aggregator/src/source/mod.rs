@@ -70,7 +70,7 @@ impl RawBatch {
     /// but not kept. Returns the bytes read (0 at the end of the input).
     pub fn read_line(&mut self, reader: &mut impl std::io::BufRead, name: &str, line: u64) -> std::io::Result<usize> {
         let start = self.data.len();
-        let n = reader.read_until(b'\n', &mut self.data)?;
+        let n = read_until_newline(reader, &mut self.data)?;
         let mut end = self.data.len();
         while end > start && matches!(self.data[end - 1], b'\n' | b'\r') {
             end -= 1;
@@ -124,6 +124,34 @@ impl RawBatch {
     /// The partition record `i` came from (0 for the file log).
     pub fn partition(&self, i: usize) -> i32 {
         self.names[self.locations[i].0 as usize].1
+    }
+}
+
+/// `BufRead::read_until(b'\n', out)`, with a vectorised search for the line end:
+/// std's byte-at-a-time search was a third of reading the file log.
+fn read_until_newline(reader: &mut impl std::io::BufRead, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let (done, used) = match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                out.extend_from_slice(&buf[..=i]);
+                (true, i + 1)
+            }
+            None => {
+                out.extend_from_slice(buf);
+                (buf.is_empty(), buf.len())
+            }
+        };
+        reader.consume(used);
+        read += used;
+        if done {
+            return Ok(read);
+        }
     }
 }
 
