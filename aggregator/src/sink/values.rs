@@ -161,7 +161,10 @@ pub fn row_id(keys: &[ArrayRef], row: usize) -> String {
             }
         },
         many => {
-            let mut text = String::from("[");
+            // Room for a typical id (a window alone takes 64 bytes): growing a string
+            // from nothing reallocates it several times, for every row written.
+            let mut text = String::with_capacity(128);
+            text.push('[');
             for (i, key) in many.iter().enumerate() {
                 if i > 0 {
                     text.push(',');
