@@ -710,7 +710,30 @@ fn to_sql(value: &Value) -> rusqlite::types::Value {
         Value::Decimal(v) => v.parse().map_or_else(|_| Sql::Text(v.clone()), Sql::Real),
         Value::Text(v) => Sql::Text(v.clone()),
         Value::Timestamp(v) => Sql::Text(iso_micros(*v)),
-        Value::Struct(_) | Value::List(_) => Sql::Text(value.json_text()),
+        Value::Struct(_) | Value::List(_) => {
+            // Room for a window's JSON (64 bytes): no reallocation while it is written.
+            let mut text = String::with_capacity(96);
+            value.write_json(&mut text);
+            Sql::Text(text)
+        }
+    }
+}
+
+/// The values bound for `rows`, each its `_id` then its columns; straight from the
+/// rows, with text borrowed: SQLite copies bound text anyway.
+fn row_values<'a>(rows: &'a [&'a ResultRow]) -> impl Iterator<Item = rusqlite::types::ToSqlOutput<'a>> {
+    rows.iter().flat_map(|r| std::iter::once(bind_text(&r.id)).chain(r.values.iter().map(bind_value)))
+}
+
+fn bind_text(text: &str) -> rusqlite::types::ToSqlOutput<'_> {
+    rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(text.as_bytes()))
+}
+
+/// [`to_sql`], borrowing text instead of copying it.
+fn bind_value(value: &Value) -> rusqlite::types::ToSqlOutput<'_> {
+    match value {
+        Value::Text(v) => bind_text(v),
+        other => rusqlite::types::ToSqlOutput::Owned(to_sql(other)),
     }
 }
 
@@ -779,13 +802,6 @@ fn write_in(
                 )
             }
         };
-        let values = |rows: &[&ResultRow]| -> Vec<rusqlite::types::Value> {
-            rows.iter()
-                .flat_map(|r| {
-                    std::iter::once(rusqlite::types::Value::Text(r.id.clone())).chain(r.values.iter().map(to_sql))
-                })
-                .collect()
-        };
         // In `_id` order: each upsert then lands next to the last one in the table's
         // B-tree (pages already in cache, splits at the edge), not at a random place.
         // A row's `_id` repeated within a batch is applied in its order, as one by one.
@@ -795,12 +811,12 @@ fn write_in(
         if chunks.len() > 0 {
             let mut stmt = tx.prepare_cached(&sql(per_statement))?;
             for chunk in chunks.by_ref() {
-                stmt.execute(params_from_iter(values(chunk)))?;
+                stmt.execute(params_from_iter(row_values(chunk)))?;
             }
         }
         let mut stmt = tx.prepare_cached(&sql(1))?;
         for row in chunks.remainder() {
-            stmt.execute(params_from_iter(values(std::slice::from_ref(row))))?;
+            stmt.execute(params_from_iter(row_values(std::slice::from_ref(row))))?;
         }
     }
     if !delta.deletes.is_empty() {
