@@ -227,10 +227,11 @@ impl JsonDecoder {
             // Values and validity apart (not a `Vec<Option<i64>>`): this runs once per event.
             let mut values = Vec::with_capacity(n);
             let mut valid = Vec::new();
+            let mut day = None;
             for (r, keep) in keep.iter_mut().enumerate() {
                 let value = match text.is_null(r) {
                     true => None,
-                    false => match parse_timestamp_micros(text.value(r)) {
+                    false => match parse_timestamp_micros_on(text.value(r), &mut day) {
                         Ok(v) => Some(v),
                         Err(reason) => {
                             if *keep {
@@ -622,8 +623,13 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Parses an event time: epoch milliseconds (all digits), or ISO-8601 with or without
 /// an offset (without one it is UTC). Returns microseconds since the epoch.
 pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
+    parse_timestamp_micros_on(text, &mut None)
+}
+
+/// [`parse_timestamp_micros`], remembering in `day` the last date it read (see [`Day`]).
+fn parse_timestamp_micros_on(text: &str, day: &mut Option<Day>) -> Result<i64, String> {
     // The shape on every event first: this runs once per event.
-    if let Some(micros) = parse_plain_iso_micros(text) {
+    if let Some(micros) = parse_plain_iso_on(text, day) {
         return Ok(micros);
     }
     let t = text.trim();
@@ -640,15 +646,35 @@ pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{t:?} is neither ISO-8601 nor epoch milliseconds"))
 }
 
+/// A date (`YYYY-MM-DD`, as written) and its days since the epoch. The events of a
+/// batch mostly share their date, and reading and converting it was half the parsing.
+type Day = ([u8; 10], i64);
+
 /// The common shape, `YYYY-MM-DDTHH:MM:SS[.f…]` without offset (UTC), parsed by hand:
 /// it is on every event. Anything else returns `None` for the general parser.
 fn parse_plain_iso_micros(t: &str) -> Option<i64> {
+    parse_plain_iso_on(t, &mut None)
+}
+
+/// [`parse_plain_iso_micros`], taking the date's days from `day` when the date is the
+/// one there, and leaving there the date it read.
+fn parse_plain_iso_on(t: &str, day: &mut Option<Day>) -> Option<i64> {
     let b = t.as_bytes();
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let (year, month, day) = (two_digits(b, 0)? * 100 + two_digits(b, 2)?, two_digits(b, 5)?, two_digits(b, 8)?);
+    let days = match day {
+        Some((date, days)) if date[..] == b[..10] => *days,
+        _ => {
+            let days = days_of_date(b)?;
+            *day = Some((b[..10].try_into().ok()?, days));
+            days
+        }
+    };
     let (hour, minute, second) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
     let mut micros = 0;
     match b.len() {
         19 => {}
@@ -669,6 +695,12 @@ fn parse_plain_iso_micros(t: &str) -> Option<i64> {
         }
         _ => return None,
     }
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
+}
+
+/// Days since the epoch of the valid date `YYYY-MM-DD` at the start of `b`.
+fn days_of_date(b: &[u8]) -> Option<i64> {
+    let (year, month, day) = (two_digits(b, 0)? * 100 + two_digits(b, 2)?, two_digits(b, 5)?, two_digits(b, 8)?);
     let days_in_month = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -676,7 +708,7 @@ fn parse_plain_iso_micros(t: &str) -> Option<i64> {
         2 => 28,
         _ => return None,
     };
-    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
+    if day < 1 || day > days_in_month {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -685,8 +717,7 @@ fn parse_plain_iso_micros(t: &str) -> Option<i64> {
     let year_of_era = y - era * 400;
     let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
+    Some(era * 146_097 + day_of_era - 719_468)
 }
 
 /// The number of the two decimal digits at `b[i..i + 2]`. Inlined: closures and calls
@@ -732,6 +763,23 @@ mod tests {
         ] {
             assert_eq!(parse_plain_iso_micros(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn a_remembered_date_gives_what_parsing_it_again_gives() {
+        let mut day = None;
+        for text in [
+            "2026-11-22T14:03:07.123456",
+            "2026-11-22 23:59:59",
+            "2026-11-22T24:00:00",
+            "2026-11-23T00:00:00.5",
+            "2026-02-30T00:00:00",
+            "2026-11-23T00:00:00Z",
+            "2026-11-23T00:00:01",
+        ] {
+            assert_eq!(parse_plain_iso_on(text, &mut day), parse_plain_iso_micros(text), "{text}");
+        }
+        assert_eq!(day.map(|(date, _)| date), Some(*b"2026-11-23"));
     }
 
     #[test]
