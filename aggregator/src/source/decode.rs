@@ -678,6 +678,8 @@ fn parse_plain_iso_on(t: &str, day: &mut Option<Day>) -> Option<i64> {
     let mut micros = 0;
     match b.len() {
         19 => {}
+        // Microseconds, the usual fraction: its digits two by two.
+        26 if b[19] == b'.' => micros = two_digits(b, 20)? * 10_000 + two_digits(b, 22)? * 100 + two_digits(b, 24)?,
         // A fraction of 1 to 9 digits; microseconds keep its first 6.
         n @ 21..=29 if b[19] == b'.' => {
             for (i, &c) in b.iter().enumerate().skip(20) {
