@@ -306,15 +306,6 @@ enum FlatType {
     Utf8View,
 }
 
-/// One value read from a record.
-#[derive(Clone, Copy)]
-enum Scalar<'a> {
-    Null,
-    Integer(i64),
-    Bool(bool),
-    Text(&'a str),
-}
-
 /// The columns being built.
 enum FlatColumn {
     Int64(Int64Builder),
@@ -322,6 +313,18 @@ enum FlatColumn {
     Boolean(BooleanBuilder),
     Utf8(StringBuilder),
     Utf8View(StringViewBuilder),
+}
+
+impl FlatColumn {
+    fn append_null(&mut self) {
+        match self {
+            FlatColumn::Int64(b) => b.append_null(),
+            FlatColumn::Int32(b) => b.append_null(),
+            FlatColumn::Boolean(b) => b.append_null(),
+            FlatColumn::Utf8(b) => b.append_null(),
+            FlatColumn::Utf8View(b) => b.append_null(),
+        }
+    }
 }
 
 impl FlatDecoder {
@@ -363,22 +366,17 @@ impl FlatDecoder {
                 FlatType::Utf8View => FlatColumn::Utf8View(StringViewBuilder::with_capacity(n)),
             })
             .collect();
-        let mut values = vec![Scalar::Null; self.fields.len()];
+        // Values go straight into the columns as they are read: a record the fast path
+        // gives up on gives up the whole batch, so what it appended does not matter.
+        let all = u64::MAX >> (64 - self.fields.len().max(1));
         for record in records {
-            values.fill(Scalar::Null);
-            self.read(record, &mut values)?;
-            for (column, value) in columns.iter_mut().zip(&values) {
-                match (column, *value) {
-                    (FlatColumn::Int64(b), Scalar::Integer(v)) => b.append_value(v),
-                    (FlatColumn::Int64(b), _) => b.append_null(),
-                    (FlatColumn::Int32(b), Scalar::Integer(v)) => b.append_value(i32::try_from(v).ok()?),
-                    (FlatColumn::Int32(b), _) => b.append_null(),
-                    (FlatColumn::Boolean(b), Scalar::Bool(v)) => b.append_value(v),
-                    (FlatColumn::Boolean(b), _) => b.append_null(),
-                    (FlatColumn::Utf8(b), Scalar::Text(v)) => b.append_value(v),
-                    (FlatColumn::Utf8(b), _) => b.append_null(),
-                    (FlatColumn::Utf8View(b), Scalar::Text(v)) => b.append_value(v),
-                    (FlatColumn::Utf8View(b), _) => b.append_null(),
+            let seen = self.read(record, &mut columns)?;
+            if seen != all {
+                // Absent keys are nulls.
+                for (c, column) in columns.iter_mut().enumerate() {
+                    if seen & (1 << c) == 0 {
+                        column.append_null();
+                    }
                 }
             }
         }
@@ -397,9 +395,9 @@ impl FlatDecoder {
         RecordBatch::try_new(schema.clone(), arrays).ok()
     }
 
-    /// Reads one record's values into `values` (by column; `Null` where absent), with
-    /// each value already of its column's kind, or `None` if it is not for the fast path.
-    fn read<'a>(&self, record: &'a str, values: &mut [Scalar<'a>]) -> Option<()> {
+    /// Appends one record's values to their columns, or `None` if it is not for the fast
+    /// path. Returns the columns it had a key for, by bit (the others get no value).
+    fn read(&self, record: &str, columns: &mut [FlatColumn]) -> Option<u64> {
         let mut at = Cursor { text: record, at: 0 };
         at.skip_whitespace();
         at.expect(b'{')?;
@@ -425,7 +423,7 @@ impl FlatDecoder {
                             return None;
                         }
                         seen |= 1 << c;
-                        values[c] = at.value(self.fields[c].1)?;
+                        at.value_into(&mut columns[c])?;
                         next = c + 1;
                     }
                     None => at.skip_scalar()?,
@@ -439,7 +437,7 @@ impl FlatDecoder {
             }
         }
         at.skip_whitespace();
-        (at.at == record.len()).then_some(())
+        (at.at == record.len()).then_some(seen)
     }
 }
 
@@ -493,16 +491,25 @@ impl<'a> Cursor<'a> {
         Some(&self.text[start..start + len])
     }
 
-    /// A value for a column of type `kind`.
-    fn value(&mut self, kind: FlatType) -> Option<Scalar<'a>> {
-        match (self.peek()?, kind) {
-            (b'n', _) => self.literal("null").map(|_| Scalar::Null),
-            (b'"', FlatType::Utf8 | FlatType::Utf8View) => self.string().map(Scalar::Text),
-            (b'-' | b'0'..=b'9', FlatType::Int64 | FlatType::Int32) => self.integer().map(Scalar::Integer),
-            (b't', FlatType::Boolean) => self.literal("true").map(|_| Scalar::Bool(true)),
-            (b'f', FlatType::Boolean) => self.literal("false").map(|_| Scalar::Bool(false)),
-            _ => None,
+    /// Reads a value of `column`'s kind (or `null`) and appends it to `column`.
+    fn value_into(&mut self, column: &mut FlatColumn) -> Option<()> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            column.append_null();
+            return Some(());
         }
+        match column {
+            FlatColumn::Int64(b) => b.append_value(self.integer()?),
+            FlatColumn::Int32(b) => b.append_value(i32::try_from(self.integer()?).ok()?),
+            FlatColumn::Boolean(b) => b.append_value(match self.peek()? {
+                b't' => self.literal("true").map(|_| true)?,
+                b'f' => self.literal("false").map(|_| false)?,
+                _ => return None,
+            }),
+            FlatColumn::Utf8(b) => b.append_value(self.string()?),
+            FlatColumn::Utf8View(b) => b.append_value(self.string()?),
+        }
+        Some(())
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
