@@ -710,7 +710,57 @@ fn to_sql(value: &Value) -> rusqlite::types::Value {
         Value::Decimal(v) => v.parse().map_or_else(|_| Sql::Text(v.clone()), Sql::Real),
         Value::Text(v) => Sql::Text(v.clone()),
         Value::Timestamp(v) => Sql::Text(iso_micros(*v)),
-        Value::Struct(_) | Value::List(_) => Sql::Text(value.json_text()),
+        Value::Struct(_) | Value::List(_) => {
+            // Room for a window's JSON (64 bytes): no reallocation while it is written.
+            let mut text = String::with_capacity(96);
+            value.write_json(&mut text);
+            Sql::Text(text)
+        }
+    }
+}
+
+/// The values bound for `rows`, each its `_id` then its columns; straight from the
+/// rows, with text borrowed: SQLite copies bound text anyway. Structs and lists are
+/// bound from their text in `texts` (see [`json_texts`]) if it is there.
+fn row_values<'a>(
+    rows: &'a [&'a ResultRow],
+    texts: &'a JsonTexts<'a>,
+) -> impl Iterator<Item = rusqlite::types::ToSqlOutput<'a>> {
+    rows.iter().flat_map(|r| std::iter::once(bind_text(&r.id)).chain(r.values.iter().map(|v| bind_value(v, texts))))
+}
+
+/// Distinct struct and list values (windows) with their JSON text.
+type JsonTexts<'a> = Vec<(&'a Value, String)>;
+
+/// The JSON text of each distinct struct or list value of `rows`, up to 16 of them: the
+/// rows of a batch share a few windows, and writing a window's text (two timestamps)
+/// for every row was a fifth of binding it.
+fn json_texts<'a>(rows: &[&'a ResultRow]) -> JsonTexts<'a> {
+    let mut texts: JsonTexts<'a> = Vec::new();
+    for value in rows.iter().flat_map(|r| &r.values) {
+        if matches!(value, Value::Struct(_) | Value::List(_))
+            && texts.len() < 16
+            && !texts.iter().any(|(known, _)| *known == value)
+        {
+            texts.push((value, value.json_text()));
+        }
+    }
+    texts
+}
+
+fn bind_text(text: &str) -> rusqlite::types::ToSqlOutput<'_> {
+    rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(text.as_bytes()))
+}
+
+/// [`to_sql`], borrowing text instead of copying it, from `texts` for structs and lists.
+fn bind_value<'a>(value: &'a Value, texts: &'a JsonTexts<'a>) -> rusqlite::types::ToSqlOutput<'a> {
+    match value {
+        Value::Text(v) => bind_text(v),
+        Value::Struct(_) | Value::List(_) => match texts.iter().find(|(known, _)| *known == value) {
+            Some((_, text)) => bind_text(text),
+            None => rusqlite::types::ToSqlOutput::Owned(to_sql(value)),
+        },
+        other => rusqlite::types::ToSqlOutput::Owned(to_sql(other)),
     }
 }
 
@@ -779,28 +829,22 @@ fn write_in(
                 )
             }
         };
-        let values = |rows: &[&ResultRow]| -> Vec<rusqlite::types::Value> {
-            rows.iter()
-                .flat_map(|r| {
-                    std::iter::once(rusqlite::types::Value::Text(r.id.clone())).chain(r.values.iter().map(to_sql))
-                })
-                .collect()
-        };
         // In `_id` order: each upsert then lands next to the last one in the table's
         // B-tree (pages already in cache, splits at the edge), not at a random place.
         // A row's `_id` repeated within a batch is applied in its order, as one by one.
         let mut in_order: Vec<&ResultRow> = delta.upserts.iter().collect();
         in_order.sort_by(|a, b| a.id.cmp(&b.id));
+        let texts = json_texts(&in_order);
         let mut chunks = in_order.chunks_exact(per_statement);
         if chunks.len() > 0 {
             let mut stmt = tx.prepare_cached(&sql(per_statement))?;
             for chunk in chunks.by_ref() {
-                stmt.execute(params_from_iter(values(chunk)))?;
+                stmt.execute(params_from_iter(row_values(chunk, &texts)))?;
             }
         }
         let mut stmt = tx.prepare_cached(&sql(1))?;
         for row in chunks.remainder() {
-            stmt.execute(params_from_iter(values(std::slice::from_ref(row))))?;
+            stmt.execute(params_from_iter(row_values(std::slice::from_ref(row), &texts)))?;
         }
     }
     if !delta.deletes.is_empty() {

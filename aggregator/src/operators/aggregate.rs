@@ -473,7 +473,17 @@ impl Aggregate {
 
     fn window_ends(&self, group_columns: &[ArrayRef], m: usize) -> Vec<Option<i64>> {
         match &self.window {
-            Some(w) => (0..m).map(|row| window_end(&group_columns[w.column], row)).collect(),
+            // The `end` column looked up once, not by name for every row as `window_end` does.
+            Some(w) => {
+                let windows = &group_columns[w.column];
+                let ends = windows.as_struct_opt().and_then(|s| s.column_by_name("end"));
+                match ends.and_then(|e| e.as_primitive_opt::<TimestampMicrosecondType>()) {
+                    Some(ends) => (0..m)
+                        .map(|row| (windows.is_valid(row) && ends.is_valid(row)).then(|| ends.value(row)))
+                        .collect(),
+                    None => vec![None; m],
+                }
+            }
             None => vec![None; m],
         }
     }

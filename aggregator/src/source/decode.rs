@@ -14,7 +14,11 @@
 use std::sync::Arc;
 
 use arrow_json::ReaderBuilder;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Int32Builder, Int64Builder, StringArray, StringBuilder,
+    StringViewBuilder, TimestampMicrosecondArray,
+};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -46,6 +50,8 @@ pub struct JsonDecoder {
     /// grows them from nothing (reallocations and fresh pages for every batch, a tenth
     /// of a pipeline's time). One that failed or panicked mid-record is dropped.
     spare: std::sync::Mutex<Option<(usize, arrow_json::reader::Decoder)>>,
+    /// The fast path for flat records of plain values, if every column's type has one.
+    flat: Option<FlatDecoder>,
 }
 
 /// The outcome of decoding a micro-batch of records.
@@ -79,10 +85,12 @@ impl JsonDecoder {
         let nullable = Arc::new(Schema::new(
             declared.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
         ));
+        let decode_schema = Arc::new(Schema::new(fields));
         JsonDecoder {
             declared,
             nullable,
-            decode_schema: Arc::new(Schema::new(fields)),
+            flat: FlatDecoder::new(&decode_schema),
+            decode_schema,
             timestamp_columns,
             event_time: source.event_time,
             max_record_bytes,
@@ -98,31 +106,43 @@ impl JsonDecoder {
     pub fn decode(&self, records: &[&[u8]]) -> Result<Decoded> {
         let mut bad = Vec::new();
         let mut candidates = Vec::with_capacity(records.len());
+        let mut texts = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             if record.len() > self.max_record_bytes {
                 bad.push((
                     i,
                     format!("record of {} bytes exceeds the limit of {} bytes", record.len(), self.max_record_bytes),
                 ));
-            } else if let Err(e) = std::str::from_utf8(record) {
-                bad.push((i, format!("not valid UTF-8 (at byte {})", e.valid_up_to())));
-            } else if nests_deeper_than(record, MAX_NESTING) {
-                bad.push((i, format!("nested deeper than {MAX_NESTING} levels")));
             } else {
-                candidates.push(i);
+                match std::str::from_utf8(record) {
+                    Err(e) => bad.push((i, format!("not valid UTF-8 (at byte {})", e.valid_up_to()))),
+                    Ok(_) if nests_deeper_than(record, MAX_NESTING) => {
+                        bad.push((i, format!("nested deeper than {MAX_NESTING} levels")))
+                    }
+                    Ok(text) => {
+                        candidates.push(i);
+                        texts.push(text);
+                    }
+                }
             }
         }
-        let mut parts = Vec::new();
-        self.decode_range(records, &candidates, &mut parts, &mut bad);
-        let mut rows: Vec<usize> = Vec::with_capacity(candidates.len());
-        let batches: Vec<RecordBatch> = parts
-            .into_iter()
-            .map(|(batch, idx)| {
-                rows.extend(idx);
-                batch
-            })
-            .collect();
-        let raw = concat_batches(&self.decode_schema, &batches)?;
+        let flat = self.flat.as_ref().and_then(|flat| flat.decode(&self.decode_schema, &texts));
+        let (raw, rows) = match flat {
+            Some(batch) => (batch, candidates),
+            None => {
+                let mut parts = Vec::new();
+                self.decode_range(records, &candidates, &mut parts, &mut bad);
+                let mut rows: Vec<usize> = Vec::with_capacity(candidates.len());
+                let batches: Vec<RecordBatch> = parts
+                    .into_iter()
+                    .map(|(batch, idx)| {
+                        rows.extend(idx);
+                        batch
+                    })
+                    .collect();
+                (concat_batches(&self.decode_schema, &batches)?, rows)
+            }
+        };
         let (batch, rows) = self.finish(raw, rows, &mut bad)?;
         bad.sort_by_key(|(i, _)| *i);
         Ok(Decoded { batch, rows, bad })
@@ -204,11 +224,14 @@ impl JsonDecoder {
         for &c in &self.timestamp_columns {
             let text = columns[c].as_any().downcast_ref::<StringArray>().expect("timestamps are decoded as text");
             let name = self.declared.field(c).name();
+            // Values and validity apart (not a `Vec<Option<i64>>`): this runs once per event.
             let mut values = Vec::with_capacity(n);
+            let mut valid = Vec::new();
+            let mut day = None;
             for (r, keep) in keep.iter_mut().enumerate() {
-                values.push(match text.is_null(r) {
+                let value = match text.is_null(r) {
                     true => None,
-                    false => match parse_timestamp_micros(text.value(r)) {
+                    false => match parse_timestamp_micros_on(text.value(r), &mut day) {
                         Ok(v) => Some(v),
                         Err(reason) => {
                             if *keep {
@@ -218,9 +241,17 @@ impl JsonDecoder {
                             None
                         }
                     },
-                });
+                };
+                if value.is_none() && valid.is_empty() {
+                    valid = vec![true; n];
+                }
+                if !valid.is_empty() {
+                    valid[r] = value.is_some();
+                }
+                values.push(value.unwrap_or_default());
             }
-            columns[c] = Arc::new(TimestampMicrosecondArray::from(values));
+            let nulls = (!valid.is_empty()).then(|| NullBuffer::from(valid));
+            columns[c] = Arc::new(TimestampMicrosecondArray::new(values.into(), nulls));
         }
         for (c, field) in self.declared.fields().iter().enumerate() {
             let required = !field.is_nullable() || Some(c) == self.event_time;
@@ -245,6 +276,292 @@ impl JsonDecoder {
         let rows = rows.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect();
         Ok((batch, rows))
     }
+}
+
+/// The fast path: flat records whose values are plain scalars, read by hand straight
+/// into the columns. arrow-json's decoder puts every record on a tape first and then
+/// walks the tape once per column, which was half of a pipeline's time.
+///
+/// It reads a strict subset of what arrow-json reads, to the same values: objects of
+/// unescaped keys, each given once, with unescaped strings for text columns, integers
+/// without fraction or exponent for integer columns, `true`/`false` for booleans,
+/// `null` anywhere, and other keys with scalar values (ignored, as arrow-json does). On
+/// anything else — an escape, a nested value, a number for a text column, a float, a
+/// repeated key, JSON that is not valid — it gives up, and the whole batch takes the
+/// general path: values and reasons for bad records stay arrow-json's.
+struct FlatDecoder {
+    /// Each column's name and type, in the order of the decode schema.
+    fields: Vec<(String, FlatType)>,
+    /// Each column's key as it is written in a record, quotes included: keys are
+    /// matched where they stand, without reading them out first.
+    quoted: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, Copy)]
+enum FlatType {
+    Int64,
+    Int32,
+    Boolean,
+    Utf8,
+    Utf8View,
+}
+
+/// The columns being built.
+enum FlatColumn {
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Boolean(BooleanBuilder),
+    Utf8(StringBuilder),
+    Utf8View(StringViewBuilder),
+}
+
+impl FlatColumn {
+    fn append_null(&mut self) {
+        match self {
+            FlatColumn::Int64(b) => b.append_null(),
+            FlatColumn::Int32(b) => b.append_null(),
+            FlatColumn::Boolean(b) => b.append_null(),
+            FlatColumn::Utf8(b) => b.append_null(),
+            FlatColumn::Utf8View(b) => b.append_null(),
+        }
+    }
+}
+
+impl FlatDecoder {
+    /// `None` if some column has a type without a fast path, a name that JSON
+    /// would write with escapes, or there are too many columns to track repeated keys
+    /// in a `u64`.
+    fn new(schema: &Schema) -> Option<Self> {
+        let plain = |name: &str| name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if schema.fields().len() > 64 || !schema.fields().iter().all(|f| plain(f.name())) {
+            return None;
+        }
+        let fields = schema.fields().iter().map(|f| {
+            let kind = match f.data_type() {
+                DataType::Int64 => FlatType::Int64,
+                DataType::Int32 => FlatType::Int32,
+                DataType::Boolean => FlatType::Boolean,
+                DataType::Utf8 => FlatType::Utf8,
+                DataType::Utf8View => FlatType::Utf8View,
+                _ => return None,
+            };
+            Some((f.name().clone(), kind))
+        });
+        let fields: Vec<(String, FlatType)> = fields.collect::<Option<_>>()?;
+        let quoted = fields.iter().map(|(name, _)| format!("\"{name}\"").into_bytes()).collect();
+        Some(FlatDecoder { fields, quoted })
+    }
+
+    /// The records as one batch of `schema`, or `None` if one of them is not for the fast path.
+    fn decode(&self, schema: &SchemaRef, records: &[&str]) -> Option<RecordBatch> {
+        let n = records.len();
+        let mut columns: Vec<FlatColumn> = self
+            .fields
+            .iter()
+            .map(|(_, kind)| match kind {
+                FlatType::Int64 => FlatColumn::Int64(Int64Builder::with_capacity(n)),
+                FlatType::Int32 => FlatColumn::Int32(Int32Builder::with_capacity(n)),
+                FlatType::Boolean => FlatColumn::Boolean(BooleanBuilder::with_capacity(n)),
+                FlatType::Utf8 => FlatColumn::Utf8(StringBuilder::with_capacity(n, n * 32)),
+                FlatType::Utf8View => FlatColumn::Utf8View(StringViewBuilder::with_capacity(n)),
+            })
+            .collect();
+        // Values go straight into the columns as they are read: a record the fast path
+        // gives up on gives up the whole batch, so what it appended does not matter.
+        let all = u64::MAX >> (64 - self.fields.len().max(1));
+        for record in records {
+            let seen = self.read(record, &mut columns)?;
+            if seen != all {
+                // Absent keys are nulls.
+                for (c, column) in columns.iter_mut().enumerate() {
+                    if seen & (1 << c) == 0 {
+                        column.append_null();
+                    }
+                }
+            }
+        }
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(|column| -> ArrayRef {
+                match column {
+                    FlatColumn::Int64(mut b) => Arc::new(b.finish()),
+                    FlatColumn::Int32(mut b) => Arc::new(b.finish()),
+                    FlatColumn::Boolean(mut b) => Arc::new(b.finish()),
+                    FlatColumn::Utf8(mut b) => Arc::new(b.finish()),
+                    FlatColumn::Utf8View(mut b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema.clone(), arrays).ok()
+    }
+
+    /// Appends one record's values to their columns, or `None` if it is not for the fast
+    /// path. Returns the columns it had a key for, by bit (the others get no value).
+    fn read(&self, record: &str, columns: &mut [FlatColumn]) -> Option<u64> {
+        let mut at = Cursor { text: record, at: 0 };
+        at.skip_whitespace();
+        at.expect(b'{')?;
+        at.skip_whitespace();
+        let mut seen = 0u64;
+        // The column whose key usually comes next: records tend to keep one order.
+        let mut next = 0;
+        if at.peek() == Some(b'}') {
+            at.at += 1;
+        } else {
+            loop {
+                let column = at.known_key(&self.quoted, next);
+                if column.is_none() {
+                    // Another key (one with an escape may still name a column: given up).
+                    at.string()?;
+                }
+                at.skip_whitespace();
+                at.expect(b':')?;
+                at.skip_whitespace();
+                match column {
+                    Some(c) => {
+                        if seen & (1 << c) != 0 {
+                            return None;
+                        }
+                        seen |= 1 << c;
+                        at.value_into(&mut columns[c])?;
+                        next = c + 1;
+                    }
+                    None => at.skip_scalar()?,
+                }
+                at.skip_whitespace();
+                match at.next()? {
+                    b',' => at.skip_whitespace(),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        at.skip_whitespace();
+        (at.at == record.len()).then_some(seen)
+    }
+}
+
+/// A position in a record being read by [`FlatDecoder`].
+struct Cursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, b: u8) -> Option<()> {
+        (self.next()? == b).then_some(())
+    }
+
+    /// JSON's whitespace, as arrow-json skips it.
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    /// The column whose quoted key (see [`FlatDecoder::quoted`]) starts here, trying
+    /// `first` before the others; the cursor moves past it.
+    fn known_key(&mut self, keys: &[Vec<u8>], first: usize) -> Option<usize> {
+        let rest = &self.text.as_bytes()[self.at..];
+        let here = |c: &usize| rest.starts_with(&keys[*c]);
+        let c = Some(first).filter(|&c| c < keys.len()).filter(here).or_else(|| (0..keys.len()).find(here))?;
+        self.at += keys[c].len();
+        Some(c)
+    }
+
+    /// A string without escapes, without its quotes.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let len = memchr::memchr2(b'"', b'\\', &self.text.as_bytes()[start..])?;
+        self.at = start + len;
+        // An escape is for the general path.
+        self.expect(b'"')?;
+        // Both ends are at ASCII quotes, so on character boundaries.
+        Some(&self.text[start..start + len])
+    }
+
+    /// Reads a value of `column`'s kind (or `null`) and appends it to `column`.
+    fn value_into(&mut self, column: &mut FlatColumn) -> Option<()> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            column.append_null();
+            return Some(());
+        }
+        match column {
+            FlatColumn::Int64(b) => b.append_value(self.integer()?),
+            FlatColumn::Int32(b) => b.append_value(i32::try_from(self.integer()?).ok()?),
+            FlatColumn::Boolean(b) => b.append_value(match self.peek()? {
+                b't' => self.literal("true").map(|_| true)?,
+                b'f' => self.literal("false").map(|_| false)?,
+                _ => return None,
+            }),
+            FlatColumn::Utf8(b) => b.append_value(self.string()?),
+            FlatColumn::Utf8View(b) => b.append_value(self.string()?),
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, word: &str) -> Option<()> {
+        let end = self.at + word.len();
+        (self.text.as_bytes().get(self.at..end)? == word.as_bytes()).then(|| self.at = end)
+    }
+
+    /// `-?(0|[1-9][0-9]*)` of at most 18 digits (no overflow), not followed by what
+    /// would make it a longer number (a fraction, an exponent).
+    fn integer(&mut self) -> Option<i64> {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let start = self.at;
+        let mut value: i64 = 0;
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            if self.at - start == 18 {
+                return None;
+            }
+            value = value * 10 + i64::from(d - b'0');
+            self.at += 1;
+        }
+        let digits = &self.text.as_bytes()[start..self.at];
+        if digits.is_empty() || (digits[0] == b'0' && digits.len() > 1) || self.peek().is_some_and(is_number_byte) {
+            return None;
+        }
+        Some(if negative { -value } else { value })
+    }
+
+    /// The value of a key that is not a column: a scalar, read as arrow-json would
+    /// read it (a number token is not parsed at all, as arrow-json never parses it).
+    fn skip_scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'n' => self.literal("null"),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'-' | b'0'..=b'9' => {
+                while self.peek().is_some_and(is_number_byte) {
+                    self.at += 1;
+                }
+                Some(())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The bytes arrow-json takes into a number token.
+fn is_number_byte(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
 }
 
 impl Decoded {
@@ -313,8 +630,13 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Parses an event time: epoch milliseconds (all digits), or ISO-8601 with or without
 /// an offset (without one it is UTC). Returns microseconds since the epoch.
 pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
+    parse_timestamp_micros_on(text, &mut None)
+}
+
+/// [`parse_timestamp_micros`], remembering in `day` the last date it read (see [`Day`]).
+fn parse_timestamp_micros_on(text: &str, day: &mut Option<Day>) -> Result<i64, String> {
     // The shape on every event first: this runs once per event.
-    if let Some(micros) = parse_plain_iso_micros(text) {
+    if let Some(micros) = parse_plain_iso_on(text, day) {
         return Ok(micros);
     }
     let t = text.trim();
@@ -331,29 +653,49 @@ pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{t:?} is neither ISO-8601 nor epoch milliseconds"))
 }
 
+/// A date (`YYYY-MM-DD`, as written) and its days since the epoch. The events of a
+/// batch mostly share their date, and reading and converting it was half the parsing.
+type Day = ([u8; 10], i64);
+
 /// The common shape, `YYYY-MM-DDTHH:MM:SS[.f…]` without offset (UTC), parsed by hand:
 /// it is on every event. Anything else returns `None` for the general parser.
 fn parse_plain_iso_micros(t: &str) -> Option<i64> {
+    parse_plain_iso_on(t, &mut None)
+}
+
+/// [`parse_plain_iso_micros`], taking the date's days from `day` when the date is the
+/// one there, and leaving there the date it read.
+fn parse_plain_iso_on(t: &str, day: &mut Option<Day>) -> Option<i64> {
     let b = t.as_bytes();
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let digit = |i: usize| -> Option<i64> {
-        let d = b[i].wrapping_sub(b'0');
-        (d < 10).then_some(i64::from(d))
+    let days = match day {
+        Some((date, days)) if date[..] == b[..10] => *days,
+        _ => {
+            let days = days_of_date(b)?;
+            *day = Some((b[..10].try_into().ok()?, days));
+            days
+        }
     };
-    let two = |i: usize| -> Option<i64> { Some(digit(i)? * 10 + digit(i + 1)?) };
-    let (year, month, day) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
-    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
+    let (hour, minute, second) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
     let mut micros = 0;
     match b.len() {
         19 => {}
+        // Microseconds, the usual fraction: its digits two by two.
+        26 if b[19] == b'.' => micros = two_digits(b, 20)? * 10_000 + two_digits(b, 22)? * 100 + two_digits(b, 24)?,
         // A fraction of 1 to 9 digits; microseconds keep its first 6.
         n @ 21..=29 if b[19] == b'.' => {
-            for i in 20..n {
-                let d = digit(i)?;
+            for (i, &c) in b.iter().enumerate().skip(20) {
+                let d = c.wrapping_sub(b'0');
+                if d >= 10 {
+                    return None;
+                }
                 if i < 26 {
-                    micros = micros * 10 + d;
+                    micros = micros * 10 + i64::from(d);
                 }
             }
             for _ in n.min(26)..26 {
@@ -362,6 +704,12 @@ fn parse_plain_iso_micros(t: &str) -> Option<i64> {
         }
         _ => return None,
     }
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
+}
+
+/// Days since the epoch of the valid date `YYYY-MM-DD` at the start of `b`.
+fn days_of_date(b: &[u8]) -> Option<i64> {
+    let (year, month, day) = (two_digits(b, 0)? * 100 + two_digits(b, 2)?, two_digits(b, 5)?, two_digits(b, 8)?);
     let days_in_month = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -369,7 +717,7 @@ fn parse_plain_iso_micros(t: &str) -> Option<i64> {
         2 => 28,
         _ => return None,
     };
-    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
+    if day < 1 || day > days_in_month {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -378,8 +726,15 @@ fn parse_plain_iso_micros(t: &str) -> Option<i64> {
     let year_of_era = y - era * 400;
     let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
+    Some(era * 146_097 + day_of_era - 719_468)
+}
+
+/// The number of the two decimal digits at `b[i..i + 2]`. Inlined: closures and calls
+/// here showed up as a tenth of the timestamp parsing, which runs once per event.
+#[inline(always)]
+fn two_digits(b: &[u8], i: usize) -> Option<i64> {
+    let (tens, ones) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+    (tens < 10 && ones < 10).then_some(i64::from(tens) * 10 + i64::from(ones))
 }
 
 #[cfg(test)]
@@ -420,12 +775,110 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_date_gives_what_parsing_it_again_gives() {
+        let mut day = None;
+        for text in [
+            "2026-11-22T14:03:07.123456",
+            "2026-11-22 23:59:59",
+            "2026-11-22T24:00:00",
+            "2026-11-23T00:00:00.5",
+            "2026-02-30T00:00:00",
+            "2026-11-23T00:00:00Z",
+            "2026-11-23T00:00:01",
+        ] {
+            assert_eq!(parse_plain_iso_on(text, &mut day), parse_plain_iso_micros(text), "{text}");
+        }
+        assert_eq!(day.map(|(date, _)| date), Some(*b"2026-11-23"));
+    }
+
+    #[test]
     fn timestamps_parse_as_iso_with_or_without_offset_and_as_epoch_ms() {
         let utc = micros("2026-11-22T14:03:07.123456");
         assert_eq!(micros("2026-11-22T14:03:07.123456Z"), utc);
         assert_eq!(micros("2026-11-22T15:03:07.123456+01:00"), utc);
         assert_eq!(micros("1795356187123"), (utc / 1000) * 1000);
         assert!(parse_timestamp_micros("yesterday").unwrap_err().contains("yesterday"));
+    }
+
+    /// The fast path reads a record to what arrow-json reads (or leaves it to arrow-json).
+    fn check_flat_path(decoder: &JsonDecoder, record: &str) -> Result<bool, String> {
+        let flat = decoder.flat.as_ref().expect("the interactions schema has a fast path");
+        let Some(fast) = flat.decode(&decoder.decode_schema, &[record]) else {
+            return Ok(false);
+        };
+        match decoder.decode_all(&[record.as_bytes()], &[0]) {
+            Ok(general) if general == fast => Ok(true),
+            Ok(general) => Err(format!("{record:?}: fast path {fast:?}, arrow-json {general:?}")),
+            Err(e) => Err(format!("{record:?}: the fast path read what arrow-json rejects ({e})")),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_flat_path_reads_what_arrow_json_reads_or_leaves_it() {
+        let decoder = decoder().await;
+        let taken = [
+            r#"{"user_id": 1, "item_id": 2, "interaction_type": "view", "timestamp": "2026-11-22T14:00:00"}"#,
+            r#" {"timestamp":"x","interaction_type":"","item_id":-0,"user_id":-999999999999999999} "#,
+            "{\t\"user_id\"\r:\n1 ,\"other\": [1] }",
+            r#"{"user_id": null, "extra": "é", "n": -1.5e+3, "t": true, "f": false, "z": null}"#,
+            "{\"interaction_type\": \"a\u{1}b ü\"}",
+            "{}",
+        ];
+        let left = [
+            r#"{"user_id": 1, "user_id": 2}"#,
+            r#"{"user_id": 1.0}"#,
+            r#"{"user_id": 1e3}"#,
+            r#"{"user_id": 01}"#,
+            r#"{"user_id": 1234567890123456789}"#,
+            r#"{"user_id": "1"}"#,
+            r#"{"interaction_type": 7}"#,
+            r#"{"interaction_type": "a\"b"}"#,
+            r#"{"us\u0065r_id": 1}"#,
+            r#"{"user_id": 1,}"#,
+            r#"{"user_id": 1 "item_id": 2}"#,
+            r#"{"user_id": 1} {"user_id": 2}"#,
+            r#"{"user_id": 1"#,
+            r#"{"x": {"a": 1}}"#,
+            r#"[1]"#,
+            "null",
+            "",
+        ];
+        // `{"other": [1]}` is nested: that one is left too.
+        for record in taken.iter().filter(|r| !r.contains('[')) {
+            assert_eq!(check_flat_path(&decoder, record), Ok(true), "{record}");
+        }
+        for record in left.iter().chain(taken.iter().filter(|r| r.contains('['))) {
+            assert_eq!(check_flat_path(&decoder, record), Ok(false), "{record}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_flat_path_agrees_with_arrow_json_on_arbitrary_flat_records(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["user_id", "item_id", "interaction_type", "timestamp", "x", "User_id", ""]),
+                    proptest::sample::select(vec![
+                        "0", "-0", "7", "-12", "999999999999999999", "-999999999999999999", "1000000000000000000",
+                        "1.5", "2e3", "-", "--1", "1-", "00", "null", "true", "false", "nul", "\"\"", "\"view\"",
+                        "\"2026-11-22T14:00:00\"", "\"a\\\"b\"", "\"ü\"", "[]", "{}", "\"",
+                    ]),
+                    proptest::sample::select(vec!["", " ", "\n", "\t ", ","]),
+                ),
+                0..6,
+            )
+        ) {
+            let mut record = String::from("{");
+            for (i, (key, value, space)) in fields.iter().enumerate() {
+                if i > 0 {
+                    record.push(',');
+                }
+                record.push_str(&format!("{space}\"{key}\"{space}:{space}{value}{space}"));
+            }
+            record.push('}');
+            let decoder = futures::executor::block_on(decoder());
+            proptest::prop_assert!(check_flat_path(&decoder, &record).is_ok(), "{:?}", check_flat_path(&decoder, &record));
+        }
     }
 
     #[tokio::test]

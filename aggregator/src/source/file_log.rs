@@ -104,18 +104,11 @@ impl FileLog {
             };
             let bytes = rest.min(max_records.saturating_mul(256));
             let mut batch = RawBatch::with_capacity(bytes, max_records.min(bytes / 16));
-            let mut at_end = false;
             let stop = stop_at.filter(|(file, _)| file == name).map_or(u64::MAX, |(_, line)| line);
-            while batch.len() < max_records && *lines_read < stop {
-                let n = batch
-                    .read_line(reader, name, *lines_read + 1)
-                    .map_err(|e| Error::external(format!("source file:{}/{name}: {e}", self.dir.display())))?;
-                if n == 0 {
-                    at_end = true;
-                    break;
-                }
-                *lines_read += 1;
-            }
+            let (lines, at_end) = batch
+                .read_lines(reader, name, *lines_read + 1, max_records, stop.saturating_sub(*lines_read))
+                .map_err(|e| Error::external(format!("source file:{}/{name}: {e}", self.dir.display())))?;
+            *lines_read += lines;
             let name = name.clone();
             self.position = SourceOffset::File { file: name.clone(), line: *lines_read };
             batch.end = self.position.clone();
