@@ -34,7 +34,7 @@
 //! another version (`SQLAGG01`, whole state in one file, before columnar state) is not
 //! read: the pipeline starts as a new version and replays its source.
 
-use std::io::{Cursor, Read, Write};
+use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -142,16 +142,6 @@ fn state_dir(manifest: &Path) -> PathBuf {
     manifest.with_extension("state")
 }
 
-fn ipc_bytes(batch: Option<&RecordBatch>) -> Result<Vec<u8>> {
-    let Some(batch) = batch else { return Ok(Vec::new()) };
-    let mut out = Vec::new();
-    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
-    writer.write(batch)?;
-    writer.finish()?;
-    drop(writer);
-    Ok(out)
-}
-
 fn read_ipc(bytes: &[u8]) -> Result<Option<RecordBatch>> {
     if bytes.is_empty() {
         return Ok(None);
@@ -162,26 +152,58 @@ fn read_ipc(bytes: &[u8]) -> Result<Option<RecordBatch>> {
     Ok(Some(datafusion::arrow::compute::concat_batches(&schema, &batches)?))
 }
 
+/// One part of a file [`write_atomically`] writes.
+enum Part<'a> {
+    Bytes(&'a [u8]),
+    /// A batch in Arrow's IPC stream format (none: an empty part).
+    Batch(Option<&'a RecordBatch>),
+}
+
+/// Rows per IPC message: a full state is encoded a slice at a time, so the encoder's
+/// buffer stays small however large the state.
+const ROWS_PER_MESSAGE: usize = 1 << 20;
+
 /// Writes `magic` and length-prefixed `parts` atomically (dot-file, fsync, rename);
-/// returns the size.
-fn write_atomically(path: &Path, magic: &[u8; 8], parts: &[Vec<u8>]) -> Result<u64> {
+/// returns the size. Batches are encoded straight into the file, a slice at a time:
+/// a full state is never held a second time, encoded, in memory.
+fn write_atomically(path: &Path, magic: &[u8; 8], parts: &[Part]) -> Result<u64> {
     let fail = |e: std::io::Error| Error::external(format!("checkpoint {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
-    let mut out = Vec::with_capacity(8 + parts.iter().map(|p| 8 + p.len()).sum::<usize>());
-    out.extend_from_slice(magic);
+    let mut file = BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
+    file.write_all(magic).map_err(fail)?;
     for part in parts {
-        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        out.extend_from_slice(part);
+        match part {
+            Part::Bytes(bytes) => {
+                file.write_all(&(bytes.len() as u64).to_le_bytes()).map_err(fail)?;
+                file.write_all(bytes).map_err(fail)?;
+            }
+            Part::Batch(None) => file.write_all(&0u64.to_le_bytes()).map_err(fail)?,
+            Part::Batch(Some(batch)) => {
+                // The length is known once written: a placeholder, filled in after.
+                let at = file.stream_position().map_err(fail)?;
+                file.write_all(&0u64.to_le_bytes()).map_err(fail)?;
+                let mut writer = StreamWriter::try_new(&mut file, &batch.schema())?;
+                for offset in (0..batch.num_rows()).step_by(ROWS_PER_MESSAGE) {
+                    writer.write(&batch.slice(offset, ROWS_PER_MESSAGE.min(batch.num_rows() - offset)))?;
+                }
+                writer.finish()?;
+                drop(writer);
+                let end = file.stream_position().map_err(fail)?;
+                file.seek(SeekFrom::Start(at)).map_err(fail)?;
+                file.write_all(&(end - at - 8).to_le_bytes()).map_err(fail)?;
+                file.seek(SeekFrom::Start(end)).map_err(fail)?;
+            }
+        }
     }
-    file.write_all(&out).map_err(fail)?;
+    let size = file.stream_position().map_err(fail)?;
+    let file = file.into_inner().map_err(|e| fail(e.into_error()))?;
     file.sync_all().map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(fail)?;
-    Ok(out.len() as u64)
+    Ok(size)
 }
 
 /// Reads what [`write_atomically`] wrote: `None` if the magic is another one.
@@ -352,16 +374,16 @@ impl CheckpointWriter {
         let (closed, new_closed) = self.closed_files(closed_rows.as_ref());
         let batch = header.batch;
         let job = move || -> Result<WriterDone> {
-            let parts = [ipc_bytes(Some(&written))?, ipc_bytes(removed.as_ref().filter(|r| r.num_rows() > 0))?];
+            let parts = [Part::Batch(Some(&written)), Part::Batch(removed.as_ref().filter(|r| r.num_rows() > 0))];
             let mut size = write_atomically(&dir.join(&name), STATE_MAGIC, &parts)?;
             files.last_mut().expect("pushed above").bytes = size;
             if let Some((name, rows)) = &new_closed {
-                size += write_atomically(&dir.join(name), STATE_MAGIC, &[ipc_bytes(Some(rows))?])?;
+                size += write_atomically(&dir.join(name), STATE_MAGIC, &[Part::Batch(Some(rows))])?;
             }
             header.state_files = files.clone();
             header.closed_files = closed.clone();
             let header_bytes = serde_json::to_vec(&header).map_err(|e| Error::internal(e.to_string()))?;
-            let bytes = write_atomically(&manifest, MAGIC, &[header_bytes, Vec::new()])?;
+            let bytes = write_atomically(&manifest, MAGIC, &[Part::Bytes(&header_bytes), Part::Bytes(&[])])?;
             if full || new_closed.is_some() {
                 // Files replaced (state before a full one, closed rows merged), and any
                 // of another version of the pipeline.
@@ -534,7 +556,8 @@ mod tests {
         writer.start(header(1), StateChange::Full(batch(vec![1])), None).unwrap();
         writer.finish().unwrap();
         // A crash after a state file was written, before the manifest.
-        write_atomically(&state_dir(&path).join("2.delta"), STATE_MAGIC, &[vec![], vec![]]).unwrap();
+        write_atomically(&state_dir(&path).join("2.delta"), STATE_MAGIC, &[Part::Bytes(&[]), Part::Bytes(&[])])
+            .unwrap();
         let loaded = Checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(loaded.header.batch, 1);
         let files: Vec<_> = std::fs::read_dir(state_dir(&path)).unwrap().map(|e| e.unwrap().file_name()).collect();
