@@ -75,15 +75,22 @@ pub fn mongosh() -> PathBuf {
                 std::fs::create_dir_all(&prefix).unwrap_or_else(|e| panic!("creating {}: {e}", prefix.display()));
                 let package = format!("mongosh@{MONGOSH_VERSION}");
                 eprintln!("testkit: installing {package} into {} (once)", prefix.display());
+                // The whole dependency tree is pinned by testkit/mongosh/package-lock.json
+                // (`npm ci`): mongosh's own ranges let npm pick versions published
+                // since, which a registry mirror may not have.
+                let pinned = crate::workspace_root().join("testkit").join("mongosh");
+                for file in ["package.json", "package-lock.json"] {
+                    std::fs::copy(pinned.join(file), prefix.join(file))
+                        .unwrap_or_else(|e| panic!("copying {file} into {}: {e}", prefix.display()));
+                }
                 let output = Command::new(npm)
-                    .args(["install", "--no-audit", "--no-fund", "--omit=optional", "--prefix"])
+                    .args(["ci", "--no-audit", "--no-fund", "--omit=optional", "--prefix"])
                     .arg(&prefix)
-                    .arg(&package)
                     .output()
-                    .unwrap_or_else(|e| panic!("running npm install {package}: {e}"));
+                    .unwrap_or_else(|e| panic!("running npm ci for {package}: {e}"));
                 assert!(
                     output.status.success() && bin.is_file(),
-                    "npm install {package} --prefix {} failed ({}); needs the npm registry:\n{}",
+                    "npm ci ({package}) --prefix {} failed ({}); needs the npm registry:\n{}",
                     prefix.display(),
                     output.status,
                     String::from_utf8_lossy(&output.stderr)
