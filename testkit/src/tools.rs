@@ -54,7 +54,8 @@ pub fn ensure_python_venv() {
 }
 
 /// `mongosh`: `MONGOSH_BIN`, else `PATH`, else `mongosh@MONGOSH_VERSION` installed from npm
-/// into `<workspace>/.tools/mongosh/` (needs node and npm).
+/// (`npm ci`: the tree of `testkit/mongosh/package-lock.json`) into
+/// `<workspace>/.tools/mongosh/` (needs node and npm).
 pub fn mongosh() -> PathBuf {
     static FOUND: OnceLock<PathBuf> = OnceLock::new();
     FOUND
