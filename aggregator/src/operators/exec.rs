@@ -17,7 +17,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result as DfResult;
@@ -26,10 +25,11 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, collect};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use tokio::sync::Mutex;
 
 use crate::error::Result;
+use crate::pipeline::live_table::collect_one;
 
 /// What a micro-batch is, besides its rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,9 +182,7 @@ impl ExecutionPlan for StreamingExec {
         let run = async move {
             let mut inputs = Vec::with_capacity(children.len());
             for child in children {
-                let schema = child.schema();
-                let batches = collect(child, context.clone()).await?;
-                inputs.push(concat_batches(&schema, &batches)?);
+                inputs.push(collect_one(child, context.clone()).await?);
             }
             let mut operator = operator.lock().await;
             operator.process(inputs, tick, context).await.map_err(|e| e.into_datafusion())
@@ -202,7 +200,7 @@ pub struct TeeExec {
 }
 
 /// A run of a tee's input: the batch's task context and the rows it gave.
-type LastRun = (Arc<TaskContext>, Vec<RecordBatch>);
+type LastRun = (Arc<TaskContext>, RecordBatch);
 
 impl TeeExec {
     pub fn new(input: Arc<dyn ExecutionPlan>) -> Arc<Self> {
@@ -248,15 +246,14 @@ impl ExecutionPlan for TeeExec {
         let schema = self.input.schema();
         let run = async move {
             let mut last = last.lock().await;
-            let batches = match last.as_ref() {
-                Some((seen, batches)) if Arc::ptr_eq(seen, &context) => batches.clone(),
+            match last.as_ref() {
+                Some((seen, rows)) if Arc::ptr_eq(seen, &context) => Ok(rows.clone()),
                 _ => {
-                    let batches = collect(input.clone(), context.clone()).await?;
-                    *last = Some((context, batches.clone()));
-                    batches
+                    let rows = collect_one(input, context.clone()).await?;
+                    *last = Some((context, rows.clone()));
+                    Ok(rows)
                 }
-            };
-            Ok(concat_batches(&input.schema(), &batches)?)
+            }
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(run))))
     }

@@ -16,3 +16,20 @@ pub mod exec;
 pub mod partitioned;
 pub mod recompute;
 pub mod top_n;
+
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::RowConverter;
+
+/// Rows kept in arrow's row format (by `converter`) back into a batch of `schema`: how
+/// the operators that hold rows (top-N, window functions, recompute) hand them on.
+pub fn rows_to_batch(
+    converter: &RowConverter,
+    schema: &SchemaRef,
+    rows: &[&[u8]],
+) -> crate::error::Result<RecordBatch> {
+    let parser = converter.parser();
+    let columns = converter.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
+}

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
@@ -25,6 +25,7 @@ use crate::error::Result;
 use crate::operators::aggregate::window_end;
 use crate::operators::changelog::Changelog;
 use crate::operators::exec::{OperatorKind, OperatorStats, StreamingOperator, Tick};
+use crate::operators::rows_to_batch;
 use crate::pipeline::live_table::{LiveSlot, run_over};
 
 type RowBytes = Box<[u8]>;
@@ -148,10 +149,7 @@ impl PartitionedRows {
                 rows.extend(std::iter::repeat_n(row.as_ref(), count.max(0) as usize));
             }
         }
-        let parser = self.rows.parser();
-        let columns = self.rows.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        rows_to_batch(&self.rows, &self.schema, &rows)
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
@@ -19,6 +19,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::error::Result;
 use crate::operators::changelog::Changelog;
 use crate::operators::exec::{OperatorKind, OperatorStats, StreamingOperator, Tick};
+use crate::operators::rows_to_batch;
 use crate::pipeline::live_table::{LiveSlot, run_over};
 
 pub struct Recompute {
@@ -109,11 +110,7 @@ impl Multiset {
     }
 
     fn to_batch<'a>(&self, rows: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch> {
-        let rows: Vec<&[u8]> = rows.collect();
-        let parser = self.converter.parser();
-        let columns = self.converter.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        rows_to_batch(&self.converter, &self.schema, &rows.collect::<Vec<_>>())
     }
 
     /// Holds `now` instead; the changes from what was held to it.

@@ -21,38 +21,93 @@ use crate::error::Result;
 use crate::operators::aggregate::window_end;
 use crate::operators::changelog::Changelog;
 use crate::operators::exec::{OperatorKind, OperatorStats, StreamingOperator, Tick};
+use crate::operators::rows_to_batch;
 
 /// A row held: its sort key and its own bytes (both in arrow's row format).
 type Entry = (Box<[u8]>, Box<[u8]>);
 
-pub struct TopN {
+/// Rows of `schema` as entries that sort in the order of an `ORDER BY`.
+struct Ordering {
     sort: Vec<PhysicalSortExpr>,
-    fetch: usize,
     schema: SchemaRef,
     sort_keys: RowConverter,
     row_bytes: RowConverter,
-    /// (sort key, row) → how many times the row is held.
-    rows: BTreeMap<Entry, i64>,
+}
+
+impl Ordering {
+    fn new(sort: Vec<PhysicalSortExpr>, schema: SchemaRef) -> Result<Self> {
+        let sort_fields = sort
+            .iter()
+            .map(|s| Ok(SortField::new_with_options(s.expr.data_type(&schema)?, s.options)))
+            .collect::<Result<Vec<_>>>()?;
+        let row_fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        Ok(Ordering {
+            sort,
+            sort_keys: RowConverter::new(sort_fields)?,
+            row_bytes: RowConverter::new(row_fields)?,
+            schema,
+        })
+    }
+
+    /// Each row of `batch` as an entry.
+    fn entries(&self, batch: &RecordBatch) -> Result<Vec<Entry>> {
+        let n = batch.num_rows();
+        let values = self
+            .sort
+            .iter()
+            .map(|s| s.expr.evaluate(batch)?.into_array(n))
+            .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
+        let keys = self.sort_keys.convert_columns(&values)?;
+        let rows = self.row_bytes.convert_columns(batch.columns())?;
+        Ok((0..n).map(|i| (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()))).collect())
+    }
+
+    /// Rows (their own bytes) back into a batch.
+    fn batch(&self, rows: &[&[u8]]) -> Result<RecordBatch> {
+        rows_to_batch(&self.row_bytes, &self.schema, rows)
+    }
+}
+
+/// Rows in order, each with how many times it is held.
+#[derive(Default)]
+struct SortedRows(BTreeMap<Entry, i64>);
+
+impl SortedRows {
+    fn add(&mut self, entry: Entry, weight: i64) {
+        match self.0.get_mut(&entry) {
+            Some(count) => {
+                *count += weight;
+                if *count == 0 {
+                    self.0.remove(&entry);
+                }
+            }
+            None => {
+                self.0.insert(entry, weight);
+            }
+        }
+    }
+
+    /// The first `n` rows (their own bytes), copies repeated.
+    fn first(&self, n: usize) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().flat_map(|((_, row), &count)| std::iter::repeat_n(row.as_ref(), count.max(0) as usize)).take(n)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+pub struct TopN {
+    ordering: Ordering,
+    fetch: usize,
+    rows: SortedRows,
     rows_read: u64,
 }
 
 impl TopN {
     /// The first `fetch` rows of `schema`'s rows in the order of `sort`.
     pub fn new(sort: Vec<PhysicalSortExpr>, fetch: usize, schema: SchemaRef) -> Result<Self> {
-        let sort_fields = sort
-            .iter()
-            .map(|s| Ok(SortField::new_with_options(s.expr.data_type(&schema)?, s.options)))
-            .collect::<Result<Vec<_>>>()?;
-        let row_fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-        Ok(TopN {
-            sort,
-            fetch,
-            sort_keys: RowConverter::new(sort_fields)?,
-            row_bytes: RowConverter::new(row_fields)?,
-            schema,
-            rows: BTreeMap::new(),
-            rows_read: 0,
-        })
+        Ok(TopN { ordering: Ordering::new(sort, schema)?, fetch, rows: SortedRows::default(), rows_read: 0 })
     }
 
     /// Rows read so far (inserted and retracted alike).
@@ -66,51 +121,21 @@ impl TopN {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.len() == 0
     }
 
     /// Applies `changes` (rows of the operator's schema, with weights).
     pub fn update(&mut self, changes: &Changelog) -> Result<()> {
-        let n = changes.num_rows();
-        if n == 0 {
-            return Ok(());
-        }
-        self.rows_read += n as u64;
-        let batch = changes.rows();
-        let values = self
-            .sort
-            .iter()
-            .map(|s| s.expr.evaluate(&batch)?.into_array(n))
-            .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
-        let keys = self.sort_keys.convert_columns(&values)?;
-        let rows = self.row_bytes.convert_columns(batch.columns())?;
-        for (i, &weight) in changes.weights().iter().enumerate() {
-            let entry = (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()));
-            let count = self.rows.entry(entry).or_insert(0);
-            *count += weight;
-            if *count == 0 {
-                let entry = (Box::from(keys.row(i).data()), Box::from(rows.row(i).data()));
-                self.rows.remove(&entry);
-            }
+        self.rows_read += changes.num_rows() as u64;
+        for (entry, &weight) in self.ordering.entries(&changes.rows())?.into_iter().zip(changes.weights()) {
+            self.rows.add(entry, weight);
         }
         Ok(())
     }
 
     /// The first N rows, in order.
     pub fn top(&self) -> Result<RecordBatch> {
-        let mut first: Vec<&[u8]> = Vec::with_capacity(self.fetch);
-        'rows: for ((_, row), &count) in &self.rows {
-            for _ in 0..count.max(0) {
-                if first.len() == self.fetch {
-                    break 'rows;
-                }
-                first.push(row);
-            }
-        }
-        let parser = self.row_bytes.parser();
-        let columns = self.row_bytes.convert_rows(first.iter().map(|r| parser.parse(r)))?;
-        let options = RecordBatchOptions::new().with_row_count(Some(first.len()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        self.ordering.batch(&self.rows.first(self.fetch).collect::<Vec<_>>())
     }
 }
 
@@ -123,7 +148,7 @@ pub struct TopNChanges {
 
 impl TopNChanges {
     pub fn new(top_n: TopN) -> Self {
-        let passed_on = RecordBatch::new_empty(top_n.schema.clone());
+        let passed_on = RecordBatch::new_empty(top_n.ordering.schema.clone());
         TopNChanges { top_n, passed_on }
     }
 
@@ -132,7 +157,7 @@ impl TopNChanges {
         self.top_n.update(changes)?;
         let now = self.top_n.top()?;
         if now == self.passed_on {
-            return Ok(Changelog::empty(&self.top_n.schema));
+            return Ok(Changelog::empty(&self.top_n.ordering.schema));
         }
         let before = std::mem::replace(&mut self.passed_on, now.clone());
         Changelog::new(&now, &before)
@@ -170,10 +195,9 @@ impl StreamingOperator for TopNChanges {
 pub struct TopNPerPartition {
     spec: PerPartitionSpec,
     partition_keys: RowConverter,
-    sort_keys: RowConverter,
-    row_bytes: RowConverter,
-    /// Partition key → its rows in order, each with how many times it is held.
-    partitions: HashMap<Box<[u8]>, BTreeMap<Entry, i64>>,
+    ordering: Ordering,
+    /// Partition key → its rows in order.
+    partitions: HashMap<Box<[u8]>, SortedRows>,
     /// Partitions by window end, when the partition key includes the event-time window.
     by_end: BTreeMap<i64, Vec<Box<[u8]>>>,
     rows_read: u64,
@@ -198,16 +222,9 @@ pub struct PerPartitionSpec {
 impl TopNPerPartition {
     pub fn new(spec: PerPartitionSpec) -> Result<Self> {
         let field = |c: &usize| SortField::new(spec.schema.field(*c).data_type().clone());
-        let sort_fields = spec
-            .sort
-            .iter()
-            .map(|s| Ok(SortField::new_with_options(s.expr.data_type(&spec.schema)?, s.options)))
-            .collect::<Result<Vec<_>>>()?;
-        let row_fields = spec.schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
         Ok(TopNPerPartition {
             partition_keys: RowConverter::new(spec.partition_columns.iter().map(field).collect())?,
-            sort_keys: RowConverter::new(sort_fields)?,
-            row_bytes: RowConverter::new(row_fields)?,
+            ordering: Ordering::new(spec.sort.clone(), spec.schema.clone())?,
             spec,
             partitions: HashMap::new(),
             by_end: BTreeMap::new(),
@@ -218,11 +235,7 @@ impl TopNPerPartition {
     /// The first N rows of a partition (row bytes).
     fn first(&self, key: &[u8]) -> Vec<Box<[u8]>> {
         let Some(rows) = self.partitions.get(key) else { return Vec::new() };
-        rows.iter()
-            .flat_map(|((_, row), &count)| std::iter::repeat_n(row, count.max(0) as usize))
-            .take(self.spec.fetch)
-            .cloned()
-            .collect()
+        rows.first(self.spec.fetch).map(Box::from).collect()
     }
 
     /// Applies `changes`; the changes of the first N rows of the partitions they touch.
@@ -232,14 +245,7 @@ impl TopNPerPartition {
         self.rows_read += n as u64;
         let columns = |cs: &[usize]| cs.iter().map(|&c| batch.column(c).clone()).collect::<Vec<ArrayRef>>();
         let keys = self.partition_keys.convert_columns(&columns(&self.spec.partition_columns))?;
-        let values = self
-            .spec
-            .sort
-            .iter()
-            .map(|s| s.expr.evaluate(&batch)?.into_array(n))
-            .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
-        let sort_keys = self.sort_keys.convert_columns(&values)?;
-        let rows = self.row_bytes.convert_columns(batch.columns())?;
+        let entries = self.ordering.entries(&batch)?;
         // Each touched partition's first rows before the batch.
         let mut before: BTreeMap<Box<[u8]>, Vec<Box<[u8]>>> = BTreeMap::new();
         for i in 0..n {
@@ -253,18 +259,12 @@ impl TopNPerPartition {
                 }
             }
         }
-        for (i, &weight) in changes.weights().iter().enumerate() {
-            let partition = self.partitions.entry(Box::from(keys.row(i).data())).or_default();
-            let entry = (Box::from(sort_keys.row(i).data()), Box::from(rows.row(i).data()));
-            let count = partition.entry(entry).or_insert(0);
-            *count += weight;
-            if *count == 0 {
-                partition.remove(&(Box::from(sort_keys.row(i).data()), Box::from(rows.row(i).data())));
-            }
+        for (i, (entry, &weight)) in entries.into_iter().zip(changes.weights()).enumerate() {
+            self.partitions.entry(Box::from(keys.row(i).data())).or_default().add(entry, weight);
         }
         let (mut inserted, mut retracted) = (Vec::new(), Vec::new());
         for (key, old) in before {
-            if self.partitions.get(&key).is_some_and(|rows| rows.is_empty()) {
+            if self.partitions.get(&key).is_some_and(|rows| rows.len() == 0) {
                 self.partitions.remove(&key);
             }
             let new = self.first(&key);
@@ -284,8 +284,8 @@ impl TopNPerPartition {
 
     /// Rows with their row numbers, as the output's columns.
     fn numbered(&self, rows: &[(Box<[u8]>, u64)]) -> Result<RecordBatch> {
-        let parser = self.row_bytes.parser();
-        let mut columns = self.row_bytes.convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))?;
+        let rows_only: Vec<&[u8]> = rows.iter().map(|(r, _)| r.as_ref()).collect();
+        let mut columns = self.ordering.batch(&rows_only)?.columns().to_vec();
         columns.push(Arc::new(UInt64Array::from_iter_values(rows.iter().map(|(_, n)| *n))));
         let columns = self.spec.output.iter().map(|&c| columns[c].clone()).collect();
         let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));

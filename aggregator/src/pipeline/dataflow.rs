@@ -335,7 +335,6 @@ impl ToDataflow {
         let operator = AggregateOperator::new(aggregate, over_source, closing);
         let plan = StreamingExec::new(Box::new(operator), vec![input.plan], with_weight(&final_schema));
         if over_source {
-            walk.has_aggregate = true;
             walk.source = Some(plan.operator().clone());
             walk.source_under_projections = under_projections;
             walk.sessions = matches!(window, Some((_, WindowSpec::Session { .. })));

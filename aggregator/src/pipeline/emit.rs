@@ -123,14 +123,13 @@ fn keyed(changes: &Changelog, key_columns: &[usize]) -> ResultDelta {
             inserted.insert(id, row);
         }
     }
-    let mut deletes: Vec<String> = ids
+    let deletes: Vec<String> = ids
         .iter()
         .filter(|id| !inserted.contains_key(id.as_str()))
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    deletes.dedup();
     let mut upserted: Vec<(usize, &str)> = inserted.into_iter().map(|(id, row)| (row, id)).collect();
     upserted.sort();
     let upserts = upserted

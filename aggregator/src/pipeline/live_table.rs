@@ -50,10 +50,18 @@ pub async fn run_over(
 ) -> DfResult<RecordBatch> {
     slot.set(batches);
     // Operators may keep run-time state (dynamic filters); start each run clean.
-    let plan = reset_plan_states(plan.clone())?;
-    let out = collect(plan.clone(), ctx).await;
+    let out = match reset_plan_states(plan.clone()) {
+        Ok(plan) => collect_one(plan, ctx).await,
+        Err(e) => Err(e),
+    };
     slot.set(vec![]);
-    Ok(concat_batches(&plan.schema(), &out?)?)
+    out
+}
+
+/// All of `plan`'s output, as one batch.
+pub async fn collect_one(plan: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext>) -> DfResult<RecordBatch> {
+    let schema = plan.schema();
+    Ok(concat_batches(&schema, &collect(plan, ctx).await?)?)
 }
 
 #[derive(Debug)]
@@ -121,7 +129,8 @@ impl LiveExec {
     }
 
     /// The same scan over changelogs of the slot's rows: the weight column follows
-    /// the projected columns (see [`crate::operators::changelog`]).
+    /// the projected columns (see [`crate::operators::changelog`]). Pipelines read
+    /// changelogs from operators, not slots: tests of `carry_weight` use it.
     pub fn with_weight(&self) -> DfResult<Self> {
         let table_schema = crate::operators::changelog::with_weight(&self.table_schema);
         let weight = table_schema.fields().len() - 1;

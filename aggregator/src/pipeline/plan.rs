@@ -38,7 +38,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 use crate::operators::aggregate::AggregateOperator;
 use crate::operators::changelog::Changelog;
-use crate::operators::exec::{Closing, OperatorKind, OperatorStats, SharedOperator, StreamingExec, Tick};
+use crate::operators::exec::{Closing, OperatorStats, SharedOperator, StreamingExec, Tick};
 use crate::pipeline::dataflow::{Found, ToDataflow, Upstream};
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
 use crate::pipeline::live_table::{LiveSlot, LiveTable, run_over};
@@ -195,6 +195,8 @@ impl StreamingPlan {
         let found = stage1.found.clone();
         let physical = plan_with(&ctx, &logical, stage1).await.map_err(planning)?;
         let Found { root, walk } = std::mem::take(&mut *found.lock().expect("found lock"));
+        // (A second stage reads this same aggregation over SOURCE.)
+        let source_aggregate = walk.source.clone();
         let root = root.expect("the rule ran");
         if !root.changelog {
             return Self::row_by_row(def, &ctx, logical, source_schema, source_slot).await;
@@ -251,7 +253,6 @@ impl StreamingPlan {
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
-        let source_aggregate = found_source(&operators);
         Ok(StreamingPlan {
             source_schema,
             source_slot,
@@ -367,11 +368,6 @@ async fn plan_with(
     let state =
         SessionStateBuilder::new_from_existing(ctx.state()).with_physical_optimizer_rule(Arc::new(rule)).build();
     state.create_physical_plan(logical).await
-}
-
-/// The aggregation over `SOURCE` among the operators.
-fn found_source(operators: &[SharedOperator]) -> Option<SharedOperator> {
-    operators.iter().find(|o| o.try_lock().is_ok_and(|o| o.stats().kind == OperatorKind::SourceAggregate)).cloned()
 }
 
 /// The key asked for: `-- key:` columns, or else an `_id` column of the result.
