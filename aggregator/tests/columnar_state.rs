@@ -8,35 +8,16 @@ use std::sync::Arc;
 
 use aggregator::operators::aggregate::Aggregate;
 use aggregator::operators::exec::Tick;
-use aggregator::pipeline::definition::PipelineDefinition;
 use aggregator::pipeline::plan::StreamingPlan;
-use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringViewArray, TimestampMicrosecondArray, UInt32Array,
-};
+use datafusion::arrow::array::{RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::concat_batches;
 use support::*;
 
-fn plan(sql: &str) -> StreamingPlan {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.sql");
-    std::fs::write(&file, sql).unwrap();
-    let def = PipelineDefinition::from_file(&file).unwrap();
-    runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
-}
-
-/// Source rows: one event per user in `users`, all at the same time.
+/// Source rows: one event per user in `users` (item `user % 7`), all at the same time.
 fn events(plan: &StreamingPlan, users: impl Iterator<Item = i64>) -> RecordBatch {
     let users: Vec<i64> = users.collect();
-    let n = users.len();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(users.clone())),
-        Arc::new(Int64Array::from(users.iter().map(|u| u % 7).collect::<Vec<_>>())),
-        Arc::new(StringViewArray::from(vec!["view"; n])),
-        Arc::new(TimestampMicrosecondArray::from(vec![1_767_225_600_000_000; n])),
-        Arc::new(TimestampMicrosecondArray::from(vec![None; n])),
-        Arc::new(UInt32Array::from_iter_values(0..n as u32)),
-    ];
-    RecordBatch::try_new(plan.source_schema.clone(), columns).unwrap()
+    let items: Vec<i64> = users.iter().map(|u| u % 7).collect();
+    source_events(plan, &users, &items)
 }
 
 /// Runs one micro-batch through the plan: the rows its result gains.
@@ -64,7 +45,7 @@ fn sorted(batch: &RecordBatch) -> Vec<String> {
 
 #[test]
 fn a_count_by_a_bigint_key_costs_tens_of_bytes_per_group() {
-    let plan = plan("SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id");
+    let plan = plan_sql("SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id");
     let groups = 400_000;
     for start in (0..groups).step_by(50_000) {
         update(&plan, events(&plan, start..start + 50_000));
@@ -79,7 +60,7 @@ fn a_count_by_a_bigint_key_costs_tens_of_bytes_per_group() {
 #[test]
 fn a_batch_reports_and_checkpoints_only_the_groups_it_touches() {
     let sql = "SELECT user_id, COUNT(*) AS n, COUNT(DISTINCT item_id) AS items, MAX(item_id) AS top FROM SOURCE GROUP BY user_id";
-    let plan = plan(sql);
+    let plan = plan_sql(sql);
     update(&plan, events(&plan, 0..100_000));
     let full = state(&plan, |a| a.full_state().unwrap());
     assert_eq!(full.num_rows(), 100_000);
@@ -95,7 +76,7 @@ fn a_batch_reports_and_checkpoints_only_the_groups_it_touches() {
     // The full state and the changes after it restore the same groups.
     let finals = update(&plan, events(&plan, [5, 6].into_iter()));
     let (second_change, _) = state(&plan, |a| a.take_changes().unwrap());
-    let restored = self::plan(sql);
+    let restored = plan_sql(sql);
     for saved in [&full, &first_change, &second_change] {
         state(&restored, |a| a.restore(saved).unwrap());
     }
@@ -108,7 +89,7 @@ fn a_batch_reports_and_checkpoints_only_the_groups_it_touches() {
 
 #[test]
 fn closed_windows_leave_the_state_and_their_keys_go_into_the_next_checkpoint() {
-    let plan = plan(
+    let plan = plan_sql(
         "SELECT window(timestamp, '5 minutes') AS window, user_id, COUNT(*) AS n FROM SOURCE GROUP BY window(timestamp, '5 minutes'), user_id",
     );
     update(&plan, events(&plan, 0..3_000));

@@ -4,51 +4,22 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use aggregator::operators::exec::{OperatorKind, Tick};
-use aggregator::pipeline::definition::PipelineDefinition;
 use aggregator::pipeline::plan::StreamingPlan;
-use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringViewArray, TimestampMicrosecondArray, UInt32Array,
-};
 use support::*;
 
-fn plan_of(sql: &str) -> StreamingPlan {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.sql");
-    std::fs::write(&file, sql).unwrap();
-    let def = PipelineDefinition::from_file(&file).unwrap();
-    runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
-}
-
 fn case(name: &str) -> StreamingPlan {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sql_cases/{name}.sql"));
-    let def = PipelineDefinition::from_file(&file).unwrap();
-    runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
+    plan_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sql_cases/{name}.sql")))
 }
 
 fn kinds(plan: &StreamingPlan) -> Vec<OperatorKind> {
     plan.operators().iter().map(|o| o.kind).collect()
 }
 
-/// One event per item in `items` (user 1, a view, all at the same time).
-fn events(plan: &StreamingPlan, items: &[i64]) -> RecordBatch {
-    let n = items.len();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(vec![1; n])),
-        Arc::new(Int64Array::from(items.to_vec())),
-        Arc::new(StringViewArray::from(vec!["view"; n])),
-        Arc::new(TimestampMicrosecondArray::from(vec![1_767_225_600_000_000; n])),
-        Arc::new(TimestampMicrosecondArray::from(vec![None; n])),
-        Arc::new(UInt32Array::from_iter_values(0..n as u32)),
-    ];
-    RecordBatch::try_new(plan.source_schema.clone(), columns).unwrap()
-}
-
 /// The weights of the result's changes for a batch of events.
 fn weights(plan: &StreamingPlan, items: &[i64]) -> Vec<i64> {
-    let changes = runtime().block_on(plan.run(events(plan, items), Tick::default())).unwrap();
+    let events = source_events(plan, &vec![1; items.len()], items);
+    let changes = runtime().block_on(plan.run(events, Tick::default())).unwrap();
     let mut weights = changes.weights().to_vec();
     weights.sort();
     weights
@@ -57,7 +28,7 @@ fn weights(plan: &StreamingPlan, items: &[i64]) -> Vec<i64> {
 #[test]
 fn each_stateful_node_becomes_its_streaming_operator() {
     use OperatorKind::*;
-    let shape = |sql: &str| kinds(&plan_of(sql));
+    let shape = |sql: &str| kinds(&plan_sql(sql));
     assert_eq!(shape("SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id"), [SourceAggregate]);
     assert_eq!(
         shape("SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id ORDER BY n DESC LIMIT 3"),
@@ -79,11 +50,11 @@ fn each_stateful_node_becomes_its_streaming_operator() {
 #[test]
 fn the_source_aggregation_retracts_old_values_only_when_something_above_needs_them() {
     // Keyed by its groups, only renamed: an upsert replaces the old row.
-    let plain = plan_of("SELECT item_id AS item, COUNT(*) AS n FROM SOURCE GROUP BY item_id");
+    let plain = plan_sql("SELECT item_id AS item, COUNT(*) AS n FROM SOURCE GROUP BY item_id");
     assert_eq!(weights(&plain, &[1, 2]), [1, 1]);
     assert_eq!(weights(&plain, &[1]), [1]);
     // A HAVING may drop a group whose old row was written: its old value is retracted.
-    let having = plan_of("SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id HAVING COUNT(*) < 2");
+    let having = plan_sql("SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id HAVING COUNT(*) < 2");
     assert_eq!(weights(&having, &[1, 2]), [1, 1]);
     assert_eq!(weights(&having, &[1]), [-1], "group 1 left the result: only its old row, retracted");
 }

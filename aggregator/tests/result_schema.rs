@@ -3,20 +3,13 @@
 
 mod support;
 
-use aggregator::pipeline::definition::PipelineDefinition;
 use aggregator::pipeline::emit::result_columns;
-use aggregator::pipeline::plan::StreamingPlan;
 use store::{ColumnRole, ColumnType};
 use support::*;
 
 /// (name, type, role) of the result columns of `sql`.
 fn columns(sql: &str) -> Vec<(String, ColumnType, Option<ColumnRole>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.sql");
-    std::fs::write(&file, sql).unwrap();
-    let def = PipelineDefinition::from_file(&file).unwrap();
-    let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
-    result_columns(&plan).into_iter().map(|c| (c.name, c.column_type, c.role)).collect()
+    result_columns(&plan_sql(sql)).into_iter().map(|c| (c.name, c.column_type, c.role)).collect()
 }
 
 #[test]

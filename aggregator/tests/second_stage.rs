@@ -132,10 +132,7 @@ fn operators(plan: &StreamingPlan) -> Vec<OperatorKind> {
 #[test]
 fn second_stages_and_window_functions_between_aggregations_run_over_changes() {
     use OperatorKind::*;
-    let plan = |name: &str| {
-        let def = PipelineDefinition::from_file(&repo_root().join(format!("sql/{name}.sql"))).unwrap();
-        runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
-    };
+    let plan = |name: &str| plan_file(&repo_root().join(format!("sql/{name}.sql")));
     for name in ["avg_interactions_per_item", "avg_interactions_per_user"] {
         assert_eq!(operators(&plan(name)), [Aggregate, SourceAggregate], "{name}");
     }
@@ -144,8 +141,7 @@ fn second_stages_and_window_functions_between_aggregations_run_over_changes() {
     // Top-N per window, as a second stage or in one query: a top-N per partition.
     let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     for case in ["top_n_per_window", "top_n_per_window_subquery"] {
-        let def = PipelineDefinition::from_file(&cases.join(format!("{case}.sql"))).unwrap();
-        let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
+        let plan = plan_file(&cases.join(format!("{case}.sql")));
         assert_eq!(operators(&plan), [TopNPerPartition, SourceAggregate], "{case}");
     }
     // A window over all rows (no PARTITION BY) between aggregations: one partition,
@@ -155,7 +151,5 @@ fn second_stages_and_window_functions_between_aggregations_run_over_changes() {
         "SELECT item_id, COUNT(*) AS n FROM SOURCE GROUP BY item_id\n-- for_each_batch\n\
          SELECT 'all' AS _id, MAX(r) AS ranks FROM (SELECT ROW_NUMBER() OVER (ORDER BY n) AS r FROM AGGREGATED) AS t\n-- end_for\n",
     );
-    let def = PipelineDefinition::from_file(&file).unwrap();
-    let plan = runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap();
-    assert_eq!(operators(&plan), [Aggregate, WindowFunctions, SourceAggregate]);
+    assert_eq!(operators(&plan_file(&file)), [Aggregate, WindowFunctions, SourceAggregate]);
 }

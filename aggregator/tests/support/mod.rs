@@ -37,6 +37,35 @@ pub fn interactions() -> SourceSchema {
 }
 
 /// Writes `count` events in files of `per_file` into `dir`: 1,000 users, 50 items,
+/// The pipeline `file` planned over [`interactions`].
+pub fn plan_file(file: &Path) -> StreamingPlan {
+    let def = PipelineDefinition::from_file(file).unwrap();
+    runtime().block_on(StreamingPlan::new(&def, &interactions())).unwrap()
+}
+
+/// A pipeline of `sql` planned over [`interactions`].
+pub fn plan_sql(sql: &str) -> StreamingPlan {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.sql");
+    std::fs::write(&file, sql).unwrap();
+    plan_file(&file)
+}
+
+/// `SOURCE` rows for `plan`: one event per (user, item), a view, all at the same time.
+pub fn source_events(plan: &StreamingPlan, users: &[i64], items: &[i64]) -> RecordBatch {
+    use datafusion::arrow::array::{Int64Array, StringViewArray, UInt32Array};
+    let n = users.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(users.to_vec())),
+        Arc::new(Int64Array::from(items.to_vec())),
+        Arc::new(StringViewArray::from(vec!["view"; n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![1_767_225_600_000_000; n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![None; n])),
+        Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+    ];
+    RecordBatch::try_new(plan.source_schema.clone(), columns).unwrap()
+}
+
 /// 20 events per simulated second, 10% out of order, 1% late, mixed timestamp formats.
 pub fn generate_log(dir: &Path, count: u64, per_file: u64, seed: u64) {
     let mut events = EventGenerator::new(EventOptions {
