@@ -343,7 +343,7 @@ fn a_restart_restores_every_instance_from_the_stored_transitions() {
 #[test]
 fn an_edited_rules_file_is_picked_up_while_running_and_a_broken_edit_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = support::server_runtime();
     runtime.block_on(async {
         let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(sqlite(&dir).await);
         set_items(store.as_ref(), &[(1, 20)]).await;
@@ -586,7 +586,7 @@ fn a_group_still_firing_is_sent_again_after_the_repeat_interval_and_not_before()
 #[test]
 fn the_running_alerts_send_a_groups_wait_and_repeats_on_time_between_evaluations() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = support::server_runtime();
     runtime.block_on(async {
         let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(sqlite(&dir).await);
         set_items(store.as_ref(), &[(1, 20)]).await;

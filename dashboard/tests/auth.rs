@@ -29,10 +29,6 @@ const TOKEN: &str = "scrape-token-5f1c9e";
 /// What the pages would show: it must never reach an unauthenticated client.
 const SECRET_SQL: &str = "SELECT confidential_column FROM SOURCE";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
 /// One pipeline, `per_item`, with a result and its SQL in the status.
 async fn fill(store: &dyn Store) {
     let columns = [
@@ -71,7 +67,7 @@ const ROUTES: [(&str, u16); 11] = [
 #[test]
 fn every_route_but_health_requires_the_password_or_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    runtime().block_on(async {
+    support::server_runtime().block_on(async {
         let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
         let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
         fill(store.as_ref()).await;
@@ -192,7 +188,7 @@ impl Running {
 
 /// The status of a GET of `path` on 127.0.0.1:`port`, without credentials.
 fn status_of(port: u16, path: &str) -> u16 {
-    let response = runtime().block_on(reqwest::get(format!("http://127.0.0.1:{port}{path}")));
+    let response = support::server_runtime().block_on(reqwest::get(format!("http://127.0.0.1:{port}{path}")));
     response.unwrap().status().as_u16()
 }
 
@@ -287,7 +283,7 @@ fn the_binary_enforces_secrets_from_variables_and_files_and_never_logs_them() {
     for (args, env) in runs {
         let mut running = Running::start(dashboard(&store, args, env));
         let port = running.port();
-        let statuses = runtime().block_on(async {
+        let statuses = support::server_runtime().block_on(async {
             let client = reqwest::Client::new();
             let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
             let get = |request: reqwest::RequestBuilder| async { request.send().await.unwrap().status().as_u16() };

@@ -17,7 +17,7 @@ use serde_json::json;
 use store::{
     ColumnType, PipelineStatus, QlikTargetStatus, RejectedRecord, ResultColumn, ResultDelta, ResultRow, Store, Value,
 };
-use support::{Browser, serve, state};
+use support::{Browser, serve, server_runtime, sqlite_store, state};
 
 const T0: i64 = 1_767_225_600_000_000;
 const MINUTE: i64 = 60_000_000;
@@ -83,11 +83,10 @@ fn qlik_target(app: &str, state: &str, last_error: Option<&str>) -> QlikTargetSt
 
 #[test]
 fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = server_runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
-        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
-        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        let store = sqlite_store(dir.path()).await;
         store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
         write(store.as_ref(), 5).await;
         let text = "[[rule]]\nname = \"busy\"\npipeline = \"per_window\"\nvalue = \"interaction_count\"\ncondition = \"above\"\nthreshold = 50\n";
@@ -273,11 +272,10 @@ fn pages_render_charts_alerts_appear_live_and_markup_never_runs() {
 
 #[test]
 fn the_overview_draws_each_pipelines_health_over_the_last_hour_and_day() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = server_runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
-        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
-        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        let store = sqlite_store(dir.path()).await;
         store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
         write(store.as_ref(), 5).await;
         // The last 50 minutes, sampled every 10 s as the dashboard does: the rate
@@ -328,11 +326,10 @@ fn the_overview_draws_each_pipelines_health_over_the_last_hour_and_day() {
 
 #[test]
 fn the_overview_shows_each_pipelines_main_chart_or_value() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = server_runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
-        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
-        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        let store = sqlite_store(dir.path()).await;
         // A windowed result (a line per type on its page), a single row, a keyed one.
         store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
         write(store.as_ref(), 5).await;
@@ -441,11 +438,10 @@ async fn click(browser: &mut Browser, selector: &str) {
 
 #[test]
 fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and_follow_relative_ranges() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = server_runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
-        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
-        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        let store = sqlite_store(dir.path()).await;
         store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
         write(store.as_ref(), 1234).await;
         let (url, _stop) = serve(state(store.clone(), Arc::new(AlertsView::default()))).await;
@@ -591,11 +587,10 @@ fn charts_show_exact_values_on_hover_hide_lines_from_the_legend_zoom_on_drag_and
 fn behind_credentials_the_browser_prompts_shows_nothing_without_them_and_refreshes_with_them() {
     const USER: &str = "admin";
     const PASSWORD: &str = "p@ss: word";
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = server_runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
-        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
-        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        let store = sqlite_store(dir.path()).await;
         store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
         write(store.as_ref(), 5).await;
         let password = dashboard::auth::Secret::new(PASSWORD, "test").unwrap();
@@ -656,13 +651,12 @@ fn behind_credentials_the_browser_prompts_shows_nothing_without_them_and_refresh
 
 #[test]
 fn a_panel_file_appears_without_restart_changes_with_its_edit_and_goes_with_its_deletion() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = server_runtime();
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("panels");
     std::fs::create_dir(&folder).unwrap();
     runtime.block_on(async {
-        let uri = format!("sqlite:{}", dir.path().join("results.sqlite").display());
-        let store: Arc<dyn Store> = Arc::from(store::open(&uri, None).await.unwrap());
+        let store = sqlite_store(dir.path()).await;
         store.prepare_result_table("per_window", "per_window", &columns(), true).await.unwrap();
         write(store.as_ref(), 5).await;
         let state = state(store.clone(), Arc::new(AlertsView::default()));

@@ -19,7 +19,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn open(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-    Arc::from(store::open(&format!("sqlite:{}", dir.path().join("s.sqlite").display()), None).await.unwrap())
+    support::sqlite_store(dir.path()).await
 }
 
 /// The status of `p` at sample `i` (every 10 s from T0): it consumed `10 i` events

@@ -223,6 +223,18 @@ pub async fn serve(state: dashboard::AppState) -> (String, tokio::sync::oneshot:
     (url, stop)
 }
 
+/// A runtime of two threads: the dashboard serves while the test makes requests or
+/// drives the browser.
+pub fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A results store in an SQLite file in `dir`.
+pub async fn sqlite_store(dir: &std::path::Path) -> Arc<dyn store::Store> {
+    let uri = format!("sqlite:{}", dir.join("results.sqlite").display());
+    Arc::from(store::open(&uri, None).await.unwrap())
+}
+
 /// A dashboard's state: open (no credentials), its store reads measured.
 pub fn state(store: Arc<dyn store::Store>, alerts: Arc<dashboard::alerts::AlertsView>) -> dashboard::AppState {
     let metrics = Arc::new(dashboard::metrics::Metrics::new());
