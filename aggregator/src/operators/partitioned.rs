@@ -108,13 +108,24 @@ impl PartitionedRows {
         let before = self.rows_of(&touched)?;
         for (key, row, weight) in changes {
             let partition = self.partitions.entry(key).or_default();
-            let count = partition.entry(row).or_insert(0);
-            *count += weight;
-            if *count == 0 {
-                partition.retain(|_, c| *c != 0);
+            match partition.get_mut(&row) {
+                Some(count) => {
+                    *count += weight;
+                    if *count == 0 {
+                        partition.remove(&row);
+                    }
+                }
+                None => {
+                    partition.insert(row, weight);
+                }
             }
         }
-        self.partitions.retain(|_, rows| !rows.is_empty());
+        // Only touched partitions can have been left empty.
+        for key in &touched {
+            if self.partitions.get(key).is_some_and(|rows| rows.is_empty()) {
+                self.partitions.remove(key);
+            }
+        }
         let after = self.rows_of(&touched)?;
         self.rows_recomputed += (before.num_rows() + after.num_rows()) as u64;
         Ok((before, after))
