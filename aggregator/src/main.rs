@@ -67,6 +67,11 @@ struct Args {
     /// Most records per micro-batch.
     #[arg(long, env = "AGGREGATOR_MAX_BATCH_RECORDS", default_value_t = 100_000)]
     max_batch_records: usize,
+    /// Worker threads: the aggregation over the stream is split by a hash of its key
+    /// into this many shards, and each micro-batch's JSON is decoded in this many
+    /// chunks, at once (default: the machine's cores). The result does not depend on it.
+    #[arg(long, env = "AGGREGATOR_WORKERS")]
+    workers: Option<usize>,
     /// Records longer than this are bad records.
     #[arg(long, env = "AGGREGATOR_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
     max_record_bytes: usize,
@@ -153,6 +158,12 @@ fn main() -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let consumer_conf = kafka_file.iter().cloned().chain(args.consumer_conf).collect();
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("worker-{i}"))
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("starting the worker threads: {e}"))?;
     let producer_conf = kafka_file.into_iter().chain(args.producer_conf).collect();
     let options = PipelineOptions {
         source_uri: args.source,
@@ -164,6 +175,7 @@ fn main() -> anyhow::Result<()> {
         max_record_bytes: args.max_record_bytes,
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval_seconds.max(0.0)),
         poll_interval: Duration::from_millis(args.poll_interval_ms),
+        workers,
         source: SourceOptions {
             consumer_conf,
             idle_timeout: Duration::from_secs_f64(args.idle_timeout_seconds.max(0.0)),

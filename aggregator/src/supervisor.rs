@@ -86,7 +86,11 @@ pub fn run_one(
     notice: Notice,
 ) -> Result<PipelineStatus> {
     let file = def.path.display().to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The pipeline runs on this thread (`block_on`); the runtime's one worker thread
+    // runs what it spawns: the sink's writes, which so overlap with the next batch.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("sink-{}", def.name))
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;

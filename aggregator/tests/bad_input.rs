@@ -220,6 +220,7 @@ fn far_future_is_judged_against_the_clock_the_batch_first_ran_with() {
             ..pipeline.log_batch(&raw, source.partitions()).unwrap()
         };
         pipeline.process(&raw, &logged, &Shutdown::default()).await.unwrap();
+        pipeline.flush(&Shutdown::default()).await.unwrap();
         pipeline.checkpoint().unwrap();
         pipeline.state_groups()
     });

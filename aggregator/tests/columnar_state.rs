@@ -6,8 +6,8 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use aggregator::operators::aggregate::Aggregate;
 use aggregator::operators::exec::Tick;
+use aggregator::operators::shards::Shards;
 use aggregator::pipeline::plan::StreamingPlan;
 use datafusion::arrow::array::{RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::concat_batches;
@@ -26,7 +26,7 @@ fn update(plan: &StreamingPlan, events: RecordBatch) -> RecordBatch {
 }
 
 /// `f` over the plan's aggregation over SOURCE.
-fn state<T>(plan: &StreamingPlan, f: impl FnOnce(&mut Aggregate) -> T) -> T {
+fn state<T>(plan: &StreamingPlan, f: impl FnOnce(&mut Shards) -> T) -> T {
     plan.with_source_aggregate(|source| f(&mut source.aggregate)).expect("an aggregation")
 }
 

@@ -87,6 +87,80 @@ fn results_do_not_depend_on_the_micro_batch_size() {
     assert_eq!(results[0], results[1]);
 }
 
+/// `--workers`: the aggregation over SOURCE split into shards by key and the JSON
+/// decoded in chunks at once give the same table (`_id`s included), the same counts of
+/// bad and late records and the same rejected records as one worker; and a checkpoint
+/// written by 3 workers resumes with 2 (the saved groups find their shards again).
+#[test]
+fn results_do_not_depend_on_the_number_of_workers() {
+    let log = shared_log();
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
+    let mut files = sql_files(&repo_root().join("sql"));
+    files.extend(
+        [
+            "session_window.sql",
+            "hopping_window.sql",
+            "second_stage_retractions.sql",
+            "top_n_per_window.sql",
+            "distinct_and_approx.sql",
+            "append_mode.sql",
+        ]
+        .map(|f| cases.join(f)),
+    );
+    for file in &files {
+        let name = file.file_stem().unwrap().to_str().unwrap().to_string();
+        let table = aggregator::pipeline::definition::PipelineDefinition::from_file(file).unwrap().settings.target;
+        let run = |workers: usize, batch: usize, work: &Path| {
+            let options = aggregator::pipeline::PipelineOptions { workers, ..options(log.path(), work, batch) };
+            run_pipeline(file, &options).unwrap();
+            let store = StoreReader::sqlite(&work.join("results.sqlite"));
+            let status = store.status(&name).unwrap();
+            let rejected = [store.rejected(&name, false), store.rejected(&name, true)]
+                .map(|r| r.into_iter().map(|r| format!("{} {}", r.source_offset, r.reason)).collect::<Vec<_>>());
+            (
+                store.rows(&table, true),
+                (status.events_in, status.events_ok, status.events_bad, status.events_late),
+                rejected,
+            )
+        };
+        let one = tempfile::tempdir().unwrap();
+        let expected = run(1, 12_000, one.path());
+        assert!(!expected.0.is_empty(), "{name}: an empty result proves nothing");
+        for (workers, batch) in [(2, 12_000), (3, 700)] {
+            let work = tempfile::tempdir().unwrap();
+            assert_eq!(run(workers, batch, work.path()), expected, "{name} with {workers} workers");
+        }
+        // Half the log with 3 workers, then the rest with 1, from the checkpoint.
+        let half = tempfile::tempdir().unwrap();
+        let resumed = tempfile::tempdir().unwrap();
+        copy_log_files(log.path(), half.path(), 6);
+        let options3 =
+            aggregator::pipeline::PipelineOptions { workers: 3, ..options(half.path(), resumed.path(), 700) };
+        run_pipeline(file, &options3).unwrap();
+        copy_log_files(log.path(), half.path(), usize::MAX);
+        let options2 =
+            aggregator::pipeline::PipelineOptions { workers: 2, ..options(half.path(), resumed.path(), 700) };
+        run_pipeline(file, &options2).unwrap();
+        assert_eq!(
+            sink_rows(&resumed.path().join("results.sqlite"), &table, true),
+            expected.0,
+            "{name} resumed with 2 workers"
+        );
+    }
+}
+
+/// Copies the first `n` files of a batch-file log into `to` (those not there yet).
+fn copy_log_files(from: &Path, to: &Path, n: usize) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(from).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files.into_iter().take(n) {
+        let target = to.join(file.file_name().unwrap());
+        if !target.exists() {
+            std::fs::copy(&file, &target).unwrap();
+        }
+    }
+}
+
 /// Second stages and aggregates of aggregates run over stage 1's changes (retractions
 /// included): whatever the micro-batches, they end with the batch query's result.
 #[test]

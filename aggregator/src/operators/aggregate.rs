@@ -51,11 +51,13 @@ use datafusion::physical_plan::aggregates::{AggregateMode, PhysicalGroupBy, aggr
 use crate::error::Result;
 use crate::operators::changelog::Changelog;
 use crate::operators::exec::{Closing, OperatorKind, OperatorStats, StreamingOperator, Tick};
+use crate::operators::shards::Shards;
 use crate::pipeline::windows::{WindowSpec, window_struct_fields};
 use crate::state::columns::{StateColumn, as_type};
 use crate::state::group_index::{GroupId, GroupIndex, KeyRows};
 
 /// What the planner hands the operator: DataFusion's planned aggregation.
+#[derive(Clone)]
 pub struct AggregateSpec {
     pub group_by: PhysicalGroupBy,
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
@@ -262,6 +264,11 @@ impl Aggregate {
             target_of: Vec::new(),
             rows_read: 0,
         })
+    }
+
+    /// Whether [`Self::update`] also returns the touched groups' values from before the batch.
+    pub fn set_emit_previous(&mut self, emit_previous: bool) {
+        self.emit_previous = emit_previous;
     }
 
     /// Number of groups held.
@@ -1181,7 +1188,7 @@ fn window_field(windows: &ArrayRef, name: &str, row: usize) -> Option<i64> {
 
 /// The aggregation as a streaming operator (see [`crate::operators::exec`]).
 pub struct AggregateOperator {
-    pub aggregate: Aggregate,
+    pub aggregate: Shards,
     /// Over `SOURCE` (its state is checkpointed) or over a changelog.
     over_source: bool,
     closing: Closing,
@@ -1193,14 +1200,14 @@ pub struct AggregateOperator {
 }
 
 impl AggregateOperator {
-    pub fn new(aggregate: Aggregate, over_source: bool, closing: Closing) -> Self {
+    pub fn new(aggregate: Shards, over_source: bool, closing: Closing) -> Self {
         AggregateOperator { aggregate, over_source, closing, keep_closed: false, closed: None }
     }
 
     /// Whether the touched groups' old values are retracted (what reads the output
     /// needs them unless it only renames columns of a result keyed by the groups).
     pub fn set_emit_previous(&mut self, emit_previous: bool) {
-        self.aggregate.emit_previous = emit_previous;
+        self.aggregate.set_emit_previous(emit_previous);
     }
 
     pub fn set_keep_closed(&mut self, keep_closed: bool) {
@@ -1217,7 +1224,7 @@ impl AggregateOperator {
 
     /// Over `SOURCE`: folds the batch's events in, closes windows; the result's changes.
     fn over_source(&mut self, input: &RecordBatch, tick: Tick) -> Result<Changelog> {
-        let schema = self.aggregate.final_schema.clone();
+        let schema = self.aggregate.final_schema().clone();
         if tick.rebuild {
             // Everything the operators above have seen, as inserted.
             let mut parts: Vec<RecordBatch> = self.closed.iter().cloned().collect();

@@ -5,7 +5,7 @@
 //!
 //! * [`aggregate`] — grouped aggregation, windowed (tumbling, hopping, session) or
 //!   not, over columnar state; over a changelog (an aggregate of an aggregate) it
-//!   retracts;
+//!   retracts; [`shards`] splits one over `SOURCE` by key across worker threads;
 //! * [`top_n`] — `ORDER BY … LIMIT N` over a changelog, kept in sort order;
 //! * [`partitioned`] — window functions over a changelog, recomputed per partition;
 //! * [`recompute`] — any other node over changelogs, recomputed whole.
@@ -15,6 +15,7 @@ pub mod changelog;
 pub mod exec;
 pub mod partitioned;
 pub mod recompute;
+pub mod shards;
 pub mod top_n;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};

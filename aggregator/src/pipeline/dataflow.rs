@@ -44,11 +44,12 @@ use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use crate::error::Error;
-use crate::operators::aggregate::{Aggregate, AggregateOperator, AggregateSpec, InputKind};
+use crate::operators::aggregate::{AggregateOperator, AggregateSpec, InputKind};
 use crate::operators::changelog::{carry_weight, with_weight};
 use crate::operators::exec::{Closing, SharedOperator, StreamingExec, TeeExec};
 use crate::operators::partitioned::{PartitionSpec, PartitionedRows, WindowFunctions};
 use crate::operators::recompute::Recompute;
+use crate::operators::shards::Shards;
 use crate::operators::top_n::{PerPartitionSpec, TopN, TopNChanges, TopNPerPartition};
 use crate::pipeline::live_table::{LiveExec, LiveSlot};
 use crate::pipeline::windows::{WindowCall, WindowSpec};
@@ -327,7 +328,7 @@ impl ToDataflow {
             input_schema: raw.input().schema(),
             emit_previous: true,
         };
-        let aggregate = Aggregate::new(spec).map_err(Error::into_datafusion)?;
+        let aggregate = Shards::new(spec).map_err(Error::into_datafusion)?;
         let closing = match (over_source, self.closing) {
             (false, Closing::Emit) => Closing::Evict,
             (_, closing) => closing,

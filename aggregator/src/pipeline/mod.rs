@@ -49,6 +49,9 @@ pub struct PipelineOptions {
     pub max_record_bytes: usize,
     pub checkpoint_interval: Duration,
     pub poll_interval: Duration,
+    /// Shards of the aggregation over `SOURCE`, and chunks of JSON decoded at once, on
+    /// rayon's worker threads (`--workers`; the pool's size is set by the process).
+    pub workers: usize,
     pub source: crate::source::SourceOptions,
     /// `--dead-letter`: a Kafka topic that also receives bad records.
     pub dead_letter_uri: Option<String>,
@@ -73,6 +76,7 @@ impl std::fmt::Debug for PipelineOptions {
             .field("max_record_bytes", &self.max_record_bytes)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("poll_interval", &self.poll_interval)
+            .field("workers", &self.workers)
             .field("source", &self.source)
             .field("dead_letter_uri", &self.dead_letter_uri)
             .field("producer_conf", &kafka_conf::redacted(&self.producer_conf))
@@ -93,6 +97,7 @@ impl Default for PipelineOptions {
             max_record_bytes: crate::source::decode::DEFAULT_MAX_RECORD_BYTES,
             checkpoint_interval: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
+            workers: 1,
             source: crate::source::SourceOptions { consumer_conf: Vec::new(), idle_timeout: DEFAULT_IDLE_TIMEOUT },
             dead_letter_uri: None,
             producer_conf: Vec::new(),

@@ -324,6 +324,13 @@ impl StreamingPlan {
     }
 
     /// `f` over the aggregation over `SOURCE` (whose state is checkpointed), if any.
+    /// Splits the aggregation over `SOURCE` into `workers` shards (see
+    /// [`crate::operators::shards`]); before it holds any state.
+    pub fn split(self, workers: usize) -> Result<Self> {
+        self.with_source_aggregate(|source| source.aggregate.split(workers)).transpose()?;
+        Ok(self)
+    }
+
     pub fn with_source_aggregate<T>(&self, f: impl FnOnce(&mut AggregateOperator) -> T) -> Option<T> {
         let mut operator = self.source_aggregate.as_ref()?.try_lock().expect("operators run only inside a batch");
         Some(f(operator.as_any_mut().downcast_mut::<AggregateOperator>().expect("the source aggregation")))

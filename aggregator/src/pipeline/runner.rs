@@ -46,7 +46,7 @@ use crate::state::checkpoint::{self, Checkpoint, CheckpointHeader, CheckpointWri
 
 use crate::sink::qlik::QlikFeed;
 use crate::sink::qlik::script::ResultVersion;
-use crate::sink::{self, Sink, TableChoice};
+use crate::sink::{self, BatchWrite, Sink, TableChoice};
 use crate::source::decode::{Decoded, JsonDecoder};
 use crate::source::schema::SourceSchema;
 use crate::source::{self, RawBatch, SourceOffset};
@@ -85,6 +85,8 @@ pub struct Pipeline {
     outage_seen: Option<Instant>,
     /// The pipeline's Qlik targets, if it has any.
     qlik: Option<QlikFeed>,
+    /// Rows of the result changed by the write still running (told to Qlik once it lands).
+    unannounced: u64,
 }
 
 /// Whether the pipeline is a new version still catching up into its shadow table.
@@ -214,7 +216,7 @@ impl Pipeline {
             sink::open(&options.sink_uri, database, &def.name, &def.settings.target).await
         })
         .await?;
-        let plan = match StreamingPlan::new(&def, source_schema).await {
+        let plan = match StreamingPlan::new(&def, source_schema).await.and_then(|p| p.split(options.workers)) {
             Ok(plan) => plan,
             Err(e) => {
                 status.state = "failed".into();
@@ -258,6 +260,7 @@ impl Pipeline {
             notice,
             outage_seen: None,
             qlik: None,
+            unannounced: 0,
         };
         let columns = result_columns(&pipeline.plan);
         let choice = match &resumed {
@@ -422,7 +425,7 @@ impl Pipeline {
     /// beginning, into a shadow table swapped in when caught up.
     async fn start_over(&mut self, shutdown: &Shutdown) -> Result<()> {
         // A plan of its own: its operators start empty.
-        self.plan = StreamingPlan::new(&self.def, &self.source_schema).await?;
+        self.plan = StreamingPlan::new(&self.def, &self.source_schema).await?.split(self.options.workers)?;
         self.emitter = Emitter::new(&self.plan);
         self.watermark = Watermark::new(self.watermark.delay_micros, WatermarkState::default());
         self.counters = Counters::default();
@@ -514,6 +517,8 @@ impl Pipeline {
                     dirty = true;
                 }
                 None => {
+                    // Idle: the last batch's write lands now, not with the next batch.
+                    self.flush(&shutdown).await?;
                     let notice_unseen = self.status.last_error.is_none() && self.notice_text().is_some();
                     let idle_now = self.rerun.is_empty() && self.replay == Replay::Done;
                     if idle_now && (self.status.state != "caught_up" || notice_unseen) {
@@ -529,6 +534,7 @@ impl Pipeline {
                 }
             }
             if dirty && last_checkpoint.elapsed() >= self.options.checkpoint_interval {
+                self.flush(&shutdown).await?;
                 self.checkpoint()?;
                 last_checkpoint = Instant::now();
                 dirty = false;
@@ -540,6 +546,7 @@ impl Pipeline {
         if !shutdown.is_triggered() {
             self.finish_replay(source.as_ref(), &shutdown).await?;
         }
+        self.flush(&shutdown).await?;
         self.checkpoint()?;
         self.checkpoint_written()?;
         self.update_status(if available_now { "caught_up" } else { "stopped" });
@@ -626,7 +633,7 @@ impl Pipeline {
         let started = Instant::now();
         self.watermark.set_partitions(logged.partitions.clone());
         let records = raw.records();
-        let mut decoded = self.decoder.decode(&records)?;
+        let mut decoded = self.decoder.decode_in_parallel(&records, self.options.workers)?;
         self.reject_far_future(&mut decoded, logged.clock_micros)?;
         let rejected = |i: usize, reason: String| RejectedRecord {
             source_offset: raw.location(i),
@@ -680,16 +687,44 @@ impl Pipeline {
             self.outage_seen = None;
         }
         self.update_status("running");
-        self.write_with_retry(&delta, &bad, &late, shutdown).await?;
         self.record_batch_metrics(records.len(), bad.len(), late.len(), &delta, started.elapsed());
-        // The store has the change: the Qlik push may read it from now on.
+        let batch = BatchWrite { delta, status: self.status.clone(), bad, late };
+        let sink = &mut self.sink;
+        let first_try = sink.write(batch).await;
+        // The write before this one has landed (or, after a retry, every write has).
+        let landed = std::mem::replace(&mut self.unannounced, changed);
+        match first_try {
+            Ok(()) => self.announce(landed),
+            Err(e) if e.is_retryable() => {
+                self.unannounced += landed;
+                self.flush(shutdown).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Lands every write started (retrying an outage): [`Self::process`] only starts a
+    /// batch's write, and a checkpoint must not get ahead of the store.
+    pub async fn flush(&mut self, shutdown: &Shutdown) -> Result<()> {
+        let (name, available_now) = (self.def.name.clone(), self.options.available_now);
+        with_retry_reporting(&name, RetryTarget::sink, available_now, shutdown, &mut self.status_report(), async |r| {
+            r.sink.flush().await
+        })
+        .await?;
+        let landed = std::mem::take(&mut self.unannounced);
+        self.announce(landed);
+        Ok(())
+    }
+
+    /// The store has `changed` more rows of the result: the Qlik push may read them now.
+    fn announce(&self, changed: u64) {
         if let Some(qlik) = &self.qlik
             && changed > 0
             && self.replay == Replay::Done
         {
             qlik.changed(self.result_version(), changed);
         }
-        Ok(())
     }
 
     fn record_batch_metrics(&self, consumed: usize, bad: usize, late: usize, delta: &ResultDelta, took: Duration) {
@@ -788,20 +823,6 @@ impl Pipeline {
 
     fn event_times(&self, batch: &RecordBatch) -> Option<TimestampMicrosecondArray> {
         batch.column(self.event_time?).as_primitive_opt::<TimestampMicrosecondType>().cloned()
-    }
-
-    async fn write_with_retry(
-        &mut self,
-        delta: &ResultDelta,
-        bad: &[RejectedRecord],
-        late: &[RejectedRecord],
-        shutdown: &Shutdown,
-    ) -> Result<()> {
-        let (name, available_now) = (self.def.name.clone(), self.options.available_now);
-        with_retry_reporting(&name, RetryTarget::sink, available_now, shutdown, &mut self.status_report(), async |r| {
-            r.sink.write(delta, r.status, bad, late).await
-        })
-        .await
     }
 
     /// Saves state and offset together: what changed since the last checkpoint (or,

@@ -15,6 +15,9 @@ pub mod dead_letter;
 pub mod qlik;
 pub mod values;
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use store::{PipelineStatus, RejectedRecord, ResultColumn, ResultDelta, Store, shadow_table};
 
 use crate::error::{Error, Result};
@@ -38,16 +41,24 @@ pub trait Sink: Send {
     async fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool>;
     /// Replaces the table by the shadow table in one step; later writes go to the table.
     async fn swap_in_shadow(&mut self) -> Result<()>;
-    /// Applies one micro-batch's changes, status and rejected records.
-    async fn write(
-        &mut self,
-        delta: &ResultDelta,
-        status: &PipelineStatus,
-        bad: &[RejectedRecord],
-        late: &[RejectedRecord],
-    ) -> Result<()>;
-    /// Updates only the status (start, stop, errors).
+    /// Starts applying one micro-batch's changes, status and rejected records, and
+    /// returns once the write before it has landed: the write runs while the next
+    /// batch is computed. A failed write is kept and tried again first by the next call
+    /// (or by [`Self::flush`]), so nothing is lost or applied out of order.
+    async fn write(&mut self, batch: BatchWrite) -> Result<()>;
+    /// Returns once every write started has landed (before a checkpoint).
+    async fn flush(&mut self) -> Result<()>;
+    /// Updates only the status (start, stop, errors), after the writes started.
     async fn write_status(&mut self, status: &PipelineStatus) -> Result<()>;
+}
+
+/// One micro-batch's writes.
+#[derive(Debug, Default)]
+pub struct BatchWrite {
+    pub delta: ResultDelta,
+    pub status: PipelineStatus,
+    pub bad: Vec<RejectedRecord>,
+    pub late: Vec<RejectedRecord>,
 }
 
 /// Opens the sink for one pipeline's `table` by URI (`sqlite:` or `mongodb://`);
@@ -57,28 +68,77 @@ pub async fn open(uri: &str, database: Option<&str>, pipeline: &str, table: &str
         .await
         .map_err(|e| if e.is_retryable() { Error::external(e.to_string()) } else { Error::user(e.to_string()) })?;
     Ok(Box::new(StoreSink {
-        store,
+        store: Arc::from(store),
         pipeline: pipeline.to_string(),
         table: table.to_string(),
         writing: table.to_string(),
-        columns: Vec::new(),
+        columns: Arc::new(Vec::new()),
+        queued: VecDeque::new(),
+        in_flight: None,
     }))
 }
 
 /// A pipeline's results in a [`Store`] (SQLite or MongoDB).
+///
+/// A batch's write runs as a task of the pipeline's runtime (on its worker thread,
+/// see `supervisor::run_one`) while the pipeline computes the next batch; one write
+/// at a time, in order.
 pub struct StoreSink {
-    store: Box<dyn Store>,
+    store: Arc<dyn Store>,
     pipeline: String,
     table: String,
     /// The table written now: `table` or its shadow.
     writing: String,
-    columns: Vec<ResultColumn>,
+    columns: Arc<Vec<ResultColumn>>,
+    /// Writes not started yet, or failed (the first is tried again first).
+    queued: VecDeque<Arc<BatchWrite>>,
+    /// The write running, and what it writes (queued again if it fails).
+    in_flight: Option<(Arc<BatchWrite>, tokio::task::JoinHandle<Result<()>>)>,
+}
+
+impl StoreSink {
+    /// Waits for the write running, if any; a failed one goes back to the front of the queue.
+    async fn land(&mut self) -> Result<()> {
+        let Some((batch, running)) = self.in_flight.take() else { return Ok(()) };
+        let outcome = running.await.unwrap_or_else(|e| Err(Error::internal(format!("the sink's write task: {e}"))));
+        if outcome.is_err() {
+            self.queued.push_front(batch);
+        }
+        outcome
+    }
+
+    fn start(&self, batch: Arc<BatchWrite>) -> tokio::task::JoinHandle<Result<()>> {
+        let (store, table, columns) = (self.store.clone(), self.writing.clone(), self.columns.clone());
+        tokio::spawn(async move {
+            let BatchWrite { delta, status, bad, late } = batch.as_ref();
+            Ok(store.write_batch(&table, &columns, delta, status, bad, late).await?)
+        })
+    }
+
+    /// Lands the write running and the queued ones but the last `keep_running`, which
+    /// is started and left running.
+    async fn drain(&mut self, keep_running: usize) -> Result<()> {
+        self.land().await?;
+        while self.queued.len() > keep_running {
+            let batch = self.queued.front().expect("checked").clone();
+            let running = self.start(batch.clone());
+            self.in_flight = Some((batch, running));
+            self.queued.pop_front();
+            self.land().await?;
+        }
+        if let Some(batch) = self.queued.pop_front() {
+            let running = self.start(batch.clone());
+            self.in_flight = Some((batch, running));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl Sink for StoreSink {
     async fn prepare(&mut self, columns: &[ResultColumn], choice: TableChoice) -> Result<bool> {
-        self.columns = columns.to_vec();
+        self.flush().await?;
+        self.columns = Arc::new(columns.to_vec());
         let shadow = shadow_table(&self.table);
         let choice = match choice {
             TableChoice::ResumeShadow if !self.store.has_table(&shadow).await? => TableChoice::Live,
@@ -91,22 +151,24 @@ impl Sink for StoreSink {
     }
 
     async fn swap_in_shadow(&mut self) -> Result<()> {
+        self.flush().await?;
         self.store.swap_in(&shadow_table(&self.table), &self.table).await?;
         self.writing = self.table.clone();
         Ok(())
     }
 
-    async fn write(
-        &mut self,
-        delta: &ResultDelta,
-        status: &PipelineStatus,
-        bad: &[RejectedRecord],
-        late: &[RejectedRecord],
-    ) -> Result<()> {
-        Ok(self.store.write_batch(&self.writing, &self.columns, delta, status, bad, late).await?)
+    async fn write(&mut self, batch: BatchWrite) -> Result<()> {
+        self.queued.push_back(Arc::new(batch));
+        self.drain(1).await
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.drain(0).await
     }
 
     async fn write_status(&mut self, status: &PipelineStatus) -> Result<()> {
+        // After the batch running, whose status is older; a failed batch stays queued.
+        let _ = self.land().await;
         Ok(self.store.write_status(status).await?)
     }
 }

@@ -24,6 +24,8 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use rayon::prelude::*;
+
 use crate::error::Result;
 use crate::source::schema::{EVENT_TIME_TYPE, SourceSchema};
 
@@ -49,7 +51,8 @@ pub struct JsonDecoder {
     /// size it was built for. Reused because it keeps its buffers: a new one per batch
     /// grows them from nothing (reallocations and fresh pages for every batch, a tenth
     /// of a pipeline's time). One that failed or panicked mid-record is dropped.
-    spare: std::sync::Mutex<Option<(usize, arrow_json::reader::Decoder)>>,
+    /// (One per chunk decoded at once, see [`Self::decode_in_parallel`].)
+    spare: std::sync::Mutex<Vec<(usize, arrow_json::reader::Decoder)>>,
     /// The fast path for flat records of plain values, if every column's type has one.
     flat: Option<FlatDecoder>,
 }
@@ -94,12 +97,31 @@ impl JsonDecoder {
             timestamp_columns,
             event_time: source.event_time,
             max_record_bytes,
-            spare: std::sync::Mutex::new(None),
+            spare: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     pub fn schema(&self) -> &SchemaRef {
         &self.declared
+    }
+
+    /// Decodes `records` as [`Self::decode`] does, in up to `workers` chunks at once on
+    /// rayon's threads (a chunk is at least a few thousand records).
+    pub fn decode_in_parallel(&self, records: &[&[u8]], workers: usize) -> Result<Decoded> {
+        const MIN_CHUNK: usize = 4096;
+        let chunks = workers.min(records.len() / MIN_CHUNK).max(1);
+        if chunks == 1 {
+            return self.decode(records);
+        }
+        let size = records.len().div_ceil(chunks);
+        let parts: Vec<Decoded> = records.par_chunks(size).map(|chunk| self.decode(chunk)).collect::<Result<_>>()?;
+        let (mut rows, mut bad) = (Vec::with_capacity(records.len()), Vec::new());
+        for (k, part) in parts.iter().enumerate() {
+            rows.extend(part.rows.iter().map(|r| r + k * size));
+            bad.extend(part.bad.iter().map(|(r, reason)| (r + k * size, reason.clone())));
+        }
+        let batch = concat_batches(&parts[0].batch.schema(), parts.iter().map(|p| &p.batch))?;
+        Ok(Decoded { batch, rows, bad })
     }
 
     /// Decodes `records` (one JSON object each, without the newline).
@@ -177,10 +199,14 @@ impl JsonDecoder {
     }
 
     fn decode_all(&self, records: &[&[u8]], idx: &[usize]) -> Result<RecordBatch, String> {
-        let spare = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let spare = {
+            let mut spares = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let fits = spares.iter().position(|(size, _)| *size >= idx.len());
+            fits.map(|at| spares.swap_remove(at))
+        };
         let (batch_size, mut decoder) = match spare {
-            Some((size, decoder)) if size >= idx.len() => (size, decoder),
-            _ => {
+            Some(spare) => spare,
+            None => {
                 let decoder = ReaderBuilder::new(self.decode_schema.clone())
                     .with_batch_size(idx.len().max(1))
                     .with_coerce_primitive(true)
@@ -207,7 +233,7 @@ impl JsonDecoder {
         if batch.num_rows() != idx.len() {
             return Err("expected one JSON object per record".to_string());
         }
-        *self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((batch_size, decoder));
+        self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((batch_size, decoder));
         Ok(batch)
     }
 
