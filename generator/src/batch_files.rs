@@ -5,11 +5,30 @@
 //! Numbering continues after the highest existing file, so a second run appends.
 
 use std::fs::{self, File};
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::events::EventGenerator;
+use crate::nexmark::NexmarkGenerator;
+
+/// What writes records, one JSON line at a time.
+pub trait Records {
+    /// Writes the next record as one JSON line (with its newline) into `out`.
+    fn write_next<W: Write>(&mut self, out: &mut W) -> std::io::Result<()>;
+}
+
+impl Records for EventGenerator {
+    fn write_next<W: Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        EventGenerator::write_next(self, out)
+    }
+}
+
+impl Records for NexmarkGenerator {
+    fn write_next<W: Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        NexmarkGenerator::write_next(self, out)
+    }
+}
 
 pub const PREFIX: &str = "batch-";
 pub const SUFFIX: &str = ".jsonl";
@@ -31,7 +50,7 @@ fn next_index(dir: &Path) -> std::io::Result<u64> {
 /// pausing `interval` after each file. Returns the files written.
 pub fn write_batches(
     dir: &Path,
-    generator: &mut EventGenerator,
+    generator: &mut impl Records,
     count: u64,
     batch_size: u64,
     interval: Duration,

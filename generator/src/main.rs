@@ -11,14 +11,33 @@ use clap::Parser;
 
 use generator::batch_files;
 use generator::events::{self, EventGenerator, EventOptions, TimestampFormat};
+use generator::nexmark::{Layout, NexmarkGenerator};
 use generator::publish::{self, PublishOptions};
 use kafka_conf::KafkaUri;
 
-/// Writes `count` user-interaction events as JSON-lines batch files into `out`, and
-/// optionally publishes them to a Kafka topic.
+/// The data set written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Dataset {
+    /// User interactions (user_id, item_id, interaction_type, timestamp).
+    Interactions,
+    /// Nexmark's bids, flat (auction, bidder, price, channel, url, date_time, extra);
+    /// --count counts bids.
+    Bids,
+    /// Nexmark's persons, auctions and bids in its single-topic layout
+    /// (event_type, person, auction, bid).
+    Nexmark,
+}
+
+/// Writes `count` user-interaction events (or Nexmark events) as JSON-lines batch files
+/// into `out`, and optionally publishes them to a Kafka topic.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// The data set: interactions, bids (Nexmark's bids alone) or nexmark (Nexmark's
+    /// persons, auctions and bids, 1:3:46). With bids and nexmark, --users, --items,
+    /// --out-of-order-*, --late-share and --timestamp-format do not apply.
+    #[arg(long, env = "GENERATOR_DATASET", value_enum, default_value_t = Dataset::Interactions)]
+    dataset: Dataset,
     /// Number of events to write.
     #[arg(long, env = "GENERATOR_COUNT", default_value_t = 100_000)]
     count: u64,
@@ -140,26 +159,31 @@ fn main() -> anyhow::Result<()> {
         _ => args.count,
     };
     let seed = args.seed.unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64);
-    let mut generator = EventGenerator::new(EventOptions {
-        seed,
-        users: args.users,
-        items: args.items,
-        start_time_micros: start_time,
-        events_per_second: args.events_per_second,
-        out_of_order_share: args.out_of_order_share,
-        out_of_order_seconds: args.out_of_order_seconds,
-        late_share: args.late_share,
-        timestamp_format: args.timestamp_format,
-    });
+    anyhow::ensure!(args.events_per_second > 0.0, "--events-per-second must be positive");
     // When publishing, the pause is between published files, not written ones.
     let write_pause = if publish.is_some() { 0.0 } else { args.interval_seconds.max(0.0) };
-    let written = batch_files::write_batches(
-        &args.out,
-        &mut generator,
-        count,
-        args.batch_size,
-        std::time::Duration::from_secs_f64(write_pause),
-    )
+    let write_pause = std::time::Duration::from_secs_f64(write_pause);
+    let written = match args.dataset {
+        Dataset::Interactions => {
+            let mut generator = EventGenerator::new(EventOptions {
+                seed,
+                users: args.users,
+                items: args.items,
+                start_time_micros: start_time,
+                events_per_second: args.events_per_second,
+                out_of_order_share: args.out_of_order_share,
+                out_of_order_seconds: args.out_of_order_seconds,
+                late_share: args.late_share,
+                timestamp_format: args.timestamp_format,
+            });
+            batch_files::write_batches(&args.out, &mut generator, count, args.batch_size, write_pause)
+        }
+        Dataset::Bids | Dataset::Nexmark => {
+            let layout = if args.dataset == Dataset::Bids { Layout::Bids } else { Layout::Nexmark };
+            let mut generator = NexmarkGenerator::new(layout, seed, start_time, args.events_per_second);
+            batch_files::write_batches(&args.out, &mut generator, count, args.batch_size, write_pause)
+        }
+    }
     .with_context(|| format!("writing batch files into {}", args.out.display()))?;
     tracing::info!(files = written.len(), events = count, out = %args.out.display(), "written");
     if let Some(options) = publish {

@@ -1,0 +1,19 @@
+-- Nexmark q15: bidding statistics per day (distinct aggregations with filters).
+-- output_mode: update
+-- Structured Streaming refuses COUNT(DISTINCT) ("Distinct aggregations are not supported on streaming DataFrames"): approx_count_distinct instead.
+SELECT
+     date_format(date_time, 'yyyy-MM-dd') AS day,
+     count(*) AS total_bids,
+     count(*) filter (where price < 10000) AS rank1_bids,
+     count(*) filter (where price >= 10000 and price < 1000000) AS rank2_bids,
+     count(*) filter (where price >= 1000000) AS rank3_bids,
+     approx_count_distinct(bidder) AS total_bidders,
+     approx_count_distinct(bidder) filter (where price < 10000) AS rank1_bidders,
+     approx_count_distinct(bidder) filter (where price >= 10000 and price < 1000000) AS rank2_bidders,
+     approx_count_distinct(bidder) filter (where price >= 1000000) AS rank3_bidders,
+     approx_count_distinct(auction) AS total_auctions,
+     approx_count_distinct(auction) filter (where price < 10000) AS rank1_auctions,
+     approx_count_distinct(auction) filter (where price >= 10000 and price < 1000000) AS rank2_auctions,
+     approx_count_distinct(auction) filter (where price >= 1000000) AS rank3_auctions
+FROM bid
+GROUP BY date_format(date_time, 'yyyy-MM-dd')
