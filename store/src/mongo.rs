@@ -7,7 +7,8 @@
 //! arrays.
 //!
 //! Writes are unordered bulk `update` (upsert by `_id`, the whole document
-//! replaced) and `delete` commands, [`BULK_BATCH`] statements per command. They work
+//! replaced) and `delete` commands, [`BULK_BATCH`] statements per command, up to
+//! [`CONCURRENT_COMMANDS`] of a write's upsert commands in flight at once. They work
 //! on every MongoDB version (the newer client-level `bulkWrite` needs 8.0). A
 //! micro-batch is not one transaction here: results, rejected records and status are
 //! written in that order, each idempotent, so a batch written again after a crash or
@@ -18,6 +19,8 @@
 //! `_result_schemas`, so readers know the columns and types of an empty result too.
 
 use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
 
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::ClientOptions;
@@ -37,6 +40,9 @@ use crate::{
 pub const BULK_BATCH: usize = 1000;
 /// Approximate bytes of rows per bulk command.
 const BULK_BYTES: usize = 8 << 20;
+
+/// Bulk commands of one write in flight at once (see [`MongoStore::upsert_all`]).
+const CONCURRENT_COMMANDS: usize = 4;
 /// The columns of each result collection.
 pub const SCHEMAS_COLLECTION: &str = "_result_schemas";
 /// Server error codes.
@@ -125,19 +131,30 @@ impl MongoStore {
     }
 
     /// Unordered bulk upserts: each `(filter id, document)` replaces the document.
+    /// Several commands are sent at once ([`CONCURRENT_COMMANDS`]): the server applies
+    /// one while the next are on the wire. So that the order in which they land cannot
+    /// matter, an `_id` given twice keeps only its last document.
     async fn upsert_all(&self, collection: &str, documents: Vec<(Bson, Document, usize)>) -> Result<()> {
-        let mut updates = Vec::new();
-        let mut bytes = 0;
-        let mut documents = documents.into_iter().peekable();
+        let mut seen = std::collections::HashSet::new();
+        let mut last_first: Vec<(Bson, Document, usize)> =
+            documents.into_iter().rev().filter(|(id, _, _)| seen.insert(id.to_string())).collect();
+        last_first.reverse();
+        let mut commands = Vec::new();
+        let (mut updates, mut bytes) = (Vec::new(), 0);
+        let mut documents = last_first.into_iter().peekable();
         while let Some((id, document, size)) = documents.next() {
             updates.push(Bson::Document(doc! {"q": {"_id": id}, "u": document, "upsert": true}));
             bytes += size;
             if updates.len() == BULK_BATCH || bytes >= BULK_BYTES || documents.peek().is_none() {
                 let batch = std::mem::take(&mut updates);
-                self.write_command(doc! {"update": collection, "updates": batch, "ordered": false}).await?;
+                commands.push(doc! {"update": collection, "updates": batch, "ordered": false});
                 bytes = 0;
             }
         }
+        futures::stream::iter(commands.into_iter().map(|command| self.write_command(command)))
+            .buffer_unordered(CONCURRENT_COMMANDS)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 

@@ -30,6 +30,7 @@ behaviours!(
     every_column_type_reads_back_as_written,
     upserts_replace_rows_by_id_and_deletes_remove_them,
     writing_the_same_batch_twice_leaves_the_same_table,
+    an_id_changed_twice_in_a_batch_keeps_its_last_value_across_bulk_commands,
     rejected_records_are_keyed_by_offset_so_replays_do_not_duplicate,
     a_shadow_table_replaces_the_table_in_one_step,
     preparing_fresh_or_with_other_columns_drops_old_rows_and_keeps_them_otherwise,
@@ -165,6 +166,18 @@ async fn writing_the_same_batch_twice_leaves_the_same_table(store: &dyn Store, _
     let rows = rows_of(store, "p").await;
     assert!(rows == many, "{} rows, expected {}", rows.len(), many.len());
     assert_eq!(store.rejected_records("p", false).await.unwrap().len(), 1);
+}
+
+/// A batch spanning several bulk commands (MongoDB sends them at once, in any order of
+/// landing) in which one `_id` comes first and last: the last value wins.
+async fn an_id_changed_twice_in_a_batch_keeps_its_last_value_across_bulk_commands(store: &dyn Store, _: StoreKind) {
+    store.prepare_result_table("p", "p", &columns(), true).await.unwrap();
+    let mut rows: Vec<ResultRow> = (0..4500).map(|i| row(&format!("{i:05}"), i, 1.0)).collect();
+    rows.push(row("00007", 7, -7.0));
+    store.write_batch("p", &columns(), &upserts(rows), &status("p"), &[], &[]).await.unwrap();
+    let written = rows_of(store, "p").await;
+    assert_eq!(written.len(), 4500);
+    assert_eq!(written[7], row("00007", 7, -7.0));
 }
 
 async fn rejected_records_are_keyed_by_offset_so_replays_do_not_duplicate(store: &dyn Store, _: StoreKind) {
