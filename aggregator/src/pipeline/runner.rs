@@ -517,8 +517,6 @@ impl Pipeline {
                     dirty = true;
                 }
                 None => {
-                    // Idle: the last batch's write lands now, not with the next batch.
-                    self.flush(&shutdown).await?;
                     let notice_unseen = self.status.last_error.is_none() && self.notice_text().is_some();
                     let idle_now = self.rerun.is_empty() && self.replay == Replay::Done;
                     if idle_now && (self.status.state != "caught_up" || notice_unseen) {
@@ -529,6 +527,8 @@ impl Pipeline {
                     // way) are not idleness: ask again at once (the source's own read
                     // waits a moment for them).
                     if !source.lag().iter().any(|&(_, waiting)| waiting > 0) {
+                        // Idle: the last batch's write lands now, not with the next batch.
+                        self.flush(&shutdown).await?;
                         shutdown.sleep(self.options.poll_interval).await;
                     }
                 }
