@@ -36,9 +36,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StructArray, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, StructArray, TimestampMicrosecondArray,
+    UInt32Array,
 };
-use datafusion::arrow::compute::{cast, concat, take};
+use datafusion::arrow::compute::{cast, concat, filter, take};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -46,13 +47,15 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_plan::aggregates::group_values::new_group_values;
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateMode, PhysicalGroupBy, aggregate_expressions, evaluate_group_by};
 
 use crate::error::Result;
 use crate::operators::changelog::Changelog;
 use crate::operators::exec::{Closing, OperatorKind, OperatorStats, StreamingOperator, Tick};
 use crate::operators::shards::Shards;
-use crate::pipeline::windows::{WindowSpec, window_struct_fields};
+use crate::pipeline::windows::{HopPane, WindowSpec, window_struct_fields};
 use crate::state::columns::{StateColumn, as_type};
 use crate::state::group_index::{GroupId, GroupIndex, KeyRows};
 
@@ -95,6 +98,7 @@ pub struct Aggregate {
     checkpoint_schema: SchemaRef,
     window: Option<WindowIndex>,
     sessions: Option<SessionIndex>,
+    hopping: Option<Hopping>,
     changes: Changes,
     /// Per id: its position among the targets of the batch running (scratch).
     target_of: Vec<u32>,
@@ -143,6 +147,20 @@ struct SessionIndex {
     /// Group id → (key id, start), to forget a session.
     owner: HashMap<GroupId, (GroupId, i64)>,
 }
+
+/// Hopping windows: the window group column holds each row's pane (`HopPane`), and
+/// the aggregation spreads it over the windows covering the pane.
+struct Hopping {
+    column: usize,
+    size: i64,
+    slide: i64,
+    /// With every aggregate's state in columns: the columns of a pane (keys, pane
+    /// start, first window end), to aggregate a batch per pane before spreading it.
+    panes: Option<SchemaRef>,
+}
+
+/// The group columns and each aggregate's arguments (and FILTER) of a batch's rows.
+type Evaluated = (Vec<ArrayRef>, Vec<(Vec<ArrayRef>, Option<ArrayRef>)>);
 
 /// What changed since the last checkpoint.
 #[derive(Default)]
@@ -203,6 +221,81 @@ struct Targets {
 
 const NO_TARGET: u32 = u32::MAX;
 
+/// The targets of a batch numbered for a `GroupsAccumulator`, held groups first.
+///
+/// DataFusion's accumulators take a batch without nulls or FILTER as giving a value to
+/// every group below the `total_num_groups` passed (`NullState`'s shortcut). Merging
+/// the held groups' states with the batch's total would mark the batch's new groups as
+/// having a value before their rows are read, and a new group whose rows a FILTER
+/// all excludes would then sum to 0, not NULL. So the held groups are numbered
+/// `0..held` and merged with that total; every other group gets rows after.
+struct HeldFirst<'a> {
+    /// Target ids, renumbered.
+    ids: std::borrow::Cow<'a, [GroupId]>,
+    held: usize,
+    held_targets: std::borrow::Cow<'a, [usize]>,
+    row_targets: std::borrow::Cow<'a, [usize]>,
+    /// Per target (in the targets' order), its new number; `None`: unchanged.
+    new_number: Option<UInt32Array>,
+}
+
+impl<'a> HeldFirst<'a> {
+    fn new(targets: &'a Targets) -> Self {
+        let t = targets.ids.len();
+        let mut is_held = vec![false; t];
+        for &target in &targets.held_targets {
+            is_held[target] = true;
+        }
+        let held = is_held.iter().filter(|h| **h).count();
+        if is_held[..held].iter().all(|h| *h) {
+            return HeldFirst {
+                ids: targets.ids.as_slice().into(),
+                held,
+                held_targets: targets.held_targets.as_slice().into(),
+                row_targets: targets.row_targets.as_slice().into(),
+                new_number: None,
+            };
+        }
+        let (mut next_held, mut next_new) = (0, held);
+        let new_number: Vec<usize> = is_held
+            .iter()
+            .map(|&h| {
+                let counter = if h { &mut next_held } else { &mut next_new };
+                *counter += 1;
+                *counter - 1
+            })
+            .collect();
+        let mut ids = vec![0; t];
+        for (target, &number) in new_number.iter().enumerate() {
+            ids[number] = targets.ids[target];
+        }
+        HeldFirst {
+            ids: ids.into(),
+            held,
+            held_targets: targets.held_targets.iter().map(|&t| new_number[t]).collect::<Vec<_>>().into(),
+            row_targets: targets.row_targets.iter().map(|&t| new_number[t]).collect::<Vec<_>>().into(),
+            new_number: Some(new_number.iter().map(|&n| n as u32).collect()),
+        }
+    }
+
+    /// One value per renumbered target, back in the targets' order.
+    fn in_target_order(&self, values: ArrayRef) -> Result<ArrayRef> {
+        Ok(match &self.new_number {
+            None => values,
+            Some(numbers) => take(&values, numbers, None)?,
+        })
+    }
+}
+
+/// What the rows [`Aggregate::apply`] reads are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Input rows: each aggregate's arguments and FILTER.
+    Input,
+    /// Partial aggregates (hopping windows' panes): each aggregate's state columns.
+    PartialStates,
+}
+
 /// An aggregation over a changelog is not saved: it is rebuilt from the result of the
 /// stage it reads (see `pipeline::emit`).
 fn not_saved() -> crate::error::Error {
@@ -249,6 +342,26 @@ impl Aggregate {
             }
             _ => None,
         };
+        let hopping = match (window, input) {
+            (Some((column, WindowSpec::Hopping { size, slide })), InputKind::InsertOnly) => {
+                let columnar = slots.iter().all(|s| matches!(s.store, SlotStore::Columnar(_)));
+                let panes = match columnar {
+                    true => {
+                        let mut fields: Vec<FieldRef> = group_fields
+                            .iter()
+                            .enumerate()
+                            .filter(|(c, _)| *c != column)
+                            .map(|(_, f)| f.clone())
+                            .collect();
+                        fields.extend(window_struct_fields().iter().cloned());
+                        Some(Arc::new(Schema::new(fields)))
+                    }
+                    false => None,
+                };
+                Some(Hopping { column, size, slide, panes })
+            }
+            _ => None,
+        };
         Ok(Aggregate {
             group_by,
             emit_previous,
@@ -260,6 +373,7 @@ impl Aggregate {
             checkpoint_schema: Arc::new(Schema::new(checkpoint_fields)),
             window: window.map(|(column, _)| WindowIndex { column, by_end: BTreeMap::new(), evicted_until: None }),
             sessions,
+            hopping,
             changes: Changes::default(),
             target_of: Vec::new(),
             rows_read: 0,
@@ -319,6 +433,11 @@ impl Aggregate {
     /// final values (and, for sessions, the groups merged away).
     pub fn update(&mut self, input: &RecordBatch) -> Result<Merged> {
         let (group_columns, arguments, m) = self.evaluate_input(input)?;
+        // Hopping windows: the rows (or the batch's per-pane partial states) once per window.
+        let ((group_columns, arguments), m, rows) = match self.hopping.is_some() {
+            true => self.spread_panes(group_columns, arguments, m)?,
+            false => ((group_columns, arguments), m, Rows::Input),
+        };
         let targets = match &self.sessions {
             Some(_) => self.session_targets(&group_columns, m)?,
             None => self.plain_targets(&group_columns, m)?,
@@ -328,7 +447,7 @@ impl Aggregate {
             true => Some(self.evaluate_ids(&targets.held)?),
             false => None,
         };
-        let finals = self.apply(&targets, &arguments, m)?;
+        let finals = self.apply(&targets, &arguments, m, rows)?;
         let removed = match targets.removed.is_empty() {
             true => None,
             false => Some(self.group_batch(self.index.columns(&targets.removed)?, targets.removed.len())?),
@@ -422,6 +541,108 @@ impl Aggregate {
             arguments.push((args, filter));
         }
         Ok((group_columns, arguments, m))
+    }
+
+    /// Hopping windows: each row's group columns name its pane, not its window. Spreads
+    /// the rows over the windows covering their panes. With every aggregate's state in
+    /// columns the batch is aggregated per pane first, and what is spread is each
+    /// pane's partial state (merged into the windows by [`Self::apply`]): the work per
+    /// window is per pane the batch touches, not per event.
+    fn spread_panes(
+        &mut self,
+        group_columns: Vec<ArrayRef>,
+        arguments: Vec<(Vec<ArrayRef>, Option<ArrayRef>)>,
+        m: usize,
+    ) -> Result<(Evaluated, usize, Rows)> {
+        let hopping = self.hopping.as_ref().expect("checked by the caller");
+        let w = hopping.column;
+        // A row without a pane (no time, or every window closed for it) counts nowhere.
+        let (group_columns, arguments, m) = match group_columns[w].logical_nulls() {
+            Some(nulls) if nulls.null_count() > 0 => {
+                let valid = BooleanArray::new(nulls.into_inner(), None);
+                let keep = |a: &ArrayRef| filter(a, &valid);
+                let columns = group_columns.iter().map(keep).collect::<std::result::Result<Vec<_>, _>>()?;
+                let arguments = arguments
+                    .iter()
+                    .map(|(args, f)| {
+                        Ok((
+                            args.iter().map(keep).collect::<std::result::Result<_, _>>()?,
+                            f.as_ref().map(keep).transpose()?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let m = valid.true_count();
+                (columns, arguments, m)
+            }
+            _ => (group_columns, arguments, m),
+        };
+        let keys = |columns: &[ArrayRef]| -> Vec<ArrayRef> {
+            columns.iter().enumerate().filter(|(c, _)| *c != w).map(|(_, a)| a.clone()).collect()
+        };
+        let panes = group_columns[w].as_struct();
+        let (mut key_columns, mut starts, mut ends) =
+            (keys(&group_columns), panes.column(0).clone(), panes.column(1).clone());
+        let (arguments, rows) = match &hopping.panes {
+            Some(schema) => {
+                let mut index = new_group_values(schema.clone(), &GroupOrdering::None)?;
+                let mut columns = key_columns.clone();
+                columns.extend([starts.clone(), ends.clone()]);
+                let mut groups = Vec::with_capacity(m);
+                index.intern(&columns, &mut groups)?;
+                let n = index.len();
+                let mut states = Vec::with_capacity(self.slots.len());
+                for (slot, (args, filter)) in self.slots.iter().zip(&arguments) {
+                    let mut accumulator = groups_accumulator(&slot.expr)?;
+                    accumulator.update_batch(args, &groups, filter.as_ref().map(|f| f.as_boolean()), n)?;
+                    states.push((accumulator.state(EmitTo::All)?, None));
+                }
+                let mut values = index.emit(EmitTo::All)?;
+                ends = values.pop().expect("the first window end");
+                starts = values.pop().expect("the pane start");
+                key_columns = values;
+                (states, Rows::PartialStates)
+            }
+            None => (arguments, Rows::Input),
+        };
+        let (starts, ends) =
+            (starts.as_primitive::<TimestampMicrosecondType>(), ends.as_primitive::<TimestampMicrosecondType>());
+        let (size, slide) = (hopping.size, hopping.slide);
+        let (mut from, mut window_starts) = (Vec::new(), Vec::new());
+        for row in 0..starts.len() {
+            for start in HopPane::windows(starts.value(row), ends.value(row), size, slide) {
+                from.push(row as u32);
+                window_starts.push(start);
+            }
+        }
+        let from = UInt32Array::from(from);
+        let spread = |a: &ArrayRef| take(a, &from, None);
+        let window_ends: Vec<i64> = window_starts.iter().map(|s| s + size).collect();
+        let windows: ArrayRef = Arc::new(StructArray::try_new(
+            window_struct_fields(),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(window_starts)) as ArrayRef,
+                Arc::new(TimestampMicrosecondArray::from(window_ends)),
+            ],
+            None,
+        )?);
+        let mut key_columns = key_columns.iter().map(spread);
+        let mut columns = Vec::with_capacity(self.num_group_columns);
+        for c in 0..self.num_group_columns {
+            columns.push(match c == w {
+                true => windows.clone(),
+                false => key_columns.next().expect("a key column")?,
+            });
+        }
+        let arguments = arguments
+            .iter()
+            .map(|(args, f)| {
+                Ok((
+                    args.iter().map(spread).collect::<std::result::Result<_, _>>()?,
+                    f.as_ref().map(spread).transpose()?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(((columns, arguments), from.len(), rows))
     }
 
     /// Rows go into the group of their key.
@@ -599,11 +820,13 @@ impl Aggregate {
         targets: &Targets,
         arguments: &[(Vec<ArrayRef>, Option<ArrayRef>)],
         m: usize,
+        rows_are: Rows,
     ) -> Result<Vec<ArrayRef>> {
         let t = targets.ids.len();
         // Every row, in order (sessions take them in another order).
         let all_rows = targets.rows.len() == m && targets.rows.iter().enumerate().all(|(i, &r)| i == r as usize);
         let rows = UInt32Array::from(targets.rows.clone());
+        let numbering = HeldFirst::new(targets);
         let mut finals = Vec::with_capacity(self.slots.len());
         for (slot, (args, filter)) in self.slots.iter_mut().zip(arguments) {
             let args: Vec<ArrayRef> = match all_rows {
@@ -622,19 +845,25 @@ impl Aggregate {
                     let mut accumulator = groups_accumulator(&expr)?;
                     if !targets.held.is_empty() {
                         let held = gather(columns, &slot.state_fields, &targets.held)?;
-                        accumulator.merge_batch(&held, &targets.held_targets, t)?;
+                        accumulator.merge_batch(&held, &numbering.held_targets, numbering.held)?;
                     }
-                    accumulator.update_batch(&args, &targets.row_targets, filter.as_ref(), t)?;
+                    match rows_are {
+                        Rows::Input => accumulator.update_batch(&args, &numbering.row_targets, filter.as_ref(), t)?,
+                        Rows::PartialStates => accumulator.merge_batch(&args, &numbering.row_targets, t)?,
+                    }
                     let states = accumulator.state(EmitTo::All)?;
                     for (column, (state, field)) in columns.iter_mut().zip(states.iter().zip(&slot.state_fields)) {
-                        column.scatter(&targets.ids, &as_type(state.clone(), field.data_type())?)?;
+                        column.scatter(&numbering.ids, &as_type(state.clone(), field.data_type())?)?;
                     }
-                    finals.push(evaluate_states(&expr, &states)?);
+                    finals.push(numbering.in_target_order(evaluate_states(&expr, &states)?)?);
                 }
                 SlotStore::Sliding(_) | SlotStore::Multiset { .. } => {
                     return Err(crate::error::Error::internal(
                         "a changelog aggregate got insert-only rows".to_string(),
                     ));
+                }
+                SlotStore::InPlace(_) if rows_are == Rows::PartialStates => {
+                    return Err(crate::error::Error::internal("partial states for an in-place aggregate".to_string()));
                 }
                 SlotStore::InPlace(accumulators) => {
                     if accumulators.len() < self.index.id_bound() {

@@ -33,8 +33,8 @@ pub struct Shards {
     shards: Vec<Aggregate>,
     spec: AggregateSpec,
     /// The group columns that route a row (positions among the group columns); none:
-    /// the aggregation cannot be split (no GROUP BY, GROUPING SETS, or a session
-    /// window alone).
+    /// the aggregation cannot be split (no GROUP BY, GROUPING SETS, or a session or
+    /// hopping window alone).
     routing: Vec<usize>,
     /// The expressions that compute `routing`'s columns from an input row.
     routing_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -45,11 +45,13 @@ impl Shards {
     pub fn new(spec: AggregateSpec) -> Result<Self> {
         let groups = spec.group_by.expr();
         let single_set = spec.group_by.groups().len() <= 1;
-        let window = spec.window.as_ref().map(|(column, w)| (*column, matches!(w, WindowSpec::Session { .. })));
+        let window = spec.window.as_ref().map(|(column, w)| (*column, matches!(w, WindowSpec::Tumbling { .. })));
         let mut routing: Vec<usize> = (0..groups.len()).filter(|&c| window.is_none_or(|(w, _)| c != w)).collect();
-        // A window alone routes by itself, unless it is a session (one key: no split).
+        // A tumbling window alone routes by itself. A session merges across windows,
+        // and a hopping window's rows name their pane, which feeds several windows:
+        // alone, they are one key (no split).
         if routing.is_empty()
-            && let Some((w, false)) = window
+            && let Some((w, true)) = window
         {
             routing.push(w);
         }

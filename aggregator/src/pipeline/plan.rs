@@ -58,9 +58,11 @@ pub enum QueryMode {
 }
 
 /// A DataFusion session with our functions and rules: used for pipelines and for
-/// batch queries alike, so both read the same SQL the same way. Only session windows
-/// differ: a batch query computes them with window functions ([`SessionWindows`]), a
-/// pipeline merges them in its state store.
+/// batch queries alike, so both read the same SQL the same way. Only session and
+/// hopping windows differ: a batch query computes sessions with window functions
+/// ([`SessionWindows`]) and hopping windows with one row per event and window, a
+/// pipeline merges sessions in its state store and spreads an event's pane over its
+/// windows in the aggregation ([`ExpandHoppingWindows`]).
 pub fn session_context(mode: QueryMode) -> SessionContext {
     // One partition: a pipeline runs on one core; parallelism is across pipelines.
     let config = SessionConfig::new().with_target_partitions(1);
@@ -70,7 +72,7 @@ pub fn session_context(mode: QueryMode) -> SessionContext {
     let rules =
         state.optimizers().iter().filter(|r| r.name() != "single_distinct_aggregation_to_group_by").cloned().collect();
     let mut state = SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build();
-    state.add_analyzer_rule(Arc::new(ExpandHoppingWindows));
+    state.add_analyzer_rule(Arc::new(ExpandHoppingWindows { into_panes: mode == QueryMode::Pipeline }));
     if mode == QueryMode::Batch {
         state.add_analyzer_rule(Arc::new(SessionWindows));
     }

@@ -14,19 +14,29 @@
 //!
 //! Sizes are strings like `'5 minutes'` (Spark's form) or `INTERVAL` literals. Windows
 //! are aligned to the Unix epoch, as in Spark. A hopping window puts an event into
-//! several windows: the function returns a list and the [`ExpandHoppingWindows`]
-//! analyzer rule turns the `GROUP BY` into `GROUP BY` over an `UNNEST` of it, so the
-//! same SQL works in a batch query and in a pipeline.
+//! several windows. The [`ExpandHoppingWindows`] analyzer rule rewrites its `GROUP BY`
+//! in one of two ways:
 //!
-//! In a pipeline the source carries a hidden column `__watermark` (the watermark each
-//! event saw, see `pipeline::watermark`); the rule passes it to the hopping function,
-//! which then leaves out the windows that were already closed for that event.
+//! * in a batch query, into `GROUP BY` over an `UNNEST` of the list of the event's
+//!   windows (one row per event and window, as Spark's Expand does);
+//! * in a pipeline, into `GROUP BY` the event's *pane*: the hopping function's
+//!   [`HopPane`] form gives each event the slice of `gcd(size, slide)` it falls in,
+//!   and the aggregation (`operators::aggregate`) aggregates a micro-batch per pane
+//!   first and only then merges each pane's partial state into the windows that
+//!   cover it. An event is read once, not once per window.
+//!
+//! The source may carry a hidden column `__watermark` (in a pipeline, the watermark
+//! each event saw, see `pipeline::watermark`); the rule passes it to the hopping
+//! function, which then leaves out the windows that were already closed for that
+//! event.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, ListArray, StructArray, TimestampMicrosecondArray};
-use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBufferBuilder, ListArray, StructArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, plan_err};
 use datafusion::config::ConfigOptions;
@@ -263,6 +273,112 @@ impl ScalarUDFImpl for WindowUdf {
     }
 }
 
+/// The pane of an event in hopping windows of `size` every `slide`: the slice of
+/// `gcd(size, slide)` it falls in. Every window either covers a pane whole or not at
+/// all, so a window's aggregate is the merge of its panes' aggregates.
+///
+/// `hop_pane(time, size, slide [, watermark])` returns `{start, end}`: `start` is the
+/// pane's start and `end` the end of the first window the event counts in, the
+/// earliest window covering the pane or, when the event's watermark had already
+/// closed some of those, the first still open. The event counts in the windows that
+/// cover the pane and end at or after `end` ([`HopPane::windows`]). NULL: no window
+/// was open for it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct HopPane {
+    signature: Signature,
+}
+
+impl HopPane {
+    pub const NAME: &str = "__hop_pane";
+
+    pub fn new() -> Self {
+        HopPane { signature: Signature::user_defined(Volatility::Immutable) }
+    }
+
+    /// The pane of an event at `t` and the end of the first window it counts in,
+    /// given its watermark; `None` when every window covering it had closed.
+    pub fn pane(t: i64, size: i64, slide: i64, watermark: Option<i64>) -> Option<(i64, i64)> {
+        let width = gcd(size, slide);
+        let start = t - t.rem_euclid(width);
+        // The earliest window covering the pane starts at the first multiple of
+        // `slide` after `start - size`; the first open one at the first after
+        // `watermark - size`.
+        let first_start_after = |x: i64| x - x.rem_euclid(slide) + slide;
+        let mut first_end = first_start_after(start - size) + size;
+        if let Some(w) = watermark {
+            first_end = first_end.max(first_start_after(w - size) + size);
+        }
+        let last_end = start - start.rem_euclid(slide) + size;
+        (first_end <= last_end).then_some((start, first_end))
+    }
+
+    /// The starts of the windows a pane `{start, first_end}` counts in, earliest first.
+    pub fn windows(start: i64, first_end: i64, size: i64, slide: i64) -> impl Iterator<Item = i64> {
+        let last_start = start - start.rem_euclid(slide);
+        let first_start = first_end - size;
+        (0..).map(move |k| first_start + k * slide).take_while(move |&s| s <= last_start)
+    }
+}
+
+impl Default for HopPane {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl ScalarUDFImpl for HopPane {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        Ok(arg_types.iter().enumerate().map(|(i, t)| if i == 0 || i == 3 { TIME } else { t.clone() }).collect())
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(window_struct_type())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let duration = |i: usize| match &args.args[i] {
+            ColumnarValue::Scalar(s) => duration_micros(s),
+            ColumnarValue::Array(_) => plan_err!("window sizes must be constants"),
+        };
+        let (size, slide) = (duration(1)?, duration(2)?);
+        let times = args.args[0].to_array(n)?;
+        let times = times.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| {
+            DataFusionError::Execution(format!("hop: expected a timestamp, got {}", times.data_type()))
+        })?;
+        let watermarks = args.args.get(3).map(|w| w.to_array(n)).transpose()?;
+        let watermarks = watermarks.as_ref().and_then(|w| w.as_primitive_opt::<TimestampMicrosecondType>());
+        let (mut starts, mut ends) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut valid = BooleanBufferBuilder::new(n);
+        for row in 0..n {
+            let watermark = watermarks.filter(|w| w.is_valid(row)).map(|w| w.value(row));
+            let pane = times.is_valid(row).then(|| Self::pane(times.value(row), size, slide, watermark)).flatten();
+            let (start, end) = pane.unwrap_or_default();
+            starts.push(start);
+            ends.push(end);
+            valid.append(pane.is_some());
+        }
+        let nulls = NullBuffer::new(valid.finish());
+        let array = StructArray::try_new(
+            window_struct_fields(),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(starts)) as ArrayRef,
+                Arc::new(TimestampMicrosecondArray::from(ends)),
+            ],
+            (nulls.null_count() > 0).then_some(nulls),
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(array)))
+    }
+}
+
 /// A window call in a `GROUP BY`, as written: its time column and shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowCall {
@@ -307,10 +423,14 @@ pub fn window_call(group_index: usize, expr: &Expr) -> DfResult<Option<WindowCal
     Ok(Some(WindowCall { group_index, time_column, spec }))
 }
 
-/// Rewrites `GROUP BY hop(...)` into `GROUP BY` over `UNNEST(hop(...))`: one row per
-/// (event, window), as Spark's Expand does for sliding windows.
-#[derive(Debug, Default)]
-pub struct ExpandHoppingWindows;
+/// Rewrites `GROUP BY hop(...)`: in a batch query into `GROUP BY` over
+/// `UNNEST(hop(...))`, one row per (event, window), as Spark's Expand does for sliding
+/// windows; in a pipeline into `GROUP BY` the event's pane ([`HopPane`]), which the
+/// aggregation spreads over the windows itself.
+#[derive(Debug)]
+pub struct ExpandHoppingWindows {
+    pub into_panes: bool,
+}
 
 impl AnalyzerRule for ExpandHoppingWindows {
     fn name(&self) -> &str {
@@ -342,6 +462,14 @@ impl AnalyzerRule for ExpandHoppingWindows {
             let original_name = agg.group_expr[index].schema_name().to_string();
             if call.args.len() == 3 && input_schema.has_column_with_unqualified_name(WATERMARK_COLUMN) {
                 call.args.push(col(WATERMARK_COLUMN));
+            }
+            if self.into_panes {
+                let pane =
+                    Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(ScalarUDF::from(HopPane::new())), call.args));
+                let mut group_expr = agg.group_expr.clone();
+                group_expr[index] = pane.alias(original_name);
+                let aggregate = Aggregate::try_new(agg.input.clone(), group_expr, agg.aggr_expr.clone())?;
+                return Ok(Transformed::yes(LogicalPlan::Aggregate(aggregate)));
             }
             let expanded = "__window";
             let mut exprs: Vec<Expr> = input_schema.columns().into_iter().map(Expr::Column).collect();
@@ -476,6 +604,52 @@ mod tests {
         let t = 7 * min + 5;
         assert_eq!(WindowSpec::Tumbling { size: 5 * min }.last_end(t), 10 * min);
         assert_eq!(WindowSpec::Hopping { size: 10 * min, slide: 5 * min }.last_end(t), 15 * min);
+    }
+
+    #[test]
+    fn a_pane_counts_in_the_open_windows_that_cover_it() {
+        // Windows of 10 every 4: panes of 2. An event at 7 is in pane [6, 8), covered
+        // by the windows starting at 0 and 4.
+        let (size, slide) = (10, 4);
+        assert_eq!(HopPane::pane(7, size, slide, None), Some((6, 10)));
+        assert_eq!(HopPane::windows(6, 10, size, slide).collect::<Vec<_>>(), vec![0, 4]);
+        // The window [0, 10) closed for it: only [4, 14) is left.
+        assert_eq!(HopPane::pane(7, size, slide, Some(11)), Some((6, 14)));
+        assert_eq!(HopPane::windows(6, 14, size, slide).collect::<Vec<_>>(), vec![4]);
+        // Every window closed: no pane.
+        assert_eq!(HopPane::pane(7, size, slide, Some(14)), None);
+        // Negative times (before the epoch) align the same way.
+        assert_eq!(HopPane::pane(-1, size, slide, None), Some((-2, 2)));
+        assert_eq!(HopPane::windows(-2, 2, size, slide).collect::<Vec<_>>(), vec![-8, -4]);
+    }
+
+    #[test]
+    fn a_pane_spreads_over_the_windows_the_list_form_gives() {
+        // The list form, written out: every window start `s` (a multiple of `slide`)
+        // with `s <= t < s + size` and `s + size > watermark`.
+        let windows_of = |t: i64, size: i64, slide: i64, watermark: Option<i64>| -> Vec<i64> {
+            let mut starts: Vec<i64> = ((t - size) / slide - 2..=t / slide + 2)
+                .map(|k| k * slide)
+                .filter(|&s| s <= t && t < s + size && watermark.is_none_or(|w| s + size > w))
+                .collect();
+            starts.sort();
+            starts
+        };
+        for (size, slide) in [(10, 2), (10, 4), (9, 6), (6, 6), (5, 7)] {
+            for t in -30..30 {
+                for watermark in [None, Some(t - 12), Some(t - 3), Some(t), Some(t + 4), Some(t + 20)] {
+                    let spread = match HopPane::pane(t, size, slide, watermark) {
+                        Some((start, first_end)) => HopPane::windows(start, first_end, size, slide).collect(),
+                        None => Vec::new(),
+                    };
+                    assert_eq!(
+                        spread,
+                        windows_of(t, size, slide, watermark),
+                        "t={t} size={size} slide={slide} {watermark:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
