@@ -71,3 +71,31 @@ fn the_key_is_traced_through_top_n_and_window_functions_to_the_groups() {
     // Rows of a JOIN have no key: they are told apart by their content.
     assert_eq!(case("join_of_two_levels").key_columns(), None);
 }
+
+/// The interactions schema: user_id 0, item_id 1, interaction_type 2, timestamp 3.
+#[test]
+fn the_columns_no_scan_of_source_reads_are_left_unread() {
+    let unread = |sql: &str| plan_sql(sql).unread_source_columns();
+    assert_eq!(unread("SELECT user_id, COUNT(*) AS n FROM SOURCE GROUP BY user_id"), [1, 2, 3]);
+    assert_eq!(
+        unread(
+            "SELECT tumble(timestamp, '5 minutes') AS w, SUM(item_id) AS s FROM SOURCE GROUP BY tumble(timestamp, '5 minutes')"
+        ),
+        [0, 2]
+    );
+    // A column read by a filter only is read.
+    assert_eq!(
+        unread("SELECT user_id, COUNT(*) AS n FROM SOURCE WHERE interaction_type = 'view' GROUP BY user_id"),
+        [1, 3]
+    );
+    // Two scans of SOURCE (UNION ALL branches): what either reads is read.
+    assert_eq!(
+        unread(
+            "SELECT k, COUNT(*) AS n FROM (SELECT user_id AS k FROM SOURCE UNION ALL SELECT item_id AS k FROM SOURCE) t GROUP BY k"
+        ),
+        [2, 3]
+    );
+    // Without aggregation: the columns the rows are made of.
+    assert_eq!(unread("SELECT user_id, item_id FROM SOURCE WHERE item_id > 3"), [2, 3]);
+    assert_eq!(unread("SELECT * FROM SOURCE"), Vec::<usize>::new());
+}

@@ -218,6 +218,11 @@ impl KafkaBroker {
         self.start_again();
     }
 
+    /// The broker process's PID (benchmarks wait for it to go quiet between runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// The broker's own log, for assertion messages.
     pub fn log(&self) -> String {
         self.process.log()

@@ -62,6 +62,11 @@ impl ServerProcess {
         let _ = child.wait();
     }
 
+    /// The running process's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server's own output, for assertion messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data().join("server.log")).unwrap_or_default()

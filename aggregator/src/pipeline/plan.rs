@@ -41,7 +41,7 @@ use crate::operators::changelog::Changelog;
 use crate::operators::exec::{Closing, OperatorStats, SharedOperator, StreamingExec, Tick};
 use crate::pipeline::dataflow::{Found, ToDataflow, Upstream};
 use crate::pipeline::definition::{OutputMode, PipelineDefinition};
-use crate::pipeline::live_table::{LiveSlot, LiveTable, run_over};
+use crate::pipeline::live_table::{LiveExec, LiveSlot, LiveTable, run_over};
 use crate::pipeline::windows::{self, ExpandHoppingWindows, SessionWindows, WATERMARK_COLUMN, WindowCall};
 use crate::source::schema::{EVENT_TIME_TYPE, SourceSchema};
 
@@ -313,6 +313,34 @@ impl StreamingPlan {
     /// The output columns that make up the result's key, if it has one.
     pub fn key_columns(&self) -> Option<&[usize]> {
         self.key_columns.as_deref()
+    }
+
+    /// The declared source columns the plan never reads: outside every scan's
+    /// projection of `SOURCE` (DataFusion pushes the columns a query uses down into
+    /// the scan). Nothing if a scan reads them all, or none is found.
+    pub fn unread_source_columns(&self) -> Vec<usize> {
+        let plan = match &self.stage1 {
+            Stage1::Dataflow(plan) | Stage1::RowByRow(plan) => plan,
+        };
+        let declared = self.source_schema.fields().len() - INTERNAL_COLUMNS.len();
+        let mut read = vec![false; declared];
+        let mut scans = 0;
+        let _ = plan.apply(|node| {
+            if let Some(scan) = node.downcast_ref::<LiveExec>()
+                && scan.slot().same(&self.source_slot)
+            {
+                scans += 1;
+                match scan.projection() {
+                    Some(columns) => columns.iter().filter(|&&c| c < declared).for_each(|&c| read[c] = true),
+                    None => read.fill(true),
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        match scans {
+            0 => Vec::new(),
+            _ => (0..declared).filter(|&c| !read[c]).collect(),
+        }
     }
 
     /// Whether the pipeline aggregates (else its rows are written per record).

@@ -238,8 +238,15 @@ impl Pipeline {
         if !rerun.is_empty() {
             tracing::info!(pipeline = %def.name, batches = rerun.len(), "running again the batches that ran after the last checkpoint");
         }
+        let mut decoder = JsonDecoder::new(source_schema, options.max_record_bytes);
+        // (The event time is read here, for the watermark, whatever the query reads.)
+        let unread: Vec<usize> =
+            plan.unread_source_columns().into_iter().filter(|&c| Some(c) != source_schema.event_time).collect();
+        decoder.leave_unread(&unread);
+        let unread_names: Vec<&str> = unread.iter().map(|&c| source_schema.schema.field(c).name().as_str()).collect();
+        tracing::debug!(pipeline = %def.name, columns = ?unread_names, "source columns the query does not read");
         let mut pipeline = Pipeline {
-            decoder: JsonDecoder::new(source_schema, options.max_record_bytes),
+            decoder,
             source_schema: source_schema.clone(),
             emitter: Emitter::new(&plan),
             watermark: Watermark::new(delay, WatermarkState::default()),

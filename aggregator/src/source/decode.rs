@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use arrow_json::ReaderBuilder;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Int32Builder, Int64Builder, StringArray, StringBuilder,
-    StringViewBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, BooleanBufferBuilder, BooleanBuilder, Int32Array, Int32Builder, Int64Array,
+    Int64Builder, StringArray, StringBuilder, StringViewArray, StringViewBuilder, TimestampMicrosecondArray,
 };
-use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -56,6 +56,10 @@ pub struct JsonDecoder {
     /// The fast path for flat records of plain values, if every column's type has one.
     flat: Option<FlatDecoder>,
 }
+
+/// A column the fast path checks but does not build (see [`JsonDecoder::leave_unread`]).
+const UNREAD_KINDS: [DataType; 5] =
+    [DataType::Int64, DataType::Int32, DataType::Boolean, DataType::Utf8, DataType::Utf8View];
 
 /// The outcome of decoding a micro-batch of records.
 #[derive(Debug)]
@@ -103,6 +107,20 @@ impl JsonDecoder {
 
     pub fn schema(&self) -> &SchemaRef {
         &self.declared
+    }
+
+    /// Columns the pipeline never reads (`StreamingPlan::unread_source_columns`): the
+    /// fast path still checks each value (a record is bad or good exactly as before, a
+    /// missing required field included) but does not copy it, and the column holds
+    /// placeholders (zeros, empty strings) with the values' validity. Text, integer
+    /// and boolean columns only: a timestamp is checked by parsing it.
+    pub fn leave_unread(&mut self, columns: &[usize]) {
+        if let Some(flat) = &mut self.flat {
+            flat.unread = columns
+                .iter()
+                .filter(|&&c| c < 64 && UNREAD_KINDS.contains(self.declared.field(c).data_type()))
+                .fold(0, |mask, &c| mask | 1 << c);
+        }
     }
 
     /// Decodes `records` as [`Self::decode`] does, in up to `workers` chunks at once on
@@ -321,6 +339,8 @@ struct FlatDecoder {
     /// Each column's key as it is written in a record, quotes included: keys are
     /// matched where they stand, without reading them out first.
     quoted: Vec<Vec<u8>>,
+    /// Columns (by bit) checked but not built: see [`JsonDecoder::leave_unread`].
+    unread: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -339,6 +359,8 @@ enum FlatColumn {
     Boolean(BooleanBuilder),
     Utf8(StringBuilder),
     Utf8View(StringViewBuilder),
+    /// A column no one reads: each value checked as its kind, only its validity kept.
+    Unread(FlatType, BooleanBufferBuilder),
 }
 
 impl FlatColumn {
@@ -349,6 +371,30 @@ impl FlatColumn {
             FlatColumn::Boolean(b) => b.append_null(),
             FlatColumn::Utf8(b) => b.append_null(),
             FlatColumn::Utf8View(b) => b.append_null(),
+            FlatColumn::Unread(_, valid) => valid.append(false),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            FlatColumn::Int64(mut b) => Arc::new(b.finish()),
+            FlatColumn::Int32(mut b) => Arc::new(b.finish()),
+            FlatColumn::Boolean(mut b) => Arc::new(b.finish()),
+            FlatColumn::Utf8(mut b) => Arc::new(b.finish()),
+            FlatColumn::Utf8View(mut b) => Arc::new(b.finish()),
+            FlatColumn::Unread(kind, mut valid) => {
+                let n = valid.len();
+                let nulls = Some(NullBuffer::new(valid.finish())).filter(|nulls| nulls.null_count() > 0);
+                match kind {
+                    FlatType::Int64 => Arc::new(Int64Array::new(vec![0; n].into(), nulls)),
+                    FlatType::Int32 => Arc::new(Int32Array::new(vec![0; n].into(), nulls)),
+                    FlatType::Boolean => Arc::new(BooleanArray::new(BooleanBuffer::new_unset(n), nulls)),
+                    FlatType::Utf8 => {
+                        Arc::new(StringArray::new(OffsetBuffer::new_zeroed(n), Buffer::from(Vec::<u8>::new()), nulls))
+                    }
+                    FlatType::Utf8View => Arc::new(StringViewArray::new(vec![0u128; n].into(), Vec::new(), nulls)),
+                }
+            }
         }
     }
 }
@@ -375,7 +421,7 @@ impl FlatDecoder {
         });
         let fields: Vec<(String, FlatType)> = fields.collect::<Option<_>>()?;
         let quoted = fields.iter().map(|(name, _)| format!("\"{name}\"").into_bytes()).collect();
-        Some(FlatDecoder { fields, quoted })
+        Some(FlatDecoder { fields, quoted, unread: 0 })
     }
 
     /// The records as one batch of `schema`, or `None` if one of them is not for the fast path.
@@ -384,7 +430,9 @@ impl FlatDecoder {
         let mut columns: Vec<FlatColumn> = self
             .fields
             .iter()
-            .map(|(_, kind)| match kind {
+            .enumerate()
+            .map(|(c, (_, kind))| match kind {
+                _ if self.unread & (1 << c) != 0 => FlatColumn::Unread(*kind, BooleanBufferBuilder::new(n)),
                 FlatType::Int64 => FlatColumn::Int64(Int64Builder::with_capacity(n)),
                 FlatType::Int32 => FlatColumn::Int32(Int32Builder::with_capacity(n)),
                 FlatType::Boolean => FlatColumn::Boolean(BooleanBuilder::with_capacity(n)),
@@ -406,18 +454,7 @@ impl FlatDecoder {
                 }
             }
         }
-        let arrays: Vec<ArrayRef> = columns
-            .into_iter()
-            .map(|column| -> ArrayRef {
-                match column {
-                    FlatColumn::Int64(mut b) => Arc::new(b.finish()),
-                    FlatColumn::Int32(mut b) => Arc::new(b.finish()),
-                    FlatColumn::Boolean(mut b) => Arc::new(b.finish()),
-                    FlatColumn::Utf8(mut b) => Arc::new(b.finish()),
-                    FlatColumn::Utf8View(mut b) => Arc::new(b.finish()),
-                }
-            })
-            .collect();
+        let arrays: Vec<ArrayRef> = columns.into_iter().map(FlatColumn::finish).collect();
         RecordBatch::try_new(schema.clone(), arrays).ok()
     }
 
@@ -534,6 +571,20 @@ impl<'a> Cursor<'a> {
             }),
             FlatColumn::Utf8(b) => b.append_value(self.string()?),
             FlatColumn::Utf8View(b) => b.append_value(self.string()?),
+            // Checked as `value_into` reads its kind, the value dropped.
+            FlatColumn::Unread(kind, valid) => {
+                match kind {
+                    FlatType::Int64 => self.integer().map(|_| ())?,
+                    FlatType::Int32 => i32::try_from(self.integer()?).ok().map(|_| ())?,
+                    FlatType::Boolean => match self.peek()? {
+                        b't' => self.literal("true")?,
+                        b'f' => self.literal("false")?,
+                        _ => return None,
+                    },
+                    FlatType::Utf8 | FlatType::Utf8View => self.string().map(|_| ())?,
+                }
+                valid.append(true);
+            }
         }
         Some(())
     }
@@ -615,7 +666,9 @@ impl Decoded {
 /// inside strings do not count). A record can nest no deeper than it is long, so
 /// short records are not scanned.
 pub fn nests_deeper_than(record: &[u8], max: usize) -> bool {
-    if record.len() <= max {
+    // Each level opens with a bracket: a record with few of them (counted at memchr's
+    // speed) cannot nest deep, and is not walked byte by byte.
+    if record.len() <= max || memchr::memchr2_iter(b'{', b'[', record).count() <= max {
         return false;
     }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
@@ -928,6 +981,56 @@ mod tests {
             assert_eq!(again.rows, fresh.rows);
             assert_eq!(again.bad, fresh.bad);
         }
+    }
+
+    #[tokio::test]
+    async fn columns_left_unread_keep_every_record_good_or_bad_as_before() {
+        let schema = SourceSchema::parse(
+            "CREATE TABLE t (id BIGINT NOT NULL, name VARCHAR NOT NULL, note VARCHAR, n INT, ok BOOLEAN, at TIMESTAMP NOT NULL)",
+            "test",
+        )
+        .await
+        .unwrap();
+        let full = JsonDecoder::new(&schema, 1000);
+        let mut partial = JsonDecoder::new(&schema, 1000);
+        // `id` and `at` are read; the others only checked.
+        partial.leave_unread(&[1, 2, 3, 4]);
+        let batches: [&[&str]; 5] = [
+            // The fast path: a missing required field, nulls, absent keys, another key.
+            &[
+                r#"{"id": 1, "name": "a", "note": "x", "n": 5, "ok": true, "at": "2026-01-01T00:00:00"}"#,
+                r#"{"id": 2, "note": null, "at": "2026-01-01T00:00:01"}"#,
+                r#"{"id": 3, "name": "c", "note": null, "n": null, "ok": false, "at": "2026-01-01T00:00:02"}"#,
+                r#"{"id": 4, "name": null, "at": "2026-01-01T00:00:03"}"#,
+                r#"{"id": 5, "name": "e", "other": 1.5, "at": "2026-01-01T00:00:04"}"#,
+            ],
+            // A value of the wrong kind in an unread column (each in a batch of its own):
+            // the fast path gives up and arrow-json judges the batch, as without it.
+            &[r#"{"id": 6, "name": "f", "n": "seven", "at": "2026-01-01T00:00:05"}"#],
+            &[
+                r#"{"id": 7, "name": "g", "n": 99999999999, "at": "2026-01-01T00:00:06"}"#,
+                r#"{"id": 9, "name": "i", "at": "2026-01-01T00:00:08"}"#,
+            ],
+            &[r#"{"id": 8, "name": "h", "ok": 1, "at": "2026-01-01T00:00:07"}"#],
+            &[r#"{"id": 10, "name": "j\"k", "note": "esc\u00e9", "at": "2026-01-01T00:00:09"}"#],
+        ];
+        for records in batches {
+            let records: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+            let (a, b) = (full.decode(&records).unwrap(), partial.decode(&records).unwrap());
+            assert_eq!(a.rows, b.rows, "{records:?}");
+            assert_eq!(a.bad, b.bad, "{records:?}");
+            assert_eq!(a.batch.schema(), b.batch.schema());
+            for c in [0, 5] {
+                assert_eq!(a.batch.column(c), b.batch.column(c), "column {c}");
+            }
+            for c in 1..5 {
+                assert_eq!(a.batch.column(c).logical_nulls(), b.batch.column(c).logical_nulls(), "column {c}'s nulls");
+            }
+        }
+        // The fast path really left them unread: placeholders, not the values.
+        let records: Vec<&[u8]> = batches[0].iter().map(|r| r.as_bytes()).collect();
+        let names = partial.decode(&records).unwrap().batch.column(1).clone();
+        assert_eq!(datafusion::arrow::util::display::array_value_to_string(&names, 0).unwrap(), "");
     }
 
     #[tokio::test]
