@@ -94,6 +94,10 @@ fn results_do_not_depend_on_the_micro_batch_size() {
 #[test]
 fn results_do_not_depend_on_the_number_of_workers() {
     let log = shared_log();
+    // One file of 12,000: micro-batches big enough that the shards' router splits
+    // them into slices computed at once (`Shards::route_input`).
+    let one_file = tempfile::tempdir().unwrap();
+    generate_log(one_file.path(), 12_000, 12_000, 7);
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
     let mut files = sql_files(&repo_root().join("sql"));
     files.extend(
@@ -110,8 +114,8 @@ fn results_do_not_depend_on_the_number_of_workers() {
     for file in &files {
         let name = file.file_stem().unwrap().to_str().unwrap().to_string();
         let table = aggregator::pipeline::definition::PipelineDefinition::from_file(file).unwrap().settings.target;
-        let run = |workers: usize, batch: usize, work: &Path| {
-            let options = aggregator::pipeline::PipelineOptions { workers, ..options(log.path(), work, batch) };
+        let run_on = |log: &Path, workers: usize, batch: usize, work: &Path| {
+            let options = aggregator::pipeline::PipelineOptions { workers, ..options(log, work, batch) };
             run_pipeline(file, &options).unwrap();
             let store = StoreReader::sqlite(&work.join("results.sqlite"));
             let status = store.status(&name).unwrap();
@@ -123,6 +127,7 @@ fn results_do_not_depend_on_the_number_of_workers() {
                 rejected,
             )
         };
+        let run = |workers: usize, batch: usize, work: &Path| run_on(log.path(), workers, batch, work);
         let one = tempfile::tempdir().unwrap();
         let expected = run(1, 12_000, one.path());
         assert!(!expected.0.is_empty(), "{name}: an empty result proves nothing");
@@ -130,6 +135,12 @@ fn results_do_not_depend_on_the_number_of_workers() {
             let work = tempfile::tempdir().unwrap();
             assert_eq!(run(workers, batch, work.path()), expected, "{name} with {workers} workers");
         }
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        assert_eq!(
+            run_on(one_file.path(), 2, 12_000, two.path()),
+            run_on(one_file.path(), 1, 12_000, one.path()),
+            "{name} with 2 workers, batches of 12,000"
+        );
         // Half the log with 3 workers, then the rest with 1, from the checkpoint.
         let half = tempfile::tempdir().unwrap();
         let resumed = tempfile::tempdir().unwrap();

@@ -432,7 +432,13 @@ impl Aggregate {
     /// Aggregates a batch of input rows into the groups it touches; returns their
     /// final values (and, for sessions, the groups merged away).
     pub fn update(&mut self, input: &RecordBatch) -> Result<Merged> {
-        let (group_columns, arguments, m) = self.evaluate_input(input)?;
+        self.update_grouped(input, None)
+    }
+
+    /// [`Self::update`], with `input`'s group columns already computed (`Shards`
+    /// routes rows by them), if they are.
+    pub fn update_grouped(&mut self, input: &RecordBatch, group_columns: Option<Vec<ArrayRef>>) -> Result<Merged> {
+        let (group_columns, arguments, m) = self.evaluate_input(input, group_columns)?;
         // Hopping windows: the rows (or the batch's per-pane partial states) once per window.
         let ((group_columns, arguments), m, rows) = match self.hopping.is_some() {
             true => self.spread_panes(group_columns, arguments, m)?,
@@ -468,7 +474,7 @@ impl Aggregate {
     /// of those left with none, which leave.
     pub fn update_changelog(&mut self, changes: &Changelog) -> Result<Changed> {
         let input = changes.rows();
-        let (group_columns, arguments, m) = self.evaluate_input(&input)?;
+        let (group_columns, arguments, m) = self.evaluate_input(&input, None)?;
         // GROUPING SETS: the rows once per set, with their weights.
         let sets = m / input.num_rows().max(1);
         let weights: Vec<i64> = (0..sets).flat_map(|_| changes.weights().iter().copied()).collect();
@@ -505,9 +511,13 @@ impl Aggregate {
     fn evaluate_input(
         &mut self,
         input: &RecordBatch,
+        group_columns: Option<Vec<ArrayRef>>,
     ) -> Result<(Vec<ArrayRef>, Vec<(Vec<ArrayRef>, Option<ArrayRef>)>, usize)> {
         let n = input.num_rows();
-        let sets = evaluate_group_by(&self.group_by, input)?;
+        let sets = match group_columns {
+            Some(columns) => vec![columns],
+            None => evaluate_group_by(&self.group_by, input)?,
+        };
         // GROUPING SETS: each set's rows in turn, the arguments repeated.
         let (group_columns, repeat) = match sets.len() {
             // No GROUP BY: no group columns.
@@ -562,15 +572,7 @@ impl Aggregate {
                 let valid = BooleanArray::new(nulls.into_inner(), None);
                 let keep = |a: &ArrayRef| filter(a, &valid);
                 let columns = group_columns.iter().map(keep).collect::<std::result::Result<Vec<_>, _>>()?;
-                let arguments = arguments
-                    .iter()
-                    .map(|(args, f)| {
-                        Ok((
-                            args.iter().map(keep).collect::<std::result::Result<_, _>>()?,
-                            f.as_ref().map(keep).transpose()?,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let arguments = map_arguments(&arguments, keep)?;
                 let m = valid.true_count();
                 (columns, arguments, m)
             }
@@ -633,15 +635,7 @@ impl Aggregate {
                 false => key_columns.next().expect("a key column")?,
             });
         }
-        let arguments = arguments
-            .iter()
-            .map(|(args, f)| {
-                Ok((
-                    args.iter().map(spread).collect::<std::result::Result<_, _>>()?,
-                    f.as_ref().map(spread).transpose()?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let arguments = map_arguments(&arguments, spread)?;
         Ok(((columns, arguments), from.len(), rows))
     }
 
@@ -1330,6 +1324,19 @@ impl SessionIndex {
             }
         }
     }
+}
+
+/// Every aggregate's arguments and FILTER, each array through `f` (a filter, a take).
+fn map_arguments(
+    arguments: &[(Vec<ArrayRef>, Option<ArrayRef>)],
+    f: impl Fn(&ArrayRef) -> std::result::Result<ArrayRef, datafusion::arrow::error::ArrowError>,
+) -> Result<Vec<(Vec<ArrayRef>, Option<ArrayRef>)>> {
+    arguments
+        .iter()
+        .map(|(args, filter)| {
+            Ok((args.iter().map(&f).collect::<std::result::Result<_, _>>()?, filter.as_ref().map(&f).transpose()?))
+        })
+        .collect()
 }
 
 /// Whether a state of this type is kept in columns (fixed-width or small values);

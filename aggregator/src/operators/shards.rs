@@ -11,13 +11,10 @@
 //! Checkpoints hold the shards' state as one table, so a pipeline restarted with
 //! another number of workers restores it by hashing each saved group again.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat as concat_arrays, concat_batches, take_arrays, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
-use datafusion::physical_expr::PhysicalExpr;
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -36,8 +33,6 @@ pub struct Shards {
     /// the aggregation cannot be split (no GROUP BY, GROUPING SETS, or a session or
     /// hopping window alone).
     routing: Vec<usize>,
-    /// The expressions that compute `routing`'s columns from an input row.
-    routing_exprs: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 impl Shards {
@@ -58,8 +53,7 @@ impl Shards {
         if !single_set || spec.input == crate::operators::aggregate::InputKind::Changelog {
             routing.clear();
         }
-        let routing_exprs = routing.iter().map(|&c| groups[c].0.clone()).collect();
-        Ok(Shards { shards: vec![Aggregate::new(spec.clone())?], spec, routing, routing_exprs })
+        Ok(Shards { shards: vec![Aggregate::new(spec.clone())?], spec, routing })
     }
 
     /// Makes `n` shards (before any state is held). An aggregation that cannot be split
@@ -76,48 +70,86 @@ impl Shards {
         self.shards.len()
     }
 
-    /// Each row's shard, from the routing columns.
-    fn shard_of(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Vec<u32>>> {
+    /// Each row's shard, by the hash of `routing`'s columns among `columns`.
+    fn shard_rows(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<UInt32Array>> {
         let n = self.shards.len();
+        let routing: Vec<ArrayRef> = self.routing.iter().map(|&c| columns[c].clone()).collect();
         let mut hashes = vec![0; rows];
-        create_hashes(columns, &ROUTING, &mut hashes)?;
+        create_hashes(&routing, &ROUTING, &mut hashes)?;
         let mut parts = vec![Vec::with_capacity(rows / n + rows / (4 * n) + 1); n];
         for (row, hash) in hashes.iter().enumerate() {
             parts[(*hash % n as u64) as usize].push(row as u32);
         }
-        Ok(parts)
+        Ok(parts.into_iter().map(UInt32Array::from).collect())
     }
 
-    /// `batch`'s rows per shard, routed by `columns`.
-    fn route(&self, batch: &RecordBatch, columns: &[ArrayRef]) -> Result<Vec<RecordBatch>> {
-        self.shard_of(columns, batch.num_rows())?
+    /// Input rows (the aggregation's input) per shard, with their group columns. The
+    /// group columns are computed, hashed and split on the worker threads, a slice of
+    /// the batch each: they may cost more than the aggregation (q17 formats every
+    /// event's time as its day), and the shards take them as they are.
+    fn route_input(&self, input: &RecordBatch) -> Result<Vec<(RecordBatch, Vec<ArrayRef>)>> {
+        const MIN_SLICE: usize = 4096;
+        let rows = input.num_rows();
+        let slice = rows.div_ceil(self.shards.len()).max(MIN_SLICE);
+        // (An empty batch is one empty slice: every shard still gets its part.)
+        let starts: Vec<usize> = (0..rows.max(1)).step_by(slice).collect();
+        let slices: Vec<Vec<(RecordBatch, Vec<ArrayRef>)>> = starts
+            .into_par_iter()
+            .map(|at| {
+                let part = input.slice(at, slice.min(rows - at));
+                let columns = self
+                    .spec
+                    .group_by
+                    .expr()
+                    .iter()
+                    .map(|(e, _)| e.evaluate(&part)?.into_array(part.num_rows()))
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                self.shard_rows(&columns, part.num_rows())?
+                    .iter()
+                    .map(|rows| Ok((take_record_batch(&part, rows)?, take_arrays(&columns, rows, None)?)))
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
+        let mut slices = slices.into_iter();
+        let Some(first) = slices.next() else {
+            return Ok(Vec::new());
+        };
+        let rest: Vec<_> = slices.collect();
+        if rest.is_empty() {
+            return Ok(first);
+        }
+        // Each shard's rows in the batch's order: its part of every slice, in turn.
+        first
             .into_iter()
-            .map(|rows| Ok(take_record_batch(batch, &UInt32Array::from(rows))?))
+            .enumerate()
+            .map(|(k, (batch, columns))| {
+                let batches = std::iter::once(&batch).chain(rest.iter().map(|s| &s[k].0));
+                let batch = concat_batches(&input.schema(), batches)?;
+                let columns = (0..columns.len())
+                    .map(|c| {
+                        let parts: Vec<&dyn Array> = std::iter::once(columns[c].as_ref())
+                            .chain(rest.iter().map(|s| s[k].1[c].as_ref()))
+                            .collect();
+                        concat_arrays(&parts)
+                    })
+                    .collect::<std::result::Result<_, _>>()?;
+                Ok((batch, columns))
+            })
             .collect()
-    }
-
-    /// Input rows (the aggregation's input) per shard.
-    fn route_input(&self, input: &RecordBatch) -> Result<Vec<RecordBatch>> {
-        let columns = self
-            .routing_exprs
-            .iter()
-            .map(|e| e.evaluate(input)?.into_array(input.num_rows()))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
-        self.route(input, &columns)
     }
 
     /// Saved groups or keys (group columns first) per shard.
     fn route_groups(&self, groups: &RecordBatch) -> Result<Vec<RecordBatch>> {
-        let columns: Vec<ArrayRef> = self.routing.iter().map(|&c| groups.column(c).clone()).collect();
-        self.route(groups, &columns)
+        let columns = &groups.columns()[..self.spec.group_by.expr().len()];
+        self.shard_rows(columns, groups.num_rows())?.iter().map(|rows| Ok(take_record_batch(groups, rows)?)).collect()
     }
 
     /// Runs `f` on every shard with its part, on the worker threads when there are
     /// several; the results in shard order.
-    fn each<T: Send>(
+    fn each<P: Send, T: Send>(
         &mut self,
-        parts: Vec<RecordBatch>,
-        f: impl Fn(&mut Aggregate, RecordBatch) -> Result<T> + Sync,
+        parts: Vec<P>,
+        f: impl Fn(&mut Aggregate, P) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         match self.shards.len() {
             1 => parts.into_iter().map(|p| f(&mut self.shards[0], p)).collect(),
@@ -136,7 +168,8 @@ impl Shards {
             return self.shards[0].update(input);
         }
         let parts = self.route_input(input)?;
-        let merged = self.each(parts, |shard, part| shard.update(&part))?;
+        let merged =
+            self.each(parts, |shard, (part, group_columns)| shard.update_grouped(&part, Some(group_columns)))?;
         let schema = self.spec.final_schema.clone();
         let finals = concat(&schema, merged.iter().map(|m| &m.finals))?;
         let removed = concat_some(merged.iter().map(|m| m.removed.as_ref()))?;
