@@ -35,10 +35,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, StructArray, TimestampMicrosecondArray,
-    UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::{cast, concat, filter, take};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -55,7 +52,7 @@ use crate::error::Result;
 use crate::operators::changelog::Changelog;
 use crate::operators::exec::{Closing, OperatorKind, OperatorStats, StreamingOperator, Tick};
 use crate::operators::shards::Shards;
-use crate::pipeline::windows::{HopPane, WindowSpec, window_struct_fields};
+use crate::pipeline::windows::{HopPane, WindowSpec, window_array, window_struct_fields};
 use crate::state::columns::{StateColumn, as_type};
 use crate::state::group_index::{GroupId, GroupIndex, KeyRows};
 
@@ -619,14 +616,7 @@ impl Aggregate {
         let from = UInt32Array::from(from);
         let spread = |a: &ArrayRef| take(a, &from, None);
         let window_ends: Vec<i64> = window_starts.iter().map(|s| s + size).collect();
-        let windows: ArrayRef = Arc::new(StructArray::try_new(
-            window_struct_fields(),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(window_starts)) as ArrayRef,
-                Arc::new(TimestampMicrosecondArray::from(window_ends)),
-            ],
-            None,
-        )?);
+        let windows: ArrayRef = Arc::new(window_array(window_starts, window_ends, None)?);
         let mut key_columns = key_columns.iter().map(spread);
         let mut columns = Vec::with_capacity(self.num_group_columns);
         for c in 0..self.num_group_columns {
@@ -783,14 +773,7 @@ impl Aggregate {
         }
         let mut columns = take_all(group_columns, &representative)?;
         let (s, e): (Vec<i64>, Vec<i64>) = intervals.iter().copied().unzip();
-        columns[w] = Arc::new(StructArray::try_new(
-            window_struct_fields(),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(s)) as ArrayRef,
-                Arc::new(TimestampMicrosecondArray::from(e)),
-            ],
-            None,
-        )?);
+        columns[w] = Arc::new(window_array(s, e, None)?);
         let keys = self.index.rows(&columns, intervals.len())?;
         for (t, &(_, end)) in intervals.iter().enumerate() {
             let (id, added) = self.index.intern(keys.get(t));

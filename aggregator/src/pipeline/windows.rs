@@ -63,6 +63,18 @@ pub fn window_struct_fields() -> Fields {
     Fields::from(vec![Field::new("start", TIME, true), Field::new("end", TIME, true)])
 }
 
+/// Windows `{start, end}` as a struct array (`nulls`: rows without a window).
+pub fn window_array(starts: Vec<i64>, ends: Vec<i64>, nulls: Option<NullBuffer>) -> DfResult<StructArray> {
+    Ok(StructArray::try_new(
+        window_struct_fields(),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(starts)) as ArrayRef,
+            Arc::new(TimestampMicrosecondArray::from(ends)),
+        ],
+        nulls,
+    )?)
+}
+
 fn window_struct_type() -> DataType {
     DataType::Struct(window_struct_fields())
 }
@@ -255,14 +267,7 @@ impl ScalarUDFImpl for WindowUdf {
             }
             offsets.push(starts.len() as i32);
         }
-        let windows = StructArray::try_new(
-            window_struct_fields(),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(starts)) as ArrayRef,
-                Arc::new(TimestampMicrosecondArray::from(ends)),
-            ],
-            None,
-        )?;
+        let windows = window_array(starts, ends, None)?;
         let list = ListArray::try_new(
             Arc::new(Field::new_list_field(window_struct_type(), true)),
             OffsetBuffer::new(offsets.into()),
@@ -367,14 +372,7 @@ impl ScalarUDFImpl for HopPane {
             valid.append(pane.is_some());
         }
         let nulls = NullBuffer::new(valid.finish());
-        let array = StructArray::try_new(
-            window_struct_fields(),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(starts)) as ArrayRef,
-                Arc::new(TimestampMicrosecondArray::from(ends)),
-            ],
-            (nulls.null_count() > 0).then_some(nulls),
-        )?;
+        let array = window_array(starts, ends, (nulls.null_count() > 0).then_some(nulls))?;
         Ok(ColumnarValue::Array(Arc::new(array)))
     }
 }
