@@ -556,7 +556,7 @@ impl Aggregate {
     /// pane's partial state (merged into the windows by [`Self::apply`]): the work per
     /// window is per pane the batch touches, not per event.
     fn spread_panes(
-        &mut self,
+        &self,
         group_columns: Vec<ArrayRef>,
         arguments: Vec<(Vec<ArrayRef>, Option<ArrayRef>)>,
         m: usize,

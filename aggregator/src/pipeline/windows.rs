@@ -174,6 +174,27 @@ pub fn duration_micros(value: &ScalarValue) -> DfResult<i64> {
     Ok(micros)
 }
 
+/// A window function's argument types: the time (first) and the watermark (fourth)
+/// as timestamps, the durations as they are.
+fn time_arguments(arg_types: &[DataType]) -> Vec<DataType> {
+    arg_types.iter().enumerate().map(|(i, t)| if i == 0 || i == 3 { TIME } else { t.clone() }).collect()
+}
+
+/// Argument `i` of a window call, a constant duration, in microseconds.
+fn duration_argument(args: &ScalarFunctionArgs, i: usize) -> DfResult<i64> {
+    match &args.args[i] {
+        ColumnarValue::Scalar(s) => duration_micros(s),
+        ColumnarValue::Array(_) => plan_err!("window sizes must be constants"),
+    }
+}
+
+/// A window function's time argument, as timestamps.
+fn timestamps<'a>(times: &'a ArrayRef, function: &str) -> DfResult<&'a TimestampMicrosecondArray> {
+    times.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| {
+        DataFusionError::Execution(format!("{function}: expected a timestamp, got {}", times.data_type()))
+    })
+}
+
 impl ScalarUDFImpl for WindowUdf {
     fn name(&self) -> &str {
         self.name
@@ -189,7 +210,7 @@ impl ScalarUDFImpl for WindowUdf {
         if arg_types.len() < 2 || arg_types.len() > max || (self.name == "hop" && arg_types.len() < 3) {
             return Err(self.arity_error());
         }
-        Ok(arg_types.iter().enumerate().map(|(i, t)| if i == 0 || i == 3 { TIME } else { t.clone() }).collect())
+        Ok(time_arguments(arg_types))
     }
     fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
         Ok(if self.hopping(arg_types.len()) { window_list_type() } else { window_struct_type() })
@@ -208,14 +229,9 @@ impl ScalarUDFImpl for WindowUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
-        let duration = |i: usize| match &args.args[i] {
-            ColumnarValue::Scalar(s) => duration_micros(s),
-            ColumnarValue::Array(_) => plan_err!("window sizes must be constants"),
-        };
+        let duration = |i: usize| duration_argument(&args, i);
         let times = args.args[0].to_array(n)?;
-        let times = times.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| {
-            DataFusionError::Execution(format!("{}: expected a timestamp, got {}", self.name, times.data_type()))
-        })?;
+        let times = timestamps(&times, self.name)?;
         if SESSION_FUNCTIONS.contains(&self.name) {
             // Each event's own session; a batch query merges them with `SessionWindows`,
             // a pipeline in its state store.
@@ -343,22 +359,16 @@ impl ScalarUDFImpl for HopPane {
         &self.signature
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        Ok(arg_types.iter().enumerate().map(|(i, t)| if i == 0 || i == 3 { TIME } else { t.clone() }).collect())
+        Ok(time_arguments(arg_types))
     }
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
         Ok(window_struct_type())
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
-        let duration = |i: usize| match &args.args[i] {
-            ColumnarValue::Scalar(s) => duration_micros(s),
-            ColumnarValue::Array(_) => plan_err!("window sizes must be constants"),
-        };
-        let (size, slide) = (duration(1)?, duration(2)?);
+        let (size, slide) = (duration_argument(&args, 1)?, duration_argument(&args, 2)?);
         let times = args.args[0].to_array(n)?;
-        let times = times.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| {
-            DataFusionError::Execution(format!("hop: expected a timestamp, got {}", times.data_type()))
-        })?;
+        let times = timestamps(&times, "hop")?;
         let watermarks = args.args.get(3).map(|w| w.to_array(n)).transpose()?;
         let watermarks = watermarks.as_ref().and_then(|w| w.as_primitive_opt::<TimestampMicrosecondType>());
         let (mut starts, mut ends) = (Vec::with_capacity(n), Vec::with_capacity(n));

@@ -563,30 +563,36 @@ impl<'a> Cursor<'a> {
         }
         match column {
             FlatColumn::Int64(b) => b.append_value(self.integer()?),
-            FlatColumn::Int32(b) => b.append_value(i32::try_from(self.integer()?).ok()?),
-            FlatColumn::Boolean(b) => b.append_value(match self.peek()? {
-                b't' => self.literal("true").map(|_| true)?,
-                b'f' => self.literal("false").map(|_| false)?,
-                _ => return None,
-            }),
+            FlatColumn::Int32(b) => b.append_value(self.int32()?),
+            FlatColumn::Boolean(b) => b.append_value(self.boolean()?),
             FlatColumn::Utf8(b) => b.append_value(self.string()?),
             FlatColumn::Utf8View(b) => b.append_value(self.string()?),
-            // Checked as `value_into` reads its kind, the value dropped.
+            // Read as a built column of its kind is, the value dropped.
             FlatColumn::Unread(kind, valid) => {
                 match kind {
-                    FlatType::Int64 => self.integer().map(|_| ())?,
-                    FlatType::Int32 => i32::try_from(self.integer()?).ok().map(|_| ())?,
-                    FlatType::Boolean => match self.peek()? {
-                        b't' => self.literal("true")?,
-                        b'f' => self.literal("false")?,
-                        _ => return None,
-                    },
-                    FlatType::Utf8 | FlatType::Utf8View => self.string().map(|_| ())?,
+                    FlatType::Int64 => self.integer().map(drop)?,
+                    FlatType::Int32 => self.int32().map(drop)?,
+                    FlatType::Boolean => self.boolean().map(drop)?,
+                    FlatType::Utf8 | FlatType::Utf8View => self.string().map(drop)?,
                 }
                 valid.append(true);
             }
         }
         Some(())
+    }
+
+    /// An integer that fits in 32 bits.
+    fn int32(&mut self) -> Option<i32> {
+        i32::try_from(self.integer()?).ok()
+    }
+
+    /// `true` or `false`.
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal("true").map(|_| true),
+            b'f' => self.literal("false").map(|_| false),
+            _ => None,
+        }
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
