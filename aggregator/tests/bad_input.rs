@@ -93,6 +93,11 @@ fn run_binary(log: &std::path::Path, work: &std::path::Path, pipelines: &[&str],
     for name in pipelines {
         std::fs::copy(repo_root().join(format!("sql/{name}.sql")), sql.join(format!("{name}.sql"))).unwrap();
     }
+    run_binary_on(&sql, log, work, env)
+}
+
+/// The aggregator binary over `log` with the pipelines of the folder `sql`, `--available-now`.
+fn run_binary_on(sql: &std::path::Path, log: &std::path::Path, work: &std::path::Path, env: &[(&str, &str)]) -> bool {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
         .args(["--sql", sql.to_str().unwrap(), "--source", &format!("file:{}", log.display())])
         .args(["--sink", &format!("sqlite:{}", work.join("results.sqlite").display())])
@@ -158,6 +163,58 @@ fn a_record_nested_100000_levels_deep_is_a_bad_record_not_a_crash() {
             (expected.good, expected.bad, expected.late)
         );
         assert_eq!(store.rows(pipeline, expected.with_id), expected.rows);
+    }
+}
+
+#[test]
+fn event_times_at_the_ends_of_the_range_run_through_every_window_shape() {
+    let log = tempfile::tempdir().unwrap();
+    generate_log(log.path(), 3_000, 1_000, 13);
+    let record = |time: &str| {
+        format!(r#"{{"user_id": 1, "item_id": 2, "interaction_type": "view", "timestamp": {time}}}"#).into_bytes()
+    };
+    // The first event of the log at the start of year 0000; beyond the range, epoch
+    // milliseconds near the ends of 64 bits (window and watermark arithmetic on those
+    // overflowed: every pipeline failed on the first); the last event at the end of 9999.
+    let first = log.path().join("batch-00000000.jsonl");
+    let text = std::fs::read(&first).unwrap();
+    std::fs::write(&first, [record("\"0000-01-01T00:00:00\""), b"\n".to_vec(), text].concat()).unwrap();
+    let beyond = [record("-9223372036854775"), record("9223372036854775"), record("-62167219200001")];
+    append_lines(&log.path().join("batch-00000001.jsonl"), &beyond);
+    append_lines(&log.path().join("batch-00000002.jsonl"), &[record("\"9999-12-31T23:59:59.999999\"")]);
+
+    let work = tempfile::tempdir().unwrap();
+    let sql = work.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
+    let files = [
+        repo_root().join("sql/user_interactions_5m.sql"),
+        cases.join("hopping_window_panes.sql"),
+        cases.join("hopping_window_distinct.sql"),
+        cases.join("session_window.sql"),
+    ];
+    for file in &files {
+        // The year-9999 event is far in the future: let it in.
+        let text = std::fs::read_to_string(file).unwrap();
+        std::fs::write(sql.join(file.file_name().unwrap()), format!("-- max_future: none\n{text}")).unwrap();
+    }
+    assert!(run_binary_on(&sql, log.path(), work.path(), &[]));
+    let store = StoreReader::sqlite(&work.path().join("results.sqlite"));
+    for file in &files {
+        let pipeline = file.file_stem().unwrap().to_str().unwrap();
+        let status = store.status(pipeline).unwrap();
+        assert_eq!(status.last_error, None, "{pipeline}");
+        let bad = store.rejected(pipeline, false);
+        assert_eq!(bad.len(), beyond.len(), "{pipeline}: {bad:?}");
+        assert!(bad.iter().all(|r| r.reason.contains("out of range (the years 0000 to 9999)")), "{bad:?}");
+        let expected = oracle(&sql.join(file.file_name().unwrap()), log.path(), DEFAULT_MAX_RECORD_BYTES);
+        assert_eq!(
+            (status.events_ok, status.events_bad, status.events_late),
+            (expected.good, expected.bad, expected.late),
+            "{pipeline}"
+        );
+        assert_eq!(status.events_in, 3_000 + 2 + beyond.len() as u64);
+        assert_eq!(store.rows(pipeline, expected.with_id), expected.rows, "{pipeline}");
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// The shipped pipelines, the SQL cases with aggregates of aggregates (a chain of
-/// aggregations over changes, rebuilt at restart) and one without aggregation (rows
-/// under their records' locations).
+/// aggregations over changes, rebuilt at restart), one without aggregation (rows under
+/// their records' locations), sessions and hopping windows.
 fn pipelines() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
@@ -36,6 +36,10 @@ fn pipelines() -> tempfile::TempDir {
         "join_of_two_levels",
         "having_toggles",
         "session_window",
+        // Hopping windows by panes: partial states spread over windows (and, for COUNT
+        // DISTINCT, events spread one by one), with partially late events.
+        "hopping_window_panes",
+        "hopping_window_distinct",
     ]
     .map(|c| cases.join(format!("{c}.sql")));
     for file in shipped.chain(chained) {

@@ -227,8 +227,16 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         "d" | "day" | "days" => number * 86400.0,
         _ => return Err(format!("{text:?} is not a duration like '20 minutes'")),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        _ => Err(format!("{text:?} is longer than 10,000 years")),
+    }
 }
+
+/// The longest duration a setting or a window may have: 10,000 years. With event times
+/// within the years 0000 to 9999 (see `source::decode::EVENT_TIMES`), window and
+/// watermark arithmetic then stays far inside 64-bit microseconds.
+pub const MAX_DURATION: Duration = Duration::from_secs(10_000 * 31_556_952);
 
 /// A duration as a setting would say it: `1 day`, `90 seconds`, `2 hours`.
 pub fn describe_duration(duration: Duration) -> String {
@@ -302,5 +310,11 @@ mod tests {
         assert_eq!(parse_duration("1 hour").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("3652425 days").unwrap(), MAX_DURATION);
+        for too_long in ["3652426 days", "99999999999999999999999 days", "1e400 s"] {
+            let error = parse_duration(too_long).unwrap_err();
+            assert!(error.contains("longer than 10,000 years") || error.contains("not a duration"), "{error}");
+        }
+        assert!(parse_duration("99999999999999999999999 days").unwrap_err().contains("longer than 10,000 years"));
     }
 }

@@ -158,20 +158,24 @@ impl WindowUdf {
 
 /// Reads a duration argument: `'5 minutes'` or an `INTERVAL` literal, in microseconds.
 pub fn duration_micros(value: &ScalarValue) -> DfResult<i64> {
-    let micros = match value {
+    // In i128: an interval of two billion days overflows 64-bit microseconds.
+    let micros: i128 = match value {
         ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            crate::pipeline::definition::parse_duration(s).map_err(DataFusionError::Plan)?.as_micros() as i64
+            crate::pipeline::definition::parse_duration(s).map_err(DataFusionError::Plan)?.as_micros() as i128
         }
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
-            v.days as i64 * 86_400_000_000 + v.nanoseconds / 1000
+            v.days as i128 * 86_400_000_000 + v.nanoseconds as i128 / 1000
         }
-        ScalarValue::IntervalDayTime(Some(v)) => v.days as i64 * 86_400_000_000 + v.milliseconds as i64 * 1000,
+        ScalarValue::IntervalDayTime(Some(v)) => v.days as i128 * 86_400_000_000 + v.milliseconds as i128 * 1000,
         other => return plan_err!("a window size must be a duration like '5 minutes', not {other}"),
     };
     if micros <= 0 {
         return plan_err!("a window size must be positive, not {value}");
     }
-    Ok(micros)
+    if micros > crate::pipeline::definition::MAX_DURATION.as_micros() as i128 {
+        return plan_err!("a window size must be at most 10,000 years, not {value}");
+    }
+    Ok(micros as i64)
 }
 
 /// A window function's argument types: the time (first) and the watermark (fourth)
@@ -666,5 +670,10 @@ mod tests {
         let interval = ScalarValue::new_interval_mdn(0, 1, 0);
         assert_eq!(duration_micros(&interval).unwrap(), 86_400_000_000);
         assert!(duration_micros(&ScalarValue::from("0 minutes")).is_err());
+        // Two billion days: beyond 64-bit microseconds, a plan error rather than an overflow.
+        for huge in [ScalarValue::new_interval_mdn(0, i32::MAX, 0), ScalarValue::new_interval_dt(i32::MAX, 0)] {
+            let error = duration_micros(&huge).unwrap_err().to_string();
+            assert!(error.contains("at most 10,000 years"), "{error}");
+        }
     }
 }

@@ -712,6 +712,11 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".to_string())
 }
 
+/// The event times an event may have, in microseconds since the epoch: the years 0000
+/// to 9999, as SQL's TIMESTAMP (Flink's range). Window ends, session gaps and watermarks
+/// are computed from event times; outside this range that arithmetic could overflow.
+pub const EVENT_TIMES: std::ops::RangeInclusive<i64> = -62_167_219_200_000_000..=253_402_300_799_999_999;
+
 /// Parses an event time: epoch milliseconds (all digits), or ISO-8601 with or without
 /// an offset (without one it is UTC). Returns microseconds since the epoch.
 pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
@@ -720,15 +725,17 @@ pub fn parse_timestamp_micros(text: &str) -> Result<i64, String> {
 
 /// [`parse_timestamp_micros`], remembering in `day` the last date it read (see [`Day`]).
 fn parse_timestamp_micros_on(text: &str, day: &mut Option<Day>) -> Result<i64, String> {
-    // The shape on every event first: this runs once per event.
+    // The shape on every event first: this runs once per event. Its four-digit years
+    // keep it inside `EVENT_TIMES`.
     if let Some(micros) = parse_plain_iso_on(text, day) {
         return Ok(micros);
     }
     let t = text.trim();
     let digits = t.strip_prefix('-').unwrap_or(t);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let ms: i64 = t.parse().map_err(|_| format!("epoch milliseconds {t:?} out of range"))?;
-        return ms.checked_mul(1000).ok_or_else(|| format!("epoch milliseconds {t:?} out of range"));
+        let out_of_range = || format!("epoch milliseconds {t:?} out of range (the years 0000 to 9999)");
+        let ms: i64 = t.parse().map_err(|_| out_of_range())?;
+        return ms.checked_mul(1000).filter(|micros| EVENT_TIMES.contains(micros)).ok_or_else(out_of_range);
     }
     if let Some(micros) = parse_plain_iso_micros(t) {
         return Ok(micros);
@@ -883,6 +890,19 @@ mod tests {
         assert_eq!(micros("2026-11-22T15:03:07.123456+01:00"), utc);
         assert_eq!(micros("1795356187123"), (utc / 1000) * 1000);
         assert!(parse_timestamp_micros("yesterday").unwrap_err().contains("yesterday"));
+    }
+
+    #[test]
+    fn event_times_are_within_the_years_0000_to_9999() {
+        assert_eq!(micros("0000-01-01T00:00:00"), *EVENT_TIMES.start());
+        assert_eq!(micros("9999-12-31T23:59:59.999999"), *EVENT_TIMES.end());
+        assert_eq!(micros("253402300799999"), *EVENT_TIMES.end() - 999);
+        assert_eq!(micros("-62167219200000"), *EVENT_TIMES.start());
+        // Epoch milliseconds can say more: near the ends of 64 bits, window arithmetic overflowed.
+        for beyond in ["253402300800000", "-62167219200001", "9223372036854775", "-9223372036854775"] {
+            let error = parse_timestamp_micros(beyond).unwrap_err();
+            assert!(error.contains("out of range (the years 0000 to 9999)"), "{beyond}: {error}");
+        }
     }
 
     /// The fast path reads a record to what arrow-json reads (or leaves it to arrow-json).
