@@ -267,11 +267,12 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
     // a pipeline's upserts land all over its table, and every page not cached is a
     // read system call. Memory is taken as pages are used, not up front.
     conn.pragma_update(None, "cache_size", -65536)?;
-    // Statement journals in memory. A multi-row upsert may abort halfway (a NULL `_id`),
-    // so inside a transaction SQLite journals each page it touches, to undo just that
-    // statement. Spilled to temporary files in /var/tmp, those journals took more writes
-    // than the database itself (1.1 GB for a 155 MB result, 5M events per user × type ×
-    // 5 minutes); each lives for one statement, so memory holds a few pages at a time.
+    // Statement journals in memory. SQLite takes a multi-row upsert as a statement that
+    // may abort halfway, so inside a transaction it journals each page the statement
+    // touches, to undo just that statement. Spilled to temporary files in /var/tmp, those
+    // journals took more writes than the database itself (1.1 GB for a 155 MB result, 5M
+    // events per user × type × 5 minutes); each lives for one statement, so memory holds
+    // a few pages at a time.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {STATUS_TABLE} (

@@ -311,10 +311,11 @@ mod tests {
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_duration("3652425 days").unwrap(), MAX_DURATION);
-        for too_long in ["3652426 days", "99999999999999999999999 days", "1e400 s"] {
+        // Past the bound, and past what `Duration` holds (that panicked): an error each.
+        for too_long in ["3652426 days", "99999999999999999999999 days"] {
             let error = parse_duration(too_long).unwrap_err();
-            assert!(error.contains("longer than 10,000 years") || error.contains("not a duration"), "{error}");
+            assert!(error.contains("longer than 10,000 years"), "{error}");
         }
-        assert!(parse_duration("99999999999999999999999 days").unwrap_err().contains("longer than 10,000 years"));
+        assert!(parse_duration("1e400 s").unwrap_err().contains("not a duration"));
     }
 }
